@@ -1,0 +1,12 @@
+//! wick-core: the tensor, optimizer and bookkeeping code every wick trainer stands on.
+pub mod error;
+
+pub use error::{Context, Error, Result};
+pub mod checkpoint;
+pub mod params;
+pub mod rng;
+pub mod config;
+pub mod device;
+pub mod progress;
+pub mod run;
+pub mod signal;
