@@ -10,3 +10,5 @@ pub mod device;
 pub mod progress;
 pub mod run;
 pub mod signal;
+pub mod image;
+pub mod tb;

@@ -158,3 +158,22 @@ mod tests {
         assert!(n.starts_with("fvsbn__my_set.csv__s3__"), "{n}");
     }
 }
+
+/// What a trainer gets besides its config: where to write, on which device, and whether to continue.
+pub struct Runtime {
+    pub dir: RunDir,
+    pub device: candle_core::Device,
+    /// Continue from `dir/checkpoint.safetensors` (if there is one) instead of starting afresh.
+    pub resume: bool,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+/// How a training run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Ran to the end; the final figures (also written to `metrics.json`).
+    Finished(serde_json::Value),
+    /// Stopped by Ctrl-C after saving a checkpoint at the given step.
+    Interrupted { step: u64 },
+}
