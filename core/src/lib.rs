@@ -12,3 +12,4 @@ pub mod run;
 pub mod signal;
 pub mod image;
 pub mod tb;
+pub mod data;
