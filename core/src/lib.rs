@@ -13,3 +13,5 @@ pub mod signal;
 pub mod image;
 pub mod tb;
 pub mod data;
+pub mod optim;
+pub mod schedule;

@@ -1,0 +1,85 @@
+//! Fully visible sigmoid belief network (Neal 1992; Frey 1998).
+//!
+//! Logistic regression of each dimension on the ones before it:
+//!
+//! ```text
+//! p(x_d = 1 | x_<d) = σ(b_d + Σ_{j<d} W_dj x_j)        log p(x) = Σ_d log p(x_d | x_<d)
+//! ```
+//!
+//! All D conditionals come from one masked matrix product, `z = x (W ⊙ M)ᵀ + b` with
+//! `M_dj = 1[j < d]`. Checkpoint tensors: `fvsbn.w` `[D, D]` (strictly lower triangular: the
+//! entries on and above the diagonal start at zero and get no gradient, so they stay zero) and
+//! `fvsbn.b` `[D]`. In numpy: `z = x @ w.T + b; log p(x) = -(max(z,0) - z*x + log1p(exp(-|z|))).sum(1)`.
+
+use crate::model::{bce_with_logits, DensityModel};
+use candle_core::{Device, Tensor};
+use wick_core::{params::Params, rng::Rng, Result};
+
+pub struct Fvsbn {
+    dim: usize,
+    params: Params,
+    w: Tensor,
+    b: Tensor,
+    mask: Tensor,
+}
+
+impl Fvsbn {
+    /// W's lower triangle ~ U(±1/√D) (PyTorch's nn.Linear default), b = 0.
+    pub fn new(dim: usize, rng: &mut Rng, device: &Device) -> Result<Fvsbn> {
+        let bound = 1.0 / (dim as f64).sqrt();
+        let mut w = vec![0f32; dim * dim];
+        for d in 0..dim {
+            for j in 0..d {
+                w[d * dim + j] = ((2.0 * rng.uniform() - 1.0) * bound) as f32;
+            }
+        }
+        let mut params = Params::new();
+        let w = params.add("fvsbn.w", &[dim, dim], w, device)?;
+        let b = params.zeros("fvsbn.b", &[dim], device)?;
+        let m: Vec<f32> = (0..dim * dim).map(|i| if i % dim < i / dim { 1.0 } else { 0.0 }).collect();
+        let mask = Tensor::from_vec(m, (dim, dim), device)?;
+        Ok(Fvsbn { dim, params, w, b, mask })
+    }
+
+    /// The logits z `[B, D]` of all conditionals.
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let wm = (&self.w * &self.mask)?;
+        Ok(x.matmul(&wm.t()?)?.broadcast_add(&self.b)?)
+    }
+}
+
+impl DensityModel for Fvsbn {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn nll(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(bce_with_logits(&self.logits(x)?, x)?.sum(1)?)
+    }
+
+    fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
+        let d = self.dim;
+        let w = self.w.flatten_all()?.to_vec1::<f32>()?;
+        let b = self.b.to_vec1::<f32>()?;
+        let mut out = vec![0f32; n * d];
+        for s in 0..n {
+            let x = &mut out[s * d..(s + 1) * d];
+            for i in 0..d {
+                if let Some((vals, mask)) = observed {
+                    if mask[i] {
+                        x[i] = vals[s * d + i];
+                        continue;
+                    }
+                }
+                let z = b[i] + (0..i).map(|j| w[i * d + j] * x[j]).sum::<f32>();
+                let p = 1.0 / (1.0 + (-z as f64).exp());
+                x[i] = if rng.uniform() < p { 1.0 } else { 0.0 };
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,339 @@
+//! The density-model trainer: minibatch maximum likelihood with early stopping on valid NLL.
+//!
+//! Per epoch: shuffle the train split with the run's `data` stream, take Adam/AdamW/SGD steps
+//! on the mean NLL of each batch, evaluate the exact valid NLL, keep the best model in
+//! `best.safetensors`, and write the full state (parameters, optimizer moments, the data
+//! stream, counters) to `checkpoint.safetensors`. After the last epoch, or when valid NLL has
+//! not improved for `patience` epochs, the best model is evaluated on every split and the
+//! figures go to `metrics.json`.
+//!
+//! TensorBoard: `losses/train_nll` (mean over the epoch's batches), `eval/valid_nll`,
+//! `eval/test_nll` (once, for the best model), `charts/samples_per_s`, `charts/learning_rate`,
+//! sample grids under `samples`, parameter histograms under `params/…`; step = epoch.
+
+use crate::model::DensityModel;
+use crate::Fvsbn;
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use wick_core::checkpoint::Checkpoint;
+use wick_core::data::{Dataset, Split};
+use wick_core::optim::{clip_grad_norm, OptimConfig, Optimizer};
+use wick_core::rng::Rng;
+use wick_core::run::{Outcome, Runtime};
+use wick_core::schedule::Schedule;
+use wick_core::tb::TbLogger;
+use wick_core::{bail, ensure, Result};
+
+/// Every hyperparameter of a density-model run; `config.toml` holds the resolved values.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DensityConfig {
+    /// Model: `fvsbn`.
+    pub algo: String,
+    /// `digits`, `mnist5k` or a path (see `wick list`).
+    pub data: String,
+    /// Binarisation: pixel ≥ threshold → 1. Unset: the dataset's default (digits 8, mnist 128).
+    pub threshold: Option<f32>,
+    pub seed: u64,
+    pub epochs: u64,
+    pub batch: usize,
+    /// Stop after this many epochs without a better valid NLL (0: never stop early).
+    pub patience: u64,
+    /// Clip gradients to this global L2 norm (0: no clipping).
+    pub clip_grad: f64,
+    /// Epochs between sample grids and weight histograms in TensorBoard (0: only at the end).
+    pub log_every: u64,
+    pub optim: OptimConfig,
+    pub schedule: Schedule,
+}
+
+impl Default for DensityConfig {
+    fn default() -> Self {
+        DensityConfig {
+            algo: "fvsbn".into(),
+            data: "digits".into(),
+            threshold: None,
+            seed: 0,
+            epochs: 500,
+            batch: 100,
+            patience: 50,
+            clip_grad: 0.0,
+            log_every: 50,
+            optim: OptimConfig::default(),
+            schedule: Schedule::Constant,
+        }
+    }
+}
+
+/// Models this trainer knows, with a line each for `wick list`.
+pub const MODELS: &[(&str, &str)] =
+    &[("fvsbn", "fully visible sigmoid belief net: logistic regression of x_d on x_<d (density model)")];
+
+impl DensityConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(MODELS.iter().any(|(m, _)| *m == self.algo), "unknown density model '{}': expected one of {}", self.algo, MODELS.iter().map(|m| m.0).collect::<Vec<_>>().join(", "));
+        ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
+        ensure!(self.batch >= 1, "batch size must be at least 1, got {}", self.batch);
+        ensure!(self.clip_grad.is_finite() && self.clip_grad >= 0.0, "clip-grad must be a non-negative number, got {}", self.clip_grad);
+        if let Some(t) = self.threshold {
+            ensure!(t.is_finite(), "threshold must be a finite number, got {t}");
+        }
+        self.optim.validate()?;
+        self.schedule.validate()?;
+        Ok(())
+    }
+}
+
+/// Build the model named by `algo` for `dim` inputs, initialised from the run's `init` stream.
+pub fn build_model(algo: &str, dim: usize, seed: u64, device: &Device) -> Result<Box<dyn DensityModel>> {
+    let mut rng = Rng::stream(seed, "init");
+    match algo {
+        "fvsbn" => Ok(Box::new(Fvsbn::new(dim, &mut rng, device)?)),
+        other => bail!("unknown density model '{other}'"),
+    }
+}
+
+/// The binarised rows of one split as a `[n, D]` tensor.
+pub fn split_tensor(data: &Dataset, x: &[f32], split: Split, device: &Device) -> Result<Tensor> {
+    let idx = data.indices(split);
+    let v = Dataset::gather(x, data.dim, &idx);
+    Ok(Tensor::from_vec(v, (idx.len(), data.dim), device)?)
+}
+
+/// Per-example NLL (nats) of every row of `x`, in batches.
+pub fn per_example_nll(model: &dyn DensityModel, x: &Tensor, batch: usize) -> Result<Vec<f32>> {
+    let n = x.dim(0)?;
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
+        let b = batch.min(n - i);
+        out.extend(model.nll(&x.narrow(0, i, b)?)?.to_vec1::<f32>()?);
+        i += b;
+    }
+    Ok(out)
+}
+
+/// Mean NLL in nats (accumulated in f64).
+pub fn mean_nll(model: &dyn DensityModel, x: &Tensor) -> Result<f64> {
+    let v = per_example_nll(model, x, 1000)?;
+    Ok(v.iter().map(|&a| a as f64).sum::<f64>() / v.len().max(1) as f64)
+}
+
+/// Where a run stands; saved in the checkpoint's metadata as `train_state`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct State {
+    /// The epoch in progress (1-based) and the batches of it already done.
+    epoch: u64,
+    batch: usize,
+    /// Optimizer steps so far.
+    step: u64,
+    /// Sum and count of the batch losses of the epoch in progress.
+    loss_sum: f64,
+    loss_count: u64,
+    best_valid: Option<f64>,
+    best_epoch: u64,
+    bad_epochs: u64,
+    done: bool,
+}
+
+const SAMPLE_GRID: usize = 64;
+
+/// Train (or continue) a density model; see the module docs.
+pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
+    cfg.validate()?;
+    let dev = &rt.device;
+    let data = Dataset::load(&cfg.data)?;
+    let x = data.binarized(cfg.threshold);
+    let (xtr, xva, xte) = (
+        split_tensor(&data, &x, Split::Train, dev)?,
+        split_tensor(&data, &x, Split::Valid, dev)?,
+        split_tensor(&data, &x, Split::Test, dev)?,
+    );
+    let ntr = xtr.dim(0)?;
+    ensure!(ntr > 0 && xva.dim(0)? > 0, "dataset '{}' has an empty train or valid split", cfg.data);
+    let model = build_model(&cfg.algo, data.dim, cfg.seed, dev)?;
+    let mut opt = Optimizer::new(cfg.optim.clone(), model.params())?;
+
+    // The data stream as it was at the start of the epoch in progress: the permutation is
+    // drawn from it, so a run resumed mid-epoch redraws the same one.
+    let mut epoch_rng = Rng::stream(cfg.seed, "data");
+    let mut st = State { epoch: 1, batch: 0, step: 0, loss_sum: 0.0, loss_count: 0, best_valid: None, best_epoch: 0, bad_epochs: 0, done: false };
+    let ckpt_path = rt.dir.checkpoint();
+    let resumed = rt.resume && ckpt_path.exists();
+    if resumed {
+        let ck = Checkpoint::load(&ckpt_path)?;
+        model.params().load_from(&ck).map_err(|e| e.context(format!("resuming from '{}'", ckpt_path.display())))?;
+        opt.load_from(&ck, model.params())?;
+        epoch_rng = ck.rng("data")?;
+        st = ck.meta("train_state")?;
+    }
+
+    let cfg = &DensityConfig { threshold: Some(cfg.threshold.unwrap_or(data.default_threshold)), ..cfg.clone() };
+    if !rt.resume {
+        rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
+    }
+    let mut tb = TbLogger::create(rt.dir.path())?;
+    if rt.resume {
+        // Drop whatever the interrupted process logged after its checkpoint.
+        tb.resume_at(st.epoch)?;
+    } else {
+        tb.text("config", 0, &format!("```toml\n{}\n```", wick_core::config::to_toml(cfg)?))?;
+    }
+
+    let nb = ntr.div_ceil(cfg.batch) as u64;
+    let mut progress = wick_core::progress::Progress::new(&cfg.algo, cfg.epochs * nb, rt.quiet);
+    progress.set_position((st.epoch - 1) * nb + st.batch as u64);
+    let t0 = Instant::now();
+    let mut samples_here: u64 = 0;
+    let log_every = if cfg.log_every == 0 { u64::MAX } else { cfg.log_every };
+
+    while !st.done && st.epoch <= cfg.epochs {
+        let mut rng = epoch_rng.clone();
+        let perm = rng.permutation(ntr);
+        let t_epoch = Instant::now();
+        let mut epoch_samples = 0u64;
+        let lr = cfg.schedule.lr(cfg.optim.lr, st.step);
+        while (st.batch as u64) < nb {
+            let lo = st.batch * cfg.batch;
+            let hi = (lo + cfg.batch).min(ntr);
+            let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
+            let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
+            let loss = model.nll(&xb)?.mean_all()?;
+            let lval = loss.to_scalar::<f32>()? as f64;
+            if !lval.is_finite() {
+                bail!(
+                    "training diverged at epoch {} batch {} (loss {lval}); the last good checkpoint is '{}'; try a lower --lr or --clip-grad",
+                    st.epoch, st.batch + 1, ckpt_path.display()
+                );
+            }
+            let mut grads = loss.backward()?;
+            if cfg.clip_grad > 0.0 {
+                clip_grad_norm(model.params(), &mut grads, cfg.clip_grad)?;
+            }
+            opt.step(model.params(), &grads, cfg.schedule.lr(cfg.optim.lr, st.step))?;
+            st.step += 1;
+            st.batch += 1;
+            st.loss_sum += lval * (hi - lo) as f64;
+            st.loss_count += (hi - lo) as u64;
+            epoch_samples += (hi - lo) as u64;
+            progress.inc(1);
+            if wick_core::signal::interrupted() {
+                save_checkpoint(&ckpt_path, &*model, &opt, &epoch_rng, &st, cfg)?;
+                tb.flush()?;
+                progress.finish();
+                return Ok(Outcome::Interrupted { step: st.step });
+            }
+        }
+        samples_here += epoch_samples;
+        let e = st.epoch;
+        let train_nll = st.loss_sum / st.loss_count.max(1) as f64;
+        let valid_nll = mean_nll(&*model, &xva)?;
+        tb.scalar("losses/train_nll", e, train_nll)?;
+        tb.scalar("eval/valid_nll", e, valid_nll)?;
+        tb.scalar("charts/learning_rate", e, lr)?;
+        tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9))?;
+        if e % log_every == 0 {
+            log_samples_and_weights(&mut tb, &*model, &data, cfg.seed, e)?;
+        }
+        progress.message(format!("epoch {e} train_nll {train_nll:.3} valid_nll {valid_nll:.3}"));
+        if st.best_valid.is_none_or(|b| valid_nll < b) {
+            st.best_valid = Some(valid_nll);
+            st.best_epoch = e;
+            st.bad_epochs = 0;
+            let mut best = Checkpoint::new();
+            model.params().save_to(&mut best)?;
+            best.set_meta("epoch", &e);
+            best.set_meta("valid_nll", &valid_nll);
+            best.set_meta("config", cfg);
+            best.save(&rt.dir.best())?;
+        } else {
+            st.bad_epochs += 1;
+            if cfg.patience > 0 && st.bad_epochs >= cfg.patience {
+                st.done = true;
+            }
+        }
+        st.epoch += 1;
+        st.batch = 0;
+        st.loss_sum = 0.0;
+        st.loss_count = 0;
+        epoch_rng = rng;
+        save_checkpoint(&ckpt_path, &*model, &opt, &epoch_rng, &st, cfg)?;
+        tb.flush()?;
+    }
+    progress.finish();
+    let train_secs = t0.elapsed().as_secs_f64();
+
+    // Final figures come from the best model.
+    let best = Checkpoint::load(&rt.dir.best())?;
+    model.params().load_from(&best)?;
+    let (train_nll, valid_nll, test_nll) = (mean_nll(&*model, &xtr)?, mean_nll(&*model, &xva)?, mean_nll(&*model, &xte)?);
+    let last_epoch = st.epoch - 1;
+    tb.scalar("eval/test_nll", last_epoch, test_nll)?;
+    log_samples_and_weights(&mut tb, &*model, &data, cfg.seed, last_epoch)?;
+    tb.flush()?;
+    let metrics = serde_json::json!({
+        "algo": cfg.algo,
+        "data": cfg.data,
+        "seed": cfg.seed,
+        "params": model.params().numel(),
+        "best_epoch": st.best_epoch,
+        "epochs_run": last_epoch,
+        "stopped_early": last_epoch < cfg.epochs,
+        "train_nll": train_nll,
+        "valid_nll": valid_nll,
+        "test_nll": test_nll,
+        "optimizer_steps": st.step,
+        "train_samples_per_s": if samples_here > 0 { serde_json::json!(samples_here as f64 / train_secs.max(1e-9)) } else { serde_json::Value::Null },
+    });
+    rt.dir.write_metrics(&metrics)?;
+    Ok(Outcome::Finished(metrics))
+}
+
+fn save_checkpoint(path: &std::path::Path, model: &dyn DensityModel, opt: &Optimizer, data_rng: &Rng, st: &State, cfg: &DensityConfig) -> Result<()> {
+    let mut ck = Checkpoint::new();
+    model.params().save_to(&mut ck)?;
+    opt.save_to(&mut ck, model.params())?;
+    ck.put_rng("data", data_rng);
+    ck.set_meta("train_state", st);
+    ck.set_meta("config", cfg);
+    ck.save(path)
+}
+
+/// Upscale factor so that small images (8×8 digits) are visible in TensorBoard.
+pub fn display_scale(h: usize) -> usize {
+    (64 / h.max(1)).max(1)
+}
+
+/// A `cols`-wide grid of images in [0,1], as grey u8 pixels upscaled for display: (pixels, height, width).
+pub fn image_grid(images: &[f32], n: usize, h: usize, w: usize) -> (Vec<u8>, usize, usize) {
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let s = display_scale(h);
+    let up: Vec<f32> = if s == 1 {
+        images.to_vec()
+    } else {
+        let mut v = Vec::with_capacity(images.len() * s * s);
+        for k in 0..n {
+            for r in 0..h * s {
+                for c in 0..w * s {
+                    v.push(images[k * h * w + (r / s) * w + c / s]);
+                }
+            }
+        }
+        v
+    };
+    wick_core::image::grid(&up, n, h * s, w * s, cols, 128)
+}
+
+fn log_samples_and_weights(tb: &mut TbLogger, model: &dyn DensityModel, data: &Dataset, seed: u64, step: u64) -> Result<()> {
+    let mut rng = Rng::stream_indexed(seed, "tb-samples", step);
+    let s = model.sample(SAMPLE_GRID, &mut rng, None)?;
+    let (px, h, w) = image_grid(&s, SAMPLE_GRID, data.height, data.width);
+    tb.image("samples", step, &px, h, w, 1)?;
+    for (name, var) in model.params().names().iter().zip(model.params().vars()) {
+        let v = var.flatten_all()?.to_vec1::<f32>()?;
+        tb.histogram(&format!("params/{name}"), step, &v)?;
+    }
+    Ok(())
+}
+

@@ -1,0 +1,181 @@
+//! Command-line surface: `wick train <algo>`, `wick eval`, `wick sample`, `wick list`.
+
+use crate::density;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wick_core::run::{default_run_name, Outcome, RunDir, Runtime};
+use wick_core::{bail, Result};
+
+#[derive(Parser)]
+#[command(
+    name = "wick",
+    version,
+    about = "Monte Carlo RL, autoregressive density models and self-supervised pretraining on Candle",
+    long_about = "wick trains Monte Carlo RL agents, autoregressive density models and self-supervised encoders.\n\
+Every run writes TensorBoard event files, config.toml, safetensors checkpoints and metrics.json under --logdir (default runs/).\n\
+Watch runs with `tensorboard --logdir runs`.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a model or agent (one subcommand per algorithm)
+    Train {
+        #[command(subcommand)]
+        algo: TrainCmd,
+    },
+    /// Evaluate a finished run: test NLL for density models
+    Eval(density::EvalArgs),
+    /// Draw samples (or completions) from a trained density model into a PNG grid
+    Sample(density::SampleArgs),
+    /// List algorithms, datasets and environments, one line each
+    List,
+}
+
+#[derive(Subcommand)]
+enum TrainCmd {
+    /// Fully visible sigmoid belief net (density model over binarised images)
+    Fvsbn(density::DensityFlags),
+}
+
+/// Flags every trainer takes.
+#[derive(Args, Clone, Debug)]
+pub struct CommonFlags {
+    /// Seed of every random stream of the run [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda)
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Directory that holds run directories
+    #[arg(long, default_value = "runs")]
+    pub logdir: PathBuf,
+    /// Run directory name [default: <algo>__<data>__s<seed>__<UTC time>]
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// TOML file of hyperparameters (flags given on the command line override it)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint, with its saved config
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Replace an existing run directory of the same name
+    #[arg(long)]
+    pub force: bool,
+    /// CPU threads for tensor kernels [default: all cores]; results do not depend on it
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress output
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Pin the kernel thread count before any thread pool starts (Candle reads RAYON_NUM_THREADS).
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
+    Ok(())
+}
+
+/// Fresh run or `--resume`: the run directory and the config table to use.
+pub struct Prepared {
+    pub runtime: Runtime,
+    /// The saved config (resume) or None (fresh: the caller resolves flags).
+    pub saved: Option<toml::Table>,
+    created: bool,
+}
+
+/// Open the run directory for a trainer. `overrides_given` tells whether any flag or file
+/// would change the config, which `--resume` does not allow.
+pub fn prepare(algo: &str, common: &CommonFlags, data_name: &str, seed: u64, overrides_given: bool) -> Result<Prepared> {
+    set_threads(common.threads)?;
+    let device = wick_core::device::parse_device(&common.device)?;
+    wick_core::signal::install();
+    if let Some(dir) = &common.resume {
+        if common.force {
+            bail!("--resume and --force cannot be used together: --resume continues a run, --force replaces it");
+        }
+        if overrides_given || common.config.is_some() || common.seed.is_some() {
+            bail!("--resume continues a run with its saved config.toml: drop the hyperparameter flags (and --config/--seed), or start a new run");
+        }
+        let run = RunDir::open(dir)?;
+        let table = run.read_config()?;
+        let saved_algo = table.get("algo").and_then(|v| v.as_str()).unwrap_or("?");
+        if saved_algo != algo {
+            bail!("'{}' is a {saved_algo} run, not {algo}: resume it with `wick train {saved_algo} --resume {}`", dir.display(), dir.display());
+        }
+        return Ok(Prepared { runtime: Runtime { dir: run, device, resume: true, quiet: common.quiet }, saved: Some(table), created: false });
+    }
+    let name = common.run_name.clone().unwrap_or_else(|| default_run_name(algo, data_name, seed));
+    let existed = common.logdir.join(&name).exists();
+    let dir = RunDir::create(&common.logdir, &name, common.force)?;
+    Ok(Prepared { runtime: Runtime { dir, device, resume: false, quiet: common.quiet }, saved: None, created: !existed })
+}
+
+/// Run a trainer and turn its outcome into an exit code; on failure of a fresh run that left
+/// its directory empty, remove the directory so a corrected retry can use the same name.
+pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode> {
+    let dir = p.runtime.dir.path();
+    match out {
+        Ok(Outcome::Finished(metrics)) => {
+            let show = |k: &str| metrics.get(k).map(|v| format!(" {k} {v}")).unwrap_or_default();
+            println!(
+                "{algo}: done in {}:{}{}{}",
+                dir.display(),
+                show("test_nll"),
+                show("best_epoch"),
+                show("train_samples_per_s")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Outcome::Interrupted { step }) => {
+            eprintln!(
+                "wick: interrupted at step {step}; checkpoint saved. Continue with: wick train {algo} --resume {}",
+                dir.display()
+            );
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => {
+            if p.created && std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false) {
+                let _ = std::fs::remove_dir(dir);
+            }
+            Err(e)
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Train { algo } => match algo {
+            TrainCmd::Fvsbn(f) => density::train("fvsbn", f),
+        },
+        Cmd::Eval(a) => density::eval(a),
+        Cmd::Sample(a) => density::sample(a),
+        Cmd::List => {
+            list();
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn list() {
+    println!("algorithms (wick train <algo>):");
+    for (name, what) in wick_generative::train::MODELS {
+        println!("  {name:<12} {what}");
+    }
+    println!("datasets (--data):");
+    for (name, what) in wick_core::data::builtin_names() {
+        println!("  {name:<12} {what}");
+    }
+    println!("  {:<12} a .csv/.csv.gz file (pixels then label), an MNIST IDX directory, or binarized-MNIST .amat files", "PATH");
+    println!("environments (--env): none yet");
+}

@@ -1,0 +1,266 @@
+//! `wick train fvsbn`, `wick eval`, `wick sample` for the density models.
+
+use crate::cli::{finish, prepare, CommonFlags};
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wick_core::checkpoint::Checkpoint;
+use wick_core::data::{Dataset, Split};
+use wick_core::optim::OptimKind;
+use wick_core::rng::Rng;
+use wick_core::run::RunDir;
+use wick_core::schedule::Schedule;
+use wick_core::{bail, Error, Result};
+use wick_generative::train::{self as dtrain, DensityConfig};
+
+/// Hyperparameters of a density model; unset flags take the --config file's value, then the default.
+#[derive(Args, Serialize, Debug, Clone)]
+pub struct DensityFlags {
+    #[command(flatten)]
+    #[serde(skip)]
+    pub common: CommonFlags,
+    /// digits, mnist5k, or a path: .csv/.csv.gz, an MNIST IDX directory, .amat files [default: digits]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Binarisation threshold: pixel >= threshold is 1 [default: digits 8, mnist 128]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    /// Maximum number of epochs [default: 500]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u64>,
+    /// Minibatch size [default: 100]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    /// Early stopping: epochs without a better valid NLL before stopping; 0 never stops early [default: 50]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patience: Option<u64>,
+    /// Clip gradients to this global L2 norm; 0 disables [default: 0]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_grad: Option<f64>,
+    /// Epochs between sample grids and weight histograms in TensorBoard [default: 50]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_every: Option<u64>,
+    #[command(flatten)]
+    pub optim: OptimFlags,
+    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA [default: constant]
+    #[arg(long, value_parser = parse_schedule)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+}
+
+fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
+    s.parse::<Schedule>().map_err(|e| e.to_string())
+}
+
+/// Optimizer flags, shared by every neural trainer.
+#[derive(Args, Serialize, Debug, Clone, Default)]
+pub struct OptimFlags {
+    /// sgd, adam (coupled L2 weight decay) or adamw (decoupled weight decay) [default: adam]
+    #[arg(long = "optimizer")]
+    #[serde(rename = "kind", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<OptimKind>,
+    /// Learning rate [default: 0.001]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Weight decay λ (L2 for sgd/adam, decoupled for adamw) [default: 0]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// Adam β1 [default: 0.9]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta1: Option<f64>,
+    /// Adam β2 [default: 0.999]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta2: Option<f64>,
+    /// SGD momentum [default: 0]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// SGD Nesterov momentum
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nesterov: bool,
+}
+
+impl DensityFlags {
+    /// The flags that change the config, as a TOML table (empty when none was given).
+    fn overrides(&self, algo: &str) -> Result<(toml::Table, bool)> {
+        let mut t = match toml::Value::try_from(self).map_err(|e| Error::new(e.to_string()))? {
+            toml::Value::Table(t) => t,
+            _ => toml::Table::new(),
+        };
+        if t.get("optim").and_then(|o| o.as_table()).is_some_and(|o| o.is_empty()) {
+            t.remove("optim");
+        }
+        let given = !t.is_empty();
+        t.insert("algo".into(), toml::Value::String(algo.into()));
+        if let Some(s) = self.common.seed {
+            t.insert("seed".into(), toml::Value::Integer(s as i64));
+        }
+        Ok((t, given))
+    }
+}
+
+pub fn train(algo: &str, flags: DensityFlags) -> Result<ExitCode> {
+    let (overrides, given) = flags.overrides(algo)?;
+    let (cfg, prepared) = if flags.common.resume.is_some() {
+        let p = prepare(algo, &flags.common, "", 0, given)?;
+        let table = p.saved.clone().expect("resume has a saved config");
+        let cfg: DensityConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::new(format!("saved config.toml: {}", e.message())))?;
+        (cfg, p)
+    } else {
+        let cfg: DensityConfig = wick_core::config::resolve(flags.common.config.as_deref(), &overrides)?;
+        cfg.validate()?;
+        let p = prepare(algo, &flags.common, &cfg.data, cfg.seed, given)?;
+        (cfg, p)
+    };
+    let out = dtrain::train(&cfg, &prepared.runtime);
+    finish(&prepared, algo, out)
+}
+
+fn load_run(dir: &std::path::Path) -> Result<(RunDir, DensityConfig)> {
+    let run = RunDir::open(dir)?;
+    let cfg: DensityConfig = toml::Value::Table(run.read_config()?)
+        .try_into()
+        .map_err(|e: toml::de::Error| Error::new(format!("{}: config.toml: {}", dir.display(), e.message())))?;
+    Ok((run, cfg))
+}
+
+/// The best model of a run (or its latest checkpoint if it never finished an epoch).
+fn load_model(run: &RunDir, cfg: &DensityConfig, dim: usize, device: &candle_core::Device) -> Result<Box<dyn wick_generative::DensityModel>> {
+    let model = dtrain::build_model(&cfg.algo, dim, cfg.seed, device)?;
+    let path = if run.best().exists() { run.best() } else { run.checkpoint() };
+    let ck = Checkpoint::load(&path)?;
+    model.params().load_from(&ck).map_err(|e| e.context(format!("'{}'", path.display())))?;
+    Ok(model)
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The run directory (holds config.toml and best.safetensors)
+    pub run_dir: PathBuf,
+    /// Evaluate on this data instead of the run's [digits, mnist5k or a path]
+    #[arg(long)]
+    pub data: Option<String>,
+    /// train, valid, test or all
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Write one row per example (index, split, label, log_prob in nats) to this CSV file
+    #[arg(long, value_name = "FILE.csv")]
+    pub per_example: Option<PathBuf>,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn eval(a: EvalArgs) -> Result<ExitCode> {
+    let device = wick_core::device::parse_device(&a.device)?;
+    let (run, cfg) = load_run(&a.run_dir)?;
+    let splits: Vec<Split> = match a.split.as_str() {
+        "all" => vec![Split::Train, Split::Valid, Split::Test],
+        s => vec![s.parse::<Split>().map_err(|_| Error::new(format!("--split: '{s}' is not one of train, valid, test, all")))?],
+    };
+    let data = Dataset::load(a.data.as_deref().unwrap_or(&cfg.data))?;
+    let model = load_model(&run, &cfg, data.dim, &device)?;
+    if data.dim != model.dim() {
+        bail!("data has {} dimensions but the model was trained on {}", data.dim, model.dim());
+    }
+    let x = data.binarized(cfg.threshold);
+    let mut rows = String::from("index,split,label,log_prob\n");
+    for s in splits {
+        let idx = data.indices(s);
+        let xs = dtrain::split_tensor(&data, &x, s, &device)?;
+        let nll = dtrain::per_example_nll(&*model, &xs, 1000)?;
+        let mean = nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len().max(1) as f64;
+        println!("{s}_nll {mean:.4} nats ({} examples)", nll.len());
+        for (i, v) in idx.iter().zip(&nll) {
+            let label = data.labels.as_ref().map(|l| l[*i].to_string()).unwrap_or_default();
+            rows.push_str(&format!("{i},{s},{label},{}\n", -v));
+        }
+    }
+    if let Some(p) = a.per_example {
+        wick_core::checkpoint::write_atomic(&p, rows.as_bytes())?;
+        println!("per-example log-likelihoods written to {}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// The run directory (holds config.toml and best.safetensors)
+    pub run_dir: PathBuf,
+    /// Number of samples
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Output PNG (a grid of the samples)
+    #[arg(long, default_value = "samples.png")]
+    pub out: PathBuf,
+    /// Seed of the sampling stream
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Complete the first N test images of this data instead of sampling from scratch
+    #[arg(long, value_name = "DATA")]
+    pub complete_from: Option<String>,
+    /// With --complete-from: which pixels are observed (top-half, bottom-half, left-half, right-half)
+    #[arg(long, default_value = "top-half")]
+    pub observe: String,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Observed-pixel mask of an h×w image.
+fn observe_mask(which: &str, h: usize, w: usize) -> Result<Vec<bool>> {
+    let f: fn(usize, usize, usize, usize) -> bool = match which {
+        "top-half" => |r, _, h, _| r < h / 2,
+        "bottom-half" => |r, _, h, _| r >= h / 2,
+        "left-half" => |_, c, _, w| c < w / 2,
+        "right-half" => |_, c, _, w| c >= w / 2,
+        other => bail!("--observe: '{other}' is not one of top-half, bottom-half, left-half, right-half"),
+    };
+    Ok((0..h * w).map(|i| f(i / w, i % w, h, w)).collect())
+}
+
+pub fn sample(a: SampleArgs) -> Result<ExitCode> {
+    if a.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    let device = wick_core::device::parse_device(&a.device)?;
+    let (run, cfg) = load_run(&a.run_dir)?;
+    let train_data = Dataset::load(&cfg.data)?;
+    let model = load_model(&run, &cfg, train_data.dim, &device)?;
+    let mut rng = Rng::stream(a.seed, "sample");
+    let (h, w) = (train_data.height, train_data.width);
+    let samples = match &a.complete_from {
+        None => model.sample(a.n, &mut rng, None)?,
+        Some(d) => {
+            let data = Dataset::load(d)?;
+            if data.dim != model.dim() {
+                bail!("--complete-from: data has {} dimensions but the model was trained on {}", data.dim, model.dim());
+            }
+            let mask = observe_mask(&a.observe, h, w)?;
+            let x = data.binarized(cfg.threshold);
+            let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(a.n).collect();
+            let vals = Dataset::gather(&x, data.dim, &idx);
+            model.sample(idx.len(), &mut rng, Some((&vals, &mask)))?
+        }
+    };
+    let n = samples.len() / model.dim();
+    let (px, gh, gw) = dtrain::image_grid(&samples, n, h, w);
+    wick_core::image::write_png(&a.out, &px, gh, gw, 1)?;
+    println!("{n} {} written to {}", if a.complete_from.is_some() { "completions" } else { "samples" }, a.out.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,149 @@
+//! Whole `wick train fvsbn` runs: files, TensorBoard and safetensors read by the real Python
+//! packages, seeded reproducibility, exact resume after SIGKILL.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SHORT: &[&str] = &["train", "fvsbn", "--data", "digits", "--epochs", "6", "--log-every", "2", "--quiet"];
+
+fn train(logdir: &std::path::Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let mut args: Vec<&str> = SHORT.to_vec();
+    args.extend(["--logdir", s(logdir), "--run-name", name]);
+    args.extend(extra);
+    run_ok(&args);
+    logdir.join(name)
+}
+
+#[test]
+fn a_run_writes_config_checkpoints_metrics_and_events() {
+    let d = scratch("files");
+    let run = train(&d, "r", &[]);
+    for f in ["config.toml", "checkpoint.safetensors", "best.safetensors", "metrics.json"] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let m = metrics_sans_timing(&run);
+    let test_nll = m["test_nll"].as_f64().unwrap();
+    assert!(test_nll > 5.0 && test_nll < 44.4, "test_nll {test_nll} (uniform model: 64 ln 2 = 44.4)");
+    assert_eq!(m["epochs_run"], 6);
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    for key in ["algo = \"fvsbn\"", "epochs = 6", "batch = 100", "threshold = 8.0", "lr = 0.001", "seed = 0"] {
+        assert!(cfg.contains(key), "config.toml lacks {key}:\n{cfg}");
+    }
+    let sc = scalars_sans_timing(&run);
+    let valid = &sc["eval/valid_nll"];
+    assert_eq!(valid.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+    assert!(valid[5].1 < valid[0].1, "valid NLL should fall: {valid:?}");
+    assert!((sc["eval/test_nll"][0].1 as f64 - test_nll).abs() < 1e-4);
+}
+
+#[test]
+fn python_tensorboard_reads_every_tag() {
+    let Some(py) = python() else { return };
+    let d = scratch("tbpy");
+    let run = train(&d, "r", &[]);
+    let out = Command::new(&py).args([&script("tb_read.py"), s(&run)]).output().unwrap();
+    assert!(out.status.success(), "tb_read.py: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ours = wick_core::tb::read_scalars(&run).unwrap();
+    let theirs = v["scalars"].as_object().unwrap();
+    assert_eq!(theirs.len(), ours.len(), "tags: python {:?} wick {:?}", theirs.keys().collect::<Vec<_>>(), ours.keys().collect::<Vec<_>>());
+    for (tag, pts) in &ours {
+        let py_pts = theirs[tag].as_array().unwrap();
+        assert_eq!(py_pts.len(), pts.len(), "{tag}");
+        for (p, (step, val)) in py_pts.iter().zip(pts) {
+            assert_eq!(p[0].as_u64().unwrap(), *step, "{tag}");
+            assert_eq!(p[1].as_f64().unwrap() as f32, *val, "{tag} step {step}");
+        }
+    }
+    for tag in ["losses/train_nll", "eval/valid_nll", "eval/test_nll", "charts/samples_per_s", "charts/learning_rate"] {
+        assert!(theirs.contains_key(tag), "TensorBoard lacks {tag}");
+    }
+    let imgs = v["images"]["samples"].as_array().expect("sample images");
+    assert!(!imgs.is_empty());
+    assert!(v["histograms"]["params/fvsbn.w"].as_array().is_some_and(|a| !a.is_empty()));
+    assert!(v["texts"]["config"].as_array().is_some_and(|a| a[0][1].as_str().unwrap().contains("algo = \"fvsbn\"")));
+}
+
+#[test]
+fn python_safetensors_reads_the_checkpoint_and_recomputes_log_p() {
+    let Some(py) = python() else { return };
+    let d = scratch("stpy");
+    let run = train(&d, "r", &[]);
+    let csv = d.join("per_example.csv");
+    run_ok(&["eval", s(&run), "--split", "test", "--per-example", s(&csv)]);
+    let out = Command::new(&py)
+        .args([&script("check_checkpoint.py"), s(&run), s(&csv), concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv.gz")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check_checkpoint.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn same_seed_same_bits_other_seed_other_bits_any_thread_count() {
+    let d = scratch("repro");
+    let a = train(&d, "a", &["--seed", "3", "--threads", "1"]);
+    let b = train(&d, "b", &["--seed", "3", "--threads", "2"]);
+    let c = train(&d, "c", &["--seed", "4"]);
+    for f in ["checkpoint.safetensors", "best.safetensors", "config.toml"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    assert_eq!(metrics_sans_timing(&a), metrics_sans_timing(&b));
+    assert_eq!(scalars_sans_timing(&a), scalars_sans_timing(&b));
+    assert_ne!(std::fs::read(a.join("checkpoint.safetensors")).unwrap(), std::fs::read(c.join("checkpoint.safetensors")).unwrap());
+    assert_ne!(metrics_sans_timing(&a)["test_nll"], metrics_sans_timing(&c)["test_nll"]);
+}
+
+/// Kill a run with SIGKILL once it has written a checkpoint and some time has passed, resume it,
+/// and compare everything with an uninterrupted run.
+#[test]
+fn resume_after_sigkill_matches_an_uninterrupted_run() {
+    let d = scratch("resume");
+    let common = ["train", "fvsbn", "--data", "mnist5k", "--epochs", "8", "--log-every", "3", "--quiet", "--seed", "1"];
+    let mut full_args = common.to_vec();
+    full_args.extend(["--logdir", s(&d), "--run-name", "full"]);
+    run_ok(&full_args);
+    let full = d.join("full");
+
+    // Several kill points: just after the first checkpoint, and later.
+    for (k, extra_ms) in [(0, 0u64), (1, 150), (2, 400)] {
+        let name = format!("killed{k}");
+        let run = d.join(&name);
+        let mut args = common.to_vec();
+        args.extend(["--logdir", s(&d), "--run-name", &name]);
+        let mut child = wick().args(&args).spawn().unwrap();
+        let t0 = Instant::now();
+        while !run.join("checkpoint.safetensors").exists() && t0.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(extra_ms));
+        let finished_before_kill = child.try_wait().unwrap().is_some();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if !finished_before_kill {
+            assert!(!run.join("metrics.json").exists() || k > 0);
+        }
+        run_ok(&["train", "fvsbn", "--resume", s(&run), "--quiet"]);
+        for f in ["checkpoint.safetensors", "best.safetensors"] {
+            assert_eq!(std::fs::read(full.join(f)).unwrap(), std::fs::read(run.join(f)).unwrap(), "kill {k}: {f} differs");
+        }
+        assert_eq!(metrics_sans_timing(&full), metrics_sans_timing(&run), "kill {k}");
+        assert_eq!(scalars_sans_timing(&full), scalars_sans_timing(&run), "kill {k}: scalars differ");
+        if let Some(py) = python() {
+            let read = |dir: &std::path::Path| -> serde_json::Value {
+                let out = Command::new(&py).args([&script("tb_read.py"), s(dir)]).output().unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                v["scalars"].as_object_mut().unwrap().retain(|k, _| !k.ends_with("_per_s"));
+                v["scalars"].clone()
+            };
+            assert_eq!(read(&full), read(&run), "kill {k}: TensorBoard shows different scalars");
+        }
+    }
+}
