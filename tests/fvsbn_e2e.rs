@@ -111,13 +111,33 @@ fn resume_after_sigkill_matches_an_uninterrupted_run() {
     run_ok(&full_args);
     let full = d.join("full");
 
-    // Several kill points: just after the first checkpoint, and later.
-    for (k, extra_ms) in [(0, 0u64), (1, 150), (2, 400)] {
+    // Kill points: just after the first checkpoint, later at random-ish times, and (through
+    // WICK_FAULT) after an epoch's scalars reached the event file but before its checkpoint,
+    // and while a checkpoint was being written.
+    let plans: [(u64, Option<&str>); 5] =
+        [(0, None), (150, None), (400, None), (0, Some("after-log:3")), (0, Some("checkpoint-write:4"))];
+    for (k, (extra_ms, fault)) in plans.into_iter().enumerate() {
         let name = format!("killed{k}");
         let run = d.join(&name);
         let mut args = common.to_vec();
         args.extend(["--logdir", s(&d), "--run-name", &name]);
-        let mut child = wick().args(&args).spawn().unwrap();
+        let mut cmd = wick();
+        cmd.args(&args).stderr(std::process::Stdio::null());
+        if let Some(f) = fault {
+            cmd.env("WICK_FAULT", f);
+            let status = cmd.status().unwrap();
+            assert!(!status.success(), "WICK_FAULT={f} should have aborted the run");
+            assert!(!run.join("metrics.json").exists());
+            wick_core::checkpoint::Checkpoint::load(&run.join("checkpoint.safetensors")).expect("a loadable checkpoint survives");
+            if f.starts_with("after-log") {
+                let logged = wick_core::tb::read_scalars(&run).unwrap();
+                assert_eq!(logged["eval/valid_nll"].last().unwrap().0, 3, "epoch 3 was logged before the crash");
+            }
+            run_ok(&["train", "fvsbn", "--resume", s(&run), "--quiet"]);
+            compare(&full, &run, k);
+            continue;
+        }
+        let mut child = cmd.spawn().unwrap();
         let t0 = Instant::now();
         while !run.join("checkpoint.safetensors").exists() && t0.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(5));
@@ -130,20 +150,25 @@ fn resume_after_sigkill_matches_an_uninterrupted_run() {
             assert!(!run.join("metrics.json").exists() || k > 0);
         }
         run_ok(&["train", "fvsbn", "--resume", s(&run), "--quiet"]);
-        for f in ["checkpoint.safetensors", "best.safetensors"] {
-            assert_eq!(std::fs::read(full.join(f)).unwrap(), std::fs::read(run.join(f)).unwrap(), "kill {k}: {f} differs");
-        }
-        assert_eq!(metrics_sans_timing(&full), metrics_sans_timing(&run), "kill {k}");
-        assert_eq!(scalars_sans_timing(&full), scalars_sans_timing(&run), "kill {k}: scalars differ");
-        if let Some(py) = python() {
-            let read = |dir: &std::path::Path| -> serde_json::Value {
-                let out = Command::new(&py).args([&script("tb_read.py"), s(dir)]).output().unwrap();
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-                let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-                v["scalars"].as_object_mut().unwrap().retain(|k, _| !k.ends_with("_per_s"));
-                v["scalars"].clone()
-            };
-            assert_eq!(read(&full), read(&run), "kill {k}: TensorBoard shows different scalars");
-        }
+        compare(&full, &run, k);
+    }
+}
+
+/// Same final checkpoint bytes, metrics and TensorBoard curves (wick's reader and Python's).
+fn compare(full: &std::path::Path, run: &std::path::Path, k: usize) {
+    for f in ["checkpoint.safetensors", "best.safetensors"] {
+        assert_eq!(std::fs::read(full.join(f)).unwrap(), std::fs::read(run.join(f)).unwrap(), "kill {k}: {f} differs");
+    }
+    assert_eq!(metrics_sans_timing(full), metrics_sans_timing(run), "kill {k}");
+    assert_eq!(scalars_sans_timing(full), scalars_sans_timing(run), "kill {k}: scalars differ");
+    if let Some(py) = python() {
+        let read = |dir: &std::path::Path| -> serde_json::Value {
+            let out = Command::new(&py).args([&script("tb_read.py"), s(dir)]).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            v["scalars"].as_object_mut().unwrap().retain(|k, _| !k.ends_with("_per_s"));
+            v["scalars"].clone()
+        };
+        assert_eq!(read(full), read(run), "kill {k}: TensorBoard shows different scalars");
     }
 }

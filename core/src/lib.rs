@@ -13,5 +13,6 @@ pub mod signal;
 pub mod image;
 pub mod tb;
 pub mod data;
+pub mod fault;
 pub mod optim;
 pub mod schedule;

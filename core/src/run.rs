@@ -95,6 +95,15 @@ impl RunDir {
                 path.display()
             )));
         }
+        // Temporary files of atomic writes that a killed process left behind.
+        if let Ok(rd) = fs::read_dir(path) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.contains(".tmp.") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         Ok(RunDir { path: path.to_path_buf() })
     }
 

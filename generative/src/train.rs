@@ -236,6 +236,8 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         if e % log_every == 0 {
             log_samples_and_weights(&mut tb, &*model, &data, cfg.seed, e)?;
         }
+        tb.flush()?;
+        wick_core::fault::point("after-log");
         progress.message(format!("epoch {e} train_nll {train_nll:.3} valid_nll {valid_nll:.3}"));
         if st.best_valid.is_none_or(|b| valid_nll < b) {
             st.best_valid = Some(valid_nll);

@@ -1,0 +1,26 @@
+//! Fault injection for crash-consistency tests.
+//!
+//! With `WICK_FAULT=<point>:<n>` in the environment, the process aborts (no destructors, no
+//! flushing: as abrupt as SIGKILL) the `n`-th time it reaches `point`. Points:
+//! - `after-log`: a trainer has logged and flushed an epoch's scalars but not yet saved its checkpoint;
+//! - `checkpoint-write`: a checkpoint's temporary file is written but not yet renamed into place.
+//!
+//! Without the variable this is one environment lookup per call, at epoch or checkpoint granularity.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+/// Abort here if `WICK_FAULT` names this point and this is the chosen hit.
+pub fn point(name: &str) {
+    let Ok(spec) = std::env::var("WICK_FAULT") else { return };
+    let Some((p, n)) = spec.split_once(':') else { return };
+    if p != name {
+        return;
+    }
+    let hit = HITS.fetch_add(1, Ordering::SeqCst) + 1;
+    if n.parse::<u64>().is_ok_and(|n| n == hit) {
+        eprintln!("wick: WICK_FAULT={spec}: aborting on purpose");
+        std::process::abort();
+    }
+}
