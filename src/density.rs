@@ -25,7 +25,7 @@ pub struct DensityFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
     /// Binarisation threshold: pixel >= threshold is 1 [default: digits 8, mnist 128]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
     /// Maximum number of epochs [default: 500]
@@ -41,7 +41,7 @@ pub struct DensityFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patience: Option<u64>,
     /// Clip gradients to this global L2 norm; 0 disables [default: 0]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_grad: Option<f64>,
     /// Epochs between sample grids and weight histograms in TensorBoard [default: 50]
@@ -68,23 +68,23 @@ pub struct OptimFlags {
     #[serde(rename = "kind", skip_serializing_if = "Option::is_none")]
     pub kind: Option<OptimKind>,
     /// Learning rate [default: 0.001]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
     /// Weight decay λ (L2 for sgd/adam, decoupled for adamw) [default: 0]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
     /// Adam β1 [default: 0.9]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beta1: Option<f64>,
     /// Adam β2 [default: 0.999]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beta2: Option<f64>,
     /// SGD momentum [default: 0]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub momentum: Option<f64>,
     /// SGD Nesterov momentum

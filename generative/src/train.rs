@@ -202,10 +202,12 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             let loss = model.nll(&xb)?.mean_all()?;
             let lval = loss.to_scalar::<f32>()? as f64;
             if !lval.is_finite() {
-                bail!(
-                    "training diverged at epoch {} batch {} (loss {lval}); the last good checkpoint is '{}'; try a lower --lr or --clip-grad",
-                    st.epoch, st.batch + 1, ckpt_path.display()
-                );
+                let kept = if ckpt_path.exists() {
+                    format!("the last good checkpoint is '{}'", ckpt_path.display())
+                } else {
+                    "no checkpoint had been written yet".to_string()
+                };
+                bail!("training diverged at epoch {} batch {} (loss {lval}); {kept}; try a lower --lr or --clip-grad", st.epoch, st.batch + 1);
             }
             let mut grads = loss.backward()?;
             if cfg.clip_grad > 0.0 {
