@@ -64,6 +64,7 @@ fn bad_inputs_give_one_line_exit_2_and_touch_nothing() {
     let amat = write(&d.join("binarized_mnist_train.amat"), b"0 1 0 1\n0 0.5 1 1\n");
     let bad_toml = write(&d.join("bad.toml"), b"epochs = = 3\n");
     let unknown_key = write(&d.join("unknown.toml"), b"epochs = 3\nlearning_rate = 0.1\n");
+    let optim_key = write(&d.join("optim.toml"), b"[optim]\nkind = \"adam\"\nlearnrate = 0.1\n");
     let wrong_type = write(&d.join("type.toml"), b"batch = \"ten\"\n");
     let not_a_dir = write(&d.join("plainfile"), b"x");
     let l = s(&logdir).to_string();
@@ -102,6 +103,7 @@ fn bad_inputs_give_one_line_exit_2_and_touch_nothing() {
         ("unknown device", tr(&["--device", "tpu"]), "unknown device"),
         ("malformed TOML", tr(&["--config", &bad_toml]), "not valid TOML"),
         ("unknown config key", tr(&["--config", &unknown_key]), "learning_rate"),
+        ("unknown [optim] key", tr(&["--config", &optim_key]), "learnrate"),
         ("wrong config type", tr(&["--config", &wrong_type]), "batch"),
         ("missing config file", tr(&["--config", "/nonexistent/c.toml"]), "not found"),
         ("existing run dir", own(&["train", "fvsbn", "--quiet", "--logdir", &l, "--run-name", "good"]), "already exists"),

@@ -94,7 +94,7 @@ impl FromStr for OptimKind {
 ///
 /// Fields missing from a TOML/JSON config take their [`Default`] values.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct OptimConfig {
     pub kind: OptimKind,
     pub lr: f64,

@@ -22,7 +22,7 @@ use std::str::FromStr;
 
 /// A learning-rate schedule. See the module docs for the table of forms.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Schedule {
     /// `factor = 1` at every step.
     #[default]
