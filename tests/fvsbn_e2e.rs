@@ -172,3 +172,32 @@ fn compare(full: &std::path::Path, run: &std::path::Path, k: usize) {
         assert_eq!(read(full), read(run), "kill {k}: TensorBoard shows different scalars");
     }
 }
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run() {
+    let d = scratch("sigint");
+    let common = ["train", "fvsbn", "--data", "mnist5k", "--epochs", "5", "--log-every", "2", "--quiet", "--seed", "2"];
+    let mut full_args = common.to_vec();
+    full_args.extend(["--logdir", s(&d), "--run-name", "full"]);
+    run_ok(&full_args);
+    let run = d.join("int");
+    let mut args = common.to_vec();
+    args.extend(["--logdir", s(&d), "--run-name", "int"]);
+    let child = wick().args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while !run.join("checkpoint.safetensors").exists() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(120));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "stderr: {err}");
+    assert!(err.contains("checkpoint saved") && err.contains(&format!("--resume {}", run.display())), "{err}");
+    let ck = wick_core::checkpoint::Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
+    let st: serde_json::Value = ck.meta("train_state").unwrap();
+    assert!(st["step"].as_u64().unwrap() > 40, "saved at the interruption, not only at epoch ends: {st}");
+    run_ok(&["train", "fvsbn", "--resume", s(&run), "--quiet"]);
+    compare(&d.join("full"), &run, 99);
+}
