@@ -41,6 +41,10 @@ enum Cmd {
 enum TrainCmd {
     /// Fully visible sigmoid belief net (density model over binarised images)
     Fvsbn(density::DensityFlags),
+    /// NADE: neural autoregressive distribution estimator (density model)
+    Nade(density::DensityFlags),
+    /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
+    Made(density::DensityFlags),
 }
 
 /// Flags every trainer takes.
@@ -157,6 +161,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Train { algo } => match algo {
             TrainCmd::Fvsbn(f) => density::train("fvsbn", f),
+            TrainCmd::Nade(f) => density::train("nade", f),
+            TrainCmd::Made(f) => density::train("made", f),
         },
         Cmd::Eval(a) => density::eval(a),
         Cmd::Sample(a) => density::sample(a),

@@ -12,6 +12,7 @@ use wick_core::rng::Rng;
 use wick_core::run::RunDir;
 use wick_core::schedule::Schedule;
 use wick_core::{bail, Error, Result};
+use wick_generative::made::Order;
 use wick_generative::train::{self as dtrain, DensityConfig};
 
 /// Hyperparameters of a density model; unset flags take the --config file's value, then the default.
@@ -28,6 +29,26 @@ pub struct DensityFlags {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
+    /// NADE/MADE hidden units [default: 100 for digits-sized data (D ≤ 100), else 500]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<usize>,
+    /// MADE hidden layers [default: 1]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<usize>,
+    /// MADE mask sets K: connectivity-agnostic training; the test-time model is the mixture of the K [default: 1]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masks: Option<usize>,
+    /// MADE input ordering: natural or random [default: natural]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<Order>,
+    /// MADE order-agnostic training: each mask set gets its own random input ordering
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub order_agnostic: bool,
     /// Maximum number of epochs [default: 500]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,7 +162,7 @@ fn load_run(dir: &std::path::Path) -> Result<(RunDir, DensityConfig)> {
 
 /// The best model of a run (or its latest checkpoint if it never finished an epoch).
 fn load_model(run: &RunDir, cfg: &DensityConfig, dim: usize, device: &candle_core::Device) -> Result<Box<dyn wick_generative::DensityModel>> {
-    let model = dtrain::build_model(&cfg.algo, dim, cfg.seed, device)?;
+    let model = dtrain::build_model(cfg, dim, device)?;
     let path = if run.best().exists() { run.best() } else { run.checkpoint() };
     let ck = Checkpoint::load(&path)?;
     model.params().load_from(&ck).map_err(|e| e.context(format!("'{}'", path.display())))?;

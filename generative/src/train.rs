@@ -11,8 +11,9 @@
 //! `eval/test_nll` (once, for the best model), `charts/samples_per_s`, `charts/learning_rate`,
 //! sample grids under `samples`, parameter histograms under `params/…`; step = epoch.
 
+use crate::made::{Made, Order};
 use crate::model::DensityModel;
-use crate::Fvsbn;
+use crate::{Fvsbn, Nade};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -35,6 +36,16 @@ pub struct DensityConfig {
     pub data: String,
     /// Binarisation: pixel ≥ threshold → 1. Unset: the dataset's default (digits 8, mnist 128).
     pub threshold: Option<f32>,
+    /// NADE/MADE hidden units. Unset: 100 for D ≤ 100 (digits), else 500.
+    pub hidden: Option<usize>,
+    /// MADE hidden layers [1].
+    pub layers: Option<usize>,
+    /// MADE mask sets K (connectivity-agnostic training; the test-time model is their mixture) [1].
+    pub masks: Option<usize>,
+    /// MADE input ordering: natural or random [natural].
+    pub order: Option<Order>,
+    /// MADE order-agnostic training: every mask set gets its own random ordering [false].
+    pub order_agnostic: Option<bool>,
     pub seed: u64,
     pub epochs: u64,
     pub batch: usize,
@@ -54,6 +65,11 @@ impl Default for DensityConfig {
             algo: "fvsbn".into(),
             data: "digits".into(),
             threshold: None,
+            hidden: None,
+            layers: None,
+            masks: None,
+            order: None,
+            order_agnostic: None,
             seed: 0,
             epochs: 500,
             batch: 100,
@@ -67,8 +83,11 @@ impl Default for DensityConfig {
 }
 
 /// Models this trainer knows, with a line each for `wick list`.
-pub const MODELS: &[(&str, &str)] =
-    &[("fvsbn", "fully visible sigmoid belief net: logistic regression of x_d on x_<d (density model)")];
+pub const MODELS: &[(&str, &str)] = &[
+    ("fvsbn", "fully visible sigmoid belief net: logistic regression of x_d on x_<d (density model)"),
+    ("nade", "neural autoregressive distribution estimator, tied weights, O(DH) (density model)"),
+    ("made", "masked autoencoder for distribution estimation, K masks, any ordering (density model)"),
+];
 
 impl DensityConfig {
     pub fn validate(&self) -> Result<()> {
@@ -81,15 +100,61 @@ impl DensityConfig {
         }
         self.optim.validate()?;
         self.schedule.validate()?;
+        let given = |name: &str, set: bool| -> Result<()> {
+            ensure!(!set, "--{name} does not apply to {} (it is for {})", self.algo, if name == "hidden" { "nade and made" } else { "made" });
+            Ok(())
+        };
+        if self.algo == "fvsbn" {
+            given("hidden", self.hidden.is_some())?;
+        }
+        if self.algo != "made" {
+            given("layers", self.layers.is_some())?;
+            given("masks", self.masks.is_some())?;
+            given("order", self.order.is_some())?;
+            given("order-agnostic", self.order_agnostic.is_some())?;
+        }
+        for (name, v) in [("hidden", self.hidden), ("layers", self.layers), ("masks", self.masks)] {
+            ensure!(v != Some(0), "{name} must be at least 1, got 0");
+        }
         Ok(())
+    }
+
+    /// Fill the model's unset options with their defaults for `dim` inputs, so that the
+    /// saved config states every value.
+    pub fn with_model_defaults(&self, dim: usize) -> DensityConfig {
+        let mut c = self.clone();
+        if c.algo != "fvsbn" {
+            c.hidden = Some(c.hidden.unwrap_or(if dim <= 100 { 100 } else { 500 }));
+        }
+        if c.algo == "made" {
+            c.layers = Some(c.layers.unwrap_or(1));
+            c.masks = Some(c.masks.unwrap_or(1));
+            c.order = Some(c.order.unwrap_or(Order::Natural));
+            c.order_agnostic = Some(c.order_agnostic.unwrap_or(false));
+        }
+        c
     }
 }
 
-/// Build the model named by `algo` for `dim` inputs, initialised from the run's `init` stream.
-pub fn build_model(algo: &str, dim: usize, seed: u64, device: &Device) -> Result<Box<dyn DensityModel>> {
-    let mut rng = Rng::stream(seed, "init");
-    match algo {
+/// Build the model a (defaults-filled) config names for `dim` inputs, initialised from the
+/// run's `init` stream.
+pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<Box<dyn DensityModel>> {
+    let cfg = cfg.with_model_defaults(dim);
+    let mut rng = Rng::stream(cfg.seed, "init");
+    let hidden = cfg.hidden.unwrap_or(0);
+    match cfg.algo.as_str() {
         "fvsbn" => Ok(Box::new(Fvsbn::new(dim, &mut rng, device)?)),
+        "nade" => Ok(Box::new(Nade::new(dim, hidden, &mut rng, device)?)),
+        "made" => Ok(Box::new(Made::new(
+            dim,
+            hidden,
+            cfg.layers.unwrap_or(1),
+            cfg.masks.unwrap_or(1),
+            cfg.order.unwrap_or(Order::Natural),
+            cfg.order_agnostic.unwrap_or(false),
+            cfg.seed,
+            device,
+        )?)),
         other => bail!("unknown density model '{other}'"),
     }
 }
@@ -152,7 +217,8 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     );
     let ntr = xtr.dim(0)?;
     ensure!(ntr > 0 && xva.dim(0)? > 0, "dataset '{}' has an empty train or valid split", cfg.data);
-    let model = build_model(&cfg.algo, data.dim, cfg.seed, dev)?;
+    let cfg = &DensityConfig { threshold: Some(cfg.threshold.unwrap_or(data.default_threshold)), ..cfg.with_model_defaults(data.dim) };
+    let model = build_model(cfg, data.dim, dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), model.params())?;
 
     // The data stream as it was at the start of the epoch in progress: the permutation is
@@ -169,7 +235,6 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         st = ck.meta("train_state")?;
     }
 
-    let cfg = &DensityConfig { threshold: Some(cfg.threshold.unwrap_or(data.default_threshold)), ..cfg.clone() };
     if !rt.resume {
         rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
     }
@@ -199,7 +264,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             let hi = (lo + cfg.batch).min(ntr);
             let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
             let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
-            let loss = model.nll(&xb)?.mean_all()?;
+            let loss = model.train_nll(&xb, st.step)?.mean_all()?;
             let lval = loss.to_scalar::<f32>()? as f64;
             if !lval.is_finite() {
                 let kept = if ckpt_path.exists() {
@@ -247,6 +312,9 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             st.bad_epochs = 0;
             let mut best = Checkpoint::new();
             model.params().save_to(&mut best)?;
+            for (name, t) in model.buffers()? {
+                best.put_tensor(&name, &t)?;
+            }
             best.set_meta("epoch", &e);
             best.set_meta("valid_nll", &valid_nll);
             best.set_meta("config", cfg);
