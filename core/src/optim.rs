@@ -170,6 +170,8 @@ pub struct Optimizer {
     t: u64,
     names: Vec<String>,
     slots: Vec<Slot>,
+    /// Always use the tensor-op path (tests compare it with the fused CPU path).
+    composed_only: bool,
 }
 
 impl fmt::Debug for Optimizer {
@@ -192,7 +194,13 @@ impl Optimizer {
             let bufs = kinds.iter().map(|_| v.as_tensor().zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
             slots.push(Slot { steps: 0, bufs });
         }
-        Ok(Optimizer { cfg, t: 0, names: params.names().to_vec(), slots })
+        Ok(Optimizer { cfg, t: 0, names: params.names().to_vec(), slots, composed_only: false })
+    }
+
+    /// Use only the tensor-op update, never the fused CPU one (for comparing the two).
+    pub fn composed_only(mut self) -> Self {
+        self.composed_only = true;
+        self
     }
 
     pub fn config(&self) -> &OptimConfig {
@@ -244,6 +252,10 @@ impl Optimizer {
                         slot.bufs[0] = buf;
                     }
                     (theta + g.affine(-lr, 0.0)?)?
+                }
+                OptimKind::Adam | OptimKind::Adamw if !self.composed_only && fused_adam::applies(theta, grad, &slot.bufs) => {
+                    fused_adam::step(theta, grad, &slot.bufs, kind == OptimKind::Adamw, lr, wd, beta1, beta2, eps, slot.steps)?;
+                    continue;
                 }
                 OptimKind::Adam | OptimKind::Adamw => {
                     let decoupled = kind == OptimKind::Adamw;
@@ -376,6 +388,111 @@ pub fn clip_grad_norm(params: &Params, grads: &mut GradStore, max_norm: f64) -> 
         }
     }
     Ok(norm as f64)
+}
+
+/// Adam/AdamW in place on contiguous f32 CPU tensors: three passes (m, v, θ) instead of a
+/// dozen allocating tensor ops. The f32 arithmetic is the tensor-op path's, term by term and
+/// in the same order, so both give the same bits (a test checks it); other devices and
+/// layouts take the tensor-op path.
+mod fused_adam {
+    use candle_core::{CpuStorage, InplaceOp3, Layout, Tensor};
+
+    pub(super) fn applies(theta: &Tensor, grad: &Tensor, bufs: &[Tensor]) -> bool {
+        let ok = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous();
+        bufs.len() == 2 && ok(theta) && ok(grad) && bufs.iter().all(ok)
+    }
+
+    fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+        match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+            _ => candle_core::bail!("fused adam: expected contiguous f32"),
+        }
+    }
+
+    fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+        match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+            _ => candle_core::bail!("fused adam: expected contiguous f32"),
+        }
+    }
+
+    /// The gradient with coupled L2: `(θ·λ + 0) + g` as `theta.affine(λ, 0) + grad` computes it.
+    #[inline(always)]
+    fn l2(g: f32, theta: f32, wd: Option<f32>) -> f32 {
+        match wd {
+            Some(wd) => (theta * wd + 0.0) + g,
+            None => g,
+        }
+    }
+
+    /// m ← ((g − m)(1 − β1) + 0) + m   (torch's lerp form)
+    struct FirstMoment { c1: f32, wd: Option<f32> }
+    impl InplaceOp3 for FirstMoment {
+        fn name(&self) -> &'static str { "wick-adam-m" }
+        fn cpu_fwd(&self, m: &mut CpuStorage, lm: &Layout, g: &CpuStorage, lg: &Layout, th: &CpuStorage, lt: &Layout) -> candle_core::Result<()> {
+            let (m, g, th) = (slice_mut(m, lm)?, slice(g, lg)?, slice(th, lt)?);
+            for ((m, &g), &t) in m.iter_mut().zip(g).zip(th) {
+                let g = l2(g, t, self.wd);
+                *m = ((g - *m) * self.c1 + 0.0) + *m;
+            }
+            Ok(())
+        }
+    }
+
+    /// v ← (v·β2 + 0) + ((g(1 − β2) + 0)·g)
+    struct SecondMoment { b2: f32, c2: f32, wd: Option<f32> }
+    impl InplaceOp3 for SecondMoment {
+        fn name(&self) -> &'static str { "wick-adam-v" }
+        fn cpu_fwd(&self, v: &mut CpuStorage, lv: &Layout, g: &CpuStorage, lg: &Layout, th: &CpuStorage, lt: &Layout) -> candle_core::Result<()> {
+            let (v, g, th) = (slice_mut(v, lv)?, slice(g, lg)?, slice(th, lt)?);
+            for ((v, &g), &t) in v.iter_mut().zip(g).zip(th) {
+                let g = l2(g, t, self.wd);
+                *v = (*v * self.b2 + 0.0) + ((g * self.c2 + 0.0) * g);
+            }
+            Ok(())
+        }
+    }
+
+    /// θ ← θ₀ + (m·(−lr/bc1) + 0) / (√v·(1/√bc2) + ε), θ₀ = θ(1 − lr·λ) + 0 for AdamW, else θ.
+    struct Update { decay: Option<f32>, neg_step: f32, inv_bc2: f32, eps: f32 }
+    impl InplaceOp3 for Update {
+        fn name(&self) -> &'static str { "wick-adam-theta" }
+        fn cpu_fwd(&self, th: &mut CpuStorage, lt: &Layout, m: &CpuStorage, lm: &Layout, v: &CpuStorage, lv: &Layout) -> candle_core::Result<()> {
+            let (th, m, v) = (slice_mut(th, lt)?, slice(m, lm)?, slice(v, lv)?);
+            for ((t, &m), &v) in th.iter_mut().zip(m).zip(v) {
+                let t0 = match self.decay {
+                    Some(d) => *t * d + 0.0,
+                    None => *t,
+                };
+                let denom = v.sqrt() * self.inv_bc2 + self.eps;
+                *t = t0 + (m * self.neg_step + 0.0) / denom;
+            }
+            Ok(())
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn step(
+        theta: &Tensor,
+        grad: &Tensor,
+        bufs: &[Tensor],
+        decoupled: bool,
+        lr: f64,
+        wd: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        steps: u64,
+    ) -> candle_core::Result<()> {
+        let coupled = (!decoupled && wd != 0.0).then_some(wd as f32);
+        bufs[0].inplace_op3(grad, theta, &FirstMoment { c1: (1.0 - beta1) as f32, wd: coupled })?;
+        bufs[1].inplace_op3(grad, theta, &SecondMoment { b2: beta2 as f32, c2: (1.0 - beta2) as f32, wd: coupled })?;
+        let step = steps as f64;
+        let bc1 = 1.0 - beta1.powf(step);
+        let bc2_sqrt = (1.0 - beta2.powf(step)).sqrt();
+        let decay = (decoupled && wd != 0.0).then_some((1.0 - lr * wd) as f32);
+        theta.inplace_op3(&bufs[0], &bufs[1], &Update { decay, neg_step: (-(lr / bc1)) as f32, inv_bc2: (1.0 / bc2_sqrt) as f32, eps: eps as f32 })
+    }
 }
 
 #[cfg(test)]
@@ -797,4 +914,46 @@ mod tests {
         let t: OptimConfig = toml::from_str("kind = \"sgd\"\nlr = 0.1\nmomentum = 0.9").unwrap();
         assert_eq!(t, OptimConfig { kind: OptimKind::Sgd, lr: 0.1, momentum: 0.9, ..OptimConfig::default() });
     }
+
+    #[test]
+    fn fused_cpu_adam_gives_the_same_bits_as_the_tensor_ops() {
+        use candle_core::{Device, Tensor};
+        let dev = Device::Cpu;
+        for (kind, wd) in [(OptimKind::Adam, 0.0), (OptimKind::Adam, 0.1), (OptimKind::Adamw, 0.1), (OptimKind::Adamw, 0.0)] {
+            let mk = || {
+                let mut p = Params::new();
+                let mut r = crate::rng::Rng::stream(1, "init");
+                p.uniform("w", &[17, 9], 1.0, &mut r, &dev).unwrap();
+                p.uniform("b", &[9], 1.0, &mut r, &dev).unwrap();
+                p
+            };
+            let (pa, pb) = (mk(), mk());
+            let cfg = OptimConfig { kind, weight_decay: wd, ..OptimConfig::default() };
+            let mut fused = Optimizer::new(cfg.clone(), &pa).unwrap();
+            let mut composed = Optimizer::new(cfg, &pb).unwrap().composed_only();
+            let mut r = crate::rng::Rng::stream(2, "grads");
+            for step in 0..7 {
+                let mut ga = GradStore::default();
+                let mut gb = GradStore::default();
+                for (va, vb) in pa.vars().iter().zip(pb.vars()) {
+                    let g: Vec<f32> = (0..va.elem_count()).map(|_| r.normal() as f32).collect();
+                    let g = Tensor::from_vec(g, va.dims(), &dev).unwrap();
+                    ga.insert(va.as_tensor(), g.clone());
+                    gb.insert(vb.as_tensor(), g);
+                }
+                let lr = 0.01 / (step + 1) as f64;
+                fused.step(&pa, &ga, lr).unwrap();
+                composed.step(&pb, &gb, lr).unwrap();
+            }
+            for (va, vb) in pa.vars().iter().zip(pb.vars()) {
+                let a: Vec<u32> = va.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect();
+                let b: Vec<u32> = vb.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect();
+                assert_eq!(a, b, "{kind:?} wd {wd}");
+            }
+            for ((na, ta), (_, tb)) in fused.state().iter().zip(composed.state()) {
+                assert_eq!(ta.flatten_all().unwrap().to_vec1::<f32>().unwrap(), tb.flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{na}");
+            }
+        }
+    }
 }
+

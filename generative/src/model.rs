@@ -1,5 +1,6 @@
 //! What the density trainer needs from a model, and the stable Bernoulli log-likelihood.
 
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use wick_core::{params::Params, rng::Rng, Result};
 
@@ -18,6 +19,13 @@ pub trait DensityModel {
     fn train_nll(&self, x: &Tensor, step: u64) -> Result<Tensor> {
         let _ = step;
         self.nll(x)
+    }
+    /// Mean training loss over the batch and its gradients with respect to the parameters.
+    /// By default Candle's autograd on `train_nll`; a model may give them in closed form.
+    fn loss_and_grads(&self, x: &Tensor, step: u64) -> Result<(f64, GradStore)> {
+        let loss = self.train_nll(x, step)?.mean_all()?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        Ok((value, loss.backward()?))
     }
     /// Non-trainable tensors worth saving beside the parameters (MADE's masks and orderings).
     fn buffers(&self) -> Result<Vec<(String, Tensor)>> {

@@ -264,8 +264,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             let hi = (lo + cfg.batch).min(ntr);
             let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
             let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
-            let loss = model.train_nll(&xb, st.step)?.mean_all()?;
-            let lval = loss.to_scalar::<f32>()? as f64;
+            let (lval, mut grads) = model.loss_and_grads(&xb, st.step)?;
             if !lval.is_finite() {
                 let kept = if ckpt_path.exists() {
                     format!("the last good checkpoint is '{}'", ckpt_path.display())
@@ -274,7 +273,6 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
                 };
                 bail!("training diverged at epoch {} batch {} (loss {lval}); {kept}; try a lower --lr or --clip-grad", st.epoch, st.batch + 1);
             }
-            let mut grads = loss.backward()?;
             if cfg.clip_grad > 0.0 {
                 clip_grad_norm(model.params(), &mut grads, cfg.clip_grad)?;
             }
