@@ -243,18 +243,6 @@ pub struct SampleArgs {
     pub device: String,
 }
 
-/// Observed-pixel mask of an h×w image.
-fn observe_mask(which: &str, h: usize, w: usize) -> Result<Vec<bool>> {
-    let f: fn(usize, usize, usize, usize) -> bool = match which {
-        "top-half" => |r, _, h, _| r < h / 2,
-        "bottom-half" => |r, _, h, _| r >= h / 2,
-        "left-half" => |_, c, _, w| c < w / 2,
-        "right-half" => |_, c, _, w| c >= w / 2,
-        other => bail!("--observe: '{other}' is not one of top-half, bottom-half, left-half, right-half"),
-    };
-    Ok((0..h * w).map(|i| f(i / w, i % w, h, w)).collect())
-}
-
 pub fn sample(a: SampleArgs) -> Result<ExitCode> {
     if a.n == 0 {
         bail!("--n must be at least 1");
@@ -272,7 +260,7 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
             if data.dim != model.dim() {
                 bail!("--complete-from: data has {} dimensions but the model was trained on {}", data.dim, model.dim());
             }
-            let mask = observe_mask(&a.observe, h, w)?;
+            let mask = dtrain::observe_mask(&a.observe, h, w)?;
             let x = data.binarized(cfg.threshold);
             let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(a.n).collect();
             let vals = Dataset::gather(&x, data.dim, &idx);

@@ -299,7 +299,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         tb.scalar("charts/learning_rate", e, lr)?;
         tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9))?;
         if e % log_every == 0 {
-            log_samples_and_weights(&mut tb, &*model, &data, cfg.seed, e)?;
+            log_samples_and_weights(&mut tb, &*model, &data, &x, cfg.seed, e)?;
         }
         tb.flush()?;
         wick_core::fault::point("after-log");
@@ -340,13 +340,15 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let (train_nll, valid_nll, test_nll) = (mean_nll(&*model, &xtr)?, mean_nll(&*model, &xva)?, mean_nll(&*model, &xte)?);
     let last_epoch = st.epoch - 1;
     tb.scalar("eval/test_nll", last_epoch, test_nll)?;
-    log_samples_and_weights(&mut tb, &*model, &data, cfg.seed, last_epoch)?;
+    log_samples_and_weights(&mut tb, &*model, &data, &x, cfg.seed, last_epoch)?;
     tb.flush()?;
     let metrics = serde_json::json!({
         "algo": cfg.algo,
         "data": cfg.data,
         "seed": cfg.seed,
         "params": model.params().numel(),
+        "hidden": cfg.hidden,
+        "masks": cfg.masks,
         "best_epoch": st.best_epoch,
         "epochs_run": last_epoch,
         "stopped_early": last_epoch < cfg.epochs,
@@ -395,11 +397,41 @@ pub fn image_grid(images: &[f32], n: usize, h: usize, w: usize) -> (Vec<u8>, usi
     wick_core::image::grid(&up, n, h * s, w * s, cols, 128)
 }
 
-fn log_samples_and_weights(tb: &mut TbLogger, model: &dyn DensityModel, data: &Dataset, seed: u64, step: u64) -> Result<()> {
+/// Observed-pixel mask of an h×w image: `top-half`, `bottom-half`, `left-half` or `right-half`.
+pub fn observe_mask(which: &str, h: usize, w: usize) -> Result<Vec<bool>> {
+    let f: fn(usize, usize, usize, usize) -> bool = match which {
+        "top-half" => |r, _, h, _| r < h / 2,
+        "bottom-half" => |r, _, h, _| r >= h / 2,
+        "left-half" => |_, c, _, w| c < w / 2,
+        "right-half" => |_, c, _, w| c >= w / 2,
+        other => bail!("--observe: '{other}' is not one of top-half, bottom-half, left-half, right-half"),
+    };
+    Ok((0..h * w).map(|i| f(i / w, i % w, h, w)).collect())
+}
+
+/// Completions of the first `n` test images with the top half observed, interleaved with the
+/// originals: (original, completion) pairs, `2n` images.
+fn completion_pairs(model: &dyn DensityModel, data: &Dataset, x: &[f32], n: usize, rng: &mut Rng) -> Result<(Vec<f32>, usize)> {
+    let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(n).collect();
+    let vals = Dataset::gather(x, data.dim, &idx);
+    let mask = observe_mask("top-half", data.height, data.width)?;
+    let done = model.sample(idx.len(), rng, Some((&vals, &mask)))?;
+    let mut out = Vec::with_capacity(2 * vals.len());
+    for i in 0..idx.len() {
+        out.extend_from_slice(&vals[i * data.dim..(i + 1) * data.dim]);
+        out.extend_from_slice(&done[i * data.dim..(i + 1) * data.dim]);
+    }
+    Ok((out, 2 * idx.len()))
+}
+
+fn log_samples_and_weights(tb: &mut TbLogger, model: &dyn DensityModel, data: &Dataset, x: &[f32], seed: u64, step: u64) -> Result<()> {
     let mut rng = Rng::stream_indexed(seed, "tb-samples", step);
     let s = model.sample(SAMPLE_GRID, &mut rng, None)?;
     let (px, h, w) = image_grid(&s, SAMPLE_GRID, data.height, data.width);
     tb.image("samples", step, &px, h, w, 1)?;
+    let (pairs, n) = completion_pairs(model, data, x, SAMPLE_GRID / 2, &mut rng)?;
+    let (px, h, w) = image_grid(&pairs, n, data.height, data.width);
+    tb.image("completions_top_half", step, &px, h, w, 1)?;
     for (name, var) in model.params().names().iter().zip(model.params().vars()) {
         let v = var.flatten_all()?.to_vec1::<f32>()?;
         tb.histogram(&format!("params/{name}"), step, &v)?;
