@@ -206,7 +206,11 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         let xs = dtrain::split_tensor(&data, &x, s, &device)?;
         let nll = dtrain::per_example_nll(&*model, &xs, 1000)?;
         let mean = nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len().max(1) as f64;
-        println!("{s}_nll {mean:.4} nats ({} examples)", nll.len());
+        let k = match cfg.masks {
+            Some(k) if cfg.algo == "made" => format!(", mixture of K={k} mask sets"),
+            _ => String::new(),
+        };
+        println!("{s}_nll {mean:.4} nats ({} examples{k})", nll.len());
         for (i, v) in idx.iter().zip(&nll) {
             let label = data.labels.as_ref().map(|l| l[*i].to_string()).unwrap_or_default();
             rows.push_str(&format!("{i},{s},{label},{}\n", -v));
