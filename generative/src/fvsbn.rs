@@ -11,7 +11,7 @@
 //! entries on and above the diagonal start at zero and get no gradient, so they stay zero) and
 //! `fvsbn.b` `[D]`. In numpy: `z = x @ w.T + b; log p(x) = -(max(z,0) - z*x + log1p(exp(-|z|))).sum(1)`.
 
-use crate::model::{bce_with_logits, DensityModel};
+use crate::model::{bce_rows, masked, DensityModel};
 use candle_core::{backprop::GradStore, Device, Tensor};
 use wick_core::{params::Params, rng::Rng, Result};
 
@@ -43,7 +43,7 @@ impl Fvsbn {
 
     /// The logits z `[B, D]` of all conditionals.
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        let wm = (&self.w * &self.mask)?;
+        let wm = masked(&self.w, &self.mask)?;
         Ok(x.matmul(&wm.t()?)?.broadcast_add(&self.b)?)
     }
 }
@@ -58,7 +58,7 @@ impl DensityModel for Fvsbn {
     }
 
     fn nll(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(bce_with_logits(&self.logits(x)?, x)?.sum(1)?)
+        Ok(bce_rows(&self.logits(x)?, x)?)
     }
 
     /// Closed form (logistic regression): with the mean loss over B rows,
@@ -68,7 +68,7 @@ impl DensityModel for Fvsbn {
         let (w, b) = (self.w.detach(), self.b.detach());
         let z = x.matmul(&w.t()?)?.broadcast_add(&b)?;
         let rows = x.dim(0)? as f64;
-        let loss = (bce_with_logits(&z, x)?.sum_all()?.to_scalar::<f32>()? as f64) / rows;
+        let loss = (bce_rows(&z, x)?.sum_all()?.to_scalar::<f32>()? as f64) / rows;
         let dz = ((candle_nn::ops::sigmoid(&z)? - x)? / rows)?;
         let dw = (dz.t()?.matmul(x)? * &self.mask)?;
         let db = dz.sum(0)?;

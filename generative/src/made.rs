@@ -16,11 +16,13 @@
 //! `log p(x) = logsumexp_k log p_k(x) − log K`, an exact likelihood (averaging the members'
 //! logits instead, as some popular implementations do, does not give a normalised density).
 //!
-//! Checkpoint tensors: `made.w{l}` `[out, in]` and `made.b{l}` `[out]` for l = 0..=L (layer L is
-//! the output layer), and in `best.safetensors` the masks `made.mask{l}.k{k}` `[out, in]`
+//! Checkpoint tensors: `made.w{l}` `[in, out]` and `made.b{l}` `[out]` for l = 0..=L (layer L is
+//! the output layer), and in `best.safetensors` the masks `made.mask{l}.k{k}` `[in, out]`
 //! (0/1) and the orderings `made.order.k{k}` `[D]` (the degree m⁰ of each input, 1..D).
+//! Weights are stored `[in, out]` so that a layer is `h (W ⊙ M) + b` with no transpose: the
+//! masked product and its gradient then stay contiguous, which is several times faster in Candle.
 
-use crate::model::{bce_with_logits, DensityModel};
+use crate::model::{bce_rows, masked, DensityModel};
 use candle_core::{Device, Tensor};
 use wick_core::{bail, params::Params, rng::Rng, Result};
 
@@ -49,7 +51,7 @@ pub struct Made {
     params: Params,
     /// (weight, bias) per layer; the last is the output layer.
     layers: Vec<(Tensor, Tensor)>,
-    /// masks[k][l]: the `[out, in]` mask of layer l in mask set k.
+    /// masks[k][l]: the `[in, out]` mask of layer l in mask set k.
     masks: Vec<Vec<Tensor>>,
     /// orders[k][d]: the degree m⁰(d) ∈ 1..=D of input d in mask set k.
     orders: Vec<Vec<usize>>,
@@ -78,7 +80,7 @@ impl Made {
         for l in 0..sizes.len() - 1 {
             let (fan_in, out) = (sizes[l], sizes[l + 1]);
             let bound = 1.0 / (fan_in as f64).sqrt();
-            let w = params.uniform(&format!("made.w{l}"), &[out, fan_in], bound, &mut init, device)?;
+            let w = params.uniform(&format!("made.w{l}"), &[fan_in, out], bound, &mut init, device)?;
             let b = params.uniform(&format!("made.b{l}"), &[out], bound, &mut init, device)?;
             wb.push((w, b));
         }
@@ -101,12 +103,12 @@ impl Made {
             let mut set = Vec::with_capacity(layers + 1);
             for l in 0..layers {
                 let (prev, cur) = (&degrees[l], &degrees[l + 1]);
-                let m: Vec<f32> = cur.iter().flat_map(|&a| prev.iter().map(move |&b| (a >= b) as u8 as f32)).collect();
-                set.push(Tensor::from_vec(m, (cur.len(), prev.len()), device)?);
+                let m: Vec<f32> = prev.iter().flat_map(|&b| cur.iter().map(move |&a| (a >= b) as u8 as f32)).collect();
+                set.push(Tensor::from_vec(m, (prev.len(), cur.len()), device)?);
             }
             let last = &degrees[layers];
-            let m: Vec<f32> = m0.iter().flat_map(|&d| last.iter().map(move |&h| (d > h) as u8 as f32)).collect();
-            set.push(Tensor::from_vec(m, (dim, last.len()), device)?);
+            let m: Vec<f32> = last.iter().flat_map(|&h| m0.iter().map(move |&d| (d > h) as u8 as f32)).collect();
+            set.push(Tensor::from_vec(m, (last.len(), dim), device)?);
             masks.push(set);
             orders.push(m0);
         }
@@ -118,7 +120,7 @@ impl Made {
         let mut h = x.clone();
         let last = self.layers.len() - 1;
         for (l, ((w, b), m)) in self.layers.iter().zip(&self.masks[k]).enumerate() {
-            h = h.matmul(&(w * m)?.t()?)?.broadcast_add(b)?;
+            h = h.matmul(&masked(w, m)?)?.broadcast_add(b)?;
             if l < last {
                 h = h.relu()?;
             }
@@ -128,7 +130,7 @@ impl Made {
 
     /// −log p_k(x) `[B]` of one member.
     pub fn nll_member(&self, x: &Tensor, k: usize) -> Result<Tensor> {
-        Ok(bce_with_logits(&self.logits(x, k)?, x)?.sum(1)?)
+        Ok(bce_rows(&self.logits(x, k)?, x)?)
     }
 
     pub fn num_masks(&self) -> usize {

@@ -12,7 +12,7 @@
 //! O(D²H). Checkpoint tensors: `nade.w` `[H, D]`, `nade.c` `[H]`, `nade.v` `[D, H]`,
 //! `nade.b` `[D]`. Numpy: loop `d` with `a = c + w[:, :d] @ x[:d]`, `z_d = b[d] + v[d] @ sigmoid(a)`.
 
-use crate::model::{bce_with_logits, DensityModel};
+use crate::model::{bce_rows, DensityModel};
 use candle_core::{Device, Tensor, D};
 use wick_core::{params::Params, rng::Rng, Result};
 
@@ -65,7 +65,7 @@ impl DensityModel for Nade {
     }
 
     fn nll(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(bce_with_logits(&self.logits(x)?, x)?.sum(1)?)
+        Ok(bce_rows(&self.logits(x)?, x)?)
     }
 
     fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
