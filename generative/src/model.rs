@@ -204,6 +204,31 @@ mod normalisation {
     }
 
     #[test]
+    fn completion_keeps_the_observed_values() {
+        let dev = Device::Cpu;
+        let d = 12;
+        let models: Vec<Box<dyn DensityModel>> = vec![
+            Box::new(Fvsbn::new(d, &mut Rng::stream(1, "init"), &dev).unwrap()),
+            Box::new(Nade::new(d, 5, &mut Rng::stream(1, "init"), &dev).unwrap()),
+            Box::new(Made::new(d, 16, 2, 3, Order::Random, true, 1, &dev).unwrap()),
+        ];
+        let mask: Vec<bool> = (0..d).map(|i| i % 3 != 1).collect();
+        let mut r = Rng::stream(9, "vals");
+        let vals: Vec<f32> = (0..5 * d).map(|_| (r.uniform() < 0.5) as u8 as f32).collect();
+        for m in models {
+            let out = m.sample(5, &mut Rng::stream(2, "s"), Some((&vals, &mask))).unwrap();
+            for i in 0..5 * d {
+                assert!(out[i] == 0.0 || out[i] == 1.0);
+                if mask[i % d] {
+                    assert_eq!(out[i], vals[i]);
+                }
+            }
+            let a = m.sample(5, &mut Rng::stream(3, "s"), None).unwrap();
+            assert_eq!(a, m.sample(5, &mut Rng::stream(3, "s"), None).unwrap(), "sampling is seeded");
+        }
+    }
+
+    #[test]
     fn probabilities_of_all_vectors_sum_to_one() {
         let dev = Device::Cpu;
         let d = 10;

@@ -1,4 +1,4 @@
-//! Whole `wick train fvsbn` runs: files, TensorBoard and safetensors read by the real Python
+//! Whole `wick train fvsbn/nade/made` runs: files, TensorBoard and safetensors read by the real Python
 //! packages, seeded reproducibility, exact resume after SIGKILL.
 
 mod common;
@@ -200,4 +200,35 @@ fn ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run() {
     assert!(st["step"].as_u64().unwrap() > 40, "saved at the interruption, not only at epoch ends: {st}");
     run_ok(&["train", "fvsbn", "--resume", s(&run), "--quiet"]);
     compare(&d.join("full"), &run, 99);
+}
+
+#[test]
+fn nade_and_made_train_eval_and_sample_from_the_cli() {
+    let d = scratch("models");
+    for (algo, extra) in [("nade", vec!["--hidden", "16"]), ("made", vec!["--hidden", "32", "--masks", "3", "--order-agnostic"])] {
+        let mut args = vec!["train", algo, "--epochs", "3", "--quiet", "--logdir", s(&d), "--run-name", algo];
+        args.extend(extra);
+        run_ok(&args);
+        let run = d.join(algo);
+        let m = metrics_sans_timing(&run);
+        let test_nll = m["test_nll"].as_f64().unwrap();
+        assert!(test_nll > 5.0 && test_nll < 44.4, "{algo}: {test_nll}");
+        let out = run_ok(&["eval", s(&run)]);
+        let printed: f64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!((printed - test_nll).abs() < 1e-3, "{algo}: eval printed {out}, metrics say {test_nll}");
+        let png = d.join(format!("{algo}.png"));
+        run_ok(&["sample", s(&run), "--n", "16", "--out", s(&png)]);
+        let completions = d.join(format!("{algo}-c.png"));
+        run_ok(&["sample", s(&run), "--n", "8", "--complete-from", "digits", "--out", s(&completions)]);
+        for f in [&png, &completions] {
+            let bytes = std::fs::read(f).unwrap();
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", f.display());
+        }
+    }
+    // The mixture's K is recorded.
+    assert_eq!(metrics_sans_timing(&d.join("made"))["masks"], 3);
+    // Options of one model are refused by another.
+    let (code, _, err) = run(&["train", "fvsbn", "--hidden", "10", "--logdir", s(&d), "--run-name", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--hidden does not apply to fvsbn"), "{err}");
 }
