@@ -183,5 +183,8 @@ fn list() {
         println!("  {name:<12} {what}");
     }
     println!("  {:<12} a .csv/.csv.gz file (pixels then label), an MNIST IDX directory, or binarized-MNIST .amat files", "PATH");
-    println!("environments (--env): none yet");
+    println!("environments (--env ID, options as key=value,...):");
+    for (id, what) in wick_envs::registry::list() {
+        println!("  {id:<24} {what}");
+    }
 }
