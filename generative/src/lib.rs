@@ -4,6 +4,7 @@ pub mod fvsbn;
 pub mod made;
 pub mod model;
 pub mod nade;
+pub mod nade_op;
 pub mod train;
 
 pub use fvsbn::Fvsbn;

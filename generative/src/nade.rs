@@ -13,7 +13,7 @@
 //! `nade.b` `[D]`. Numpy: loop `d` with `a = c + w[:, :d] @ x[:d]`, `z_d = b[d] + v[d] @ sigmoid(a)`.
 
 use crate::model::{bce_rows, DensityModel};
-use candle_core::{Device, Tensor, D};
+use candle_core::{backprop::GradStore, Device, Tensor, D};
 use wick_core::{params::Params, rng::Rng, Result};
 
 pub struct Nade {
@@ -37,9 +37,24 @@ impl Nade {
         Ok(Nade { dim, hidden, params, w, c, v, b })
     }
 
-    /// The logits z `[B, D]` of all conditionals, with ordinary Candle ops: a loop over d that
-    /// carries the pre-activation forward (O(DH) per sample, D small ops per pass).
+    /// `W̃ = [c | W]` `[H, D+1]` and `Ṽ = [V | b]` `[D, H+1]`, the fused op's packing.
+    fn packed(&self) -> Result<(Tensor, Tensor)> {
+        Ok((Tensor::cat(&[&self.c.unsqueeze(1)?, &self.w], 1)?, Tensor::cat(&[&self.v, &self.b.unsqueeze(1)?], 1)?))
+    }
+
+    /// The logits z `[B, D]` of all conditionals: on the CPU the fused kernel
+    /// ([`crate::nade_op`]), elsewhere [`Nade::logits_composed`].
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        if !x.device().is_cpu() {
+            return self.logits_composed(x);
+        }
+        let (wt, vt) = self.packed()?;
+        Ok(crate::nade_op::nade_logits(x, &wt, &vt)?)
+    }
+
+    /// The logits with ordinary Candle ops: a loop over d that carries the pre-activation
+    /// forward (O(DH) per sample, D small ops per pass).
+    pub fn logits_composed(&self, x: &Tensor) -> Result<Tensor> {
         let bsz = x.dim(0)?;
         let mut a = self.c.unsqueeze(0)?.broadcast_as((bsz, self.hidden))?.contiguous()?;
         let wt = self.w.t()?.contiguous()?; // [D, H]: row d is W[:, d]
@@ -66,6 +81,29 @@ impl DensityModel for Nade {
 
     fn nll(&self, x: &Tensor) -> Result<Tensor> {
         Ok(bce_rows(&self.logits(x)?, x)?)
+    }
+
+    /// On the CPU in closed form around the fused kernel: `∂L/∂z = (σ(z) − x)/B`, then the
+    /// kernel's backward gives ∂L/∂W̃ and ∂L/∂Ṽ with no autograd graph.
+    fn loss_and_grads(&self, x: &Tensor, step: u64) -> Result<(f64, GradStore)> {
+        if !x.device().is_cpu() {
+            let loss = self.train_nll(x, step)?.mean_all()?;
+            return Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?));
+        }
+        let (wt, vt) = self.packed()?;
+        let (wt, vt) = (wt.detach(), vt.detach());
+        let z = crate::nade_op::nade_logits(x, &wt, &vt)?.detach();
+        let rows = x.dim(0)? as f64;
+        let loss = bce_rows(&z, x)?.sum_all()?.to_scalar::<f32>()? as f64 / rows;
+        let dz = ((candle_nn::ops::sigmoid(&z)? - x)? / rows)?;
+        let (dwt, dvt) = crate::nade_op::nade_grads(x, &wt, &vt, &dz)?;
+        let (d, h) = (self.dim, self.hidden);
+        let mut grads = GradStore::default();
+        grads.insert(&self.c, dwt.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?);
+        grads.insert(&self.w, dwt.narrow(1, 1, d)?.contiguous()?);
+        grads.insert(&self.v, dvt.narrow(1, 0, h)?.contiguous()?);
+        grads.insert(&self.b, dvt.narrow(1, h, 1)?.squeeze(1)?.contiguous()?);
+        Ok((loss, grads))
     }
 
     fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
@@ -124,6 +162,31 @@ mod tests {
             nll -= if x[d] > 0.5 { p.ln() } else { (1.0 - p).ln() };
         }
         nll
+    }
+
+    #[test]
+    fn closed_form_gradients_equal_autograd_through_the_composed_ops() {
+        let dev = Device::Cpu;
+        let m = Nade::new(11, 7, &mut Rng::stream(5, "init"), &dev).unwrap();
+        for (p, s) in [("nade.c", 0.2f32), ("nade.b", -0.3)] {
+            let var = m.params().get(p).unwrap();
+            var.set(&(var.as_tensor() + s as f64).unwrap()).unwrap();
+        }
+        let mut rng = Rng::stream(5, "x");
+        let x: Vec<f32> = (0..6 * 11).map(|_| (rng.uniform() < 0.4) as u8 as f32).collect();
+        let x = Tensor::from_vec(x, (6, 11), &dev).unwrap();
+        let loss = bce_rows(&m.logits_composed(&x).unwrap(), &x).unwrap().mean_all().unwrap();
+        let auto = loss.backward().unwrap();
+        let (value, closed) = m.loss_and_grads(&x, 0).unwrap();
+        assert!((value - loss.to_scalar::<f32>().unwrap() as f64).abs() < 1e-4);
+        for (n, v) in m.params().names().iter().zip(m.params().vars()) {
+            let a = auto.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let c = closed.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(a.len(), c.len(), "{n}");
+            for (p, q) in a.iter().zip(&c) {
+                assert!((p - q).abs() < 1e-4 * (1.0 + p.abs()), "{n}: {p} vs {q}");
+            }
+        }
     }
 
     #[test]
