@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod params;
 pub mod rng;
 pub mod config;
+pub mod cpu;
 pub mod device;
 pub mod progress;
 pub mod run;

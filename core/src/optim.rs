@@ -395,25 +395,12 @@ pub fn clip_grad_norm(params: &Params, grads: &mut GradStore, max_norm: f64) -> 
 /// in the same order, so both give the same bits (a test checks it); other devices and
 /// layouts take the tensor-op path.
 mod fused_adam {
+    use crate::cpu::{f32_slice as slice, f32_slice_mut as slice_mut};
     use candle_core::{CpuStorage, InplaceOp3, Layout, Tensor};
 
     pub(super) fn applies(theta: &Tensor, grad: &Tensor, bufs: &[Tensor]) -> bool {
         let ok = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous();
         bufs.len() == 2 && ok(theta) && ok(grad) && bufs.iter().all(ok)
-    }
-
-    fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-        match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-            _ => candle_core::bail!("fused adam: expected contiguous f32"),
-        }
-    }
-
-    fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
-        match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
-            _ => candle_core::bail!("fused adam: expected contiguous f32"),
-        }
     }
 
     /// The gradient with coupled L2: `(θ·λ + 0) + g` as `theta.affine(λ, 0) + grad` computes it.
@@ -430,7 +417,7 @@ mod fused_adam {
     impl InplaceOp3 for FirstMoment {
         fn name(&self) -> &'static str { "wick-adam-m" }
         fn cpu_fwd(&self, m: &mut CpuStorage, lm: &Layout, g: &CpuStorage, lg: &Layout, th: &CpuStorage, lt: &Layout) -> candle_core::Result<()> {
-            let (m, g, th) = (slice_mut(m, lm)?, slice(g, lg)?, slice(th, lt)?);
+            let (m, g, th) = (slice_mut(m, lm, "adam m")?, slice(g, lg, "gradient")?, slice(th, lt, "parameter")?);
             for ((m, &g), &t) in m.iter_mut().zip(g).zip(th) {
                 let g = l2(g, t, self.wd);
                 *m = ((g - *m) * self.c1 + 0.0) + *m;
@@ -444,7 +431,7 @@ mod fused_adam {
     impl InplaceOp3 for SecondMoment {
         fn name(&self) -> &'static str { "wick-adam-v" }
         fn cpu_fwd(&self, v: &mut CpuStorage, lv: &Layout, g: &CpuStorage, lg: &Layout, th: &CpuStorage, lt: &Layout) -> candle_core::Result<()> {
-            let (v, g, th) = (slice_mut(v, lv)?, slice(g, lg)?, slice(th, lt)?);
+            let (v, g, th) = (slice_mut(v, lv, "adam v")?, slice(g, lg, "gradient")?, slice(th, lt, "parameter")?);
             for ((v, &g), &t) in v.iter_mut().zip(g).zip(th) {
                 let g = l2(g, t, self.wd);
                 *v = (*v * self.b2 + 0.0) + ((g * self.c2 + 0.0) * g);
@@ -458,7 +445,7 @@ mod fused_adam {
     impl InplaceOp3 for Update {
         fn name(&self) -> &'static str { "wick-adam-theta" }
         fn cpu_fwd(&self, th: &mut CpuStorage, lt: &Layout, m: &CpuStorage, lm: &Layout, v: &CpuStorage, lv: &Layout) -> candle_core::Result<()> {
-            let (th, m, v) = (slice_mut(th, lt)?, slice(m, lm)?, slice(v, lv)?);
+            let (th, m, v) = (slice_mut(th, lt, "parameter")?, slice(m, lm, "adam m")?, slice(v, lv, "adam v")?);
             for ((t, &m), &v) in th.iter_mut().zip(m).zip(v) {
                 let t0 = match self.decay {
                     Some(d) => *t * d + 0.0,

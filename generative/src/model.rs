@@ -1,6 +1,7 @@
 //! What the density trainer needs from a model, and the stable Bernoulli log-likelihood.
 
 use candle_core::backprop::GradStore;
+use wick_core::cpu::f32_slice;
 use candle_core::Tensor;
 use wick_core::{params::Params, rng::Rng, Result};
 
@@ -79,12 +80,9 @@ impl candle_core::CustomOp2 for Masked {
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage::F32;
-        let (F32(w), F32(m), Some((wa, wb)), Some((ma, mb))) = (s1, s2, l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            candle_core::bail!("wick-masked: expected contiguous f32 inputs")
-        };
-        let out: Vec<f32> = w[wa..wb].iter().zip(&m[ma..mb]).map(|(&w, &m)| w * m).collect();
-        Ok((F32(out), l1.shape().clone()))
+        let (w, m) = (f32_slice(s1, l1, "masked weights")?, f32_slice(s2, l2, "mask")?);
+        let out: Vec<f32> = w.iter().zip(m).map(|(&w, &m)| w * m).collect();
+        Ok((candle_core::CpuStorage::F32(out), l1.shape().clone()))
     }
 
     fn bwd(&self, _w: &Tensor, m: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
@@ -106,11 +104,7 @@ impl candle_core::CustomOp2 for BceRows {
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage::F32;
-        let (F32(z), F32(x), Some((za, zb)), Some((xa, xb))) = (s1, s2, l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            candle_core::bail!("wick-bce-rows: expected contiguous f32 inputs")
-        };
-        let (z, x) = (&z[za..zb], &x[xa..xb]);
+        let (z, x) = (f32_slice(s1, l1, "bce logits")?, f32_slice(s2, l2, "bce targets")?);
         let (rows, d) = l1.shape().dims2()?;
         let out: Vec<f32> = (0..rows)
             .map(|r| {
@@ -119,7 +113,7 @@ impl candle_core::CustomOp2 for BceRows {
                 s as f32
             })
             .collect();
-        Ok((F32(out), candle_core::Shape::from(rows)))
+        Ok((candle_core::CpuStorage::F32(out), candle_core::Shape::from(rows)))
     }
 
     fn bwd(&self, z: &Tensor, x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {

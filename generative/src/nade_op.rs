@@ -147,14 +147,7 @@ struct NadeLogits;
 struct NadeGrads;
 
 fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, name: &str) -> candle_core::Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => bail!("nade op: {name} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("nade op: {name} must be contiguous"),
-    }
+    wick_core::cpu::f32_slice(s, l, &format!("nade op: {name}"))
 }
 
 impl CustomOp3 for NadeLogits {
