@@ -39,6 +39,8 @@ pub mod cliff_walking;
 pub mod env;
 pub mod frozen_lake;
 pub mod grid_world;
+#[cfg(feature = "gymnasium-rs")]
+pub mod gym_rs;
 pub mod registry;
 pub mod render;
 pub mod space;
