@@ -21,6 +21,8 @@ fn main() {
     time("logits", || { let _ = m.logits(&x, 0).unwrap(); });
     time("nll fwd", || { let _ = m.nll(&x).unwrap().mean_all().unwrap(); });
     time("loss_and_grads", || { let _ = m.loss_and_grads(&x, 0).unwrap(); });
+    time("autograd", || { let _ = m.train_nll(&x, 0).unwrap().mean_all().unwrap().backward().unwrap(); });
+    time("loss_and_grads", || { let _ = m.loss_and_grads(&x, 0).unwrap(); });
     let (_, g) = m.loss_and_grads(&x, 0).unwrap();
     let mut opt = Optimizer::new(OptimConfig::default(), m.params()).unwrap();
     time("adam step", || opt.step(m.params(), &g, 1e-3).unwrap());

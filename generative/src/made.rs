@@ -23,7 +23,7 @@
 //! masked product and its gradient then stay contiguous, which is several times faster in Candle.
 
 use crate::model::{bce_rows, masked, DensityModel};
-use candle_core::{Device, Tensor};
+use candle_core::{backprop::GradStore, Device, Tensor};
 use wick_core::{bail, params::Params, rng::Rng, Result};
 
 /// How the input ordering is chosen.
@@ -166,6 +166,42 @@ impl DensityModel for Made {
         self.nll_member(x, k)
     }
 
+    /// Closed-form backpropagation through the masked MLP for the step's mask set k:
+    /// `∂L/∂z = (σ(z) − x)/B`, then per layer from the top
+    /// `∂W̃_l = (h_lᵀ ∂a_l) ⊙ M_l`, `∂b_l = Σ_rows ∂a_l`, `∂a_{l−1} = (∂a_l (W_l ⊙ M_l)ᵀ) ⊙ 1[h_l > 0]`,
+    /// with no autograd graph (the same values as autograd on `train_nll`, tested).
+    fn loss_and_grads(&self, x: &Tensor, step: u64) -> Result<(f64, GradStore)> {
+        let k = Rng::stream_indexed(self.seed, "mask-choice", step).below(self.masks.len() as u64) as usize;
+        let last = self.layers.len() - 1;
+        let mut hs = vec![x.clone()]; // inputs of each layer
+        let mut wms = Vec::with_capacity(self.layers.len());
+        let mut h = x.clone();
+        for (l, ((w, b), m)) in self.layers.iter().zip(&self.masks[k]).enumerate() {
+            let wm = (w.detach() * m)?;
+            let a = h.matmul(&wm)?.broadcast_add(&b.detach())?;
+            wms.push(wm);
+            h = if l < last { a.relu()? } else { a };
+            if l < last {
+                hs.push(h.clone());
+            }
+        }
+        let z = h;
+        let rows = x.dim(0)? as f64;
+        let loss = bce_rows(&z, x)?.sum_all()?.to_scalar::<f32>()? as f64 / rows;
+        let mut da = ((candle_nn::ops::sigmoid(&z)? - x)? / rows)?;
+        let mut grads = GradStore::default();
+        for l in (0..=last).rev() {
+            let (w, b) = &self.layers[l];
+            grads.insert(w, (hs[l].t()?.matmul(&da)? * &self.masks[k][l])?);
+            grads.insert(b, da.sum(0)?);
+            if l > 0 {
+                let dh = da.matmul(&wms[l].t()?)?;
+                da = (dh * hs[l].gt(0f32)?.to_dtype(candle_core::DType::F32)?)?;
+            }
+        }
+        Ok((loss, grads))
+    }
+
     fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
         let d = self.dim;
         let dev = self.layers[0].0.device().clone();
@@ -243,6 +279,28 @@ mod tests {
             let g = m.logits(x.as_tensor(), 0).unwrap().sum_all().unwrap().backward().unwrap();
             let gx = g.get(&x).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(gx > 0.0);
+        }
+    }
+
+    #[test]
+    fn closed_form_gradients_equal_autograd() {
+        let dev = Device::Cpu;
+        let m = Made::new(9, 14, 2, 3, Order::Random, true, 4, &dev).unwrap();
+        let mut r = Rng::stream(4, "x");
+        let x: Vec<f32> = (0..5 * 9).map(|_| (r.uniform() < 0.4) as u8 as f32).collect();
+        let x = Tensor::from_vec(x, (5, 9), &dev).unwrap();
+        for step in 0..4 {
+            let loss = m.train_nll(&x, step).unwrap().mean_all().unwrap();
+            let auto = loss.backward().unwrap();
+            let (value, closed) = m.loss_and_grads(&x, step).unwrap();
+            assert!((value - loss.to_scalar::<f32>().unwrap() as f64).abs() < 1e-5);
+            for (n, v) in m.params().names().iter().zip(m.params().vars()) {
+                let a = auto.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let c = closed.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                for (p, q) in a.iter().zip(&c) {
+                    assert!((p - q).abs() < 1e-5 * (1.0 + p.abs()), "step {step} {n}: {p} vs {q}");
+                }
+            }
         }
     }
 
