@@ -191,30 +191,51 @@ impl Checkpoint {
     }
 }
 
-/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync the directory.
+/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync the
+/// directory. Errors read `writing '<path>': <why>`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_io(path, bytes).with_context(|| format!("writing '{}'", path.display()))
+}
+
+/// [`write_atomic`] with the bare I/O error, for callers that word their own message.
+///
+/// The temp file `.<name>.tmp.<pid>.<n>` is created fresh (`create_new`, a per-process counter),
+/// so concurrent writers never share one; it is removed on failure.
+pub fn write_atomic_io(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let fname = path.file_name().ok_or_else(|| Error::new(format!("'{}' is not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp.{}", fname.to_string_lossy(), std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        crate::fault::point("checkpoint-write");
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
+    let (tmp, mut file) = loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{}.tmp.{}.{n}", name.to_string_lossy(), std::process::id()));
+        match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
-        Ok(())
+    };
+    let res = (|| -> std::io::Result<()> {
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        crate::fault::point("checkpoint-write");
+        fs::rename(&tmp, path)
     })();
-    if res.is_err() {
+    if let Err(e) = res {
         let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    res.with_context(|| format!("writing '{}'", path.display()))
+    // Make the rename itself durable (best effort: not supported everywhere).
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,10 +3,7 @@
 //! Pixels are always row-major (`height` rows of `width` pixels) with `channels`
 //! interleaved bytes per pixel: 1 for grey, 3 for RGB.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 
@@ -66,50 +63,8 @@ pub fn encode_png(pixels: &[u8], height: usize, width: usize, channels: usize) -
 /// complete new one.
 pub fn write_png(path: &Path, pixels: &[u8], height: usize, width: usize, channels: usize) -> Result<()> {
     let bytes = encode_png(pixels, height, width, channels)?;
-    write_atomic(path, &bytes).map_err(|e| Error::new(format!("cannot write '{}': {}", path.display(), io_msg(&e))))
-}
-
-/// Writes `bytes` to a fresh temp file next to `path`, fsyncs it, renames it over
-/// `path`, then fsyncs the directory (best effort). The temp file is removed on failure.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp.{}.{n}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(f) => break (tmp, f),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    };
-    let (tmp_path, file) = tmp;
-    let result = (|| {
-        let mut w = BufWriter::new(file);
-        w.write_all(bytes)?;
-        let file: File = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp_path, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp_path);
-        return Err(e);
-    }
-    // Make the rename itself durable (not supported everywhere: best effort).
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::checkpoint::write_atomic_io(path, &bytes)
+        .map_err(|e| Error::new(format!("cannot write '{}': {}", path.display(), io_msg(&e))))
 }
 
 /// Tile n images of h x w values in [0,1] (row-major, grey) into a grid with `cols` columns and a 1-pixel border of value `pad` between tiles; returns (grey u8 pixels, height, width).
@@ -165,6 +120,7 @@ fn to_u8(v: f32) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn decode(bytes: &[u8]) -> (Vec<u8>, u32, u32, png::ColorType) {
         let mut reader = png::Decoder::new(bytes).read_info().unwrap();

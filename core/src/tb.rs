@@ -445,9 +445,7 @@ mod tests {
     }
 
     fn event_files(dir: &Path) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-        v.sort();
-        v
+        super::event_files(dir).unwrap()
     }
 
     fn decode_png(bytes: &[u8]) -> (Vec<u8>, u32, u32, png::ColorType) {
