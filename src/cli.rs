@@ -29,8 +29,8 @@ enum Cmd {
         #[command(subcommand)]
         algo: TrainCmd,
     },
-    /// Evaluate a finished run: test NLL for density models
-    Eval(density::EvalArgs),
+    /// Evaluate a run: test NLL for density models, mean return of the learned policy for RL agents
+    Eval(EvalArgs),
     /// Draw samples (or completions) from a trained density model into a PNG grid
     Sample(density::SampleArgs),
     /// List algorithms, datasets and environments, one line each
@@ -45,6 +45,44 @@ enum TrainCmd {
     Nade(density::DensityFlags),
     /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
     Made(density::DensityFlags),
+}
+
+/// `wick eval <run-dir>`: the run's config.toml says which kind of run it is; each kind
+/// takes the flags that make sense for it and refuses the others with a one-line error.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The run directory (holds config.toml and its checkpoints)
+    pub run_dir: PathBuf,
+    /// Density models: evaluate on this data instead of the run's [digits, mnist5k or a path]
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Density models: train, valid, test or all
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Density models: write one row per example (index, split, label, log_prob in nats) to this CSV file
+    #[arg(long, value_name = "FILE.csv")]
+    pub per_example: Option<PathBuf>,
+    /// RL agents: episodes to run with the learned policy [default: 100 for networks, 100000 for tables]
+    #[arg(long)]
+    pub episodes: Option<u64>,
+    /// RL agents: act greedily (argmax) instead of sampling from the policy
+    #[arg(long)]
+    pub greedy: bool,
+    /// RL agents: seed of the evaluation episodes
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// The `algo` a run directory's config.toml names.
+pub fn run_algo(dir: &std::path::Path) -> Result<String> {
+    let table = RunDir::open(dir)?.read_config()?;
+    match table.get("algo").and_then(|v| v.as_str()) {
+        Some(a) => Ok(a.to_string()),
+        None => bail!("{}: config.toml names no algo; is this a wick run directory?", dir.display()),
+    }
 }
 
 /// Flags every trainer takes.
@@ -131,14 +169,14 @@ pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode
     let dir = p.runtime.dir.path();
     match out {
         Ok(Outcome::Finished(metrics)) => {
-            let show = |k: &str| metrics.get(k).map(|v| format!(" {k} {v}")).unwrap_or_default();
-            println!(
-                "{algo}: done in {}:{}{}{}",
-                dir.display(),
-                show("test_nll"),
-                show("best_epoch"),
-                show("train_samples_per_s")
-            );
+            // The headline figures each kind of run reports, in this order, where present.
+            const SHOWN: &[&str] = &[
+                "test_nll", "best_epoch", "train_samples_per_s", "mean_return_last100", "steps_to_solve",
+                "eval_mean_return", "optimal_action_agreement", "value_rmse", "episodes_per_s", "train_steps_per_s",
+                "probe_acc_all", "probe_acc_100",
+            ];
+            let shown: String = SHOWN.iter().filter_map(|k| metrics.get(*k).map(|v| format!(" {k} {v}"))).collect();
+            println!("{algo}: done in {}:{shown}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Ok(Outcome::Interrupted { step }) => {
@@ -164,7 +202,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::Nade(f) => density::train("nade", f),
             TrainCmd::Made(f) => density::train("made", f),
         },
-        Cmd::Eval(a) => density::eval(a),
+        Cmd::Eval(a) => match run_algo(&a.run_dir)?.as_str() {
+            "fvsbn" | "nade" | "made" => density::eval(a),
+            other => bail!("'{}' is a {other} run; `wick eval` does not know that algorithm", a.run_dir.display()),
+        },
         Cmd::Sample(a) => density::sample(a),
         Cmd::List => {
             list();

@@ -1,6 +1,6 @@
 //! `wick train fvsbn`, `wick eval`, `wick sample` for the density models.
 
-use crate::cli::{finish, prepare, CommonFlags};
+use crate::cli::{finish, prepare, CommonFlags, EvalArgs};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -169,25 +169,11 @@ fn load_model(run: &RunDir, cfg: &DensityConfig, dim: usize, device: &candle_cor
     Ok(model)
 }
 
-#[derive(Args, Debug)]
-pub struct EvalArgs {
-    /// The run directory (holds config.toml and best.safetensors)
-    pub run_dir: PathBuf,
-    /// Evaluate on this data instead of the run's [digits, mnist5k or a path]
-    #[arg(long)]
-    pub data: Option<String>,
-    /// train, valid, test or all
-    #[arg(long, default_value = "test")]
-    pub split: String,
-    /// Write one row per example (index, split, label, log_prob in nats) to this CSV file
-    #[arg(long, value_name = "FILE.csv")]
-    pub per_example: Option<PathBuf>,
-    /// cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-}
-
+/// `wick eval` of a density-model run: NLL per split, optionally one row per example.
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
+    if a.episodes.is_some() || a.greedy {
+        bail!("--episodes and --greedy are for RL runs; '{}' is a density-model run (it takes --data, --split, --per-example)", a.run_dir.display());
+    }
     let device = wick_core::device::parse_device(&a.device)?;
     let (run, cfg) = load_run(&a.run_dir)?;
     let splits: Vec<Split> = match a.split.as_str() {
