@@ -339,8 +339,10 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     model.params().load_from(&best)?;
     let (train_nll, valid_nll, test_nll) = (mean_nll(&*model, &xtr)?, mean_nll(&*model, &xva)?, mean_nll(&*model, &xte)?);
     let last_epoch = st.epoch - 1;
-    tb.scalar("eval/test_nll", last_epoch, test_nll)?;
-    log_samples_and_weights(&mut tb, &*model, &data, &x, cfg.seed, last_epoch)?;
+    // Logged at step epochs_run + 1, past every epoch's step, so that a run killed during this
+    // final phase purges it on resume (resume_at(st.epoch)) and logs it exactly once.
+    tb.scalar("eval/test_nll", st.epoch, test_nll)?;
+    log_samples_and_weights(&mut tb, &*model, &data, &x, cfg.seed, st.epoch)?;
     tb.flush()?;
     let metrics = serde_json::json!({
         "algo": cfg.algo,
