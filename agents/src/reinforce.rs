@@ -204,19 +204,12 @@ impl HostMlp {
         debug_assert!(x.len() == i && out.len() == o);
         for j in 0..h {
             let w = &self.w1[j * i..(j + 1) * i];
-            let mut s = self.b1[j];
-            for k in 0..i {
-                s += w[k] * x[k];
-            }
+            let s = w.iter().zip(x).fold(self.b1[j], |s, (w, x)| s + w * x);
             self.h[j] = s.max(0.0);
         }
         for (a, out_a) in out.iter_mut().enumerate() {
             let w = &self.w2[a * h..(a + 1) * h];
-            let mut s = 0.0f32;
-            for k in 0..h {
-                s += w[k] * self.h[k];
-            }
-            *out_a = s + self.b2[a];
+            *out_a = w.iter().zip(&self.h).fold(0.0f32, |s, (w, h)| s + w * h) + self.b2[a];
         }
     }
 }
@@ -480,6 +473,24 @@ mod tests {
     }
 
     #[test]
+    fn truncated_episodes_from_a_real_env_do_not_leak_returns() {
+        // CartPole cut at 4 steps: a balancing start survives, so every episode is truncated
+        // (or terminated) within 4 steps and its undiscounted returns count down to 1.
+        let c = cfg(false, 0.0);
+        let mut agent = Reinforce::new(&c, 4, 2, &Device::Cpu).unwrap();
+        let mut env = make_env("CartPole-v1", "max_episode_steps=4").unwrap();
+        let (mut b, mut rng, mut obs) = (Batch::default(), Rng::stream(0, "p"), vec![0.0; 4]);
+        let mut lens = Vec::new();
+        for k in 0..5 {
+            lens.push(play_episode(&mut *env, &mut agent, k, false, &mut rng, &mut obs, Some(&mut b)).unwrap().1 as usize);
+        }
+        assert!(lens.iter().all(|&l| l == 4), "{lens:?}");
+        let g = returns_to_go(&b.rewards, &b.done, 1.0);
+        assert_eq!(g, [4.0, 3.0, 2.0, 1.0].repeat(5));
+        assert_eq!(b.done.iter().filter(|&&d| d).count(), 5);
+    }
+
+    #[test]
     fn standardize_gives_zero_mean_unit_std() {
         let mut x = vec![1.0, 2.0, 3.0, 4.0];
         standardize(&mut x);
@@ -532,10 +543,10 @@ mod tests {
         let obs = Tensor::from_slice(&b.obs, (n, 4), &Device::Cpu).unwrap();
         let want = agent.policy.forward(&obs).unwrap().to_vec2::<f32>().unwrap();
         let mut out = [0f32; 2];
-        for t in 0..n {
+        for (t, want_t) in want.iter().enumerate() {
             agent.host.forward(&b.obs[t * 4..(t + 1) * 4], &mut out);
             for a in 0..2 {
-                assert!((out[a] - want[t][a]).abs() <= 1e-5 * (1.0 + want[t][a].abs()), "step {t}: host {out:?} candle {:?}", want[t]);
+                assert!((out[a] - want_t[a]).abs() <= 1e-5 * (1.0 + want_t[a].abs()), "step {t}: host {out:?} candle {want_t:?}");
             }
         }
         // After an update the host copy follows the new weights.
