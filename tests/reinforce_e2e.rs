@@ -117,6 +117,7 @@ fn resume_after_sigkill_or_a_crash_matches_an_uninterrupted_run() {
     // Crashes after an update's scalars were flushed but before its checkpoint, and while a
     // checkpoint was being written; then SIGKILLs at whatever point the run has reached.
     let plans: [(u64, Option<&str>); 4] = [(0, Some("after-log:9")), (0, Some("checkpoint-write:13")), (0, None), (40, None)];
+    let mut killed_mid_run = 0;
     for (k, (extra_ms, fault)) in plans.into_iter().enumerate() {
         let name = format!("killed{k}");
         let run = d.join(&name);
@@ -136,12 +137,37 @@ fn resume_after_sigkill_or_a_crash_matches_an_uninterrupted_run() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             std::thread::sleep(Duration::from_millis(extra_ms));
+            let finished = child.try_wait().unwrap().is_some();
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
+            if !finished && !run.join("metrics.json").exists() {
+                killed_mid_run += 1;
+            }
         }
         run_ok(&["train", "reinforce", "--resume", s(&run), "--quiet"]);
         compare(&full, &run, &name);
     }
+    assert!(killed_mid_run >= 1, "no SIGKILL landed before the run finished");
+}
+
+/// Numpy plays the saved policy (read with Python's safetensors, laid out as
+/// docs/checkpoints.md says) in Gymnasium's own CartPole-v1: a solved run balances there too.
+#[test]
+fn gymnasium_plays_the_saved_policy_as_well_as_wick_eval_says() {
+    let Some(py) = python() else { return };
+    let d = scratch("rf-gym");
+    run_ok(&["train", "reinforce", "--seed", "0", "--quiet", "--logdir", s(&d), "--run-name", "solved"]);
+    let run = d.join("solved");
+    let m = metrics_sans_timing(&run);
+    assert!(m["steps_to_solve"].as_u64().is_some_and(|n| n <= 300_000), "seed 0 should solve: {m}");
+    let out = Command::new(&py).args([&script("play_reinforce_policy.py"), s(&run), "20", "--greedy"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gym_mean = v["mean"].as_f64().unwrap();
+    assert!(gym_mean >= 475.0, "Gymnasium greedy mean {gym_mean}: {v}");
+    let ours = run_ok(&["eval", s(&run), "--episodes", "20", "--greedy"]);
+    let wick_mean: f64 = ours.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(wick_mean >= 475.0, "{ours}");
 }
 
 #[test]
