@@ -1,6 +1,7 @@
 //! Command-line surface: `wick train <algo>`, `wick eval`, `wick sample`, `wick list`.
 
 use crate::density;
+use crate::reinforce;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ enum TrainCmd {
     Nade(density::DensityFlags),
     /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
     Made(density::DensityFlags),
+    /// REINFORCE: Monte Carlo policy gradient, optionally with a learned baseline (discrete-action envs)
+    Reinforce(reinforce::ReinforceFlags),
 }
 
 /// `wick eval <run-dir>`: the run's config.toml says which kind of run it is; each kind
@@ -201,9 +204,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::Fvsbn(f) => density::train("fvsbn", f),
             TrainCmd::Nade(f) => density::train("nade", f),
             TrainCmd::Made(f) => density::train("made", f),
+            TrainCmd::Reinforce(f) => reinforce::train(f),
         },
         Cmd::Eval(a) => match run_algo(&a.run_dir)?.as_str() {
             "fvsbn" | "nade" | "made" => density::eval(a),
+            "reinforce" => reinforce::eval(a),
             other => bail!("'{}' is a {other} run; `wick eval` does not know that algorithm", a.run_dir.display()),
         },
         Cmd::Sample(a) => density::sample(a),
@@ -219,6 +224,7 @@ fn list() {
     for (name, what) in wick_generative::train::MODELS {
         println!("  {name:<12} {what}");
     }
+    println!("  {:<12} REINFORCE, Monte Carlo policy gradient (S&B 13.3), --baseline: with a learned v(s) (13.4); --env ID", "reinforce");
     println!("datasets (--data):");
     for (name, what) in wick_core::data::builtin_names() {
         println!("  {name:<12} {what}");

@@ -88,7 +88,7 @@ pub struct OptimFlags {
     #[arg(long = "optimizer")]
     #[serde(rename = "kind", skip_serializing_if = "Option::is_none")]
     pub kind: Option<OptimKind>,
-    /// Learning rate [default: 0.001]
+    /// Learning rate [default: 0.001; reinforce: 0.01]
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,

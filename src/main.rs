@@ -2,6 +2,7 @@
 
 mod cli;
 mod density;
+mod reinforce;
 
 use clap::Parser;
 use std::process::ExitCode;

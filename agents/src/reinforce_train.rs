@@ -1,0 +1,205 @@
+//! The REINFORCE trainer around [`crate::reinforce`]: run directory, TensorBoard, checkpoints,
+//! `--resume`, Ctrl-C, `metrics.json`, and the evaluation of a saved policy.
+//!
+//! Every `checkpoint_every` updates (and at the end, and on Ctrl-C) the full state goes to
+//! `checkpoint.safetensors`: the policy (and value) parameters, Adam's moments, the policy's
+//! sampling stream `policy`, the counters and the last 100 returns. Env resets are seeded per
+//! episode ([`episode_seed`]) and checkpoints fall between updates (whole episodes), so a
+//! resumed run continues bit for bit.
+//!
+//! TensorBoard (step = env steps so far): `charts/episodic_return`, `charts/episodic_length`
+//! (one point per episode), `losses/policy_loss`, `losses/value_loss`, `losses/entropy`,
+//! `charts/learning_rate`, `charts/SPS` (one point per update), `params/…` histograms every
+//! `log_every` updates and at the end.
+
+use crate::reinforce::{episode_seed, make_env, play_episode, Batch, Reinforce, ReinforceConfig};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Instant;
+use wick_core::checkpoint::Checkpoint;
+use wick_core::rng::Rng;
+use wick_core::run::{Outcome, RunDir, Runtime};
+use wick_core::tb::TbLogger;
+use wick_core::{Error, Result};
+
+/// The episodes "solved" is judged over (Gymnasium's CartPole-v1 criterion: mean of 100 ≥ 475).
+pub const WINDOW: usize = 100;
+
+/// Where a run stands; saved in the checkpoint's metadata as `train_state`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+struct State {
+    updates: u64,
+    env_steps: u64,
+    episodes: u64,
+    /// The last (up to) 100 episodic returns, oldest first.
+    recent: VecDeque<f64>,
+    /// Env steps at which the mean of the last 100 returns first reached `solve_return`.
+    steps_to_solve: Option<u64>,
+}
+
+impl State {
+    fn mean_recent(&self) -> Option<f64> {
+        (!self.recent.is_empty()).then(|| self.recent.iter().sum::<f64>() / self.recent.len() as f64)
+    }
+}
+
+/// Train (or continue) REINFORCE; see the module docs.
+pub fn train(cfg: &ReinforceConfig, rt: &Runtime) -> Result<Outcome> {
+    cfg.validate()?;
+    let mut env = make_env(&cfg.env, &cfg.env_options)?;
+    let (obs_dim, num_actions) = (env.obs_dim(), env.num_actions());
+    let mut agent = Reinforce::new(cfg, obs_dim, num_actions, &rt.device)?;
+    let mut policy_rng = Rng::stream(cfg.seed, "policy");
+    let mut st = State::default();
+
+    let ckpt_path = rt.dir.checkpoint();
+    if rt.resume && ckpt_path.exists() {
+        let ck = Checkpoint::load(&ckpt_path)?;
+        let ctx = |e: Error| e.context(format!("resuming from '{}'", ckpt_path.display()));
+        agent.params.load_from(&ck).map_err(ctx)?;
+        agent.opt.load_from(&ck, &agent.params).map_err(ctx)?;
+        agent.sync_host()?;
+        policy_rng = ck.rng("policy").map_err(ctx)?;
+        st = ck.meta("train_state").map_err(ctx)?;
+    }
+    if !rt.resume {
+        rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
+    }
+    let mut tb = TbLogger::create(rt.dir.path())?;
+    if rt.resume {
+        // Drop whatever the interrupted process logged after its checkpoint.
+        tb.resume_at(st.env_steps + 1)?;
+    } else {
+        tb.text("config", 0, &format!("```toml\n{}\n```", wick_core::config::to_toml(cfg)?))?;
+    }
+
+    let mut progress = wick_core::progress::Progress::new("reinforce", cfg.total_steps, rt.quiet);
+    progress.set_position(st.env_steps.min(cfg.total_steps));
+    let t0 = Instant::now();
+    let steps_at_start = st.env_steps;
+    let mut batch = Batch::default();
+    let mut obs = vec![0f32; obs_dim];
+    let solved = |st: &State| cfg.stop_on_solve && st.steps_to_solve.is_some();
+
+    while st.env_steps < cfg.total_steps && !solved(&st) {
+        let t_update = Instant::now();
+        let steps_before = st.env_steps;
+        batch.clear();
+        for _ in 0..cfg.episodes_per_update {
+            let seed = episode_seed(cfg.seed, "train-env", st.episodes);
+            let (ret, len) = play_episode(&mut *env, &mut agent, seed, false, &mut policy_rng, &mut obs, Some(&mut batch))?;
+            st.episodes += 1;
+            st.env_steps += len;
+            tb.scalar("charts/episodic_return", st.env_steps, ret)?;
+            tb.scalar("charts/episodic_length", st.env_steps, len as f64)?;
+            if st.recent.len() == WINDOW {
+                st.recent.pop_front();
+            }
+            st.recent.push_back(ret);
+            if st.steps_to_solve.is_none() && st.recent.len() == WINDOW && st.mean_recent().unwrap_or(f64::MIN) >= cfg.solve_return {
+                st.steps_to_solve = Some(st.env_steps);
+            }
+            if solved(&st) {
+                break; // keep the policy that solved: no update on these episodes
+            }
+        }
+        progress.inc(st.env_steps - steps_before);
+        if !solved(&st) {
+            let lr = cfg.schedule.lr(cfg.optim.lr, st.updates);
+            let s = agent.update(cfg, &batch, lr)?;
+            st.updates += 1;
+            let step = st.env_steps;
+            tb.scalar("losses/policy_loss", step, s.policy_loss)?;
+            tb.scalar("losses/value_loss", step, s.value_loss)?;
+            tb.scalar("losses/entropy", step, s.entropy)?;
+            tb.scalar("charts/learning_rate", step, lr)?;
+            tb.scalar("charts/SPS", step, (step - steps_before) as f64 / t_update.elapsed().as_secs_f64().max(1e-9))?;
+            if cfg.log_every > 0 && st.updates % cfg.log_every == 0 {
+                log_weights(&mut tb, &agent, step)?;
+            }
+            if st.updates % 20 == 0 {
+                if let Some(m) = st.mean_recent() {
+                    progress.message(format!("update {} mean_return_last100 {m:.1}", st.updates));
+                }
+            }
+        }
+        let interrupted = wick_core::signal::interrupted();
+        if st.updates % cfg.checkpoint_every == 0 || interrupted {
+            tb.flush()?;
+            wick_core::fault::point("after-log");
+            save_checkpoint(&ckpt_path, &agent, &policy_rng, &st, cfg)?;
+        }
+        if interrupted {
+            progress.finish();
+            return Ok(Outcome::Interrupted { step: st.env_steps });
+        }
+    }
+    progress.finish();
+    let secs = t0.elapsed().as_secs_f64();
+    log_weights(&mut tb, &agent, st.env_steps)?;
+    tb.flush()?;
+    save_checkpoint(&ckpt_path, &agent, &policy_rng, &st, cfg)?;
+    let steps_here = st.env_steps - steps_at_start;
+    let metrics = serde_json::json!({
+        "algo": cfg.algo,
+        "env": cfg.env,
+        "seed": cfg.seed,
+        "baseline": cfg.baseline,
+        "params": agent.params.numel(),
+        "env_steps": st.env_steps,
+        "episodes": st.episodes,
+        "updates": st.updates,
+        "mean_return_last100": st.mean_recent(),
+        "solve_return": cfg.solve_return,
+        "steps_to_solve": st.steps_to_solve,
+        "train_steps_per_s": if steps_here > 0 { serde_json::json!(steps_here as f64 / secs.max(1e-9)) } else { serde_json::Value::Null },
+    });
+    rt.dir.write_metrics(&metrics)?;
+    Ok(Outcome::Finished(metrics))
+}
+
+fn save_checkpoint(path: &std::path::Path, agent: &Reinforce, policy_rng: &Rng, st: &State, cfg: &ReinforceConfig) -> Result<()> {
+    let mut ck = Checkpoint::new();
+    agent.params.save_to(&mut ck)?;
+    agent.opt.save_to(&mut ck, &agent.params)?;
+    ck.put_rng("policy", policy_rng);
+    ck.set_meta("train_state", st);
+    ck.set_meta("config", cfg);
+    ck.save(path)
+}
+
+fn log_weights(tb: &mut TbLogger, agent: &Reinforce, step: u64) -> Result<()> {
+    for (name, var) in agent.params.names().iter().zip(agent.params.vars()) {
+        let v = var.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        tb.histogram(&format!("params/{name}"), step, &v)?;
+    }
+    Ok(())
+}
+
+/// The config of a REINFORCE run directory.
+pub fn load_config(dir: &std::path::Path) -> Result<(RunDir, ReinforceConfig)> {
+    let run = RunDir::open(dir)?;
+    let cfg: ReinforceConfig = toml::Value::Table(run.read_config()?)
+        .try_into()
+        .map_err(|e: toml::de::Error| Error::new(format!("{}: config.toml: {}", dir.display(), e.message().trim())))?;
+    cfg.validate()?;
+    Ok((run, cfg))
+}
+
+/// Returns of `episodes` episodes of the saved policy (sampling from it, or `greedy`), with
+/// env resets and action draws from the streams `eval-env` and `eval-policy` of `seed`.
+pub fn evaluate(dir: &std::path::Path, episodes: u64, greedy: bool, seed: u64, device: &Device) -> Result<Vec<f64>> {
+    let (run, cfg) = load_config(dir)?;
+    let mut env = make_env(&cfg.env, &cfg.env_options)?;
+    let mut agent = Reinforce::new(&cfg, env.obs_dim(), env.num_actions(), device)?;
+    let path = run.checkpoint();
+    let ck = Checkpoint::load(&path)?;
+    agent.params.load_from(&ck).map_err(|e| e.context(format!("'{}'", path.display())))?;
+    agent.sync_host()?;
+    let mut rng = Rng::stream(seed, "eval-policy");
+    let mut obs = vec![0f32; env.obs_dim()];
+    (0..episodes)
+        .map(|k| Ok(play_episode(&mut *env, &mut agent, episode_seed(seed, "eval-env", k), greedy, &mut rng, &mut obs, None)?.0))
+        .collect()
+}
