@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 const TRAINERS: &[(&str, &[&str])] = &[
     ("nade", &["--data", "digits", "--epochs", "12", "--hidden", "32", "--log-every", "2"]),
     ("made", &["--data", "digits", "--epochs", "12", "--hidden", "64", "--masks", "3", "--order-agnostic", "--log-every", "2"]),
+    ("reinforce", &["--env", "CartPole-v1", "--total-steps", "60000", "--baseline", "--checkpoint-every", "20", "--stop-on-solve", "false"]),
 ];
 
 fn args<'a>(algo: &'a str, extra: &'a [&'a str], dir: &'a Path, name: &'a str, more: &[&'a str]) -> Vec<&'a str> {
