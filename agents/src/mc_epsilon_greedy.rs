@@ -21,6 +21,10 @@ pub enum Epsilon {
     Fixed(f64),
     /// From `start` to `end` linearly over the first `fraction` of the episodes, then `end`.
     Linear { start: f64, end: f64, fraction: f64 },
+    /// From `start` to `end` geometrically (`start·(end/start)^t`) over the first `fraction`
+    /// of the episodes, then `end`: most of the run at small ε, so the returns behind `Q`
+    /// come from near-greedy behaviour (`end` > 0).
+    Exponential { start: f64, end: f64, fraction: f64 },
 }
 
 impl Epsilon {
@@ -32,6 +36,11 @@ impl Epsilon {
                 let span = (fraction * total as f64).max(1.0);
                 let t = (k as f64 / span).min(1.0);
                 start + (end - start) * t
+            }
+            Epsilon::Exponential { start, end, fraction } => {
+                let span = (fraction * total as f64).max(1.0);
+                let t = (k as f64 / span).min(1.0);
+                start * (end / start).powf(t)
             }
         }
     }
@@ -99,6 +108,10 @@ impl EpsilonGreedyAgent {
         let (e0, e1) = match cfg.epsilon {
             Epsilon::Fixed(e) => (e, e),
             Epsilon::Linear { start, end, .. } => (start, end),
+            Epsilon::Exponential { start, end, .. } => {
+                ensure!(start > 0.0 && end > 0.0, "an exponential epsilon schedule needs start and end above 0");
+                (start, end)
+            }
         };
         ensure!((0.0..=1.0).contains(&e0) && (0.0..=1.0).contains(&e1), "epsilon must be in [0, 1]");
         ensure!(cfg.step_size.map_or(true, |a| a > 0.0 && a <= 1.0), "step size must be in (0, 1]");
