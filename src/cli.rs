@@ -1,6 +1,7 @@
 //! Command-line surface: `wick train <algo>`, `wick eval`, `wick sample`, `wick list`.
 
 use crate::density;
+use crate::tabular;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,18 @@ enum TrainCmd {
     Nade(density::DensityFlags),
     /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
     Made(density::DensityFlags),
+    /// Tabular MC prediction of v_pi, first- or every-visit (S&B 5.1)
+    McPrediction(tabular::TabularFlags),
+    /// Tabular MC Basic: policy iteration with MC estimates (Zhao Alg. 5.1)
+    McBasic(tabular::TabularFlags),
+    /// Tabular Monte Carlo exploring starts (S&B 5.3)
+    McEs(tabular::TabularFlags),
+    /// Tabular on-policy MC control with epsilon-greedy policies (S&B 5.4)
+    McEpsilonGreedy(tabular::TabularFlags),
+    /// Tabular off-policy MC prediction: ordinary and weighted importance sampling (S&B 5.5-5.6)
+    McOffPolicyPrediction(tabular::TabularFlags),
+    /// Tabular off-policy MC control with weighted importance sampling (S&B 5.7)
+    McOffPolicyControl(tabular::TabularFlags),
 }
 
 /// `wick eval <run-dir>`: the run's config.toml says which kind of run it is; each kind
@@ -201,9 +214,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::Fvsbn(f) => density::train("fvsbn", f),
             TrainCmd::Nade(f) => density::train("nade", f),
             TrainCmd::Made(f) => density::train("made", f),
+            TrainCmd::McPrediction(f) => tabular::train("mc-prediction", f),
+            TrainCmd::McBasic(f) => tabular::train("mc-basic", f),
+            TrainCmd::McEs(f) => tabular::train("mc-es", f),
+            TrainCmd::McEpsilonGreedy(f) => tabular::train("mc-epsilon-greedy", f),
+            TrainCmd::McOffPolicyPrediction(f) => tabular::train("mc-off-policy-prediction", f),
+            TrainCmd::McOffPolicyControl(f) => tabular::train("mc-off-policy-control", f),
         },
         Cmd::Eval(a) => match run_algo(&a.run_dir)?.as_str() {
             "fvsbn" | "nade" | "made" => density::eval(a),
+            a2 if tabular::ALGOS.iter().any(|t| t.0 == a2) => tabular::eval(a),
             other => bail!("'{}' is a {other} run; `wick eval` does not know that algorithm", a.run_dir.display()),
         },
         Cmd::Sample(a) => density::sample(a),
@@ -217,6 +237,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn list() {
     println!("algorithms (wick train <algo>):");
     for (name, what) in wick_generative::train::MODELS {
+        println!("  {name:<12} {what}");
+    }
+    for (name, what) in tabular::ALGOS {
         println!("  {name:<12} {what}");
     }
     println!("datasets (--data):");

@@ -2,6 +2,8 @@
 
 mod cli;
 mod density;
+mod tabular;
+mod tabular_images;
 
 use clap::Parser;
 use std::process::ExitCode;
