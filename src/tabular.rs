@@ -180,7 +180,7 @@ impl TabularConfig {
             ("mc-basic", _, true) => (1, 1, "first"),
             ("mc-basic", _, _) => (1000, 1, "first"),
             ("mc-es", true, _) => (5_000_000, 10_000, "first"),
-            ("mc-es", _, true) => (20_000, 20, "every"),
+            ("mc-es", _, true) => (100_000, 10, "first"),
             ("mc-es", _, _) => (1_000_000, 1000, "first"),
             ("mc-epsilon-greedy", true, _) => (5_000_000, 10_000, "first"),
             ("mc-epsilon-greedy", _, true) => (100_000, 100, "first"),
