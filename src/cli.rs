@@ -240,7 +240,7 @@ fn list() {
         println!("  {name:<12} {what}");
     }
     for (name, what) in tabular::ALGOS {
-        println!("  {name:<12} {what}");
+        println!("  {name:<25} {what}");
     }
     println!("datasets (--data):");
     for (name, what) in wick_core::data::builtin_names() {
