@@ -9,7 +9,8 @@
 use std::process::Command;
 use std::time::Instant;
 
-use wick_agents::{mc_exploring_starts_par, EsConfig};
+use wick_agents::parallel::{run, Collector};
+use wick_agents::{mc_exploring_starts_par, EsAgent, EsConfig};
 use wick_envs::blackjack::{Blackjack, BlackjackConfig, BlackjackObs};
 
 fn decision_states() -> Vec<usize> {
@@ -39,6 +40,17 @@ fn wick(threads: usize, batch: u64, reps: usize) -> f64 {
     best
 }
 
+/// One thread: seconds generating vs learning (the learning runs on one thread whatever
+/// `--threads` is, so it bounds the speed-up: Amdahl).
+fn split() -> (f64, f64) {
+    let cfg = EsConfig { episodes: 5_000_000, starts: decision_states(), batch: 10_000, seed: 0, ..Default::default() };
+    let env = Blackjack::new(BlackjackConfig::default());
+    let mut agent = EsAgent::new(&env, &cfg).unwrap();
+    let mut col = Collector::new(vec![env], 0, "mc-es").unwrap();
+    run(&mut agent, &mut col, cfg.episodes, cfg.batch).unwrap();
+    col.timings()
+}
+
 fn main() {
     let one = wick(1, 10_000, 3);
     let two = wick(2, 10_000, 3);
@@ -47,6 +59,8 @@ fn main() {
     println!("  wick, batch 10000, 1 thread : {:>12.0} episodes/s ({:.2} s for Fig. 5.2)", one, 5e6 / one);
     println!("  wick, batch 10000, 2 threads: {:>12.0} episodes/s ({:.2} s; {:.2}x the 1-thread figure)", two, 5e6 / two, two / one);
     println!("  wick, batch 1 (textbook)    : {:>12.0} episodes/s ({:.2} s)", seq, 5e6 / seq);
+    let (g, l) = split();
+    println!("  1 thread: {g:.3} s generating, {l:.3} s learning; Amdahl bound on 2 threads {:.2}x", (g + l) / (g / 2.0 + l));
     match std::env::var("WICK_PYTHON") {
         Ok(py) if !py.is_empty() => {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/mc_es_blackjack.py");

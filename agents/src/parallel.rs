@@ -73,6 +73,9 @@ struct Chunk {
     /// End offset of each episode in `steps`.
     ends: Vec<usize>,
     err: Option<Error>,
+    /// Scratch for one episode.
+    ep: Vec<Transition>,
+    pr: Vec<f64>,
 }
 
 /// The driver: one env per thread and reusable chunk buffers.
@@ -81,6 +84,9 @@ pub struct Collector<E> {
     seed: u64,
     stream: String,
     chunks: Vec<Mutex<Chunk>>,
+    /// Wall seconds spent generating episodes and learning from them.
+    gen_secs: f64,
+    learn_secs: f64,
 }
 
 impl<E: TabularEnv + Send> Collector<E> {
@@ -88,7 +94,12 @@ impl<E: TabularEnv + Send> Collector<E> {
     pub fn new(envs: Vec<E>, seed: u64, stream: &str) -> Result<Collector<E>> {
         wick_core::ensure!(!envs.is_empty(), "the collector needs at least one env");
         let chunks = (0..CHUNKS_PER_BATCH).map(|_| Mutex::new(Chunk::default())).collect();
-        Ok(Collector { envs, seed, stream: stream.to_string(), chunks })
+        Ok(Collector { envs, seed, stream: stream.to_string(), chunks, gen_secs: 0.0, learn_secs: 0.0 })
+    }
+
+    /// Wall seconds so far spent generating episodes (in parallel) and learning (in order).
+    pub fn timings(&self) -> (f64, f64) {
+        (self.gen_secs, self.learn_secs)
     }
 
     pub fn threads(&self) -> usize {
@@ -120,6 +131,7 @@ impl<E: TabularEnv + Send> Collector<E> {
         let (seed, stream, chunks) = (self.seed, self.stream.as_str(), &self.chunks[..n]);
         let shared: &A = agent;
         let next = AtomicUsize::new(0);
+        let t0 = std::time::Instant::now();
         let work = |env: &mut E| loop {
             let c = next.fetch_add(1, Ordering::Relaxed);
             if c >= n {
@@ -139,6 +151,8 @@ impl<E: TabularEnv + Send> Collector<E> {
                 work(main);
             });
         }
+        let t1 = std::time::Instant::now();
+        self.gen_secs += (t1 - t0).as_secs_f64();
         let mut max = 0.0f64;
         for c in 0..n {
             let mut ch = self.chunks[c].lock().unwrap();
@@ -155,6 +169,7 @@ impl<E: TabularEnv + Send> Collector<E> {
             }
         }
         agent.end_batch();
+        self.learn_secs += t1.elapsed().as_secs_f64();
         Ok(max)
     }
 }
@@ -163,16 +178,15 @@ impl<E: TabularEnv + Send> Collector<E> {
 fn fill<A: McAgent, E: TabularEnv + ?Sized>(agent: &A, env: &mut E, seed: u64, stream: &str, ch: &mut Chunk) -> Result<()> {
     let mut rng = Rng::stream_indexed(seed, stream, ch.first);
     env.start(Some(rng.below(u64::MAX)))?;
-    ch.steps.clear();
-    ch.probs.clear();
-    ch.ends.clear();
-    let mut ep = Vec::new();
-    let mut pr = Vec::new();
-    for k in ch.first..ch.first + ch.count {
-        agent.episode(k, env, &mut rng, &mut ep, &mut pr)?;
-        ch.steps.extend_from_slice(&ep);
-        ch.probs.extend_from_slice(&pr);
-        ch.ends.push(ch.steps.len());
+    let Chunk { first, count, steps, probs, ends, ep, pr, .. } = ch;
+    steps.clear();
+    probs.clear();
+    ends.clear();
+    for k in *first..*first + *count {
+        agent.episode(k, env, &mut rng, ep, pr)?;
+        steps.extend_from_slice(ep);
+        probs.extend_from_slice(pr);
+        ends.push(steps.len());
     }
     Ok(())
 }
