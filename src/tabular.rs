@@ -2,8 +2,8 @@
 //!
 //! A run is a sequence of batches of episodes (see `wick_agents::parallel`): `--threads N`
 //! generates a batch's episodes on N threads, bit-identically for every N. Every `log`
-//! interval (about 100 over the run, at batch boundaries) the trainer logs to TensorBoard and
-//! writes `checkpoint.safetensors` (Q-table `q` f64 [S, A], counts `n`, greedy `policy`, the
+//! interval (about 100 over the run, at batch boundaries) the trainer logs to TensorBoard and,
+//! at most once a second, writes `checkpoint.safetensors` (Q-table `q` f64 [S, A], counts `n`, greedy `policy`, the
 //! agent's other tables, the counters in the metadata); Ctrl-C checkpoints at the next batch
 //! boundary. Where the env has an exact model, the learned policy and values are compared with
 //! dynamic programming (`eval/optimal_action_agreement`, `eval/value_rmse`).
@@ -537,6 +537,10 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, rt: &Runtime, envs: Vec<
     progress.set_position(st.episodes);
     let t0 = Instant::now();
     let (mut t_log, mut eps_log) = (Instant::now(), 0u64);
+    // Checkpoints and event-file flushes (both fsynced) at the first logging point, then at most
+    // once a second: which points get one
+    // does not matter, a resumed run continues exactly from any of them.
+    let mut t_ckpt: Option<Instant> = None;
     let start_episodes = st.episodes;
     if st.last_policy.is_none() {
         st.last_policy = agent.greedy_policy();
@@ -573,12 +577,17 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, rt: &Runtime, envs: Vec<
                 }
                 tb.scalar("eval/value_rmse", k, rmse)?;
             }
-            tb.flush()?;
-            wick_core::fault::point("after-log");
             st.ret_sum = 0.0;
             st.ret_n = 0;
             st.max_update = 0.0;
-            save_checkpoint(rt, &agent, &st, cfg)?;
+            if t_ckpt.is_none_or(|t| t.elapsed().as_secs_f64() >= 1.0) {
+                tb.flush()?;
+                wick_core::fault::point("after-log");
+                save_checkpoint(rt, &agent, &st, cfg)?;
+                t_ckpt = Some(Instant::now());
+            } else {
+                wick_core::fault::point("after-log");
+            }
             t_log = Instant::now();
             eps_log = 0;
         }

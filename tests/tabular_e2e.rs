@@ -67,6 +67,10 @@ fn resume_after_a_crash_matches_an_uninterrupted_run() {
     assert!(!status.success());
     let run = d.join("crashed");
     assert!(!run.join("metrics.json").exists());
+    // The first logging point always checkpoints: the resumed run starts mid-way.
+    let ck = wick_core::checkpoint::Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
+    let st: serde_json::Value = ck.meta("train_state").unwrap();
+    assert!(st["episodes"].as_u64().unwrap() > 0, "{st}");
     run_ok(&["train", "mc-es", "--resume", s(&run), "--quiet"]);
     assert_eq!(bytes(&full.join("checkpoint.safetensors")), bytes(&run.join("checkpoint.safetensors")));
     assert_eq!(metrics_sans_timing(&full), metrics_sans_timing(&run));
