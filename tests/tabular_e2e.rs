@@ -49,6 +49,22 @@ fn runs_are_reproducible_for_any_thread_count() {
     assert_eq!(ck.f64_values("q", &[714, 2]).unwrap().len(), 1428);
     assert_eq!(ck.u64_values("policy", &[714]).unwrap().len(), 714);
 
+    // Python oracles: TensorBoard shows the curves and the picture; safetensors reads the tables.
+    if let Some(py) = python() {
+        let out = std::process::Command::new(&py).args([&script("tb_read.py"), s(&a)]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["scalars"]["eval/optimal_action_agreement"].as_array().unwrap().len(), 100);
+        assert_eq!(v["images"]["blackjack/values_and_policy"].as_array().unwrap().len(), 1);
+        let code = "import sys, json; from safetensors.numpy import load_file; d = load_file(sys.argv[1]); \
+                    print(json.dumps({k: [str(v.dtype), list(v.shape)] for k, v in d.items()}))";
+        let out = std::process::Command::new(&py).args(["-c", code, s(&a.join("checkpoint.safetensors"))]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["q"], serde_json::json!(["float64", [714, 2]]));
+        assert_eq!(v["policy"], serde_json::json!(["uint64", [714]]));
+    }
+
     // wick eval: the learned greedy policy's mean return with its standard error.
     let out = run_ok(&["eval", s(&a), "--episodes", "20000"]);
     assert!(out.contains("mean return") && out.contains("±"), "{out}");
