@@ -285,4 +285,7 @@ fn threads_do_not_change_the_result() {
     let g = EpsilonGreedyConfig { episodes: 20_000, gamma: 0.9, max_len: Some(50), batch: 500, ..Default::default() };
     let gw = |n: usize| (0..n).map(|_| GridWorld::new(GridWorldConfig::default())).collect::<Vec<_>>();
     assert_eq!(mc_epsilon_greedy_par(gw(1), &g).unwrap(), mc_epsilon_greedy_par(gw(2), &g).unwrap());
+    // Off-policy control records b(A|S) per step: the same through the chunked path.
+    let o = OffPolicyControlConfig { episodes: 100_000, batch: 1000, epsilon: 0.5, start: StartMode::UniformState, starts: decision_states(), ..Default::default() };
+    assert_eq!(mc_off_policy_control_par(envs(1), &o).unwrap(), mc_off_policy_control_par(envs(2), &o).unwrap());
 }
