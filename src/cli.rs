@@ -2,6 +2,7 @@
 
 use crate::density;
 use crate::reinforce;
+use crate::tabular;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,18 @@ enum TrainCmd {
     Made(density::DensityFlags),
     /// REINFORCE: Monte Carlo policy gradient, optionally with a learned baseline (discrete-action envs)
     Reinforce(reinforce::ReinforceFlags),
+    /// Tabular MC prediction of v_pi, first- or every-visit (S&B 5.1)
+    McPrediction(tabular::TabularFlags),
+    /// Tabular MC Basic: policy iteration with MC estimates (Zhao Alg. 5.1)
+    McBasic(tabular::TabularFlags),
+    /// Tabular Monte Carlo exploring starts (S&B 5.3)
+    McEs(tabular::TabularFlags),
+    /// Tabular on-policy MC control with epsilon-greedy policies (S&B 5.4)
+    McEpsilonGreedy(tabular::TabularFlags),
+    /// Tabular off-policy MC prediction: ordinary and weighted importance sampling (S&B 5.5-5.6)
+    McOffPolicyPrediction(tabular::TabularFlags),
+    /// Tabular off-policy MC control with weighted importance sampling (S&B 5.7)
+    McOffPolicyControl(tabular::TabularFlags),
 }
 
 /// `wick eval <run-dir>`: the run's config.toml says which kind of run it is; each kind
@@ -205,10 +218,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::Nade(f) => density::train("nade", f),
             TrainCmd::Made(f) => density::train("made", f),
             TrainCmd::Reinforce(f) => reinforce::train(f),
+            TrainCmd::McPrediction(f) => tabular::train("mc-prediction", f),
+            TrainCmd::McBasic(f) => tabular::train("mc-basic", f),
+            TrainCmd::McEs(f) => tabular::train("mc-es", f),
+            TrainCmd::McEpsilonGreedy(f) => tabular::train("mc-epsilon-greedy", f),
+            TrainCmd::McOffPolicyPrediction(f) => tabular::train("mc-off-policy-prediction", f),
+            TrainCmd::McOffPolicyControl(f) => tabular::train("mc-off-policy-control", f),
         },
         Cmd::Eval(a) => match run_algo(&a.run_dir)?.as_str() {
             "fvsbn" | "nade" | "made" => density::eval(a),
             "reinforce" => reinforce::eval(a),
+            a2 if tabular::ALGOS.iter().any(|t| t.0 == a2) => tabular::eval(a),
             other => bail!("'{}' is a {other} run; `wick eval` does not know that algorithm", a.run_dir.display()),
         },
         Cmd::Sample(a) => density::sample(a),
@@ -225,6 +245,9 @@ fn list() {
         println!("  {name:<12} {what}");
     }
     println!("  {:<12} REINFORCE, Monte Carlo policy gradient (S&B 13.3), --baseline: with a learned v(s) (13.4); --env ID", "reinforce");
+    for (name, what) in tabular::ALGOS {
+        println!("  {name:<25} {what}");
+    }
     println!("datasets (--data):");
     for (name, what) in wick_core::data::builtin_names() {
         println!("  {name:<12} {what}");

@@ -3,6 +3,8 @@
 mod cli;
 mod density;
 mod reinforce;
+mod tabular;
+mod tabular_images;
 
 use clap::Parser;
 use std::process::ExitCode;

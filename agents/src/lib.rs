@@ -6,20 +6,29 @@
 //! - [`mc_epsilon_greedy`]: on-policy MC control with ε-greedy policies (S&B §5.4, Zhao Alg. 5.3).
 //! - [`reinforce`]: REINFORCE, Monte Carlo policy gradient with an optional learned baseline
 //!   (S&B §13.3–13.4), MLP policies in Candle; its trainer in [`reinforce_train`].
+//! - [`mc_off_policy_prediction`]: ordinary and weighted importance sampling (S&B §5.5–5.6).
+//! - [`mc_off_policy_control`]: off-policy MC control with weighted IS (S&B §5.7).
 //!
-//! Shared pieces in [`tabular`]. Every algorithm estimates action values as sample means of
-//! returns, incrementally: `q ← q + (g − q)/n` ([`tabular::QTable::update`]).
+//! Shared pieces in [`tabular`]; episodes on worker threads, bit-identical for any thread count,
+//! in [`parallel`]. Every algorithm estimates action values as sample means of returns,
+//! incrementally: `q ← q + (g − q)/n` ([`tabular::QTable::update`]).
 
 pub mod mc_basic;
 pub mod mc_epsilon_greedy;
 pub mod mc_exploring_starts;
+pub mod mc_off_policy_control;
+pub mod mc_off_policy_prediction;
 pub mod mc_prediction;
 pub mod reinforce;
 pub mod reinforce_train;
+pub mod parallel;
 pub mod tabular;
 
-pub use mc_basic::{mc_basic, McBasicConfig, McBasicResult};
-pub use mc_epsilon_greedy::{mc_epsilon_greedy, Epsilon, EpsilonGreedyConfig, StartMode};
-pub use mc_exploring_starts::{mc_exploring_starts, ControlResult, EsConfig};
-pub use mc_prediction::{predict_q, predict_v, PredictionConfig, StateValues};
-pub use tabular::{DynTabular, Policy, QTable, TabularEnv, Visit};
+pub use mc_basic::{mc_basic, McBasicAgent, McBasicConfig, McBasicResult};
+pub use mc_epsilon_greedy::{mc_epsilon_greedy, mc_epsilon_greedy_par, Epsilon, EpsilonGreedyAgent, EpsilonGreedyConfig, StartMode};
+pub use mc_exploring_starts::{mc_exploring_starts, mc_exploring_starts_par, ControlResult, EsAgent, EsConfig};
+pub use mc_off_policy_control::{mc_off_policy_control, mc_off_policy_control_par, OffPolicyControlAgent, OffPolicyControlConfig};
+pub use mc_off_policy_prediction::{mse_curves, OffPolicyPredictionAgent, OffPolicyPredictionConfig};
+pub use mc_prediction::{predict_q, predict_v, PredictionAgent, PredictionConfig, StateValues, Target};
+pub use parallel::{Collector, McAgent};
+pub use tabular::{DynTabular, EnvRef, Policy, QTable, TabularEnv, Visit};

@@ -7,17 +7,24 @@
 //! are sample means of returns, `Q(s, a) ← Q(s, a) + (G − Q(s, a)) / N(s, a)`. ε is fixed or
 //! decays linearly over the episodes (to 0 for a greedy final policy, GLIE-style).
 
+use wick_core::checkpoint::Checkpoint;
+use wick_core::rng::Rng;
 use wick_core::{ensure, Result};
 
 use crate::mc_exploring_starts::ControlResult;
-use crate::tabular::{agent_rng, generate_episode, QTable, Start, TabularEnv, Transition, Visit, Visits};
+use crate::parallel::{load_q, run, save_q, Collector, McAgent};
+use crate::tabular::{generate_episode, EnvRef, QTable, Start, TabularEnv, Transition, Visit, Visits};
 
 /// ε per episode.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Epsilon {
     Fixed(f64),
     /// From `start` to `end` linearly over the first `fraction` of the episodes, then `end`.
     Linear { start: f64, end: f64, fraction: f64 },
+    /// From `start` to `end` geometrically (`start·(end/start)^t`) over the first `fraction`
+    /// of the episodes, then `end`: most of the run at small ε, so the returns behind `Q`
+    /// come from near-greedy behaviour (`end` > 0).
+    Exponential { start: f64, end: f64, fraction: f64 },
 }
 
 impl Epsilon {
@@ -30,12 +37,18 @@ impl Epsilon {
                 let t = (k as f64 / span).min(1.0);
                 start + (end - start) * t
             }
+            Epsilon::Exponential { start, end, fraction } => {
+                let span = (fraction * total as f64).max(1.0);
+                let t = (k as f64 / span).min(1.0);
+                start * (end / start).powf(t)
+            }
         }
     }
 }
 
-/// Where ε-greedy episodes start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where episodes start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum StartMode {
     /// The env's start distribution (`reset`).
     Env,
@@ -52,9 +65,13 @@ pub struct EpsilonGreedyConfig {
     pub visit: Visit,
     pub max_len: Option<usize>,
     pub start: StartMode,
+    /// The states [`StartMode::UniformState`] draws from; empty = every state.
+    pub starts: Vec<usize>,
     /// `None`: sample averages, `q ← q + (g − q)/n`. `Some(α)`: constant-α MC,
     /// `q ← q + α(g − q)`, which forgets the returns of the early, more exploratory policies.
     pub step_size: Option<f64>,
+    /// Episodes generated per policy snapshot (1: improve after every episode).
+    pub batch: u64,
     pub seed: u64,
 }
 
@@ -67,52 +84,99 @@ impl Default for EpsilonGreedyConfig {
             visit: Visit::First,
             max_len: None,
             start: StartMode::Env,
+            starts: Vec::new(),
             step_size: None,
+            batch: 1,
             seed: 0,
         }
     }
 }
 
-/// Run on-policy ε-greedy MC control on `env`.
-pub fn mc_epsilon_greedy<E: TabularEnv + ?Sized>(env: &mut E, cfg: &EpsilonGreedyConfig) -> Result<ControlResult> {
-    let (ns, na) = (env.n_states(), env.n_actions());
-    ensure!(ns > 0, "MC ε-greedy needs a tabular environment");
-    ensure!((0.0..=1.0).contains(&cfg.gamma), "gamma must be in [0, 1], got {}", cfg.gamma);
-    let (e0, e1) = match cfg.epsilon {
-        Epsilon::Fixed(e) => (e, e),
-        Epsilon::Linear { start, end, .. } => (start, end),
-    };
-    ensure!((0.0..=1.0).contains(&e0) && (0.0..=1.0).contains(&e1), "epsilon must be in [0, 1]");
-    ensure!(cfg.step_size.map_or(true, |a| a > 0.0 && a <= 1.0), "step size must be in (0, 1]");
-    let mut rng = agent_rng(cfg.seed, "mc-epsilon-greedy");
-    env.start(Some(cfg.seed))?;
-    let mut q = QTable::new(ns, na);
-    let mut visits = Visits::new(ns * na);
-    let mut ep: Vec<Transition> = Vec::new();
-    let mut returns = Vec::with_capacity(cfg.episodes as usize);
-    for k in 0..cfg.episodes {
-        let eps = cfg.epsilon.at(k, cfg.episodes);
-        let start = match cfg.start {
-            StartMode::Env => Start::Reset,
-            StartMode::UniformState => Start::At(rng.below(ns as u64) as usize, None),
+/// On-policy ε-greedy MC control as a [`McAgent`].
+pub struct EpsilonGreedyAgent {
+    pub q: QTable,
+    cfg: EpsilonGreedyConfig,
+    visits: Visits,
+}
+
+impl EpsilonGreedyAgent {
+    pub fn new<E: TabularEnv + ?Sized>(env: &E, cfg: &EpsilonGreedyConfig) -> Result<EpsilonGreedyAgent> {
+        let (ns, na) = (env.n_states(), env.n_actions());
+        ensure!(ns > 0, "MC ε-greedy needs a tabular environment");
+        ensure!((0.0..=1.0).contains(&cfg.gamma), "gamma must be in [0, 1], got {}", cfg.gamma);
+        ensure!(cfg.starts.iter().all(|&s| s < ns), "a start state is outside 0..{ns}");
+        let (e0, e1) = match cfg.epsilon {
+            Epsilon::Fixed(e) => (e, e),
+            Epsilon::Linear { start, end, .. } => (start, end),
+            Epsilon::Exponential { start, end, .. } => {
+                ensure!(start > 0.0 && end > 0.0, "an exponential epsilon schedule needs start and end above 0");
+                (start, end)
+            }
         };
-        let qr = &q;
+        ensure!((0.0..=1.0).contains(&e0) && (0.0..=1.0).contains(&e1), "epsilon must be in [0, 1]");
+        ensure!(cfg.step_size.map_or(true, |a| a > 0.0 && a <= 1.0), "step size must be in (0, 1]");
+        Ok(EpsilonGreedyAgent { q: QTable::new(ns, na), cfg: cfg.clone(), visits: Visits::new(ns * na) })
+    }
+}
+
+impl McAgent for EpsilonGreedyAgent {
+    fn episode<E: TabularEnv + ?Sized>(&self, k: u64, env: &mut E, rng: &mut Rng, steps: &mut Vec<Transition>, _probs: &mut Vec<f64>) -> Result<()> {
+        let eps = self.cfg.epsilon.at(k, self.cfg.episodes);
+        let (ns, na) = (self.q.num_states, self.q.num_actions);
+        let start = match self.cfg.start {
+            StartMode::Env => Start::Reset,
+            StartMode::UniformState if self.cfg.starts.is_empty() => Start::At(rng.below(ns as u64) as usize, None),
+            StartMode::UniformState => Start::At(self.cfg.starts[rng.below(self.cfg.starts.len() as u64) as usize], None),
+        };
+        let q = &self.q;
         // ε-greedy: explore uniformly with probability ε (so the greedy action has 1 − ε + ε/|A|).
-        generate_episode(env, start, cfg.max_len, &mut rng, &mut ep, |s, r| {
+        generate_episode(env, start, self.cfg.max_len, rng, steps, |s, r| {
             if eps > 0.0 && r.uniform() < eps {
                 r.below(na as u64) as usize
             } else {
-                qr.greedy(s)
+                q.greedy(s)
             }
-        })?;
-        returns.push(ep.iter().map(|t| t.r).sum());
-        visits.for_each_return(&ep, cfg.gamma, cfg.visit, |s, a| s * na + a, |_, i, g| {
-            match cfg.step_size {
+        })
+    }
+
+    fn learn(&mut self, _k: u64, ep: &[Transition], _probs: &[f64]) -> f64 {
+        let (na, alpha) = (self.q.num_actions, self.cfg.step_size);
+        let q = &mut self.q;
+        let mut max = 0.0f64;
+        self.visits.for_each_return(ep, self.cfg.gamma, self.cfg.visit, |s, a| s * na + a, |_, i, g| {
+            let d = match alpha {
                 None => q.update_index(i, g), // q ← q + (g − q)/n
                 Some(alpha) => q.update_index_alpha(i, g, alpha),
             };
+            max = max.max(d);
         });
+        max
     }
-    let policy = q.greedy_policy();
-    Ok(ControlResult { q, policy, returns })
+
+    fn q(&self) -> Option<&QTable> {
+        Some(&self.q)
+    }
+    fn state_values(&self) -> Vec<f64> {
+        self.q.state_values()
+    }
+    fn save(&self, ck: &mut Checkpoint) {
+        save_q(ck, "", &self.q);
+    }
+    fn load(&mut self, ck: &Checkpoint) -> Result<()> {
+        load_q(ck, "", &mut self.q)
+    }
+}
+
+/// Run on-policy ε-greedy MC control on `env` (one thread).
+pub fn mc_epsilon_greedy<E: TabularEnv + Send + ?Sized>(env: &mut E, cfg: &EpsilonGreedyConfig) -> Result<ControlResult> {
+    mc_epsilon_greedy_par(vec![EnvRef(env)], cfg)
+}
+
+/// Run on-policy ε-greedy MC control with one thread per env; the result does not depend on how many.
+pub fn mc_epsilon_greedy_par<E: TabularEnv + Send>(envs: Vec<E>, cfg: &EpsilonGreedyConfig) -> Result<ControlResult> {
+    let mut agent = EpsilonGreedyAgent::new(&envs[0], cfg)?;
+    let mut col = Collector::new(envs, cfg.seed, "mc-epsilon-greedy")?;
+    let returns = run(&mut agent, &mut col, cfg.episodes, cfg.batch)?;
+    let policy = agent.q.greedy_policy();
+    Ok(ControlResult { q: agent.q, policy, returns })
 }

@@ -4,9 +4,12 @@
 //! state–action pair), first-visit or every-visit. The average is kept incrementally,
 //! `V(s) ← V(s) + (G − V(s)) / N(s)` — no model, only sampled returns.
 
+use wick_core::checkpoint::Checkpoint;
+use wick_core::rng::Rng;
 use wick_core::{ensure, Result};
 
-use crate::tabular::{agent_rng, generate_episode, Policy, QTable, Start, TabularEnv, Transition, Visit, Visits};
+use crate::parallel::{load_q, run, save_q, Collector, McAgent};
+use crate::tabular::{generate_episode, EnvRef, Policy, QTable, Start, TabularEnv, Transition, Visit, Visits};
 
 /// Options of MC prediction.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,12 +19,14 @@ pub struct PredictionConfig {
     pub visit: Visit,
     /// Cut episodes at this many steps (needed for continuing tasks such as the grid world).
     pub max_len: Option<usize>,
+    /// Episodes per chunk batch (the policy is fixed, so this only groups work for threads).
+    pub batch: u64,
     pub seed: u64,
 }
 
 impl Default for PredictionConfig {
     fn default() -> Self {
-        PredictionConfig { episodes: 10_000, gamma: 1.0, visit: Visit::First, max_len: None, seed: 0 }
+        PredictionConfig { episodes: 10_000, gamma: 1.0, visit: Visit::First, max_len: None, batch: 1, seed: 0 }
     }
 }
 
@@ -32,69 +37,131 @@ pub struct StateValues {
     pub n: Vec<u64>,
 }
 
-fn check<E: TabularEnv + ?Sized>(env: &E, policy: &Policy, cfg: &PredictionConfig) -> Result<()> {
-    ensure!(env.n_states() > 0, "MC prediction needs a tabular environment");
-    ensure!(
-        policy.num_states == env.n_states() && policy.num_actions == env.n_actions(),
-        "policy is {}×{}, the env has {} states and {} actions",
-        policy.num_states,
-        policy.num_actions,
-        env.n_states(),
-        env.n_actions()
-    );
-    ensure!((0.0..=1.0).contains(&cfg.gamma), "gamma must be in [0, 1], got {}", cfg.gamma);
-    Ok(())
+/// What MC prediction estimates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `v_π`, episodes from the env's start distribution.
+    V,
+    /// `q_π`; with exploring starts every episode starts from a uniformly drawn (state, action)
+    /// pair among the start states (S&B §5.2's exploring-starts assumption).
+    Q { exploring_starts: bool },
+}
+
+/// MC prediction as a [`McAgent`]. `V` is kept as a one-action table.
+pub struct PredictionAgent {
+    pub policy: Policy,
+    /// `v` (S × 1) or `q` (S × A) with counts.
+    pub table: QTable,
+    target: Target,
+    starts: Vec<usize>,
+    gamma: f64,
+    visit: Visit,
+    max_len: Option<usize>,
+    visits: Visits,
+}
+
+impl PredictionAgent {
+    pub fn new<E: TabularEnv + ?Sized>(env: &E, policy: &Policy, cfg: &PredictionConfig, target: Target, starts: &[usize]) -> Result<PredictionAgent> {
+        let (ns, na) = (env.n_states(), env.n_actions());
+        ensure!(ns > 0, "MC prediction needs a tabular environment");
+        ensure!(
+            policy.num_states == ns && policy.num_actions == na,
+            "policy is {}×{}, the env has {ns} states and {na} actions",
+            policy.num_states,
+            policy.num_actions
+        );
+        ensure!((0.0..=1.0).contains(&cfg.gamma), "gamma must be in [0, 1], got {}", cfg.gamma);
+        ensure!(starts.iter().all(|&s| s < ns), "a start state is outside 0..{ns}");
+        let starts = if starts.is_empty() { (0..ns).collect() } else { starts.to_vec() };
+        let cols = if target == Target::V { 1 } else { na };
+        Ok(PredictionAgent {
+            policy: policy.clone(),
+            table: QTable::new(ns, cols),
+            target,
+            starts,
+            gamma: cfg.gamma,
+            visit: cfg.visit,
+            max_len: cfg.max_len,
+            visits: Visits::new(ns * cols),
+        })
+    }
+
+    /// The estimates as state values with counts (V prediction).
+    pub fn values(&self) -> StateValues {
+        StateValues { v: self.table.q.clone(), n: self.table.n.clone() }
+    }
+}
+
+impl McAgent for PredictionAgent {
+    fn episode<E: TabularEnv + ?Sized>(&self, _k: u64, env: &mut E, rng: &mut Rng, steps: &mut Vec<Transition>, _probs: &mut Vec<f64>) -> Result<()> {
+        let start = match self.target {
+            Target::Q { exploring_starts: true } => {
+                let s = self.starts[rng.below(self.starts.len() as u64) as usize];
+                Start::At(s, Some(rng.below(self.policy.num_actions as u64) as usize))
+            }
+            _ => Start::Reset,
+        };
+        let pi = &self.policy;
+        generate_episode(env, start, self.max_len, rng, steps, |s, r| pi.sample(s, r))
+    }
+
+    fn learn(&mut self, _k: u64, ep: &[Transition], _probs: &[f64]) -> f64 {
+        let t = &mut self.table;
+        let cols = t.num_actions;
+        let is_v = self.target == Target::V;
+        let mut max = 0.0f64;
+        self.visits.for_each_return(ep, self.gamma, self.visit, |s, a| if is_v { s } else { s * cols + a }, |_, i, g| {
+            max = max.max(t.update_index(i, g)); // V(s) ← V(s) + (G − V(s))/N(s)
+        });
+        max
+    }
+
+    fn q(&self) -> Option<&QTable> {
+        match self.target {
+            Target::V => None,
+            Target::Q { .. } => Some(&self.table),
+        }
+    }
+    fn state_values(&self) -> Vec<f64> {
+        match self.target {
+            Target::V => self.table.q.clone(),
+            // v_π(s) = Σ_a π(a|s) q_π(s, a)
+            Target::Q { .. } => (0..self.table.num_states)
+                .map(|s| (0..self.table.num_actions).map(|a| self.policy.prob(s, a) * self.table.get(s, a)).sum())
+                .collect(),
+        }
+    }
+    fn greedy_policy(&self) -> Option<Vec<usize>> {
+        None
+    }
+    fn save(&self, ck: &mut Checkpoint) {
+        save_q(ck, "", &self.table);
+    }
+    fn load(&mut self, ck: &Checkpoint) -> Result<()> {
+        load_q(ck, "", &mut self.table)
+    }
 }
 
 /// Estimate `v_π` from `cfg.episodes` episodes of `policy` from the env's start distribution.
-pub fn predict_v<E: TabularEnv + ?Sized>(env: &mut E, policy: &Policy, cfg: &PredictionConfig) -> Result<StateValues> {
-    check(env, policy, cfg)?;
-    let ns = env.n_states();
-    let mut rng = agent_rng(cfg.seed, "mc-prediction");
-    env.start(Some(cfg.seed))?;
-    let (mut v, mut n) = (vec![0.0; ns], vec![0u64; ns]);
-    let mut visits = Visits::new(ns);
-    let mut ep: Vec<Transition> = Vec::new();
-    for _ in 0..cfg.episodes {
-        generate_episode(env, Start::Reset, cfg.max_len, &mut rng, &mut ep, |s, r| policy.sample(s, r))?;
-        visits.for_each_return(&ep, cfg.gamma, cfg.visit, |s, _| s, |_, s, g| {
-            n[s] += 1;
-            v[s] += (g - v[s]) / n[s] as f64; // incremental mean
-        });
-    }
-    Ok(StateValues { v, n })
+pub fn predict_v<E: TabularEnv + Send + ?Sized>(env: &mut E, policy: &Policy, cfg: &PredictionConfig) -> Result<StateValues> {
+    let mut agent = PredictionAgent::new(env, policy, cfg, Target::V, &[])?;
+    let mut col = Collector::new(vec![EnvRef(env)], cfg.seed, "mc-prediction")?;
+    run(&mut agent, &mut col, cfg.episodes, cfg.batch)?;
+    Ok(agent.values())
 }
 
 /// Estimate `q_π` from `cfg.episodes` episodes of `policy`. With `exploring_starts` each
 /// episode starts from a uniformly drawn (state, action) pair among `starts` (all states when
 /// empty) so every pair gets returns (S&B §5.2's "exploring starts" assumption).
-pub fn predict_q<E: TabularEnv + ?Sized>(
+pub fn predict_q<E: TabularEnv + Send + ?Sized>(
     env: &mut E,
     policy: &Policy,
     cfg: &PredictionConfig,
     exploring_starts: Option<&[usize]>,
 ) -> Result<QTable> {
-    check(env, policy, cfg)?;
-    let (ns, na) = (env.n_states(), env.n_actions());
-    let mut rng = agent_rng(cfg.seed, "mc-prediction");
-    env.start(Some(cfg.seed))?;
-    let mut q = QTable::new(ns, na);
-    let mut visits = Visits::new(ns * na);
-    let mut ep: Vec<Transition> = Vec::new();
-    let all: Vec<usize> = (0..ns).collect();
-    let starts = exploring_starts.map(|s| if s.is_empty() { &all[..] } else { s });
-    for _ in 0..cfg.episodes {
-        let start = match starts {
-            None => Start::Reset,
-            Some(st) => {
-                let s = st[rng.below(st.len() as u64) as usize];
-                Start::At(s, Some(rng.below(na as u64) as usize))
-            }
-        };
-        generate_episode(env, start, cfg.max_len, &mut rng, &mut ep, |s, r| policy.sample(s, r))?;
-        visits.for_each_return(&ep, cfg.gamma, cfg.visit, |s, a| s * na + a, |_, i, g| {
-            q.update_index(i, g); // q ← q + (g − q)/n
-        });
-    }
-    Ok(q)
+    let target = Target::Q { exploring_starts: exploring_starts.is_some() };
+    let mut agent = PredictionAgent::new(env, policy, cfg, target, exploring_starts.unwrap_or(&[]))?;
+    let mut col = Collector::new(vec![EnvRef(env)], cfg.seed, "mc-prediction")?;
+    run(&mut agent, &mut col, cfg.episodes, cfg.batch)?;
+    Ok(agent.table)
 }

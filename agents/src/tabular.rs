@@ -97,6 +97,32 @@ impl TabularEnv for DynTabular {
     }
 }
 
+/// A borrowed env as a [`TabularEnv`] (so the one-env convenience functions can lend theirs
+/// to a [`crate::parallel::Collector`]).
+pub struct EnvRef<'a, T: ?Sized>(pub &'a mut T);
+
+impl<T: TabularEnv + ?Sized> TabularEnv for EnvRef<'_, T> {
+    fn n_states(&self) -> usize {
+        self.0.n_states()
+    }
+    fn n_actions(&self) -> usize {
+        self.0.n_actions()
+    }
+    fn exact_model(&self) -> Option<&Model> {
+        self.0.exact_model()
+    }
+    fn start(&mut self, seed: Option<u64>) -> Result<usize> {
+        self.0.start(seed)
+    }
+    fn start_at(&mut self, s: usize) -> Result<()> {
+        self.0.start_at(s)
+    }
+    #[inline]
+    fn act(&mut self, a: usize) -> Result<(usize, f64, bool)> {
+        self.0.act(a)
+    }
+}
+
 /// First-visit or every-visit MC (S&B §5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Visit {

@@ -75,6 +75,13 @@ impl Checkpoint {
         self.tensors.insert(name.to_string(), HostTensor { dtype: Dtype::F32, shape: shape.to_vec(), data });
     }
 
+    /// Store f64 values exactly (tabular value tables: a resumed run continues to the bit).
+    pub fn put_f64(&mut self, name: &str, shape: &[usize], v: &[f64]) {
+        assert_eq!(shape.iter().product::<usize>(), v.len(), "put_f64 {name}: shape and length differ");
+        let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.tensors.insert(name.to_string(), HostTensor { dtype: Dtype::F64, shape: shape.to_vec(), data });
+    }
+
     pub fn put_u64(&mut self, name: &str, shape: &[usize], v: &[u64]) {
         assert_eq!(shape.iter().product::<usize>(), v.len(), "put_u64 {name}: shape and length differ");
         let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -123,6 +130,18 @@ impl Checkpoint {
     pub fn tensor(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
         let v = self.f32_values(name, shape)?;
         Ok(Tensor::from_vec(v, shape, device)?)
+    }
+
+    /// An f64 tensor's values, checking dtype and shape.
+    pub fn f64_values(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
+        let t = self.get(name)?;
+        if t.dtype != Dtype::F64 || t.shape != shape {
+            return Err(Error::new(format!(
+                "checkpoint tensor '{name}' is {:?}{:?}, expected F64{:?}",
+                t.dtype, t.shape, shape
+            )));
+        }
+        Ok(t.data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect())
     }
 
     pub fn u64_values(&self, name: &str, shape: &[usize]) -> Result<Vec<u64>> {
