@@ -76,8 +76,7 @@ impl Fvsbn {
         dws.resize(d * d, 0.0);
         let mut db = vec![0f32; d];
         self.stairs.grad_weight(&xv, z, true, dws, &mut db, rows);
-        let mut dw = vec![0f32; d * d];
-        self.stairs.unpack(dws, true, &mut dw);
+        let dw = self.stairs.unpack(dws, true);
         Ok((nll, Some((dw, db))))
     }
 

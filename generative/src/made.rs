@@ -195,8 +195,7 @@ impl Made {
             dws[l].resize(s.n_in * s.n_out, 0.0);
             let mut dbs = vec![0f32; s.n_out];
             s.grad_weight(input, da, false, &mut dws[l], &mut dbs, rows);
-            let mut dw = vec![0f32; s.n_in * s.n_out];
-            s.unpack(&dws[l], false, &mut dw);
+            let dw = s.unpack(&dws[l], false);
             let mut db = vec![0f32; s.n_out];
             for (&o, &g) in s.out_perm.iter().zip(&dbs) {
                 db[o] = g;

@@ -53,6 +53,10 @@ pub struct Staircase {
     pub reach: Vec<usize>,
     /// For each sorted input, the first sorted output that sees it (`n_out` if none; non-decreasing).
     pub first: Vec<usize>,
+    /// Whether sorting leaves the inputs / the outputs in place (FVSBN; MADE's inputs and
+    /// outputs in the natural order): packing then copies whole runs.
+    in_identity: bool,
+    out_identity: bool,
 }
 
 /// A raw pointer that rayon tasks may share: every task writes a disjoint set of entries.
@@ -129,7 +133,19 @@ impl Staircase {
             })
             .collect();
         let first: Vec<usize> = (0..n_in).map(|i| reach.partition_point(|&r| r <= i)).collect();
-        Staircase { n_in, n_out, in_pos: inverse(&in_perm), out_pos: inverse(&out_perm), in_perm, out_perm, reach, first }
+        let is_id = |p: &[usize]| p.iter().enumerate().all(|(a, &b)| a == b);
+        Staircase {
+            n_in,
+            n_out,
+            in_identity: is_id(&in_perm),
+            out_identity: is_id(&out_perm),
+            in_pos: inverse(&in_perm),
+            out_pos: inverse(&out_perm),
+            in_perm,
+            out_perm,
+            reach,
+            first,
+        }
     }
 
     /// Whether original input `i` feeds original output `o`.
@@ -159,6 +175,10 @@ impl Staircase {
     /// `dst[r, pos] = src[r, perm[pos]]`: gather the columns of a `[rows, perm.len()]` matrix.
     pub fn gather_cols(src: &[f32], perm: &[usize], dst: &mut [f32]) {
         let n = perm.len();
+        if perm.iter().enumerate().all(|(a, &b)| a == b) {
+            dst[..src.len()].copy_from_slice(src);
+            return;
+        }
         dst.par_chunks_mut(n).zip(src.par_chunks(n)).for_each(|(d, s)| {
             for (x, &p) in d.iter_mut().zip(perm) {
                 *x = s[p];
@@ -174,8 +194,12 @@ impl Staircase {
             ws.par_chunks_mut(n_in).enumerate().for_each(|(o, dst)| {
                 let src = &w[self.out_perm[o] * n_in..][..n_in];
                 let r = self.reach[o];
-                for (x, &i) in dst[..r].iter_mut().zip(&self.in_perm[..r]) {
-                    *x = src[i];
+                if self.in_identity {
+                    dst[..r].copy_from_slice(&src[..r]);
+                } else {
+                    for (x, &i) in dst[..r].iter_mut().zip(&self.in_perm[..r]) {
+                        *x = src[i];
+                    }
                 }
                 dst[r..].fill(0.0);
             });
@@ -184,38 +208,63 @@ impl Staircase {
                 let src = &w[self.in_perm[i] * n_out..][..n_out];
                 let f = self.first[i];
                 dst[..f].fill(0.0);
-                for (x, &o) in dst[f..].iter_mut().zip(&self.out_perm[f..]) {
-                    *x = src[o];
+                if self.out_identity {
+                    dst[f..].copy_from_slice(&src[f..]);
+                } else {
+                    for (x, &o) in dst[f..].iter_mut().zip(&self.out_perm[f..]) {
+                        *x = src[o];
+                    }
                 }
             });
         }
     }
 
-    /// The inverse of [`pack`](Self::pack) for a gradient: `w` (original order) gets the
-    /// staircase entries of `ws`, and zero wherever the mask is zero.
-    pub fn unpack(&self, ws: &[f32], out_major: bool, w: &mut [f32]) {
+    /// The inverse of [`pack`](Self::pack) for a gradient: a new `[n_in·n_out]` buffer in the
+    /// original order and orientation `out_major`, with the staircase entries of `ws` and zero
+    /// wherever the mask is zero. (Every entry is written once: the buffer is never zero-filled
+    /// first.)
+    pub fn unpack(&self, ws: &[f32], out_major: bool) -> Vec<f32> {
         let (n_in, n_out) = (self.n_in, self.n_out);
+        let len = n_in * n_out;
+        assert!(ws.len() >= len);
+        let mut w: Vec<f32> = Vec::with_capacity(len);
+        let spare = &mut w.spare_capacity_mut()[..len];
         if out_major {
-            w.par_chunks_mut(n_in).enumerate().for_each(|(o_orig, dst)| {
+            spare.par_chunks_mut(n_in.max(1)).enumerate().for_each(|(o_orig, dst)| {
                 let o = self.out_pos[o_orig];
                 let src = &ws[o * n_in..][..n_in];
                 let r = self.reach[o];
-                for (i_orig, x) in dst.iter_mut().enumerate() {
-                    let i = self.in_pos[i_orig];
-                    *x = if i < r { src[i] } else { 0.0 };
+                if self.in_identity {
+                    for (x, &v) in dst[..r].iter_mut().zip(&src[..r]) {
+                        x.write(v);
+                    }
+                    dst[r..].iter_mut().for_each(|x| _ = x.write(0.0));
+                } else {
+                    for (x, &i) in dst.iter_mut().zip(&self.in_pos) {
+                        x.write(if i < r { src[i] } else { 0.0 });
+                    }
                 }
             });
         } else {
-            w.par_chunks_mut(n_out).enumerate().for_each(|(i_orig, dst)| {
+            spare.par_chunks_mut(n_out.max(1)).enumerate().for_each(|(i_orig, dst)| {
                 let i = self.in_pos[i_orig];
                 let src = &ws[i * n_out..][..n_out];
                 let f = self.first[i];
-                for (o_orig, x) in dst.iter_mut().enumerate() {
-                    let o = self.out_pos[o_orig];
-                    *x = if o >= f { src[o] } else { 0.0 };
+                if self.out_identity {
+                    dst[..f].iter_mut().for_each(|x| _ = x.write(0.0));
+                    for (x, &v) in dst[f..].iter_mut().zip(&src[f..]) {
+                        x.write(v);
+                    }
+                } else {
+                    for (x, &o) in dst.iter_mut().zip(&self.out_pos) {
+                        x.write(if o >= f { src[o] } else { 0.0 });
+                    }
                 }
             });
         }
+        // SAFETY: the loops above wrote all `len` entries (every row of n_in or n_out, in full).
+        unsafe { w.set_len(len) };
+        w
     }
 
     /// `y = x W̃ + bias` on sorted units: x `[rows, n_in]`, y `[rows, n_out]`, bias `[n_out]`.
@@ -396,9 +445,15 @@ mod tests {
     }
 
     /// A random layer, its dense 0/1 mask `[n_in, n_out]` and random degrees.
-    fn layer(r: &mut Rng, n_in: usize, n_out: usize, strict: bool) -> (Staircase, Vec<f32>) {
-        let a: Vec<usize> = (0..n_in).map(|_| 1 + r.below(20) as usize).collect();
-        let c: Vec<usize> = (0..n_out).map(|_| 1 + r.below(20) as usize).collect();
+    /// With `sorted`, both degree lists are non-decreasing (sorting is the identity: the
+    /// copying fast paths).
+    fn layer(r: &mut Rng, n_in: usize, n_out: usize, strict: bool, sorted: bool) -> (Staircase, Vec<f32>) {
+        let mut a: Vec<usize> = (0..n_in).map(|_| 1 + r.below(20) as usize).collect();
+        let mut c: Vec<usize> = (0..n_out).map(|_| 1 + r.below(20) as usize).collect();
+        if sorted {
+            a.sort();
+            c.sort();
+        }
         let st = Staircase::new(&a, &c, strict);
         let m: Vec<f32> = (0..n_in * n_out).map(|e| {
             let (i, o) = (e / n_out, e % n_out);
@@ -413,8 +468,10 @@ mod tests {
     #[test]
     fn blocked_products_equal_naive_masked_products() {
         let mut r = Rng::stream(3, "stairs");
-        for &(n_in, n_out, rows, strict) in &[(70, 150, 7, true), (150, 70, 5, false), (200, 130, 3, true), (1, 1, 2, false)] {
-            let (st, mask) = layer(&mut r, n_in, n_out, strict);
+        let cases = [(70, 150, 7, true, false), (150, 70, 5, false, false), (200, 130, 3, true, false), (1, 1, 2, false, false), (150, 140, 4, true, true), (130, 200, 3, false, true)];
+        for &(n_in, n_out, rows, strict, sorted) in &cases {
+            let (st, mask) = layer(&mut r, n_in, n_out, strict, sorted);
+            assert!(!sorted || (st.in_identity && st.out_identity));
             for (i, o) in [(0, 0), (n_in - 1, n_out - 1), (n_in / 2, n_out / 3)] {
                 assert_eq!(st.connected(i, o), mask[i * n_out + o] == 1.0);
             }
@@ -457,8 +514,7 @@ mod tests {
                 st.grad_weight(&xs, &dys, out_major, &mut dws, &mut dbs, rows);
                 let mut dxs = vec![f32::NAN; rows * n_in];
                 st.grad_input(&dys, &ws, out_major, &mut dxs, rows);
-                let mut dw = vec![f32::NAN; n_in * n_out];
-                st.unpack(&dws, out_major, &mut dw);
+                let dw = st.unpack(&dws, out_major);
                 let close = |a: f32, b: f64| (a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs());
                 for rr in 0..rows {
                     for o in 0..n_out {
@@ -488,7 +544,7 @@ mod tests {
     #[test]
     fn blocked_products_are_bit_identical_for_any_thread_count() {
         let mut r = Rng::stream(4, "stairs");
-        let (st, _) = layer(&mut r, 300, 260, false);
+        let (st, _) = layer(&mut r, 300, 260, false, false);
         let (rows, n_in, n_out) = (9, 300, 260);
         let (w, x, dy) = (rand_vec(&mut r, n_in * n_out), rand_vec(&mut r, rows * n_in), rand_vec(&mut r, rows * n_out));
         let run = |threads: usize| {
@@ -501,8 +557,7 @@ mod tests {
                 let (mut dws, mut db, mut dx) = (vec![0f32; n_in * n_out], vec![0f32; n_out], vec![0f32; rows * n_in]);
                 st.grad_weight(&x, &dy, false, &mut dws, &mut db, rows);
                 st.grad_input(&dy, &ws, false, &mut dx, rows);
-                let mut dw = vec![0f32; n_in * n_out];
-                st.unpack(&dws, false, &mut dw);
+                let dw = st.unpack(&dws, false);
                 [y, dw, db, dx].concat().iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
             })
         };

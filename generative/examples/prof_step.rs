@@ -1,0 +1,38 @@
+//! Full training steps (loss_and_grads + Adam) of FVSBN or MADE at mnist5k sizes, for perf:
+//! `prof_step fvsbn|made [steps]` prints ms per step.
+use candle_core::{Device, Tensor};
+use std::time::Instant;
+use wick_core::optim::{OptimConfig, Optimizer};
+use wick_core::rng::Rng;
+use wick_generative::made::{Made, Order};
+use wick_generative::{DensityModel, Fvsbn};
+fn main() {
+    if std::env::var_os("WICK_DEFAULT_MALLOC").is_none() {
+        wick_core::cpu::keep_freed_memory();
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let which = args.get(1).map(String::as_str).unwrap_or("made");
+    let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
+    let (dev, d) = (Device::Cpu, 784);
+    let m: Box<dyn DensityModel> = match which {
+        "fvsbn" => Box::new(Fvsbn::new(d, &mut Rng::stream(0, "init"), &dev).unwrap()),
+        _ => Box::new(Made::new(d, 500, 1, 1, Order::Natural, false, 0, &dev).unwrap()),
+    };
+    let mut r = Rng::stream(0, "x");
+    let pool: Vec<Tensor> = (0..8)
+        .map(|_| Tensor::from_vec((0..100 * d).map(|_| (r.uniform() < 0.2) as u8 as f32).collect::<Vec<f32>>(), (100, d), &dev).unwrap())
+        .collect();
+    let mut opt = Optimizer::new(OptimConfig::default(), m.params()).unwrap();
+    let mut best = f64::MAX;
+    for rep in 0..5 {
+        let t = Instant::now();
+        for s in 0..steps {
+            let (_, g) = m.loss_and_grads(&pool[(s % 8) as usize], s).unwrap();
+            opt.step(m.params(), &g, 1e-3).unwrap();
+        }
+        let ms = t.elapsed().as_secs_f64() * 1000.0 / steps as f64;
+        best = best.min(ms);
+        println!("{which} rep {rep}: {ms:.3} ms/step");
+    }
+    println!("{which}: best {best:.3} ms/step = {:.0} samples/s", 100.0 / best * 1000.0);
+}
