@@ -2,6 +2,8 @@
 //! MADE H = 500, batch 100), on random binary batches like `scripts/torch_density.py
 //! --bench-steps`: `prof_step fvsbn|made [steps] [repeats]` times `repeats` blocks of `steps`
 //! steps after 3 warm-up steps and prints each block, then one JSON line with the median.
+//! Like the `wick` binary it keeps freed memory (`wick_core::cpu::keep_freed_memory`) unless
+//! `WICK_DEFAULT_MALLOC` is set.
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 use wick_core::optim::{OptimConfig, Optimizer};
