@@ -5,6 +5,7 @@ pub mod made;
 pub mod model;
 pub mod nade;
 pub mod nade_op;
+pub mod staircase;
 pub mod train;
 
 pub use fvsbn::Fvsbn;

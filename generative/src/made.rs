@@ -21,9 +21,17 @@
 //! (0/1) and the orderings `made.order.k{k}` `[D]` (the degree m⁰ of each input, 1..D).
 //! Weights are stored `[in, out]` so that a layer is `h (W ⊙ M) + b` with no transpose: the
 //! masked product and its gradient then stay contiguous, which is several times faster in Candle.
+//!
+//! On the CPU, training steps and likelihoods run on sorted units instead ([`crate::staircase`]):
+//! with the hidden units of every layer sorted by degree and the inputs and outputs by m⁰, every
+//! mask is a staircase and the products skip its zero blocks (about half the multiply–adds).
+//! The parameters keep the layout above; the kernels pack them into sorted order each step
+//! and scatter the gradients back.
 
 use crate::model::{bce_rows, masked, DensityModel};
-use candle_core::{backprop::GradStore, Device, Tensor};
+use crate::staircase::{bce_rows_host, with_host, Staircase};
+use candle_core::{backprop::GradStore, DType, Device, Tensor};
+use std::sync::Mutex;
 use wick_core::{bail, params::Params, rng::Rng, Result};
 
 /// How the input ordering is chosen.
@@ -55,7 +63,26 @@ pub struct Made {
     masks: Vec<Vec<Tensor>>,
     /// orders[k][d]: the degree m⁰(d) ∈ 1..=D of input d in mask set k.
     orders: Vec<Vec<usize>>,
+    /// stairs[k][l]: mask l of set k as a staircase over sorted units.
+    stairs: Vec<Vec<Staircase>>,
+    /// Buffers of the CPU path, kept between calls.
+    scratch: Mutex<Scratch>,
 }
+
+/// Per layer: packed weights, their gradient, the layer's output (then its gradient); and the
+/// sorted input and an input-gradient buffer.
+#[derive(Default)]
+struct Scratch {
+    ws: Vec<Vec<f32>>,
+    dws: Vec<Vec<f32>>,
+    acts: Vec<Vec<f32>>,
+    xs: Vec<f32>,
+    dx: Vec<f32>,
+}
+
+/// The CPU path's result for one member: −log p_k(x) per row, and the gradients of the mean
+/// over the rows, `(∂W_l, ∂b_l)` per layer in the parameters' layout.
+type HostNll = (Vec<f32>, Option<Vec<(Vec<f32>, Vec<f32>)>>);
 
 impl Made {
     /// `hidden` units in each of `layers` hidden layers, `k` mask sets. Weights and biases
@@ -91,6 +118,7 @@ impl Made {
         };
         let mut masks = Vec::with_capacity(k);
         let mut orders = Vec::with_capacity(k);
+        let mut stairs = Vec::with_capacity(k);
         for _ in 0..k {
             let m0: Vec<usize> =
                 if order_agnostic { mrng.permutation(dim).into_iter().map(|i| i + 1).collect() } else { base_order.clone() };
@@ -110,9 +138,93 @@ impl Made {
             let m: Vec<f32> = last.iter().flat_map(|&h| m0.iter().map(move |&d| (d > h) as u8 as f32)).collect();
             set.push(Tensor::from_vec(m, (last.len(), dim), device)?);
             masks.push(set);
+            let mut st: Vec<Staircase> = (0..layers).map(|l| Staircase::new(&degrees[l], &degrees[l + 1], false)).collect();
+            st.push(Staircase::new(&degrees[layers], &m0, true));
+            stairs.push(st);
             orders.push(m0);
         }
-        Ok(Made { dim, seed, params, layers: wb, masks, orders })
+        Ok(Made { dim, seed, params, layers: wb, masks, orders, stairs, scratch: Mutex::new(Scratch::default()) })
+    }
+
+    fn host_path(&self, x: &Tensor) -> bool {
+        x.device().is_cpu() && x.dtype() == DType::F32 && self.layers[0].0.dtype() == DType::F32
+    }
+
+    /// The CPU path for member k: the forward pass on sorted units, the fused loss, and with
+    /// `grad` the backward pass, the same equations as [`DensityModel::loss_and_grads`].
+    /// The output layer's units are sorted by m⁰ like the inputs, so the targets are the
+    /// sorted inputs.
+    fn host_member(&self, x: &Tensor, k: usize, grad: bool) -> Result<HostNll> {
+        let (rows, d) = x.dims2()?;
+        let st = &self.stairs[k];
+        let last = st.len() - 1;
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let Scratch { ws, dws, acts, xs, dx } = &mut *guard;
+        ws.resize_with(st.len(), Vec::new);
+        dws.resize_with(st.len(), Vec::new);
+        acts.resize_with(st.len(), Vec::new);
+        xs.resize(rows * d, 0.0);
+        Staircase::gather_cols(&xv, &st[0].in_perm, xs);
+        let mut biases = Vec::with_capacity(st.len());
+        for (l, (s, (w, b))) in st.iter().zip(&self.layers).enumerate() {
+            ws[l].resize(s.n_in * s.n_out, 0.0);
+            with_host(w, "made weight", |w| s.pack(w, false, &mut ws[l]))?;
+            let b = b.to_vec1::<f32>()?;
+            let bs: Vec<f32> = s.out_perm.iter().map(|&o| b[o]).collect();
+            let (done, rest) = acts.split_at_mut(l);
+            let y = &mut rest[0];
+            y.resize(rows * s.n_out, 0.0);
+            let input = if l == 0 { &xs[..] } else { &done[l - 1][..] };
+            s.forward(input, &ws[l], false, &bs, y, rows);
+            if l < last {
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            biases.push(bs);
+        }
+        let nll = bce_rows_host(&mut acts[last], xs, d, grad.then_some(1.0 / rows as f32));
+        if !grad {
+            return Ok((nll, None));
+        }
+        let mut grads = vec![(Vec::new(), Vec::new()); st.len()];
+        for l in (0..=last).rev() {
+            let s = &st[l];
+            let (below, rest) = acts.split_at_mut(l);
+            let da = &rest[0];
+            let input = if l == 0 { &xs[..] } else { &below[l - 1][..] };
+            dws[l].resize(s.n_in * s.n_out, 0.0);
+            let mut dbs = vec![0f32; s.n_out];
+            s.grad_weight(input, da, false, &mut dws[l], &mut dbs, rows);
+            let dw = s.unpack(&dws[l], false);
+            let mut db = vec![0f32; s.n_out];
+            for (&o, &g) in s.out_perm.iter().zip(&dbs) {
+                db[o] = g;
+            }
+            grads[l] = (dw, db);
+            if l > 0 {
+                dx.resize(rows * s.n_in, 0.0);
+                s.grad_input(da, &ws[l], false, dx, rows);
+                // ∂a_{l−1} = ∂h ⊙ 1[h > 0], in place of h.
+                for (h, &g) in below[l - 1].iter_mut().zip(dx.iter()) {
+                    *h = if *h > 0.0 { g } else { 0.0 };
+                }
+            }
+        }
+        Ok((nll, Some(grads)))
+    }
+
+    /// The step's mask set (from a stream indexed by the step, so a resumed run chooses the same).
+    fn step_member(&self, step: u64) -> usize {
+        Rng::stream_indexed(self.seed, "mask-choice", step).below(self.masks.len() as u64) as usize
+    }
+
+    /// −log p_k(x) `[B]` of one member, on the CPU by the staircase kernels (not differentiable).
+    fn member_nll_fast(&self, x: &Tensor, k: usize) -> Result<Tensor> {
+        if self.host_path(x) {
+            let (nll, _) = self.host_member(x, k, false)?;
+            return Ok(Tensor::from_vec(nll, x.dim(0)?, x.device())?);
+        }
+        self.nll_member(x, k)
     }
 
     /// Logits `[B, D]` of mask set `k`.
@@ -147,13 +259,14 @@ impl DensityModel for Made {
         &self.params
     }
 
-    /// The mixture over the K mask sets: −(logsumexp_k log p_k(x) − log K).
+    /// The mixture over the K mask sets: −(logsumexp_k log p_k(x) − log K). On the CPU by the
+    /// staircase kernels (not differentiable: `train_nll` is).
     fn nll(&self, x: &Tensor) -> Result<Tensor> {
         let k = self.masks.len();
         if k == 1 {
-            return self.nll_member(x, 0);
+            return self.member_nll_fast(x, 0);
         }
-        let lp: Vec<Tensor> = (0..k).map(|i| Ok(self.nll_member(x, i)?.neg()?)).collect::<Result<_>>()?;
+        let lp: Vec<Tensor> = (0..k).map(|i| Ok(self.member_nll_fast(x, i)?.neg()?)).collect::<Result<_>>()?;
         let lp = Tensor::stack(&lp, 1)?; // [B, K]
         let mx = lp.max_keepdim(1)?;
         let lse = (lp.broadcast_sub(&mx)?.exp()?.sum_keepdim(1)?.log()? + mx)?.squeeze(1)?;
@@ -162,16 +275,41 @@ impl DensityModel for Made {
 
     /// One member per step, chosen from a stream indexed by the step (so a resumed run chooses the same).
     fn train_nll(&self, x: &Tensor, step: u64) -> Result<Tensor> {
-        let k = Rng::stream_indexed(self.seed, "mask-choice", step).below(self.masks.len() as u64) as usize;
-        self.nll_member(x, k)
+        self.nll_member(x, self.step_member(step))
     }
 
     /// Closed-form backpropagation through the masked MLP for the step's mask set k:
     /// `∂L/∂z = (σ(z) − x)/B`, then per layer from the top
     /// `∂W̃_l = (h_lᵀ ∂a_l) ⊙ M_l`, `∂b_l = Σ_rows ∂a_l`, `∂a_{l−1} = (∂a_l (W_l ⊙ M_l)ᵀ) ⊙ 1[h_l > 0]`,
-    /// with no autograd graph (the same values as autograd on `train_nll`, tested).
+    /// with no autograd graph (the same values as autograd on `train_nll`, tested). On the CPU
+    /// on sorted units by the staircase kernels; elsewhere with Candle ops.
     fn loss_and_grads(&self, x: &Tensor, step: u64) -> Result<(f64, GradStore)> {
-        let k = Rng::stream_indexed(self.seed, "mask-choice", step).below(self.masks.len() as u64) as usize;
+        let k = self.step_member(step);
+        if !self.host_path(x) {
+            return self.loss_and_grads_candle(x, k);
+        }
+        let (nll, g) = self.host_member(x, k, true)?;
+        let loss = nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len() as f64;
+        let mut grads = GradStore::default();
+        for ((w, b), (dw, db)) in self.layers.iter().zip(g.expect("gradients requested")) {
+            grads.insert(w, Tensor::from_vec(dw, w.dims(), x.device())?);
+            grads.insert(b, Tensor::from_vec(db, b.dims(), x.device())?);
+        }
+        Ok((loss, grads))
+    }
+
+    fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
+        self.sample_impl(n, rng, observed)
+    }
+
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        self.buffers_impl()
+    }
+}
+
+impl Made {
+    /// [`DensityModel::loss_and_grads`] with Candle ops (any device), for mask set k.
+    fn loss_and_grads_candle(&self, x: &Tensor, k: usize) -> Result<(f64, GradStore)> {
         let last = self.layers.len() - 1;
         let mut hs = vec![x.clone()]; // inputs of each layer
         let mut wms = Vec::with_capacity(self.layers.len());
@@ -202,7 +340,7 @@ impl DensityModel for Made {
         Ok((loss, grads))
     }
 
-    fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
+    fn sample_impl(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
         let d = self.dim;
         let dev = self.layers[0].0.device().clone();
         let mut out = vec![0f32; n * d];
@@ -236,7 +374,7 @@ impl DensityModel for Made {
         Ok(out)
     }
 
-    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+    fn buffers_impl(&self) -> Result<Vec<(String, Tensor)>> {
         let mut v = Vec::new();
         for (k, set) in self.masks.iter().enumerate() {
             for (l, m) in set.iter().enumerate() {
@@ -299,6 +437,56 @@ mod tests {
                 let c = closed.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 for (p, q) in a.iter().zip(&c) {
                     assert!((p - q).abs() < 1e-5 * (1.0 + p.abs()), "step {step} {n}: {p} vs {q}");
+                }
+            }
+        }
+    }
+
+    /// The staircase CPU path equals the Candle masked products: likelihoods (members and the
+    /// mixture) and the closed-form gradients, for natural and random orders, order-agnostic
+    /// mask sets, one and two hidden layers, at sizes spanning several blocks with ragged ends.
+    #[test]
+    fn staircase_path_equals_the_masked_products() {
+        let dev = Device::Cpu;
+        for (order, agnostic, layers, k) in [(Order::Natural, false, 1, 1), (Order::Random, false, 2, 2), (Order::Natural, true, 2, 3)] {
+            let (d, h) = (150, 140);
+            let m = Made::new(d, h, layers, k, order, agnostic, 11, &dev).unwrap();
+            for st in &m.stairs {
+                assert_eq!(st.last().unwrap().out_perm, st[0].in_perm, "outputs and inputs sorted alike");
+            }
+            for (kk, st) in m.stairs.iter().enumerate() {
+                for (l, s) in st.iter().enumerate() {
+                    let mask = m.masks[kk][l].to_vec2::<f32>().unwrap();
+                    for (i, row) in mask.iter().enumerate() {
+                        for (o, &v) in row.iter().enumerate() {
+                            assert_eq!(s.connected(i, o), v == 1.0, "set {kk} layer {l} ({i}, {o})");
+                        }
+                    }
+                }
+            }
+            let mut r = Rng::stream(12, "x");
+            let x: Vec<f32> = (0..13 * d).map(|_| (r.uniform() < 0.3) as u8 as f32).collect();
+            let x = Tensor::from_vec(x, (13, d), &dev).unwrap();
+            for kk in 0..k {
+                let want = m.nll_member(&x, kk).unwrap().to_vec1::<f32>().unwrap();
+                let got = m.member_nll_fast(&x, kk).unwrap().to_vec1::<f32>().unwrap();
+                for (p, q) in got.iter().zip(&want) {
+                    assert!((p - q).abs() < 1e-3, "member {kk}: {p} vs {q}");
+                }
+            }
+            for step in 0..3 {
+                let (v1, g1) = m.loss_and_grads(&x, step).unwrap();
+                let (v2, g2) = m.loss_and_grads_candle(&x, m.step_member(step)).unwrap();
+                assert!((v1 - v2).abs() < 1e-4 * v2.abs(), "{v1} vs {v2}");
+                for (n, v) in m.params().names().iter().zip(m.params().vars()) {
+                    let a = g1.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let c = g2.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let scale = c.iter().fold(0f32, |s, v| s.max(v.abs()));
+                    assert!(scale > 0.0, "{n} has a zero gradient");
+                    for (p, q) in a.iter().zip(&c) {
+                        assert!((p - q).abs() < 1e-5 * (1.0 + scale), "step {step} {n}: {p} vs {q}");
+                        assert!(*q != 0.0 || *p == 0.0, "{n}: a masked weight got a gradient");
+                    }
                 }
             }
         }

@@ -9,14 +9,16 @@ use wick_core::{params::Params, rng::Rng, Result};
 pub trait DensityModel {
     fn dim(&self) -> usize;
     fn params(&self) -> &Params;
-    /// −log p(x) in nats for each row of `x` `[B, D]`: shape `[B]`.
+    /// −log p(x) in nats for each row of `x` `[B, D]`: shape `[B]`. For evaluation: it need
+    /// not be differentiable (FVSBN and MADE compute it with host kernels on the CPU); use
+    /// `train_nll` for autograd.
     fn nll(&self, x: &Tensor) -> Result<Tensor>;
     /// `n` samples, row-major `n × D`, by ancestral sampling. With `observed = (values, mask)`
     /// (values `n × D`, mask `D`), masked dimensions are clamped to the given values and the
     /// rest sampled given them: completion of partly observed inputs.
     fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>>;
     /// The per-example NLL that training step `step` minimises (MADE: one mask set, chosen by
-    /// the step); by default the model's own `nll`.
+    /// the step), differentiable with Candle's autograd; by default the model's own `nll`.
     fn train_nll(&self, x: &Tensor, step: u64) -> Result<Tensor> {
         let _ = step;
         self.nll(x)
