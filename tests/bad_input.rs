@@ -140,13 +140,23 @@ fn bad_inputs_give_one_line_exit_2_and_touch_nothing() {
 #[test]
 fn a_diverging_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
     let d = scratch("diverge");
-    let (code, _out, err) = run(&["train", "fvsbn", "--quiet", "--logdir", s(&d), "--run-name", "r", "--lr", "1e36", "--epochs", "50"]);
+    // A learning rate that overflows the weights at once: no checkpoint yet, nothing kept.
+    let (code, _out, err) = run(&["train", "fvsbn", "--quiet", "--logdir", s(&d), "--run-name", "r", "--lr", "1e38", "--epochs", "50"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("diverged") && err.lines().count() == 1, "{err}");
-    let run = d.join("r");
-    if run.join("checkpoint.safetensors").exists() {
-        let ck = wick_core::checkpoint::Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
-        let w = ck.f32_values("fvsbn.w", &[64, 64]).unwrap();
-        assert!(w.iter().all(|x| x.is_finite()), "the kept checkpoint must be a good one");
-    }
+    assert!(err.contains("diverged") && err.contains("no checkpoint") && err.lines().count() == 1, "{err}");
+    // A NaN loss in the 40th batch (epoch 3 of digits at batch 100): the epoch-2 checkpoint stays.
+    let out = wick()
+        .args(["train", "fvsbn", "--quiet", "--logdir", s(&d), "--run-name", "late", "--epochs", "50"])
+        .env("WICK_FAULT", "nan-loss:40")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("diverged at epoch 3") && err.contains("last good checkpoint") && err.lines().count() == 1, "{err}");
+    let ck = wick_core::checkpoint::Checkpoint::load(&d.join("late/checkpoint.safetensors")).unwrap();
+    let w = ck.f32_values("fvsbn.w", &[64, 64]).unwrap();
+    assert!(w.iter().all(|x| x.is_finite()), "the kept checkpoint must be a good one");
+    let st: serde_json::Value = ck.meta("train_state").unwrap();
+    assert_eq!(st["epoch"], 3, "the checkpoint of the last finished epoch: {st}");
+    assert!(!d.join("late/metrics.json").exists());
 }

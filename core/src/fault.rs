@@ -5,6 +5,10 @@
 //! - `after-log`: a trainer has logged and flushed an epoch's scalars but not yet saved its checkpoint;
 //! - `checkpoint-write`: a checkpoint's temporary file is written but not yet renamed into place.
 //!
+//! [`poisoned`] is the non-aborting kind: with `WICK_FAULT=nan-loss:<n>` a trainer's `n`-th
+//! training loss reads as NaN, which tests the divergence path (stop with a message, keep the
+//! last good checkpoint) without depending on how a given learning rate blows up.
+//!
 //! Without the variable this is one environment lookup per call, at epoch or checkpoint granularity.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,4 +27,16 @@ pub fn point(name: &str) {
         eprintln!("wick: WICK_FAULT={spec}: aborting on purpose");
         std::process::abort();
     }
+}
+
+/// True the `n`-th time a trainer asks about `name` when `WICK_FAULT=<name>:<n>` (and never
+/// otherwise): the trainer then treats its value as corrupted (e.g. a NaN loss).
+pub fn poisoned(name: &str) -> bool {
+    let Ok(spec) = std::env::var("WICK_FAULT") else { return false };
+    let Some((p, n)) = spec.split_once(':') else { return false };
+    if p != name {
+        return false;
+    }
+    let hit = HITS.fetch_add(1, Ordering::SeqCst) + 1;
+    n.parse::<u64>().is_ok_and(|n| n == hit)
 }

@@ -264,7 +264,10 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             let hi = (lo + cfg.batch).min(ntr);
             let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
             let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
-            let (lval, mut grads) = model.loss_and_grads(&xb, st.step)?;
+            let (mut lval, mut grads) = model.loss_and_grads(&xb, st.step)?;
+            if wick_core::fault::poisoned("nan-loss") {
+                lval = f64::NAN;
+            }
             if !lval.is_finite() {
                 let kept = if ckpt_path.exists() {
                     format!("the last good checkpoint is '{}'", ckpt_path.display())
