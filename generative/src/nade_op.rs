@@ -80,6 +80,9 @@
 //!
 //! The CUDA tests (`nade_op/cuda.rs`, `nade.rs`) compare with the CPU kernel on shapes from
 //! 1×1×1 to 700×784×500 and check run-to-run bits; without a device they print a note and pass.
+//! Without a GPU, `scripts/nade_cuda_emulate.sh` runs the same .cu source in a host emulation
+//! (`nade_op/emulate.cpp`: a thread per CUDA thread, barriers for `__syncthreads` and shuffles)
+//! against f64 evaluations of the formulas above.
 //! `cargo run --release --features cuda -p wick-generative --example nade_cuda_bench` times the
 //! fused op against the composed ops on a GPU.
 //!
