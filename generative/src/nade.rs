@@ -42,10 +42,16 @@ impl Nade {
         Ok((Tensor::cat(&[&self.c.unsqueeze(1)?, &self.w], 1)?, Tensor::cat(&[&self.v, &self.b.unsqueeze(1)?], 1)?))
     }
 
-    /// The logits z `[B, D]` of all conditionals: on the CPU the fused kernel
-    /// ([`crate::nade_op`]), elsewhere [`Nade::logits_composed`].
+    /// Whether this model's device has a fused kernel ([`crate::nade_op`]): the CPU, and CUDA
+    /// in a `cuda` build (up to [`crate::nade_op::MAX_CUDA_HIDDEN`] hidden units).
+    pub fn fused(&self) -> bool {
+        crate::nade_op::fused_supported(self.w.device(), self.hidden)
+    }
+
+    /// The logits z `[B, D]` of all conditionals: the fused kernel ([`crate::nade_op`]) on the
+    /// CPU and on CUDA, elsewhere [`Nade::logits_composed`].
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        if !x.device().is_cpu() {
+        if !self.fused() {
             return self.logits_composed(x);
         }
         let (wt, vt) = self.packed()?;
@@ -83,10 +89,11 @@ impl DensityModel for Nade {
         Ok(bce_rows(&self.logits(x)?, x)?)
     }
 
-    /// On the CPU in closed form around the fused kernel: `∂L/∂z = (σ(z) − x)/B`, then the
-    /// kernel's backward gives ∂L/∂W̃ and ∂L/∂Ṽ with no autograd graph.
+    /// Where the fused kernel exists (CPU, CUDA) in closed form around it: `∂L/∂z = (σ(z) − x)/B`,
+    /// then the kernel's backward gives ∂L/∂W̃ and ∂L/∂Ṽ with no autograd graph; elsewhere
+    /// autograd through the composed ops.
     fn loss_and_grads(&self, x: &Tensor, step: u64) -> Result<(f64, GradStore)> {
-        if !x.device().is_cpu() {
+        if !self.fused() {
             let loss = self.train_nll(x, step)?.mean_all()?;
             return Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?));
         }
@@ -185,6 +192,51 @@ mod tests {
             assert_eq!(a.len(), c.len(), "{n}");
             for (p, q) in a.iter().zip(&c) {
                 assert!((p - q).abs() < 1e-4 * (1.0 + p.abs()), "{n}: {p} vs {q}");
+            }
+        }
+    }
+
+    /// On CUDA the model uses the fused op: its logits equal the composed ops' and its training
+    /// step (loss and every gradient) equals the CPU's. Skips (with a note) without a device.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_training_step_uses_the_fused_op_and_matches_the_cpu() {
+        let gpu = match Device::new_cuda(0) {
+            Ok(d) => d,
+            Err(e) => return eprintln!("note: no CUDA device, CUDA test skipped ({e})"),
+        };
+        let (dd, hh, bsz) = (60, 45, 23);
+        let models: Vec<Nade> = [Device::Cpu, gpu.clone()]
+            .iter()
+            .map(|dev| {
+                let m = Nade::new(dd, hh, &mut Rng::stream(8, "init"), dev).unwrap();
+                for (p, s) in [("nade.c", 0.2f32), ("nade.b", -0.3)] {
+                    let var = m.params().get(p).unwrap();
+                    var.set(&(var.as_tensor() + s as f64).unwrap()).unwrap();
+                }
+                m
+            })
+            .collect();
+        assert!(models[1].fused());
+        let mut rng = Rng::stream(8, "x");
+        let xv: Vec<f32> = (0..bsz * dd).map(|_| (rng.uniform() < 0.3) as u8 as f32).collect();
+        let xc = Tensor::from_vec(xv.clone(), (bsz, dd), &Device::Cpu).unwrap();
+        let xg = Tensor::from_vec(xv, (bsz, dd), &gpu).unwrap();
+        let host = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let fused = host(&models[1].logits(&xg).unwrap());
+        let composed = host(&models[1].logits_composed(&xg).unwrap());
+        for (a, b) in fused.iter().zip(&composed) {
+            assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "fused {a} vs composed {b}");
+        }
+        let (lc, gc) = models[0].loss_and_grads(&xc, 0).unwrap();
+        let (lg, gg) = models[1].loss_and_grads(&xg, 0).unwrap();
+        assert!((lc - lg).abs() < 1e-5 * (1.0 + lc.abs()), "loss cpu {lc} vs cuda {lg}");
+        for (i, n) in models[0].params().names().iter().enumerate() {
+            let a = host(gc.get(&models[0].params().vars()[i]).unwrap());
+            let b = host(gg.get(&models[1].params().vars()[i]).unwrap());
+            assert_eq!(a.len(), b.len(), "{n}");
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() < 1e-4 * (1.0 + p.abs()), "{n}: cpu {p} vs cuda {q}");
             }
         }
     }
