@@ -1,6 +1,7 @@
 //! Command-line surface: `wick train <algo>`, `wick eval`, `wick sample`, `wick list`.
 
 use crate::density;
+use crate::pretrain;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,10 @@ enum Cmd {
     Eval(EvalArgs),
     /// Draw samples (or completions) from a trained density model into a PNG grid
     Sample(density::SampleArgs),
+    /// Linear-probe accuracy of a pretrained encoder (or of the raw pixels with --raw --data D)
+    Probe(pretrain::ProbeArgs),
+    /// Write a pretrained encoder's features of every example to CSV (split, label, features...)
+    Embed(pretrain::EmbedArgs),
     /// List algorithms, datasets and environments, one line each
     List,
 }
@@ -45,6 +50,10 @@ enum TrainCmd {
     Nade(density::DensityFlags),
     /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
     Made(density::DensityFlags),
+    /// Masked prediction: pretrain an encoder by predicting hidden patches from the rest (self-supervised)
+    Masked(pretrain::PretrainFlags),
+    /// SimCLR: pretrain an encoder by contrasting augmented views, NT-Xent loss (self-supervised)
+    Simclr(pretrain::PretrainFlags),
 }
 
 /// `wick eval <run-dir>`: the run's config.toml says which kind of run it is; each kind
@@ -201,12 +210,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::Fvsbn(f) => density::train("fvsbn", f),
             TrainCmd::Nade(f) => density::train("nade", f),
             TrainCmd::Made(f) => density::train("made", f),
+            TrainCmd::Masked(f) => pretrain::train("masked", f),
+            TrainCmd::Simclr(f) => pretrain::train("simclr", f),
         },
         Cmd::Eval(a) => match run_algo(&a.run_dir)?.as_str() {
             "fvsbn" | "nade" | "made" => density::eval(a),
+            "masked" | "simclr" => bail!("'{}' is a pretraining run: evaluate it with `wick probe {}`", a.run_dir.display(), a.run_dir.display()),
             other => bail!("'{}' is a {other} run; `wick eval` does not know that algorithm", a.run_dir.display()),
         },
         Cmd::Sample(a) => density::sample(a),
+        Cmd::Probe(a) => pretrain::probe(a),
+        Cmd::Embed(a) => pretrain::embed(a),
         Cmd::List => {
             list();
             Ok(ExitCode::SUCCESS)
@@ -217,6 +231,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn list() {
     println!("algorithms (wick train <algo>):");
     for (name, what) in wick_generative::train::MODELS {
+        println!("  {name:<12} {what}");
+    }
+    for (name, what) in wick_pretrain::train::OBJECTIVES {
         println!("  {name:<12} {what}");
     }
     println!("datasets (--data):");

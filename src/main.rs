@@ -2,6 +2,7 @@
 
 mod cli;
 mod density;
+mod pretrain;
 
 use clap::Parser;
 use std::process::ExitCode;
