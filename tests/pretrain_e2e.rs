@@ -75,7 +75,7 @@ fn same_seed_same_bits_other_seed_other_bits() {
         let b = train(&d, &format!("{algo}-b"), &[args, &["--seed", "3", "--threads", "2"]].concat());
         let c = train(&d, &format!("{algo}-c"), &[args, &["--seed", "4"]].concat());
         for f in ["checkpoint.safetensors", "config.toml"] {
-            assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{algo}: {f} differs");
+            assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{algo}: {f} differs");
         }
         let (ma, mb) = (metrics_sans_timing(&a), metrics_sans_timing(&b));
         let strip = |mut m: serde_json::Value| {
@@ -84,14 +84,14 @@ fn same_seed_same_bits_other_seed_other_bits() {
         };
         assert_eq!(strip(ma.clone()), strip(mb));
         assert_eq!(scalars_sans_timing(&a), scalars_sans_timing(&b), "{algo}");
-        assert_ne!(std::fs::read(a.join("checkpoint.safetensors")).unwrap(), std::fs::read(c.join("checkpoint.safetensors")).unwrap(), "{algo}");
+        assert!(std::fs::read(a.join("checkpoint.safetensors")).unwrap() != std::fs::read(c.join("checkpoint.safetensors")).unwrap(), "{algo}");
         assert_ne!(strip(ma), strip(metrics_sans_timing(&c)), "{algo}");
     }
 }
 
 /// Same final checkpoint bytes, metrics and TensorBoard curves as the uninterrupted run.
 fn compare(full: &std::path::Path, run: &std::path::Path, what: &str) {
-    assert_eq!(std::fs::read(full.join("checkpoint.safetensors")).unwrap(), std::fs::read(run.join("checkpoint.safetensors")).unwrap(), "{what}: checkpoint differs");
+    assert!(std::fs::read(full.join("checkpoint.safetensors")).unwrap() == std::fs::read(run.join("checkpoint.safetensors")).unwrap(), "{what}: checkpoint differs");
     let strip = |p: &std::path::Path| {
         let mut m = metrics_sans_timing(p);
         m.as_object_mut().unwrap().remove("train_seconds");
@@ -104,7 +104,7 @@ fn compare(full: &std::path::Path, run: &std::path::Path, what: &str) {
 #[test]
 fn resume_after_a_crash_or_ctrl_c_matches_an_uninterrupted_run() {
     let d = scratch("pt-resume");
-    let args: Vec<&str> = [SIMCLR, &["--seed", "1", "--batch", "64"]].concat();
+    let args: Vec<&str> = vec!["simclr", "--data", "digits", "--encoder", "cnn", "--epochs", "3", "--probe-every", "2", "--log-every", "2", "--batch", "64", "--seed", "1"];
     let full = train(&d, "full", &args);
 
     // A crash after epoch 2's scalars reached the event file but before its checkpoint.

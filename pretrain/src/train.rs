@@ -167,10 +167,28 @@ struct State {
     epoch: u64,
     batch: usize,
     step: u64,
-    loss_sum: f64,
+    loss_sum: F64,
     loss_count: u64,
-    /// (raw all, raw 100, random all, random 100), computed once at the start.
-    baselines: (f64, f64, f64, f64),
+    /// raw all, raw 100, random all, random 100: computed once at the start.
+    baselines: [F64; 4],
+}
+
+/// An f64 stored in checkpoint metadata by its bits: JSON text does not round-trip every f64
+/// exactly (serde_json's default parser can be off by an ulp), and a resumed run must continue
+/// with the very same numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct F64(f64);
+
+impl Serialize for F64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0.to_bits())
+    }
+}
+
+impl<'de> Deserialize<'de> for F64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<F64, D::Error> {
+        Ok(F64(f64::from_bits(u64::deserialize(d)?)))
+    }
 }
 
 const FEATURE_BATCH: usize = 500;
@@ -229,7 +247,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             for (tag, v) in [("eval/raw_probe_acc_all", raw.0), ("eval/raw_probe_acc_100", raw.1), ("eval/random_probe_acc_all", rnd.0), ("eval/random_probe_acc_100", rnd.1)] {
                 tb.scalar(tag, 0, v)?;
             }
-            State { epoch: 1, batch: 0, step: 0, loss_sum: 0.0, loss_count: 0, baselines: (raw.0, raw.1, rnd.0, rnd.1) }
+            State { epoch: 1, batch: 0, step: 0, loss_sum: F64(0.0), loss_count: 0, baselines: [F64(raw.0), F64(raw.1), F64(rnd.0), F64(rnd.1)] }
         }
     };
 
@@ -268,7 +286,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             opt.step(&params, &grads, cfg.schedule.lr(cfg.optim.lr, st.step))?;
             st.step += 1;
             st.batch += 1;
-            st.loss_sum += lval * (hi - lo) as f64;
+            st.loss_sum.0 += lval * (hi - lo) as f64;
             st.loss_count += (hi - lo) as u64;
             epoch_samples += (hi - lo) as u64;
             progress.inc(1);
@@ -283,7 +301,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         samples_here += epoch_samples;
         train_secs += secs;
         let e = st.epoch;
-        let train_loss = st.loss_sum / st.loss_count.max(1) as f64;
+        let train_loss = st.loss_sum.0 / st.loss_count.max(1) as f64;
         tb.scalar(loss_tag, e, train_loss)?;
         tb.scalar("charts/learning_rate", e, lr)?;
         tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / secs.max(1e-9))?;
@@ -303,7 +321,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         progress.message(msg);
         st.epoch += 1;
         st.batch = 0;
-        st.loss_sum = 0.0;
+        st.loss_sum = F64(0.0);
         st.loss_count = 0;
         save_checkpoint(&ckpt_path, &params, &opt, &st, cfg)?;
     }
@@ -314,7 +332,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         // Resumed after the last epoch had finished: probe the final encoder again.
         None => probe_encoder(&enc, &data, &x, dev)?,
     };
-    let b = st.baselines;
+    let b = st.baselines.map(|v| v.0);
     let metrics = serde_json::json!({
         "algo": cfg.algo,
         "data": cfg.data,
@@ -325,10 +343,10 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         "optimizer_steps": st.step,
         "probe_acc_all": acc_all,
         "probe_acc_100": acc_100,
-        "raw_probe_acc_all": b.0,
-        "raw_probe_acc_100": b.1,
-        "random_probe_acc_all": b.2,
-        "random_probe_acc_100": b.3,
+        "raw_probe_acc_all": b[0],
+        "raw_probe_acc_100": b[1],
+        "random_probe_acc_all": b[2],
+        "random_probe_acc_100": b[3],
         "train_seconds": (train_secs * 10.0).round() / 10.0,
         "train_samples_per_s": if samples_here > 0 { serde_json::json!(samples_here as f64 / train_secs.max(1e-9)) } else { serde_json::Value::Null },
     });
