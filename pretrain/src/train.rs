@@ -254,7 +254,6 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     let nb = ntr.div_ceil(cfg.batch) as u64;
     let mut progress = wick_core::progress::Progress::new(&cfg.algo, cfg.epochs * nb, rt.quiet);
     progress.set_position((st.epoch - 1) * nb + st.batch as u64);
-    let t0 = Instant::now();
     let mut samples_here = 0u64;
     let mut train_secs = 0f64;
     let every = |n: u64| if n == 0 { u64::MAX } else { n };
@@ -326,7 +325,6 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         save_checkpoint(&ckpt_path, &params, &opt, &st, cfg)?;
     }
     progress.finish();
-    let _ = t0;
     let (acc_all, acc_100) = match last_probe {
         Some(a) => a,
         // Resumed after the last epoch had finished: probe the final encoder again.
