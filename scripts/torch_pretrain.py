@@ -12,8 +12,8 @@ train split (standard split: row i is train unless i % 10 in {0, 1}):
 - masked: 4x4 patches hidden with ratio r, decoder 256-256-784, BCE on the hidden pixels.
 
 Then runs `wick train` with the same settings for the same number of steps (whole epochs,
-probes only at the end) and prints both throughputs in training images per second and the
-ratio wick / PyTorch. Threads: torch.set_num_threads(T) and RAYON_NUM_THREADS=T for wick.
+probes only at the end), alternating the two --repeats times, and prints the median throughputs in
+training images per second and their ratio wick / PyTorch. Threads: torch.set_num_threads(T) and RAYON_NUM_THREADS=T for wick.
 
     python scripts/torch_pretrain.py --wick target/release/wick --objective simclr --encoder cnn
 """
@@ -171,16 +171,26 @@ def main():
     ap.add_argument("--mask-ratio", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--wick", help="path to the wick binary; without it only PyTorch is timed")
+    ap.add_argument("--repeats", type=int, default=3, help="alternate PyTorch and wick this many times; medians are reported")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     x = load_mnist5k(root)
-    tp, loss = torch_throughput(args, x)
-    print(f"pytorch {torch.__version__}: {args.objective}/{args.encoder} batch {args.batch}, {args.steps} steps: {tp:.0f} images/s (last loss {loss:.4f})")
-    if args.wick:
-        wp, wsteps = wick_throughput(args)
-        print(f"wick: {args.objective}/{args.encoder} batch {args.batch}, {wsteps} steps: {wp:.0f} images/s")
-        print(f"ratio wick/pytorch: {wp / tp:.2f}x")
+    tps, wps = [], []
+    for r in range(args.repeats):
+        tp, loss = torch_throughput(args, x)
+        tps.append(tp)
+        print(f"pytorch {torch.__version__}: {args.objective}/{args.encoder} batch {args.batch}, {args.steps} steps: {tp:.0f} images/s (last loss {loss:.4f})", flush=True)
+        if args.wick:
+            wp, wsteps = wick_throughput(args)
+            wps.append(wp)
+            print(f"wick: {args.objective}/{args.encoder} batch {args.batch}, {wsteps} steps: {wp:.0f} images/s", flush=True)
+    tp = float(np.median(tps))
+    print(f"median pytorch: {tp:.0f} images/s")
+    if wps:
+        wp = float(np.median(wps))
+        print(f"median wick: {wp:.0f} images/s")
+        print(f"ratio wick/pytorch: {wp / tp:.2f}x (medians of {args.repeats})")
 
 
 if __name__ == "__main__":

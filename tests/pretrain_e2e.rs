@@ -37,7 +37,7 @@ fn a_run_writes_config_checkpoint_metrics_events_and_probes() {
         assert_eq!(sc["eval/raw_probe_acc_all"].len(), 1, "{algo}: baselines once");
         assert!((sc["eval/probe_acc_100"][1].1 as f64 - m["probe_acc_100"].as_f64().unwrap()).abs() < 1e-6);
         assert!(sc[loss_tag][2].1 < sc[loss_tag][0].1, "{algo}: the loss falls: {:?}", sc[loss_tag]);
-        let images = wick_core::tb::event_files(&run).unwrap().iter().map(|f| wick_core::tb::read_event_file(f).unwrap()).flatten().filter(|e| {
+        let images = wick_core::tb::event_files(&run).unwrap().iter().flat_map(|f| wick_core::tb::read_event_file(f).unwrap()).filter(|e| {
             e.has_summary() && e.get_summary().get_value().iter().any(|v| v.get_tag() == image_tag && v.has_image())
         }).count();
         assert_eq!(images, 2, "{algo}: {image_tag} images at epochs 2 and 3");

@@ -35,6 +35,15 @@ impl Conv {
 
     /// `x` `[B, H, W, C_in]`, `w` `[C_out, k·k·C_in]`, `b` `[C_out]` → `[B, Ho, Wo, C_out]`.
     pub fn forward(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_act(x, w, b, false)
+    }
+
+    /// `relu` of [`Conv::forward`].
+    pub fn forward_relu(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_act(x, w, b, true)
+    }
+
+    fn forward_act(&self, x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
         let (bs, h, wd, c) = x.dims4()?;
         if c != self.c_in {
             candle_core::bail!("conv: input has {c} channels, expected {}", self.c_in);
@@ -42,12 +51,17 @@ impl Conv {
         let (ho, wo) = (self.out_side(h), self.out_side(wd));
         if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
             let cols = x.contiguous()?.apply_op1(Im2Col { conv: *self, h, w: wd })?;
-            let y = cols.matmul(&w.t()?)?.broadcast_add(b)?;
+            let y = crate::fused::bias_act(&cols.matmul(&w.t()?)?, b, relu)?;
             y.reshape((bs, ho, wo, self.c_out))
         } else {
             let kernel = w.reshape((self.c_out, self.k, self.k, self.c_in))?.permute((0, 3, 1, 2))?.contiguous()?;
             let y = x.permute((0, 3, 1, 2))?.contiguous()?.conv2d(&kernel, self.pad, self.stride, 1, 1)?;
-            y.permute((0, 2, 3, 1))?.broadcast_add(b)?.contiguous()
+            let y = y.permute((0, 2, 3, 1))?.broadcast_add(b)?.contiguous()?;
+            if relu {
+                y.relu()
+            } else {
+                Ok(y)
+            }
         }
     }
 }

@@ -67,7 +67,12 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.w.t()?)?.broadcast_add(&self.b)
+        crate::fused::bias_act(&x.matmul(&self.w.t()?)?, &self.b, false)
+    }
+
+    /// `relu(x Wᵀ + b)`.
+    pub fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        crate::fused::bias_act(&x.matmul(&self.w.t()?)?, &self.b, true)
     }
 }
 
@@ -132,11 +137,10 @@ impl Encoder {
             h = match layer {
                 Layer::Dense(l) => {
                     let flat = if h.rank() > 2 { h.flatten_from(1)? } else { h };
-                    l.forward(&flat)?
+                    l.forward_relu(&flat)?
                 }
-                Layer::Conv { conv, w, b } => conv.forward(&h, w, b)?,
-            }
-            .relu()?;
+                Layer::Conv { conv, w, b } => conv.forward_relu(&h, w, b)?,
+            };
         }
         Ok(h)
     }

@@ -3,6 +3,7 @@
 pub mod augment;
 pub mod conv;
 pub mod encoder;
+pub mod fused;
 pub mod masked;
 pub mod probe;
 pub mod simclr;

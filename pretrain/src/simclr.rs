@@ -38,7 +38,7 @@ impl SimClr {
 
     /// L2-normalised projections of images `x` `[B, D]`.
     pub fn project(&self, enc: &Encoder, x: &Tensor) -> candle_core::Result<Tensor> {
-        let p = self.fc2.forward(&self.fc1.forward(&enc.forward(x)?)?.relu()?)?;
+        let p = self.fc2.forward(&self.fc1.forward_relu(&enc.forward(x)?)?)?;
         l2_normalize(&p)
     }
 
