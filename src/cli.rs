@@ -3,6 +3,7 @@
 use crate::density;
 use crate::reinforce;
 use crate::tabular;
+use crate::pretrain;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,10 @@ enum Cmd {
     Eval(EvalArgs),
     /// Draw samples (or completions) from a trained density model into a PNG grid
     Sample(density::SampleArgs),
+    /// Linear-probe accuracy of a pretrained encoder (or of the raw pixels with --raw --data D)
+    Probe(pretrain::ProbeArgs),
+    /// Write a pretrained encoder's features of every example to CSV (split, label, features...)
+    Embed(pretrain::EmbedArgs),
     /// List algorithms, datasets and environments, one line each
     List,
 }
@@ -61,6 +66,10 @@ enum TrainCmd {
     McOffPolicyPrediction(tabular::TabularFlags),
     /// Tabular off-policy MC control with weighted importance sampling (S&B 5.7)
     McOffPolicyControl(tabular::TabularFlags),
+    /// Masked prediction: pretrain an encoder by predicting hidden patches from the rest (self-supervised)
+    Masked(pretrain::PretrainFlags),
+    /// SimCLR: pretrain an encoder by contrasting augmented views, NT-Xent loss (self-supervised)
+    Simclr(pretrain::PretrainFlags),
 }
 
 /// `wick eval <run-dir>`: the run's config.toml says which kind of run it is; each kind
@@ -224,14 +233,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::McEpsilonGreedy(f) => tabular::train("mc-epsilon-greedy", f),
             TrainCmd::McOffPolicyPrediction(f) => tabular::train("mc-off-policy-prediction", f),
             TrainCmd::McOffPolicyControl(f) => tabular::train("mc-off-policy-control", f),
+            TrainCmd::Masked(f) => pretrain::train("masked", f),
+            TrainCmd::Simclr(f) => pretrain::train("simclr", f),
         },
         Cmd::Eval(a) => match run_algo(&a.run_dir)?.as_str() {
             "fvsbn" | "nade" | "made" => density::eval(a),
             "reinforce" => reinforce::eval(a),
             a2 if tabular::ALGOS.iter().any(|t| t.0 == a2) => tabular::eval(a),
+            "masked" | "simclr" => bail!("'{}' is a pretraining run: evaluate it with `wick probe {}`", a.run_dir.display(), a.run_dir.display()),
             other => bail!("'{}' is a {other} run; `wick eval` does not know that algorithm", a.run_dir.display()),
         },
         Cmd::Sample(a) => density::sample(a),
+        Cmd::Probe(a) => pretrain::probe(a),
+        Cmd::Embed(a) => pretrain::embed(a),
         Cmd::List => {
             list();
             Ok(ExitCode::SUCCESS)
@@ -242,10 +256,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn list() {
     println!("algorithms (wick train <algo>):");
     for (name, what) in wick_generative::train::MODELS {
-        println!("  {name:<12} {what}");
+        println!("  {name:<25} {what}");
     }
-    println!("  {:<12} REINFORCE, Monte Carlo policy gradient (S&B 13.3), --baseline: with a learned v(s) (13.4); --env ID", "reinforce");
+    println!("  {:<25} REINFORCE, Monte Carlo policy gradient (S&B 13.3), --baseline: with a learned v(s) (13.4); --env ID", "reinforce");
     for (name, what) in tabular::ALGOS {
+        println!("  {name:<25} {what}");
+    }
+    for (name, what) in wick_pretrain::train::OBJECTIVES {
         println!("  {name:<25} {what}");
     }
     println!("datasets (--data):");

@@ -5,6 +5,7 @@ mod density;
 mod reinforce;
 mod tabular;
 mod tabular_images;
+mod pretrain;
 
 use clap::Parser;
 use std::process::ExitCode;

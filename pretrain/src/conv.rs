@@ -1,0 +1,209 @@
+//! 2-D convolution in NHWC layout as im2col followed by one matrix product.
+//!
+//! For an input `x` `[B, H, W, C]`, a square kernel of side `k`, stride `s` and zero padding `p`,
+//! the output has `Ho = (H + 2p − k)/s + 1` rows (likewise `Wo`) and
+//!
+//! ```text
+//! y[b, i, j, o] = bias[o] + Σ_{u,v<k, c<C} W[o, (u·k + v)·C + c] · x[b, i·s + u − p, j·s + v − p, c]
+//! ```
+//!
+//! i.e. `y = im2col(x) · Wᵀ + bias` with `im2col(x)` `[B·Ho·Wo, k·k·C]`. On the CPU `im2col` is a
+//! fused op whose backward is the matching scatter-add (col2im), so the whole layer's gradient is
+//! two matrix products and one pass over memory; Candle's own `conv2d` backward goes through
+//! `conv_transpose2d` and a batch-sized kernel, which is far slower on the CPU. Elsewhere the same
+//! function runs Candle's `conv2d` on permuted tensors (same values, tested).
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+use wick_core::cpu::f32_slice;
+
+/// Geometry of one convolution layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv {
+    /// Output side for an input side `n`.
+    pub fn out_side(&self, n: usize) -> usize {
+        (n + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// `x` `[B, H, W, C_in]`, `w` `[C_out, k·k·C_in]`, `b` `[C_out]` → `[B, Ho, Wo, C_out]`.
+    pub fn forward(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_act(x, w, b, false)
+    }
+
+    /// `relu` of [`Conv::forward`].
+    pub fn forward_relu(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_act(x, w, b, true)
+    }
+
+    fn forward_act(&self, x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        let (bs, h, wd, c) = x.dims4()?;
+        if c != self.c_in {
+            candle_core::bail!("conv: input has {c} channels, expected {}", self.c_in);
+        }
+        let (ho, wo) = (self.out_side(h), self.out_side(wd));
+        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+            let cols = x.contiguous()?.apply_op1(Im2Col { conv: *self, h, w: wd })?;
+            let y = crate::fused::bias_act(&cols.matmul(&w.t()?)?, b, relu)?;
+            y.reshape((bs, ho, wo, self.c_out))
+        } else {
+            let kernel = w.reshape((self.c_out, self.k, self.k, self.c_in))?.permute((0, 3, 1, 2))?.contiguous()?;
+            let y = x.permute((0, 3, 1, 2))?.contiguous()?.conv2d(&kernel, self.pad, self.stride, 1, 1)?;
+            let y = y.permute((0, 2, 3, 1))?.broadcast_add(b)?.contiguous()?;
+            if relu {
+                y.relu()
+            } else {
+                Ok(y)
+            }
+        }
+    }
+}
+
+/// `[B, H, W, C]` → `[B·Ho·Wo, k·k·C]`; rows in (b, i, j) order, columns in (u, v, c) order.
+struct Im2Col {
+    conv: Conv,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "wick-im2col"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "im2col input")?;
+        let Conv { c_in: c, k, stride, pad, .. } = self.conv;
+        let (h, w) = (self.h, self.w);
+        let (ho, wo) = (self.conv.out_side(h), self.conv.out_side(w));
+        let bs = x.len() / (h * w * c);
+        let row = k * k * c;
+        let mut out = vec![0f32; bs * ho * wo * row];
+        out.par_chunks_mut(ho * wo * row).enumerate().for_each(|(b, ob)| {
+            let xb = &x[b * h * w * c..(b + 1) * h * w * c];
+            for i in 0..ho {
+                for j in 0..wo {
+                    let r = &mut ob[(i * wo + j) * row..(i * wo + j + 1) * row];
+                    for u in 0..k {
+                        let y = (i * stride + u) as isize - pad as isize;
+                        if y < 0 || y >= h as isize {
+                            continue;
+                        }
+                        for v in 0..k {
+                            let xx = (j * stride + v) as isize - pad as isize;
+                            if xx < 0 || xx >= w as isize {
+                                continue;
+                            }
+                            let src = (y as usize * w + xx as usize) * c;
+                            r[(u * k + v) * c..(u * k + v + 1) * c].copy_from_slice(&xb[src..src + c]);
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((bs * ho * wo, row))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(g.contiguous()?.apply_op1_no_bwd(&Col2Im { conv: self.conv, h: self.h, w: self.w })?))
+    }
+}
+
+/// The adjoint of [`Im2Col`]: scatter-add `[B·Ho·Wo, k·k·C]` back into `[B, H, W, C]`.
+struct Col2Im {
+    conv: Conv,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp1 for Col2Im {
+    fn name(&self) -> &'static str {
+        "wick-col2im"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s, l, "col2im input")?;
+        let Conv { c_in: c, k, stride, pad, .. } = self.conv;
+        let (h, w) = (self.h, self.w);
+        let (ho, wo) = (self.conv.out_side(h), self.conv.out_side(w));
+        let row = k * k * c;
+        let bs = g.len() / (ho * wo * row);
+        let mut out = vec![0f32; bs * h * w * c];
+        // Per image, in a fixed order: the sums do not depend on the thread count.
+        out.par_chunks_mut(h * w * c).enumerate().for_each(|(b, xb)| {
+            let gb = &g[b * ho * wo * row..(b + 1) * ho * wo * row];
+            for i in 0..ho {
+                for j in 0..wo {
+                    let r = &gb[(i * wo + j) * row..(i * wo + j + 1) * row];
+                    for u in 0..k {
+                        let y = (i * stride + u) as isize - pad as isize;
+                        if y < 0 || y >= h as isize {
+                            continue;
+                        }
+                        for v in 0..k {
+                            let xx = (j * stride + v) as isize - pad as isize;
+                            if xx < 0 || xx >= w as isize {
+                                continue;
+                            }
+                            let dst = (y as usize * w + xx as usize) * c;
+                            for (d, s) in xb[dst..dst + c].iter_mut().zip(&r[(u * k + v) * c..(u * k + v + 1) * c]) {
+                                *d += s;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((bs, h, w, c))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use wick_core::rng::Rng;
+
+    fn rand(shape: &[usize], r: &mut Rng) -> Tensor {
+        let n = shape.iter().product();
+        Tensor::from_vec((0..n).map(|_| r.normal() as f32).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+    }
+
+    /// The im2col path and Candle's conv2d give the same outputs and gradients.
+    #[test]
+    fn im2col_matches_candle_conv2d_values_and_gradients() {
+        let mut r = Rng::stream(1, "conv");
+        for conv in [Conv { c_in: 1, c_out: 4, k: 3, stride: 2, pad: 1 }, Conv { c_in: 3, c_out: 5, k: 3, stride: 1, pad: 1 }, Conv { c_in: 2, c_out: 3, k: 2, stride: 2, pad: 0 }] {
+            let x = Var::from_tensor(&rand(&[2, 7, 7, conv.c_in], &mut r)).unwrap();
+            let w = Var::from_tensor(&rand(&[conv.c_out, conv.k * conv.k * conv.c_in], &mut r)).unwrap();
+            let b = Var::from_tensor(&rand(&[conv.c_out], &mut r)).unwrap();
+            let y = conv.forward(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+            // Reference: candle's conv2d on NCHW.
+            let kernel = w.reshape((conv.c_out, conv.k, conv.k, conv.c_in)).unwrap().permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+            let yr = x.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap().conv2d(&kernel, conv.pad, conv.stride, 1, 1).unwrap();
+            let yr = yr.permute((0, 2, 3, 1)).unwrap().broadcast_add(b.as_tensor()).unwrap();
+            assert_eq!(y.dims(), yr.dims());
+            let (a, c) = (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), yr.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            for (p, q) in a.iter().zip(&c) {
+                assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+            }
+            let wy = rand(y.dims(), &mut r);
+            let ga = (y * &wy).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (yr * &wy).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &w, &b] {
+                let p = ga.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let q = gb.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                for (p, q) in p.iter().zip(&q) {
+                    assert!((p - q).abs() < 1e-3, "{p} vs {q}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! wick-pretrain: self-supervised pretraining of image encoders without labels — masked
+//! prediction and SimCLR — and the linear probe that measures what they learned.
+pub mod augment;
+pub mod conv;
+pub mod encoder;
+pub mod fused;
+pub mod masked;
+pub mod probe;
+pub mod simclr;
+
+pub use encoder::{Encoder, EncoderKind};
+pub mod train;

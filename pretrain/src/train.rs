@@ -1,0 +1,473 @@
+//! The pretraining trainer: an objective (masked prediction or SimCLR) on the train split's
+//! images, no labels; linear probes at intervals and at the end.
+//!
+//! Per epoch: a permutation of the train split from `Rng::stream_indexed(seed, "data", epoch)`;
+//! per optimizer step t, masks or augmentations from `Rng::stream_indexed(seed, "mask"|"augment",
+//! t)` — every draw is a function of (seed, epoch, step), so a run resumed mid-epoch continues
+//! exactly. Parameters are initialised from the `init` stream; the random-init baseline is the
+//! same encoder straight from that stream.
+//!
+//! TensorBoard (step = epoch): `losses/masked_bce` or `losses/nt_xent` (mean over the epoch's
+//! batches), `charts/learning_rate`, `charts/samples_per_s`, `eval/probe_acc_all` and
+//! `eval/probe_acc_100` every `probe_every` epochs and at the end, the baselines
+//! `eval/raw_probe_acc_{all,100}` and `eval/random_probe_acc_{all,100}` once at step 0; images
+//! `masked_inputs` (original | what the encoder sees | prediction, per row) or `view_pairs`
+//! (original | view 1 | view 2).
+
+use crate::augment::Augment;
+use crate::encoder::{Encoder, EncoderKind};
+use crate::masked::{MaskSpec, MaskedPrediction};
+use crate::probe::{probe, Labels, ProbeData};
+use crate::simclr::SimClr;
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use wick_core::checkpoint::Checkpoint;
+use wick_core::data::{Dataset, Split};
+use wick_core::optim::{clip_grad_norm, OptimConfig, Optimizer};
+use wick_core::params::Params;
+use wick_core::rng::Rng;
+use wick_core::run::{Outcome, Runtime};
+use wick_core::schedule::Schedule;
+use wick_core::tb::TbLogger;
+use wick_core::{bail, ensure, Result};
+
+/// Every hyperparameter of a pretraining run; `config.toml` holds the resolved values.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainConfig {
+    /// Objective: `masked` or `simclr`.
+    pub algo: String,
+    pub data: String,
+    pub encoder: EncoderKind,
+    pub seed: u64,
+    pub epochs: u64,
+    pub batch: usize,
+    /// SimCLR temperature τ.
+    pub temperature: f64,
+    /// Masked prediction: fraction of patches hidden, in (0, 1).
+    pub mask_ratio: f64,
+    /// Masked prediction: side of the square patches hidden together (1: pixels). Unset: 4 for
+    /// images of side ≥ 16, else 1.
+    pub mask_patch: Option<usize>,
+    /// Epochs between linear probes (0: only at the end).
+    pub probe_every: u64,
+    /// Epochs between image grids in TensorBoard (0: only at the end).
+    pub log_every: u64,
+    /// Clip gradients to this global L2 norm (0: no clipping).
+    pub clip_grad: f64,
+    pub optim: OptimConfig,
+    pub schedule: Schedule,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        PretrainConfig {
+            algo: "masked".into(),
+            data: "digits".into(),
+            encoder: EncoderKind::Mlp,
+            seed: 0,
+            epochs: 50,
+            batch: 256,
+            temperature: 0.5,
+            mask_ratio: 0.5,
+            mask_patch: None,
+            probe_every: 10,
+            log_every: 10,
+            clip_grad: 0.0,
+            optim: OptimConfig::default(),
+            schedule: Schedule::Constant,
+        }
+    }
+}
+
+/// Objectives this trainer knows, with a line each for `wick list`.
+pub const OBJECTIVES: &[(&str, &str)] = &[
+    ("masked", "masked prediction: hide patches/pixels, predict them from the rest (self-supervised encoder)"),
+    ("simclr", "SimCLR: contrast two augmented views, NT-Xent loss (self-supervised encoder)"),
+];
+
+impl PretrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(OBJECTIVES.iter().any(|(m, _)| *m == self.algo), "unknown objective '{}': expected masked or simclr", self.algo);
+        ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
+        ensure!(self.batch >= 2, "batch size must be at least 2, got {}", self.batch);
+        ensure!(self.temperature > 0.0 && self.temperature.is_finite(), "temperature must be a positive number, got {}", self.temperature);
+        ensure!(self.mask_ratio > 0.0 && self.mask_ratio < 1.0, "mask ratio must be in (0, 1), got {}", self.mask_ratio);
+        ensure!(self.mask_patch != Some(0), "mask patch must be at least 1, got 0");
+        ensure!(self.clip_grad.is_finite() && self.clip_grad >= 0.0, "clip-grad must be a non-negative number, got {}", self.clip_grad);
+        self.optim.validate()?;
+        self.schedule.validate()
+    }
+
+    /// The mask patch for images of side `side` (the config's, or the default).
+    pub fn with_data_defaults(&self, side: usize) -> PretrainConfig {
+        let mut c = self.clone();
+        if c.algo == "masked" {
+            c.mask_patch = Some(c.mask_patch.unwrap_or(if side >= 16 { 4 } else { 1 }));
+        }
+        c
+    }
+}
+
+/// Images as the encoders see them: grey values in [0, 1].
+pub fn images(data: &Dataset) -> Vec<f32> {
+    data.scaled()
+}
+
+/// Rows of one split as a `[n, D]` tensor.
+pub fn split_tensor(data: &Dataset, x: &[f32], split: Split, dev: &Device) -> Result<Tensor> {
+    let idx = data.indices(split);
+    Ok(Tensor::from_vec(Dataset::gather(x, data.dim, &idx), (idx.len(), data.dim), dev)?)
+}
+
+/// The labels of one split.
+pub fn split_labels(data: &Dataset, split: Split) -> Result<Vec<u8>> {
+    let Some(labels) = &data.labels else { bail!("dataset '{}' has no labels; the linear probe needs them", data.name) };
+    Ok(data.indices(split).into_iter().map(|i| labels[i]).collect())
+}
+
+/// Probe inputs from a feature map applied to every split.
+pub fn probe_data(data: &Dataset, x: &[f32], dev: &Device, features: &dyn Fn(&Tensor) -> Result<Vec<f32>>, dim: usize) -> Result<ProbeData> {
+    let one = |s: Split| -> Result<(Vec<f32>, Vec<u8>)> { Ok((features(&split_tensor(data, x, s, dev)?)?, split_labels(data, s)?)) };
+    Ok(ProbeData { dim, train: one(Split::Train)?, valid: one(Split::Valid)?, test: one(Split::Test)? })
+}
+
+/// Test accuracy with all labels and with 10 per class.
+pub fn probe_both(pd: &ProbeData, dev: &Device) -> Result<(f64, f64)> {
+    Ok((probe(pd, Labels::All, dev)?.test_acc, probe(pd, Labels::PerClass, dev)?.test_acc))
+}
+
+/// Probe accuracies (all labels, 10 per class) of an encoder's features.
+pub fn probe_encoder(enc: &Encoder, data: &Dataset, x: &[f32], dev: &Device) -> Result<(f64, f64)> {
+    probe_both(&probe_data(data, x, dev, &|t: &Tensor| enc.features(t, FEATURE_BATCH), enc.feature_dim())?, dev)
+}
+
+/// Probe accuracies (all labels, 10 per class) of the raw pixels.
+pub fn probe_raw(data: &Dataset, x: &[f32], dev: &Device) -> Result<(f64, f64)> {
+    probe_both(&probe_data(data, x, dev, &|t: &Tensor| Ok(t.flatten_all()?.to_vec1::<f32>()?), data.dim)?, dev)
+}
+
+/// An encoder with its parameters alone (for probes, embeddings and the random-init baseline).
+pub fn build_encoder(kind: EncoderKind, data: &Dataset, seed: u64, dev: &Device) -> Result<(Encoder, Params)> {
+    let mut p = Params::new();
+    let enc = Encoder::new(kind, data.height, data.width, &mut p, &mut Rng::stream(seed, "init"), dev)?;
+    Ok((enc, p))
+}
+
+/// The objective's head.
+enum Head {
+    Masked(MaskedPrediction, MaskSpec),
+    SimClr(SimClr, Augment, f64),
+}
+
+/// Where a run stands; saved in the checkpoint's metadata as `train_state`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct State {
+    epoch: u64,
+    batch: usize,
+    step: u64,
+    loss_sum: F64,
+    loss_count: u64,
+    /// raw all, raw 100, random all, random 100: computed once at the start.
+    baselines: [F64; 4],
+}
+
+/// An f64 stored in checkpoint metadata by its bits: JSON text does not round-trip every f64
+/// exactly (serde_json's default parser can be off by an ulp), and a resumed run must continue
+/// with the very same numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct F64(f64);
+
+impl Serialize for F64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0.to_bits())
+    }
+}
+
+impl<'de> Deserialize<'de> for F64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<F64, D::Error> {
+        Ok(F64(f64::from_bits(u64::deserialize(d)?)))
+    }
+}
+
+const FEATURE_BATCH: usize = 500;
+
+/// Train (or continue) a pretraining run; see the module docs.
+pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
+    cfg.validate()?;
+    let dev = &rt.device;
+    let data = Dataset::load(&cfg.data)?;
+    ensure!(data.labels.is_some(), "dataset '{}' has no labels; pretraining runs are judged by a linear probe that needs them", cfg.data);
+    let cfg = &cfg.with_data_defaults(data.height.min(data.width));
+    let x = images(&data);
+    let xtr = split_tensor(&data, &x, Split::Train, dev)?;
+    let ntr = xtr.dim(0)?;
+    ensure!(ntr >= 2, "dataset '{}' has fewer than 2 training rows", cfg.data);
+
+    let mut params = Params::new();
+    let mut init = Rng::stream(cfg.seed, "init");
+    let enc = Encoder::new(cfg.encoder, data.height, data.width, &mut params, &mut init, dev)?;
+    let head = match cfg.algo.as_str() {
+        "masked" => {
+            let spec = MaskSpec { height: data.height, width: data.width, patch: cfg.mask_patch.unwrap_or(1), ratio: cfg.mask_ratio };
+            spec.validate()?;
+            Head::Masked(MaskedPrediction::new(enc.feature_dim(), data.dim, &mut params, &mut init, dev)?, spec)
+        }
+        _ => Head::SimClr(SimClr::new(enc.feature_dim(), &mut params, &mut init, dev)?, Augment::for_images(data.height, data.width), cfg.temperature),
+    };
+    let mut opt = Optimizer::new(cfg.optim.clone(), &params)?;
+
+    let ckpt_path = rt.dir.checkpoint();
+    let st = if rt.resume && ckpt_path.exists() {
+        let ck = Checkpoint::load(&ckpt_path)?;
+        params.load_from(&ck).map_err(|e| e.context(format!("resuming from '{}'", ckpt_path.display())))?;
+        opt.load_from(&ck, &params)?;
+        Some(ck.meta::<State>("train_state")?)
+    } else {
+        None
+    };
+    if !rt.resume {
+        rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
+    }
+    let mut tb = TbLogger::create(rt.dir.path())?;
+    let mut st = match st {
+        Some(st) => {
+            tb.resume_at(st.epoch)?;
+            st
+        }
+        None => {
+            if rt.resume {
+                tb.resume_at(0)?;
+            }
+            tb.text("config", 0, &format!("```toml\n{}\n```", wick_core::config::to_toml(cfg)?))?;
+            // Baselines, once: raw pixels, and this encoder as initialised.
+            let raw = probe_raw(&data, &x, dev)?;
+            let rnd = probe_encoder(&enc, &data, &x, dev)?;
+            for (tag, v) in [("eval/raw_probe_acc_all", raw.0), ("eval/raw_probe_acc_100", raw.1), ("eval/random_probe_acc_all", rnd.0), ("eval/random_probe_acc_100", rnd.1)] {
+                tb.scalar(tag, 0, v)?;
+            }
+            State { epoch: 1, batch: 0, step: 0, loss_sum: F64(0.0), loss_count: 0, baselines: [F64(raw.0), F64(raw.1), F64(rnd.0), F64(rnd.1)] }
+        }
+    };
+
+    let nb = ntr.div_ceil(cfg.batch) as u64;
+    let mut progress = wick_core::progress::Progress::new(&cfg.algo, cfg.epochs * nb, rt.quiet);
+    progress.set_position((st.epoch - 1) * nb + st.batch as u64);
+    let mut samples_here = 0u64;
+    let mut train_secs = 0f64;
+    let every = |n: u64| if n == 0 { u64::MAX } else { n };
+    let loss_tag = match head {
+        Head::Masked(..) => "losses/masked_bce",
+        Head::SimClr(..) => "losses/nt_xent",
+    };
+    let mut last_probe = None;
+
+    while st.epoch <= cfg.epochs {
+        let perm = Rng::stream_indexed(cfg.seed, "data", st.epoch).permutation(ntr);
+        let t_epoch = Instant::now();
+        let mut epoch_samples = 0u64;
+        let lr = cfg.schedule.lr(cfg.optim.lr, st.step);
+        while (st.batch as u64) < nb {
+            let lo = st.batch * cfg.batch;
+            let hi = (lo + cfg.batch).min(ntr);
+            let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
+            let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
+            let loss = step_loss(&head, &enc, &xb, cfg.seed, st.step)?;
+            let lval = loss.to_scalar::<f32>()? as f64;
+            if !lval.is_finite() {
+                bail!("training diverged at epoch {} batch {} (loss {lval}); try a lower --lr or --clip-grad", st.epoch, st.batch + 1);
+            }
+            let mut grads = loss.backward()?;
+            if cfg.clip_grad > 0.0 {
+                clip_grad_norm(&params, &mut grads, cfg.clip_grad)?;
+            }
+            opt.step(&params, &grads, cfg.schedule.lr(cfg.optim.lr, st.step))?;
+            st.step += 1;
+            st.batch += 1;
+            st.loss_sum.0 += lval * (hi - lo) as f64;
+            st.loss_count += (hi - lo) as u64;
+            epoch_samples += (hi - lo) as u64;
+            progress.inc(1);
+            if wick_core::signal::interrupted() {
+                save_checkpoint(&ckpt_path, &params, &opt, &st, cfg)?;
+                tb.flush()?;
+                progress.finish();
+                return Ok(Outcome::Interrupted { step: st.step });
+            }
+        }
+        let secs = t_epoch.elapsed().as_secs_f64();
+        samples_here += epoch_samples;
+        train_secs += secs;
+        let e = st.epoch;
+        let train_loss = st.loss_sum.0 / st.loss_count.max(1) as f64;
+        tb.scalar(loss_tag, e, train_loss)?;
+        tb.scalar("charts/learning_rate", e, lr)?;
+        tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / secs.max(1e-9))?;
+        let mut msg = format!("epoch {e} {} {train_loss:.4}", loss_tag.trim_start_matches("losses/"));
+        if e % every(cfg.probe_every) == 0 || e == cfg.epochs {
+            let acc = probe_encoder(&enc, &data, &x, dev)?;
+            tb.scalar("eval/probe_acc_all", e, acc.0)?;
+            tb.scalar("eval/probe_acc_100", e, acc.1)?;
+            msg.push_str(&format!(" probe_acc_all {:.4} probe_acc_100 {:.4}", acc.0, acc.1));
+            last_probe = Some(acc);
+        }
+        if e % every(cfg.log_every) == 0 || e == cfg.epochs {
+            log_images(&mut tb, &head, &enc, &data, &x, cfg.seed, e, dev)?;
+        }
+        tb.flush()?;
+        wick_core::fault::point("after-log");
+        progress.message(msg);
+        st.epoch += 1;
+        st.batch = 0;
+        st.loss_sum = F64(0.0);
+        st.loss_count = 0;
+        save_checkpoint(&ckpt_path, &params, &opt, &st, cfg)?;
+    }
+    progress.finish();
+    let (acc_all, acc_100) = match last_probe {
+        Some(a) => a,
+        // Resumed after the last epoch had finished: probe the final encoder again.
+        None => probe_encoder(&enc, &data, &x, dev)?,
+    };
+    let b = st.baselines.map(|v| v.0);
+    let metrics = serde_json::json!({
+        "algo": cfg.algo,
+        "data": cfg.data,
+        "encoder": cfg.encoder.to_string(),
+        "seed": cfg.seed,
+        "params": params.numel(),
+        "epochs_run": st.epoch - 1,
+        "optimizer_steps": st.step,
+        "probe_acc_all": acc_all,
+        "probe_acc_100": acc_100,
+        "raw_probe_acc_all": b[0],
+        "raw_probe_acc_100": b[1],
+        "random_probe_acc_all": b[2],
+        "random_probe_acc_100": b[3],
+        "train_seconds": (train_secs * 10.0).round() / 10.0,
+        "train_samples_per_s": if samples_here > 0 { serde_json::json!(samples_here as f64 / train_secs.max(1e-9)) } else { serde_json::Value::Null },
+    });
+    rt.dir.write_metrics(&metrics)?;
+    Ok(Outcome::Finished(metrics))
+}
+
+/// The objective's loss on batch `x` at optimizer step `step`.
+fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64) -> Result<Tensor> {
+    let (n, d) = x.dims2()?;
+    let dev = x.device();
+    Ok(match head {
+        Head::Masked(h, spec) => {
+            let m = spec.draw(n, &mut Rng::stream_indexed(seed, "mask", step));
+            h.loss(enc, x, &Tensor::from_vec(m, (n, d), dev)?)?
+        }
+        Head::SimClr(h, aug, tau) => {
+            let xv = x.flatten_all()?.to_vec1::<f32>()?;
+            let (a, b) = aug.view_pairs(&xv, &mut Rng::stream_indexed(seed, "augment", step));
+            h.loss(enc, &Tensor::from_vec(a, (n, d), dev)?, &Tensor::from_vec(b, (n, d), dev)?, *tau)?
+        }
+    })
+}
+
+fn save_checkpoint(path: &std::path::Path, params: &Params, opt: &Optimizer, st: &State, cfg: &PretrainConfig) -> Result<()> {
+    let mut ck = Checkpoint::new();
+    params.save_to(&mut ck)?;
+    opt.save_to(&mut ck, params)?;
+    ck.set_meta("train_state", st);
+    ck.set_meta("config", cfg);
+    ck.save(path)
+}
+
+/// Upscale factor so that 8×8 digits are visible in TensorBoard.
+fn display_scale(h: usize) -> usize {
+    (64 / h.max(1)).max(1)
+}
+
+/// A grid of `n` images with `cols` columns, upscaled for display.
+pub fn image_grid(images: &[f32], n: usize, h: usize, w: usize, cols: usize) -> (Vec<u8>, usize, usize) {
+    let s = display_scale(h);
+    let mut up = Vec::with_capacity(images.len() * s * s);
+    for k in 0..n {
+        for r in 0..h * s {
+            for c in 0..w * s {
+                up.push(images[k * h * w + (r / s) * w + c / s]);
+            }
+        }
+    }
+    wick_core::image::grid(&up, n, h * s, w * s, cols, 128)
+}
+
+const SHOWN: usize = 16;
+
+/// Masked inputs with their predictions, or augmented view pairs, of the first test images.
+#[allow(clippy::too_many_arguments)]
+fn log_images(tb: &mut TbLogger, head: &Head, enc: &Encoder, data: &Dataset, x: &[f32], seed: u64, step: u64, dev: &Device) -> Result<()> {
+    let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(SHOWN).collect();
+    let n = idx.len();
+    let orig = Dataset::gather(x, data.dim, &idx);
+    let mut rows = Vec::with_capacity(3 * orig.len());
+    let d = data.dim;
+    let tag = match head {
+        Head::Masked(h, spec) => {
+            let m = spec.draw(n, &mut Rng::stream_indexed(seed, "tb-mask", step));
+            let (xt, mt) = (Tensor::from_vec(orig.clone(), (n, d), dev)?, Tensor::from_vec(m.clone(), (n, d), dev)?);
+            let pred = candle_nn::ops::sigmoid(&h.logits(enc, &xt, &mt)?)?.flatten_all()?.to_vec1::<f32>()?;
+            for i in 0..n {
+                let o = &orig[i * d..(i + 1) * d];
+                let mi = &m[i * d..(i + 1) * d];
+                rows.extend_from_slice(o);
+                // Hidden pixels shown mid-grey; the prediction fills them in, the rest is the input.
+                rows.extend(o.iter().zip(mi).map(|(&v, &h)| if h == 1.0 { 0.5 } else { v }));
+                rows.extend(o.iter().zip(mi).zip(&pred[i * d..(i + 1) * d]).map(|((&v, &h), &p)| if h == 1.0 { p } else { v }));
+            }
+            "masked_inputs"
+        }
+        Head::SimClr(_, aug, _) => {
+            let (a, b) = aug.view_pairs(&orig, &mut Rng::stream_indexed(seed, "tb-augment", step));
+            for i in 0..n {
+                rows.extend_from_slice(&orig[i * d..(i + 1) * d]);
+                rows.extend_from_slice(&a[i * d..(i + 1) * d]);
+                rows.extend_from_slice(&b[i * d..(i + 1) * d]);
+            }
+            "view_pairs"
+        }
+    };
+    // Four triplets per row of the grid.
+    let (px, h, w) = image_grid(&rows, 3 * n, data.height, data.width, 12);
+    tb.image(tag, step, &px, h, w, 1)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every parameter of every encoder × objective gets a non-zero gradient from one step.
+    #[test]
+    fn every_parameter_gets_a_nonzero_gradient() {
+        let dev = Device::Cpu;
+        let (h, w) = (8, 8);
+        let mut r = Rng::stream(0, "x");
+        let n = 6;
+        let x = Tensor::from_vec((0..n * 64).map(|_| r.uniform() as f32).collect::<Vec<_>>(), (n, 64), &dev).unwrap();
+        for kind in [EncoderKind::Mlp, EncoderKind::Cnn] {
+            for algo in ["masked", "simclr"] {
+                let mut p = Params::new();
+                let mut init = Rng::stream(1, "init");
+                let enc = Encoder::new(kind, h, w, &mut p, &mut init, &dev).unwrap();
+                let head = if algo == "masked" {
+                    Head::Masked(MaskedPrediction::new(256, 64, &mut p, &mut init, &dev).unwrap(), MaskSpec { height: h, width: w, patch: 2, ratio: 0.5 })
+                } else {
+                    Head::SimClr(SimClr::new(256, &mut p, &mut init, &dev).unwrap(), Augment::for_images(h, w), 0.5)
+                };
+                let loss = step_loss(&head, &enc, &x, 3, 0).unwrap();
+                let g = loss.backward().unwrap();
+                for (name, v) in p.names().iter().zip(p.vars()) {
+                    let gv = g.get(v).unwrap_or_else(|| panic!("{kind}/{algo}: no gradient for {name}"));
+                    let norm = gv.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                    assert!(norm > 0.0 && norm.is_finite(), "{kind}/{algo}: gradient of {name} is {norm}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""PyTorch (CPU) reference for wick's pretraining speed: the same encoder and objective, timed
+side by side with `wick train`.
+
+Trains wick's encoders (MLP 784-512-256 or CNN conv3x3/s2 32 -> conv3x3/s2 64 -> fc 256, ReLU,
+PyTorch-default init) with wick's objectives for a fixed number of Adam steps on the mnist5k
+train split (standard split: row i is train unless i % 10 in {0, 1}):
+
+- simclr: two views per image (random crop-and-resize 0.7-1, rotation +-15 deg, shift +-10%,
+  cut-out 30% square with p 0.5, noise sigma 0.1: one affine_grid/grid_sample per batch),
+  projection head 256-256-128, NT-Xent with temperature tau;
+- masked: 4x4 patches hidden with ratio r, decoder 256-256-784, BCE on the hidden pixels.
+
+Then runs `wick train` with the same settings for the same number of steps (whole epochs,
+probes only at the end), alternating the two --repeats times, and prints the median throughputs in
+training images per second and their ratio wick / PyTorch. Threads: torch.set_num_threads(T) and RAYON_NUM_THREADS=T for wick.
+
+    python scripts/torch_pretrain.py --wick target/release/wick --objective simclr --encoder cnn
+"""
+import argparse
+import gzip
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def load_mnist5k(root):
+    with gzip.open(os.path.join(root, "data", "mnist_5k.csv.gz"), "rt") as f:
+        rows = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    x = rows[:, :-1] / 255.0
+    idx = np.arange(len(x))
+    return x[(idx % 10) >= 2]
+
+
+class Encoder(nn.Module):
+    def __init__(self, kind, side=28):
+        super().__init__()
+        self.kind, self.side = kind, side
+        if kind == "mlp":
+            self.net = nn.Sequential(nn.Linear(side * side, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU())
+        else:
+            s = (side + 1) // 2
+            s = (s + 1) // 2
+            self.net = nn.Sequential(
+                nn.Conv2d(1, 32, 3, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+                nn.Flatten(), nn.Linear(64 * s * s, 256), nn.ReLU())
+
+    def forward(self, x):
+        if self.kind == "cnn":
+            x = x.view(-1, 1, self.side, self.side)
+        return self.net(x)
+
+
+def augment(x, side, g):
+    n = x.shape[0]
+    s = 0.7 + 0.3 * torch.rand(n, generator=g)
+    th = math.radians(15) * (2 * torch.rand(n, generator=g) - 1)
+    t = 0.1 * 2 * (2 * torch.rand(n, 2, generator=g) - 1)  # fraction of the half-side in [-1, 1] coords
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = s * th.cos()
+    theta[:, 0, 1] = -s * th.sin()
+    theta[:, 1, 0] = s * th.sin()
+    theta[:, 1, 1] = s * th.cos()
+    theta[:, :, 2] = t
+    img = x.view(n, 1, side, side)
+    grid = F.affine_grid(theta, img.shape, align_corners=False)
+    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    side_c = round(0.3 * side)
+    cut = torch.rand(n, generator=g) < 0.5
+    r0 = torch.randint(0, side - side_c + 1, (n,), generator=g)
+    c0 = torch.randint(0, side - side_c + 1, (n,), generator=g)
+    rr = torch.arange(side).view(1, side, 1)
+    cc = torch.arange(side).view(1, 1, side)
+    box = (rr >= r0.view(n, 1, 1)) & (rr < (r0 + side_c).view(n, 1, 1)) & (cc >= c0.view(n, 1, 1)) & (cc < (c0 + side_c).view(n, 1, 1))
+    out = out.view(n, side, side).masked_fill(box & cut.view(n, 1, 1), 0.0)
+    out = (out + 0.1 * torch.randn(out.shape, generator=g)).clamp(0, 1)
+    return out.view(n, side * side)
+
+
+def nt_xent(z, tau):
+    n2 = z.shape[0]
+    n = n2 // 2
+    sim = z @ z.t() / tau
+    sim = sim - 1e9 * torch.eye(n2)
+    pos = torch.cat([torch.arange(n, n2), torch.arange(0, n)])
+    return F.cross_entropy(sim, pos)
+
+
+def patch_masks(n, side, patch, ratio, g):
+    gs = (side + patch - 1) // patch
+    p = gs * gs
+    k = min(max(round(ratio * p), 1), p - 1)
+    scores = torch.rand(n, p, generator=g)
+    hidden = torch.zeros(n, p)
+    hidden.scatter_(1, scores.argsort(dim=1)[:, :k], 1.0)
+    m = hidden.view(n, gs, 1, gs, 1).expand(n, gs, patch, gs, patch).reshape(n, gs * patch, gs * patch)
+    return m[:, :side, :side].reshape(n, side * side)
+
+
+def torch_throughput(args, x):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    enc = Encoder(args.encoder)
+    if args.objective == "simclr":
+        head = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 128))
+    else:
+        head = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 784))
+    opt = torch.optim.Adam(list(enc.parameters()) + list(head.parameters()), lr=args.lr)
+    xt = torch.from_numpy(x)
+    n = len(xt)
+
+    def step(i):
+        idx = torch.randint(0, n, (args.batch,), generator=g)
+        xb = xt[idx]
+        if args.objective == "simclr":
+            a, b = augment(xb, 28, g), augment(xb, 28, g)
+            z = F.normalize(head(enc(torch.cat([a, b]))), dim=1)
+            loss = nt_xent(z, args.temperature)
+        else:
+            m = patch_masks(args.batch, 28, 4, args.mask_ratio, g)
+            logits = head(enc(xb * (1 - m)))
+            loss = (F.binary_cross_entropy_with_logits(logits, xb, reduction="none") * m).sum() / m.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for i in range(3):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        loss = step(i)
+    dt = time.perf_counter() - t0
+    return args.steps * args.batch / dt, loss
+
+
+def wick_throughput(args):
+    steps_per_epoch = math.ceil(4000 / args.batch)
+    epochs = max(1, round(args.steps / steps_per_epoch))
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [args.wick, "train", args.objective, "--data", "mnist5k", "--encoder", args.encoder, "--epochs", str(epochs),
+               "--batch", str(args.batch), "--lr", str(args.lr), "--probe-every", "0", "--log-every", "0", "--quiet",
+               "--logdir", d, "--run-name", "r"]
+        if args.objective == "simclr":
+            cmd += ["--temperature", str(args.temperature)]
+        else:
+            cmd += ["--mask-ratio", str(args.mask_ratio), "--mask-patch", "4"]
+        env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+        with open(os.path.join(d, "r", "metrics.json")) as f:
+            m = json.load(f)
+    return m["train_samples_per_s"], epochs * steps_per_epoch
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--objective", choices=["simclr", "masked"], default="simclr")
+    ap.add_argument("--encoder", choices=["mlp", "cnn"], default="cnn")
+    ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--temperature", type=float, default=0.5)
+    ap.add_argument("--mask-ratio", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--wick", help="path to the wick binary; without it only PyTorch is timed")
+    ap.add_argument("--repeats", type=int, default=3, help="alternate PyTorch and wick this many times; medians are reported")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    x = load_mnist5k(root)
+    tps, wps = [], []
+    for r in range(args.repeats):
+        tp, loss = torch_throughput(args, x)
+        tps.append(tp)
+        print(f"pytorch {torch.__version__}: {args.objective}/{args.encoder} batch {args.batch}, {args.steps} steps: {tp:.0f} images/s (last loss {loss:.4f})", flush=True)
+        if args.wick:
+            wp, wsteps = wick_throughput(args)
+            wps.append(wp)
+            print(f"wick: {args.objective}/{args.encoder} batch {args.batch}, {wsteps} steps: {wp:.0f} images/s", flush=True)
+    tp = float(np.median(tps))
+    print(f"median pytorch: {tp:.0f} images/s")
+    if wps:
+        wp = float(np.median(wps))
+        print(f"median wick: {wp:.0f} images/s")
+        print(f"ratio wick/pytorch: {wp / tp:.2f}x (medians of {args.repeats})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+//! `wick train masked|simclr`, `wick probe`, `wick embed` for self-supervised encoders.
+
+use crate::cli::{finish, prepare, CommonFlags};
+use crate::density::OptimFlags;
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wick_core::checkpoint::Checkpoint;
+use wick_core::data::{Dataset, Split};
+use wick_core::run::RunDir;
+use wick_core::schedule::Schedule;
+use wick_core::{bail, Error, Result};
+use wick_pretrain::train::{self as ptrain, PretrainConfig};
+use wick_pretrain::EncoderKind;
+
+/// Hyperparameters of a pretraining run; unset flags take the --config file's value, then the default.
+#[derive(Args, Serialize, Debug, Clone)]
+pub struct PretrainFlags {
+    #[command(flatten)]
+    #[serde(skip)]
+    pub common: CommonFlags,
+    /// digits, mnist5k, or a labelled .csv/.csv.gz file or MNIST IDX directory [default: digits]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Encoder: mlp or cnn [default: mlp]
+    #[arg(long, value_parser = parse_encoder)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderKind>,
+    /// Epochs [default: 50]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u64>,
+    /// Minibatch size (SimCLR: images, each giving two views) [default: 256]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    /// SimCLR: NT-Xent temperature τ > 0 [default: 0.5]
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Masked prediction: fraction of patches hidden, in (0, 1) [default: 0.5]
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_ratio: Option<f64>,
+    /// Masked prediction: side of the square patches hidden together; 1 = pixels [default: 4 for MNIST-sized images, 1 for digits]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_patch: Option<usize>,
+    /// Epochs between linear probes; 0 = only at the end [default: 10]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_every: Option<u64>,
+    /// Epochs between image grids in TensorBoard; 0 = only at the end [default: 10]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_every: Option<u64>,
+    /// Clip gradients to this global L2 norm; 0 disables [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_grad: Option<f64>,
+    #[command(flatten)]
+    pub optim: OptimFlags,
+    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA [default: constant]
+    #[arg(long, value_parser = parse_schedule)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+}
+
+fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
+    s.parse::<Schedule>().map_err(|e| e.to_string())
+}
+
+fn parse_encoder(s: &str) -> std::result::Result<EncoderKind, String> {
+    s.parse::<EncoderKind>().map_err(|e| e.to_string())
+}
+
+impl PretrainFlags {
+    /// The flags that change the config, as a TOML table, and whether any was given.
+    fn overrides(&self, algo: &str) -> Result<(toml::Table, bool)> {
+        let mut t = match toml::Value::try_from(self).map_err(|e| Error::new(e.to_string()))? {
+            toml::Value::Table(t) => t,
+            _ => toml::Table::new(),
+        };
+        if t.get("optim").and_then(|o| o.as_table()).is_some_and(|o| o.is_empty()) {
+            t.remove("optim");
+        }
+        let given = !t.is_empty();
+        t.insert("algo".into(), toml::Value::String(algo.into()));
+        if let Some(s) = self.common.seed {
+            t.insert("seed".into(), toml::Value::Integer(s as i64));
+        }
+        Ok((t, given))
+    }
+}
+
+pub fn train(algo: &str, flags: PretrainFlags) -> Result<ExitCode> {
+    let (overrides, given) = flags.overrides(algo)?;
+    let (cfg, prepared) = if flags.common.resume.is_some() {
+        let p = prepare(algo, &flags.common, "", 0, given)?;
+        let table = p.saved.clone().expect("resume has a saved config");
+        let cfg: PretrainConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::new(format!("saved config.toml: {}", e.message())))?;
+        (cfg, p)
+    } else {
+        let cfg: PretrainConfig = wick_core::config::resolve(flags.common.config.as_deref(), &overrides)?;
+        cfg.validate()?;
+        let p = prepare(algo, &flags.common, &cfg.data, cfg.seed, given)?;
+        (cfg, p)
+    };
+    let out = ptrain::train(&cfg, &prepared.runtime);
+    finish(&prepared, algo, out)
+}
+
+/// Whether `algo` is one of this module's objectives.
+pub fn is_pretrain(algo: &str) -> bool {
+    ptrain::OBJECTIVES.iter().any(|(a, _)| *a == algo)
+}
+
+/// The trained encoder of a run directory.
+fn load_encoder(dir: &std::path::Path, data: &Dataset, device: &candle_core::Device) -> Result<(wick_pretrain::Encoder, PretrainConfig)> {
+    let run = RunDir::open(dir)?;
+    let cfg: PretrainConfig = toml::Value::Table(run.read_config()?)
+        .try_into()
+        .map_err(|e: toml::de::Error| Error::new(format!("{}: config.toml: {}", dir.display(), e.message())))?;
+    if !is_pretrain(&cfg.algo) {
+        bail!("'{}' is a {} run, not a pretraining run (masked, simclr)", dir.display(), cfg.algo);
+    }
+    let (enc, params) = ptrain::build_encoder(cfg.encoder, data, cfg.seed, device)?;
+    let path = run.checkpoint();
+    let ck = Checkpoint::load(&path)?;
+    params.load_from(&ck).map_err(|e| e.context(format!("'{}' (was the run trained on images of another size?)", path.display())))?;
+    Ok((enc, cfg))
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// A pretraining run directory (its encoder's features are probed)
+    pub run_dir: Option<PathBuf>,
+    /// Probe the raw pixels instead of a run's encoder (needs --data)
+    #[arg(long)]
+    pub raw: bool,
+    /// Data to probe on [default: the run's]
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Training labels: all, or 100 (10 per class, a fixed seeded choice); both when not given
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// `wick probe`: linear-probe test accuracy of a run's encoder or of the raw pixels.
+pub fn probe(a: ProbeArgs) -> Result<ExitCode> {
+    use wick_pretrain::probe::{probe, Labels};
+    let device = wick_core::device::parse_device(&a.device)?;
+    let labels: Vec<(Labels, &str)> = match a.labels.as_deref() {
+        None => vec![(Labels::All, "all"), (Labels::PerClass, "100")],
+        Some("all") => vec![(Labels::All, "all")],
+        Some("100") => vec![(Labels::PerClass, "100")],
+        Some(other) => bail!("--labels: '{other}' is not one of all, 100"),
+    };
+    let (data, pd, what) = match (&a.run_dir, a.raw) {
+        (Some(_), true) => bail!("give either a run directory or --raw, not both"),
+        (None, false) => bail!("give a run directory to probe its encoder, or --raw --data D for the raw pixels"),
+        (None, true) => {
+            let Some(d) = &a.data else { bail!("--raw needs --data (digits, mnist5k or a path)") };
+            let data = Dataset::load(d)?;
+            let x = ptrain::images(&data);
+            let pd = ptrain::probe_data(&data, &x, &device, &|t| Ok(t.flatten_all()?.to_vec1::<f32>()?), data.dim)?;
+            (data, pd, "raw pixels".to_string())
+        }
+        (Some(dir), false) => {
+            let cfg_data = {
+                let run = RunDir::open(dir)?;
+                run.read_config()?.get("data").and_then(|v| v.as_str()).map(String::from)
+            };
+            let spec = a.data.clone().or(cfg_data).unwrap_or_else(|| "digits".into());
+            let data = Dataset::load(&spec)?;
+            let (enc, cfg) = load_encoder(dir, &data, &device)?;
+            let x = ptrain::images(&data);
+            let pd = ptrain::probe_data(&data, &x, &device, &|t| enc.features(t, 500), enc.feature_dim())?;
+            (data, pd, format!("{} {} encoder of {}", cfg.algo, cfg.encoder, dir.display()))
+        }
+    };
+    println!("linear probe on {what}, data {} ({} features)", data.name, pd.dim);
+    for (l, name) in labels {
+        let r = probe(&pd, l, &device)?;
+        println!("probe_acc_{name} {:.4} (valid {:.4}, l2 {})", r.test_acc, r.valid_acc, r.l2);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// A pretraining run directory
+    pub run_dir: PathBuf,
+    /// Data to embed [default: the run's]
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Output CSV: a header, then one row per example: split, label, features...
+    #[arg(long, value_name = "FILE.csv")]
+    pub out: PathBuf,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// `wick embed`: the encoder's features of every example, as CSV.
+pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
+    let device = wick_core::device::parse_device(&a.device)?;
+    let run = RunDir::open(&a.run_dir)?;
+    let spec = a.data.clone().or_else(|| run.read_config().ok()?.get("data").and_then(|v| v.as_str()).map(String::from)).unwrap_or_else(|| "digits".into());
+    let data = Dataset::load(&spec)?;
+    let (enc, _) = load_encoder(&a.run_dir, &data, &device)?;
+    let x = ptrain::images(&data);
+    let t = candle_core::Tensor::from_vec(x, (data.rows, data.dim), &device)?;
+    let f = enc.features(&t, 500)?;
+    let fd = enc.feature_dim();
+    let mut out = String::from("split,label");
+    for j in 0..fd {
+        out.push_str(&format!(",f{j}"));
+    }
+    out.push('\n');
+    for i in 0..data.rows {
+        let label = data.labels.as_ref().map(|l| l[i].to_string()).unwrap_or_default();
+        out.push_str(&format!("{},{label}", Split::as_str(data.split[i])));
+        for v in &f[i * fd..(i + 1) * fd] {
+            out.push_str(&format!(",{v}"));
+        }
+        out.push('\n');
+    }
+    wick_core::checkpoint::write_atomic(&a.out, out.as_bytes())?;
+    println!("{} rows of {fd} features written to {}", data.rows, a.out.display());
+    Ok(ExitCode::SUCCESS)
+}
