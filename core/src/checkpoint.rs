@@ -268,6 +268,24 @@ mod tests {
         d
     }
 
+    /// Resume state (loss sums, returns) travels as JSON metadata: every f64 must parse back to
+    /// the same bits (serde_json's `float_roundtrip`; its default parser can miss the last bit).
+    #[test]
+    fn f64_metadata_round_trips_to_the_bit() {
+        let mut rng = crate::rng::Rng::stream(5, "meta-f64");
+        let mut vals: Vec<f64> = (0..20_000)
+            .map(|_| f64::from_bits((rng.below(1 << 32) << 32) | rng.below(1 << 32)))
+            .filter(|v| v.is_finite())
+            .collect();
+        vals.extend((0..20_000).map(|i| rng.uniform() * 10f64.powi(i % 40 - 20)));
+        let mut ck = Checkpoint::new();
+        ck.set_meta("vals", &vals);
+        let back: Vec<f64> = Checkpoint::from_bytes(&ck.to_bytes().unwrap(), "test").unwrap().meta("vals").unwrap();
+        for (a, b) in vals.iter().zip(&back) {
+            assert_eq!(a.to_bits(), b.to_bits(), "{a:e} came back as {b:e}");
+        }
+    }
+
     #[test]
     fn round_trip_is_exact_and_bytes_are_deterministic() {
         let mut ck = Checkpoint::new();
