@@ -183,7 +183,7 @@ impl TabularConfig {
             ("mc-es", _, true) => (100_000, 10, "first"),
             ("mc-es", _, _) => (1_000_000, 1000, "first"),
             ("mc-epsilon-greedy", true, _) => (5_000_000, 10_000, "first"),
-            ("mc-epsilon-greedy", _, true) => (50_000, 1, "first"),
+            ("mc-epsilon-greedy", _, true) => (2_000_000, 1, "first"),
             ("mc-epsilon-greedy", _, _) => (1_000_000, 1000, "first"),
             ("mc-off-policy-prediction", true, _) => (10_000, 1000, "every"),
             ("mc-off-policy-prediction", _, _) => (100_000, 1000, "every"),
@@ -208,7 +208,7 @@ impl TabularConfig {
                 c.epsilon.get_or_insert_with(|| e.into());
                 c.start.get_or_insert_with(|| if grid { "uniform" } else { "env" }.into());
                 if grid && c.step_size.is_none() {
-                    c.step_size = Some(0.05);
+                    c.step_size = Some(0.01);
                 }
             }
             "mc-off-policy-control" => {

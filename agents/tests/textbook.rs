@@ -134,35 +134,42 @@ fn grid_world_mc_es_optimal() {
     grid_check(&r.policy, "MC ES");
 }
 
-/// Zhao's grid world: MC ε-greedy with ε decaying linearly to 0 reaches an optimal policy.
-/// KNOWN FAILURE (ignored). Diagnosis: with sample-average Q the returns of the exploratory
-/// phase (all about −3) dominate every estimate; the greedy policy then locks into a loop of
-/// 0-reward cells (its own estimate rises towards 0, above the stale −3 of the moves towards
-/// the target), and an occasional exploratory step followed by that greedy loop never reveals
-/// the target — 13–15 of 25 states suboptimal for every schedule tried (linear or exponential
-/// decay, 20k–300k episodes, first/every visit, uniform start states, lengths 50/100).
-/// Constant-α (0.05–0.1) with uniform starts and ε decaying exponentially gets to 0–4
-/// suboptimal states over 6 seeds, not reliably 0.
+/// Zhao's grid world: MC ε-greedy (ε decaying from 1 to 0.01, greedy read-out) reaches an
+/// optimal policy in every state, on seeds 0–4 (the CLI default; seeds 5–9 also 25/25 when
+/// measured). What it takes: constant-α MC (α = 0.01) so the returns of the exploratory
+/// phase are forgotten, uniform start states so every state keeps being visited, and enough
+/// episodes (2M of length 100) that a small α still tracks the improving policy. With fewer
+/// episodes or a larger α, 1–2 states near the forbidden cells stay off: a non-greedy action's
+/// estimate goes stale once ε is small (last updated while the policy downstream was worse),
+/// and α = 0.02–0.05 leaves noise of the order of the q* gaps (0.2–0.7).
 #[test]
-#[ignore]
 fn grid_world_mc_epsilon_greedy_optimal() {
-    let mut env = GridWorld::new(GridWorldConfig::default());
-    let cfg = EpsilonGreedyConfig {
-        episodes: 20_000,
-        gamma: 0.9,
-        max_len: Some(100),
-        visit: Visit::Every,
-        epsilon: Epsilon::Linear { start: 1.0, end: 0.0, fraction: 0.8 },
-        start: StartMode::Env,
-        starts: Vec::new(),
-        step_size: None,
-        batch: 1,
-        seed: 0,
-    };
-    let t = Instant::now();
-    let r = mc_epsilon_greedy(&mut env, &cfg).unwrap();
-    eprintln!("grid MC eps-greedy: {:.2}s", t.elapsed().as_secs_f64());
-    grid_check(&r.policy, "MC eps-greedy");
+    let mut failed = Vec::new();
+    for seed in 0..5 {
+        let mut env = GridWorld::new(GridWorldConfig::default());
+        let cfg = EpsilonGreedyConfig {
+            episodes: 2_000_000,
+            gamma: 0.9,
+            max_len: Some(100),
+            visit: Visit::First,
+            epsilon: Epsilon::Exponential { start: 1.0, end: 0.01, fraction: 1.0 },
+            start: StartMode::UniformState,
+            starts: Vec::new(),
+            step_size: Some(0.01),
+            batch: 1,
+            seed,
+        };
+        let t = Instant::now();
+        let r = mc_epsilon_greedy(&mut env, &cfg).unwrap();
+        let m = env.model().unwrap();
+        let (v, _) = m.value_iteration(0.9, 1e-12);
+        let bad = suboptimal_states(m, &v, &r.policy, 0.9, 1e-6);
+        eprintln!("grid MC eps-greedy seed {seed}: {:.2}s, suboptimal states {bad:?}", t.elapsed().as_secs_f64());
+        if !bad.is_empty() {
+            failed.push((seed, bad));
+        }
+    }
+    assert!(failed.is_empty(), "suboptimal states (seed, states): {failed:?}");
 }
 
 /// FrozenLake-v1 4×4 slippery: on-policy MC control reaches a greedy policy whose success
