@@ -58,12 +58,12 @@ pub fn script(name: &str) -> String {
     format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// metrics.json without its wall-clock figures (keys ending in `_per_s`).
+/// metrics.json without its wall-clock figures (keys ending in `_per_s` or `_seconds`).
 pub fn metrics_sans_timing(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("metrics.json")).expect("metrics.json");
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     if let Some(o) = v.as_object_mut() {
-        o.retain(|k, _| !k.ends_with("_per_s"));
+        o.retain(|k, _| !k.ends_with("_per_s") && !k.ends_with("_seconds"));
     }
     v
 }
