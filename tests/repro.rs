@@ -1,6 +1,7 @@
 //! The reproducibility and resume suite, one table row per trainer: for each, the same seed gives
 //! the same bits on 1 and 2 threads, another seed gives other bits, and a run killed with SIGKILL
-//! (at several points, and while writing a checkpoint) resumes to exactly the uninterrupted result.
+//! (at several points, and while writing a checkpoint) or stopped with Ctrl-C resumes to exactly
+//! the uninterrupted result.
 //! FVSBN's rows live in density_e2e.rs, next to its Python-oracle checks.
 
 mod common;
@@ -133,4 +134,47 @@ fn crash_while_writing_a_checkpoint_leaves_a_loadable_one() {
         run_ok(&["train", algo, "--resume", s(&run), "--quiet"]);
         same_run(&d.join(&full), &run, &format!("{algo}: crash in checkpoint write {n}"));
     }
+}
+
+/// Ctrl-C (SIGINT) once the first checkpoint exists: exit 130, a checkpoint, and a message with
+/// the `--resume` command; resuming then ends where the uninterrupted run ends.
+#[test]
+fn ctrl_c_saves_a_checkpoint_says_how_to_resume_and_resume_completes_the_run() {
+    let d = scratch("repro-sigint");
+    let mut interrupted = Vec::new();
+    for (algo, extra) in TRAINERS {
+        let full = format!("{algo}-full");
+        run_ok(&args(algo, extra, &d, &full, &["--seed", "3"]));
+        let name = format!("{algo}-int");
+        let run = d.join(&name);
+        let child = wick()
+            .args(args(algo, extra, &d, &name, &["--seed", "3"]))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while !run.join("checkpoint.safetensors").exists() && t0.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(0) {
+            // The run finished before the signal landed: nothing to resume.
+            assert!(run.join("metrics.json").exists());
+        } else {
+            assert_eq!(out.status.code(), Some(130), "{algo}: stderr: {err}");
+            let resume = format!("wick train {algo} --resume {}", run.display());
+            assert!(err.contains("checkpoint saved") && err.contains(&resume), "{algo}: {err}");
+            assert!(!run.join("metrics.json").exists(), "{algo}: an interrupted run has no final metrics");
+            wick_core::checkpoint::Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
+            run_ok(&["train", algo, "--resume", s(&run), "--quiet"]);
+            interrupted.push(*algo);
+        }
+        same_run(&d.join(&full), &run, &format!("{algo}: Ctrl-C then resume"));
+    }
+    eprintln!("interrupted mid-run: {interrupted:?}");
+    assert!(interrupted.len() * 2 >= TRAINERS.len(), "only {interrupted:?} were still running at the signal");
 }
