@@ -188,6 +188,42 @@ pub fn prepare(algo: &str, common: &CommonFlags, data_name: &str, seed: u64, ove
     Ok(Prepared { runtime: Runtime { dir, device, resume: false, quiet: common.quiet }, saved: None, created: !existed })
 }
 
+/// A trainer's config and run directory. `flags` serialises to the hyperparameters the user
+/// gave (unset options skipped; an empty `[optim]` table counts as none). With `--resume` the
+/// run's saved config.toml is used and any hyperparameter flag is refused; otherwise the config
+/// is defaults ← `--config` file ← flags, and `fresh` checks (and may complete) it before the run
+/// directory exists, returning the name part (data or env) and the seed of the default run name.
+pub fn configure<C, F>(algo: &str, flags: &F, common: &CommonFlags, fresh: impl FnOnce(C) -> Result<(C, String, u64)>) -> Result<(C, Prepared)>
+where
+    C: serde::Serialize + serde::de::DeserializeOwned + Default,
+    F: serde::Serialize,
+{
+    let mut t = match toml::Value::try_from(flags).map_err(|e| wick_core::Error::new(e.to_string()))? {
+        toml::Value::Table(t) => t,
+        _ => toml::Table::new(),
+    };
+    if t.get("optim").and_then(|o| o.as_table()).is_some_and(|o| o.is_empty()) {
+        t.remove("optim");
+    }
+    let given = !t.is_empty();
+    if common.resume.is_some() {
+        let p = prepare(algo, common, "", 0, given)?;
+        let table = p.saved.clone().expect("resume has a saved config");
+        let cfg: C = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| wick_core::Error::new(format!("saved config.toml: {}", e.message().trim())))?;
+        return Ok((cfg, p));
+    }
+    t.insert("algo".into(), toml::Value::String(algo.into()));
+    if let Some(s) = common.seed {
+        t.insert("seed".into(), toml::Value::Integer(s as i64));
+    }
+    let cfg: C = wick_core::config::resolve(common.config.as_deref(), &t)?;
+    let (cfg, name, seed) = fresh(cfg)?;
+    let p = prepare(algo, common, &name, seed, given)?;
+    Ok((cfg, p))
+}
+
 /// Run a trainer and turn its outcome into an exit code; on failure of a fresh run that left
 /// its directory empty, remove the directory so a corrected retry can use the same name.
 pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode> {

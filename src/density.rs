@@ -1,6 +1,6 @@
 //! `wick train fvsbn`, `wick eval`, `wick sample` for the density models.
 
-use crate::cli::{finish, prepare, CommonFlags, EvalArgs};
+use crate::cli::{configure, finish, CommonFlags, EvalArgs};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -114,40 +114,12 @@ pub struct OptimFlags {
     pub nesterov: bool,
 }
 
-impl DensityFlags {
-    /// The flags that change the config, as a TOML table (empty when none was given).
-    fn overrides(&self, algo: &str) -> Result<(toml::Table, bool)> {
-        let mut t = match toml::Value::try_from(self).map_err(|e| Error::new(e.to_string()))? {
-            toml::Value::Table(t) => t,
-            _ => toml::Table::new(),
-        };
-        if t.get("optim").and_then(|o| o.as_table()).is_some_and(|o| o.is_empty()) {
-            t.remove("optim");
-        }
-        let given = !t.is_empty();
-        t.insert("algo".into(), toml::Value::String(algo.into()));
-        if let Some(s) = self.common.seed {
-            t.insert("seed".into(), toml::Value::Integer(s as i64));
-        }
-        Ok((t, given))
-    }
-}
-
 pub fn train(algo: &str, flags: DensityFlags) -> Result<ExitCode> {
-    let (overrides, given) = flags.overrides(algo)?;
-    let (cfg, prepared) = if flags.common.resume.is_some() {
-        let p = prepare(algo, &flags.common, "", 0, given)?;
-        let table = p.saved.clone().expect("resume has a saved config");
-        let cfg: DensityConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::new(format!("saved config.toml: {}", e.message())))?;
-        (cfg, p)
-    } else {
-        let cfg: DensityConfig = wick_core::config::resolve(flags.common.config.as_deref(), &overrides)?;
+    let (cfg, prepared) = configure(algo, &flags, &flags.common, |cfg: DensityConfig| {
         cfg.validate()?;
-        let p = prepare(algo, &flags.common, &cfg.data, cfg.seed, given)?;
-        (cfg, p)
-    };
+        let (data, seed) = (cfg.data.clone(), cfg.seed);
+        Ok((cfg, data, seed))
+    })?;
     let out = dtrain::train(&cfg, &prepared.runtime);
     finish(&prepared, algo, out)
 }

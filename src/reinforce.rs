@@ -1,6 +1,6 @@
 //! `wick train reinforce` and `wick eval` of a REINFORCE run.
 
-use crate::cli::{finish, prepare, CommonFlags, EvalArgs};
+use crate::cli::{configure, finish, CommonFlags, EvalArgs};
 use crate::density::OptimFlags;
 use clap::Args;
 use serde::Serialize;
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use wick_agents::reinforce::ReinforceConfig;
 use wick_agents::reinforce_train;
 use wick_core::schedule::Schedule;
-use wick_core::{bail, Error, Result};
+use wick_core::{bail, Result};
 
 /// Hyperparameters of REINFORCE; unset flags take the --config file's value, then the default.
 #[derive(Args, Serialize, Debug, Clone)]
@@ -84,42 +84,14 @@ pub struct ReinforceFlags {
     pub schedule: Option<Schedule>,
 }
 
-impl ReinforceFlags {
-    /// The flags that change the config, as a TOML table, and whether any was given.
-    fn overrides(&self) -> Result<(toml::Table, bool)> {
-        let mut t = match toml::Value::try_from(self).map_err(|e| Error::new(e.to_string()))? {
-            toml::Value::Table(t) => t,
-            _ => toml::Table::new(),
-        };
-        if t.get("optim").and_then(|o| o.as_table()).is_some_and(|o| o.is_empty()) {
-            t.remove("optim");
-        }
-        let given = !t.is_empty();
-        t.insert("algo".into(), toml::Value::String("reinforce".into()));
-        if let Some(s) = self.common.seed {
-            t.insert("seed".into(), toml::Value::Integer(s as i64));
-        }
-        Ok((t, given))
-    }
-}
-
 pub fn train(flags: ReinforceFlags) -> Result<ExitCode> {
-    let (overrides, given) = flags.overrides()?;
-    let (cfg, prepared) = if flags.common.resume.is_some() {
-        let p = prepare("reinforce", &flags.common, "", 0, given)?;
-        let table = p.saved.clone().expect("resume has a saved config");
-        let cfg: ReinforceConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::new(format!("saved config.toml: {}", e.message().trim())))?;
-        (cfg, p)
-    } else {
-        let cfg: ReinforceConfig = wick_core::config::resolve(flags.common.config.as_deref(), &overrides)?;
+    let (cfg, prepared) = configure("reinforce", &flags, &flags.common, |cfg: ReinforceConfig| {
         cfg.validate()?;
         // Unknown env or continuous actions: refuse before creating the run directory.
         wick_agents::reinforce::make_env(&cfg.env, &cfg.env_options)?;
-        let p = prepare("reinforce", &flags.common, &cfg.env, cfg.seed, given)?;
-        (cfg, p)
-    };
+        let (env, seed) = (cfg.env.clone(), cfg.seed);
+        Ok((cfg, env, seed))
+    })?;
     let out = reinforce_train::train(&cfg, &prepared.runtime);
     finish(&prepared, "reinforce", out)
 }

@@ -8,7 +8,7 @@
 //! boundary. Where the env has an exact model, the learned policy and values are compared with
 //! dynamic programming (`eval/optimal_action_agreement`, `eval/value_rmse`).
 
-use crate::cli::{finish, prepare, CommonFlags, EvalArgs};
+use crate::cli::{configure, finish, CommonFlags, EvalArgs};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
@@ -276,21 +276,6 @@ impl TabularConfig {
     }
 }
 
-impl TabularFlags {
-    fn overrides(&self, algo: &str) -> Result<(toml::Table, bool)> {
-        let mut t = match toml::Value::try_from(self).map_err(|e| Error::new(e.to_string()))? {
-            toml::Value::Table(t) => t,
-            _ => toml::Table::new(),
-        };
-        let given = !t.is_empty();
-        t.insert("algo".into(), toml::Value::String(algo.into()));
-        if let Some(s) = self.common.seed {
-            t.insert("seed".into(), toml::Value::Integer(s as i64));
-        }
-        Ok((t, given))
-    }
-}
-
 /// A fresh copy of the run's env.
 pub fn make_env(cfg: &TabularConfig) -> Result<DynTabular> {
     let env = wick_envs::registry::make_str(cfg.env_id(), cfg.env_options.as_deref().unwrap_or(""))?;
@@ -330,23 +315,14 @@ pub fn train(algo: &str, flags: TabularFlags) -> Result<ExitCode> {
     if flags.common.device.trim() != "cpu" {
         bail!("{algo} is a tabular agent and runs on the CPU only; drop --device {} (it is for the neural trainers)", flags.common.device);
     }
-    let (overrides, given) = flags.overrides(algo)?;
-    let (cfg, prepared) = if flags.common.resume.is_some() {
-        let p = prepare(algo, &flags.common, "", 0, given)?;
-        let table = p.saved.clone().expect("resume has a saved config");
-        let cfg: TabularConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::new(format!("saved config.toml: {}", e.message())))?;
-        (cfg, p)
-    } else {
-        let cfg: TabularConfig = wick_core::config::resolve(flags.common.config.as_deref(), &overrides)?;
+    let (cfg, prepared) = configure(algo, &flags, &flags.common, |cfg: TabularConfig| {
         cfg.validate()?;
         let cfg = cfg.with_defaults();
         cfg.validate()?;
         make_env(&cfg)?; // an unknown or non-tabular env fails before a run directory exists
-        let p = prepare(algo, &flags.common, cfg.env_id(), cfg.seed, given)?;
-        (cfg, p)
-    };
+        let (env, seed) = (cfg.env_id().to_string(), cfg.seed);
+        Ok((cfg, env, seed))
+    })?;
     let threads = flags.common.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let out = run(&cfg, &prepared.runtime, threads);
     finish(&prepared, algo, out)
