@@ -16,6 +16,9 @@ const TRAINERS: &[(&str, &[&str])] = &[
     ("simclr", &["--data", "digits", "--epochs", "8", "--batch", "128", "--probe-every", "4", "--log-every", "4"]),
     ("masked", &["--data", "digits", "--encoder", "cnn", "--epochs", "6", "--probe-every", "3", "--log-every", "3"]),
     ("mc-es", &["--env", "Blackjack-v1", "--episodes", "25000000"]),
+    ("mc-prediction", &["--env", "Blackjack-v1", "--episodes", "10000000"]),
+    ("mc-off-policy-control", &["--env", "Blackjack-v1", "--episodes", "6000000"]),
+    ("mc-epsilon-greedy", &["--env", "FrozenLake-v1"]),
     ("reinforce", &["--env", "CartPole-v1", "--total-steps", "60000", "--baseline", "--checkpoint-every", "20", "--stop-on-solve", "false"]),
 ];
 
