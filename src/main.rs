@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     wick_core::cpu::keep_freed_memory();
+    wick_core::signal::default_sigpipe();
     // A bug must not print a backtrace at the user: one line, and where to report it.
     std::panic::set_hook(Box::new(|info| {
         let msg = info

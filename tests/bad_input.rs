@@ -160,3 +160,13 @@ fn a_diverging_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
     assert_eq!(st["epoch"], 3, "the checkpoint of the last finished epoch: {st}");
     assert!(!d.join("late/metrics.json").exists());
 }
+
+/// `wick list | head -1`: a reader that goes away early is not a wick bug (no "internal error").
+#[test]
+fn a_closed_stdout_ends_wick_quietly() {
+    let mut child = wick().args(["list"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take()); // the reader is gone before wick writes a byte
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "stderr: {err}");
+}

@@ -22,3 +22,13 @@ pub fn install() {
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
+
+/// Die quietly when stdout is closed early (`wick list | head`), as Unix tools do, instead of
+/// Rust's default of ignoring SIGPIPE and panicking on the failed write.
+pub fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
