@@ -15,5 +15,6 @@ pub mod image;
 pub mod tb;
 pub mod data;
 pub mod fault;
+pub mod loss;
 pub mod optim;
 pub mod schedule;

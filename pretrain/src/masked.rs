@@ -80,11 +80,7 @@ impl MaskSpec {
     }
 }
 
-/// −log Bernoulli(x; σ(z)) elementwise in the stable form `max(z,0) − z·x + log(1 + e^{−|z|})`.
-pub fn bce_with_logits(z: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-    let softplus_tail = (z.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    (z.relu()? - (z * x)?)? + softplus_tail
-}
+pub use wick_core::loss::bce_with_logits;
 
 /// The masked-prediction head: decoder parameters `decoder.*`.
 pub struct MaskedPrediction {
