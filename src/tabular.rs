@@ -524,7 +524,7 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, rt: &Runtime, envs: Vec<
     while st.episodes < total && !agent.converged() {
         let b = batch.min(total - st.episodes);
         let (mut rs, mut rn) = (0.0, 0u64);
-        let upd = col.batch(&mut agent, st.episodes, b, |_, _, ep| {
+        let upd = col.batch(&mut agent, st.episodes, b, |_, ep| {
             rs += ep.iter().map(|t| t.r).sum::<f64>();
             rn += 1;
         })?;
@@ -726,7 +726,7 @@ fn mse_curves_one(
     let mut k = 0;
     while k < c.episodes {
         let b = c.batch.max(1).min(c.episodes - k);
-        col.batch(&mut agent, k, b, |a, k, _| {
+        col.batch_observed(&mut agent, k, b, |a, k, _| {
             ord[k as usize] = (a.v_ordinary.q[state] - truth).powi(2);
             wei[k as usize] = (a.v_weighted.v[state] - truth).powi(2);
         })?;

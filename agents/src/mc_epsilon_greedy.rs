@@ -12,7 +12,7 @@ use wick_core::rng::Rng;
 use wick_core::{ensure, Result};
 
 use crate::mc_exploring_starts::ControlResult;
-use crate::parallel::{load_q, run, save_q, Collector, McAgent};
+use crate::parallel::{load_q, run, save_q, Collector, McAgent, Returns};
 use crate::tabular::{generate_episode, EnvRef, QTable, Start, TabularEnv, Transition, Visit, Visits};
 
 /// ε per episode.
@@ -151,6 +151,13 @@ impl McAgent for EpsilonGreedyAgent {
             max = max.max(d);
         });
         max
+    }
+
+    fn returns(&self) -> Option<Returns> {
+        Some(Returns { gamma: self.cfg.gamma, visit: self.cfg.visit, num_states: self.q.num_states, cols: self.q.num_actions, alpha: self.cfg.step_size })
+    }
+    fn table_mut(&mut self) -> &mut QTable {
+        &mut self.q
     }
 
     fn q(&self) -> Option<&QTable> {

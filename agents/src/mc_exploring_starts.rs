@@ -13,7 +13,7 @@ use wick_core::checkpoint::Checkpoint;
 use wick_core::rng::Rng;
 use wick_core::{ensure, Result};
 
-use crate::parallel::{load_q, run, save_q, Collector, McAgent};
+use crate::parallel::{load_q, run, save_q, Collector, McAgent, Returns};
 use crate::tabular::{generate_episode, EnvRef, QTable, Start, TabularEnv, Transition, Visit, Visits};
 
 /// Options of MC ES.
@@ -87,6 +87,13 @@ impl McAgent for EsAgent {
             max = max.max(q.update_index(i, g));
         });
         max
+    }
+
+    fn returns(&self) -> Option<Returns> {
+        Some(Returns { gamma: self.gamma, visit: self.visit, num_states: self.q.num_states, cols: self.q.num_actions, alpha: None })
+    }
+    fn table_mut(&mut self) -> &mut QTable {
+        &mut self.q
     }
 
     fn q(&self) -> Option<&QTable> {

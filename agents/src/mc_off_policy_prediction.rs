@@ -187,7 +187,7 @@ pub fn mse_curves<E: TabularEnv + Send>(
         let mut k = 0;
         while k < cfg.episodes {
             let b = cfg.batch.max(1).min(cfg.episodes - k);
-            col.batch(&mut agent, k, b, |a, k, _| {
+            col.batch_observed(&mut agent, k, b, |a, k, _| {
                 ord[k as usize] += (a.v_ordinary.q[state] - truth).powi(2);
                 wei[k as usize] += (a.v_weighted.v[state] - truth).powi(2);
             })?;

@@ -8,7 +8,7 @@ use wick_core::checkpoint::Checkpoint;
 use wick_core::rng::Rng;
 use wick_core::{ensure, Result};
 
-use crate::parallel::{load_q, run, save_q, Collector, McAgent};
+use crate::parallel::{load_q, run, save_q, Collector, McAgent, Returns};
 use crate::tabular::{generate_episode, EnvRef, Policy, QTable, Start, TabularEnv, Transition, Visit, Visits};
 
 /// Options of MC prediction.
@@ -114,6 +114,13 @@ impl McAgent for PredictionAgent {
             max = max.max(t.update_index(i, g)); // V(s) ← V(s) + (G − V(s))/N(s)
         });
         max
+    }
+
+    fn returns(&self) -> Option<Returns> {
+        Some(Returns { gamma: self.gamma, visit: self.visit, num_states: self.table.num_states, cols: self.table.num_actions, alpha: None })
+    }
+    fn table_mut(&mut self) -> &mut QTable {
+        &mut self.table
     }
 
     fn q(&self) -> Option<&QTable> {

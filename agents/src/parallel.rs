@@ -2,13 +2,22 @@
 //!
 //! A run is a sequence of **batches** of episodes. All episodes of a batch are generated from
 //! the agent as it stands at the start of the batch (for `batch = 1` this is the textbook
-//! algorithm, one policy improvement per episode), then learned from one by one in episode
-//! order. A batch is cut into at most [`CHUNKS_PER_BATCH`] **chunks** of consecutive
-//! episodes; chunk `c` starting at episode `k` draws everything (start pairs, exploratory
-//! actions, the env's cards and slips) from its own stream `Rng::stream_indexed(seed, name, k)`
-//! and reseeds its env from it. Which thread generates a chunk therefore changes nothing:
-//! `--threads 1` and `--threads N` give the same bits, and a run resumed at a batch boundary
-//! needs no random state from the checkpoint at all.
+//! algorithm, one policy improvement per episode), then learned from in episode order. A batch
+//! is cut into at most [`CHUNKS_PER_BATCH`] **chunks** of consecutive episodes; chunk `c`
+//! starting at episode `k` draws everything (start pairs, exploratory actions, the env's cards
+//! and slips) from its own stream `Rng::stream_indexed(seed, name, k)` and reseeds its env from
+//! it. Which thread generates a chunk therefore changes nothing: `--threads 1` and
+//! `--threads N` give the same bits, and a run resumed at a batch boundary needs no random
+//! state from the checkpoint at all.
+//!
+//! **Split learning.** Where learning is "each counted visit's return `G` updates one table
+//! entry" (MC prediction, MC ES, ε-greedy control) the agent says so with
+//! [`McAgent::returns`]. The workers then also walk each episode backwards for its returns and
+//! the first-visit test, right after generating it, and sort the `(key, G)` updates into
+//! [`PARTITIONS`] buckets by state. The updates of one state touch only that state's row and
+//! are applied in episode order within it, so the partitions are applied on different threads
+//! at once — the same operations on every entry in the same order as [`McAgent::learn`], hence
+//! the same bits — and nothing of the learning stays on one thread (Amdahl).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -17,10 +26,41 @@ use wick_core::checkpoint::Checkpoint;
 use wick_core::rng::Rng;
 use wick_core::{Error, Result};
 
-use crate::tabular::{QTable, TabularEnv, Transition};
+use crate::tabular::{mean_step, QTable, TabularEnv, Transition, Visit, Visits};
 
-/// Chunks per batch: the unit of work of a thread (independent of the thread count).
+/// Chunks per batch: the unit of work of a thread when generating (independent of the thread count).
 pub const CHUNKS_PER_BATCH: u64 = 16;
+
+/// Table partitions of split learning: a key of state `s` belongs to partition
+/// `s % PARTITIONS`, the unit of work of a thread when learning (independent of the thread count).
+pub const PARTITIONS: usize = 16;
+
+/// The returns an agent learns from when every counted visit's return updates one table entry:
+/// `G_t = R_{t+1} + γ G_{t+1}` for each first (or every) visit of its key, `s · cols + a` for
+/// action values (`cols` = the number of actions) or `s` for state values (`cols` = 1), applied
+/// as the sample mean `q ← q + (G − q)/n` or, with `alpha`, constant-α `q ← q + α(G − q)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Returns {
+    pub gamma: f64,
+    pub visit: Visit,
+    pub num_states: usize,
+    pub cols: usize,
+    pub alpha: Option<f64>,
+}
+
+impl Returns {
+    fn keys(&self) -> usize {
+        self.num_states * self.cols
+    }
+
+    /// Sort `(key, G)` for each counted visit of `ep` into `out[state % PARTITIONS]`, each
+    /// bucket in the order `learn` applies them.
+    fn collect(&self, visits: &mut Visits, ep: &[Transition], out: &mut [Vec<(u32, f64)>]) {
+        let cols = self.cols;
+        let key = |s: usize, a: usize| if cols == 1 { s } else { s * cols + a };
+        visits.for_each_return(ep, self.gamma, self.visit, key, |_, i, g| out[(i / cols) % PARTITIONS].push((i as u32, g)));
+    }
+}
 
 /// A tabular Monte Carlo agent as the parallel driver sees it: it generates an episode from its
 /// current state (read-only, so many threads can do it at once) and learns from a finished one.
@@ -30,6 +70,15 @@ pub trait McAgent: Sync {
     fn episode<E: TabularEnv + ?Sized>(&self, k: u64, env: &mut E, rng: &mut Rng, steps: &mut Vec<Transition>, probs: &mut Vec<f64>) -> Result<()>;
     /// Learn from episode `k`; returns the largest `|Δ|` of a value estimate it changed.
     fn learn(&mut self, k: u64, steps: &[Transition], probs: &[f64]) -> f64;
+    /// `Some` when `learn` is exactly "for each counted visit's return, in order, one
+    /// [`Returns`] step on the entry of [`McAgent::table_mut`]": split learning (module docs).
+    fn returns(&self) -> Option<Returns> {
+        None
+    }
+    /// The table split learning updates.
+    fn table_mut(&mut self) -> &mut QTable {
+        unreachable!("table_mut is only called on agents whose returns() is Some")
+    }
     /// After every episode of a batch was learned (MC Basic improves its policy here).
     fn end_batch(&mut self) {}
     /// True when there is nothing left to do (MC Basic: the policy is stable).
@@ -72,15 +121,50 @@ struct Chunk {
     probs: Vec<f64>,
     /// End offset of each episode in `steps`.
     ends: Vec<usize>,
+    /// Split learning: the chunk's `(key, G)` updates by partition, and first-visit scratch.
+    ups: Vec<Vec<(u32, f64)>>,
+    visits: Visits,
     err: Option<Error>,
     /// Scratch for one episode.
     ep: Vec<Transition>,
     pr: Vec<f64>,
 }
 
-/// The driver: one env per thread and reusable chunk buffers.
+/// A table's entries shared by the threads of split learning, each of which updates only the
+/// keys of the partitions it claimed.
+struct Cells {
+    q: *mut f64,
+    n: *mut u64,
+    len: usize,
+}
+
+// SAFETY: the pointers come from a `&mut QTable` held for the whole learning phase, and every
+// key belongs to exactly one partition, claimed by exactly one thread (an atomic counter).
+unsafe impl Sync for Cells {}
+
+impl Cells {
+    /// Apply partition `p` of every chunk, in chunk (= episode) order; returns the largest `|Δ|`.
+    ///
+    /// # Safety
+    /// No other thread may apply partition `p` at the same time.
+    unsafe fn apply(&self, chunks: &[&Chunk], p: usize, alpha: Option<f64>) -> f64 {
+        let mut max = 0.0f64;
+        for ch in chunks {
+            for &(i, g) in &ch.ups[p] {
+                let i = i as usize;
+                assert!(i < self.len);
+                let (q, n) = (&mut *self.q.add(i), &mut *self.n.add(i));
+                max = max.max(mean_step(q, n, g, alpha));
+            }
+        }
+        max
+    }
+}
+
+/// The driver: one env per thread, a pool of that many threads, and reusable chunk buffers.
 pub struct Collector<E> {
-    envs: Vec<E>,
+    envs: Vec<Mutex<E>>,
+    pool: Option<rayon::ThreadPool>,
     seed: u64,
     stream: String,
     chunks: Vec<Mutex<Chunk>>,
@@ -93,11 +177,16 @@ impl<E: TabularEnv + Send> Collector<E> {
     /// `envs.len()` is the number of threads (at least 1); every env must be the same env.
     pub fn new(envs: Vec<E>, seed: u64, stream: &str) -> Result<Collector<E>> {
         wick_core::ensure!(!envs.is_empty(), "the collector needs at least one env");
+        let pool = match envs.len() {
+            1 => None,
+            t => Some(rayon::ThreadPoolBuilder::new().num_threads(t).build().map_err(|e| Error::new(format!("cannot start {t} worker threads: {e}")))?),
+        };
         let chunks = (0..CHUNKS_PER_BATCH).map(|_| Mutex::new(Chunk::default())).collect();
-        Ok(Collector { envs, seed, stream: stream.to_string(), chunks, gen_secs: 0.0, learn_secs: 0.0 })
+        let envs = envs.into_iter().map(Mutex::new).collect();
+        Ok(Collector { envs, pool, seed, stream: stream.to_string(), chunks, gen_secs: 0.0, learn_secs: 0.0 })
     }
 
-    /// Wall seconds so far spent generating episodes (in parallel) and learning (in order).
+    /// Wall seconds so far spent generating episodes (in parallel) and learning.
     pub fn timings(&self) -> (f64, f64) {
         (self.gen_secs, self.learn_secs)
     }
@@ -112,13 +201,25 @@ impl<E: TabularEnv + Send> Collector<E> {
     }
 
     pub fn env(&mut self) -> &mut E {
-        &mut self.envs[0]
+        self.envs[0].get_mut().unwrap()
     }
 
-    /// Generate episodes `first .. first + count` from `agent` on the worker threads, then let
-    /// the agent learn from them in order. `each(k, steps)` sees every episode after it was
-    /// learned from. Returns the largest `|Δ|` of the batch.
-    pub fn batch<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, mut each: impl FnMut(&A, u64, &[Transition])) -> Result<f64> {
+    /// Generate episodes `first .. first + count` from `agent` on the worker threads and learn
+    /// from them (split learning where the agent offers it and there is more than one thread:
+    /// the bits are the same either way). `each(k, steps)` then sees every episode in order.
+    /// Returns the largest `|Δ|` of the batch.
+    pub fn batch<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, mut each: impl FnMut(u64, &[Transition])) -> Result<f64> {
+        let split = if self.threads() > 1 { agent.returns() } else { None };
+        self.batch_with(agent, first, count, split, |_, k, ep| each(k, ep))
+    }
+
+    /// Like [`Collector::batch`] but always learning one episode at a time with
+    /// [`McAgent::learn`], so that `each(agent, k, steps)` sees the agent right after episode `k`.
+    pub fn batch_observed<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, each: impl FnMut(&A, u64, &[Transition])) -> Result<f64> {
+        self.batch_with(agent, first, count, None, each)
+    }
+
+    fn batch_with<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, split: Option<Returns>, mut each: impl FnMut(&A, u64, &[Transition])) -> Result<f64> {
         if count == 0 {
             return Ok(0.0);
         }
@@ -128,65 +229,106 @@ impl<E: TabularEnv + Send> Collector<E> {
             ch.first = first + count * c as u64 / n as u64;
             ch.count = first + count * (c as u64 + 1) / n as u64 - ch.first;
         }
-        let (seed, stream, chunks) = (self.seed, self.stream.as_str(), &self.chunks[..n]);
+        let (seed, stream, chunks, envs) = (self.seed, self.stream.as_str(), &self.chunks[..n], &self.envs);
         let shared: &A = agent;
         let next = AtomicUsize::new(0);
         let t0 = std::time::Instant::now();
-        let work = |env: &mut E| loop {
-            let c = next.fetch_add(1, Ordering::Relaxed);
-            if c >= n {
-                break;
-            }
-            let mut ch = chunks[c].lock().unwrap();
-            ch.err = fill(shared, env, seed, stream, &mut ch).err();
-        };
-        if self.envs.len() == 1 || n == 1 {
-            work(&mut self.envs[0]);
-        } else {
-            let (main, rest) = self.envs.split_first_mut().unwrap();
-            std::thread::scope(|sc| {
-                for env in rest.iter_mut().take(n - 1) {
-                    sc.spawn(|| work(env));
+        on_threads(&self.pool, |t| {
+            let mut env = envs[t].lock().unwrap();
+            loop {
+                let c = next.fetch_add(1, Ordering::Relaxed);
+                if c >= n {
+                    break;
                 }
-                work(main);
-            });
-        }
+                let mut ch = chunks[c].lock().unwrap();
+                ch.err = fill(shared, split.as_ref(), &mut *env, seed, stream, &mut ch).err();
+            }
+        });
         let t1 = std::time::Instant::now();
         self.gen_secs += (t1 - t0).as_secs_f64();
-        let mut max = 0.0f64;
-        for c in 0..n {
-            let mut ch = self.chunks[c].lock().unwrap();
-            if let Some(e) = ch.err.take() {
+        let mut guards: Vec<_> = chunks.iter().map(|m| m.lock().unwrap()).collect();
+        for g in guards.iter_mut() {
+            if let Some(e) = g.err.take() {
                 return Err(e);
             }
-            let mut lo = 0;
-            for (i, &hi) in ch.ends.iter().enumerate() {
-                let k = ch.first + i as u64;
-                let probs = if ch.probs.is_empty() { &[][..] } else { &ch.probs[lo..hi] };
-                max = max.max(agent.learn(k, &ch.steps[lo..hi], probs));
-                each(agent, k, &ch.steps[lo..hi]);
-                lo = hi;
+        }
+        let views: Vec<&Chunk> = guards.iter().map(|g| &**g).collect();
+        let mut max = 0.0f64;
+        if let Some(r) = split {
+            let table = agent.table_mut();
+            let cells = Cells { q: table.q.as_mut_ptr(), n: table.n.as_mut_ptr(), len: table.q.len().min(table.n.len()) };
+            let next = AtomicUsize::new(0);
+            let maxes = on_threads(&self.pool, |_| {
+                let mut m = 0.0f64;
+                loop {
+                    let p = next.fetch_add(1, Ordering::Relaxed);
+                    if p >= PARTITIONS {
+                        break m;
+                    }
+                    // SAFETY: partition `p` was claimed by this thread alone.
+                    m = m.max(unsafe { cells.apply(&views, p, r.alpha) });
+                }
+            });
+            max = maxes.into_iter().fold(max, f64::max);
+            for ch in &views {
+                let mut lo = 0;
+                for (i, &hi) in ch.ends.iter().enumerate() {
+                    each(agent, ch.first + i as u64, &ch.steps[lo..hi]);
+                    lo = hi;
+                }
+            }
+        } else {
+            for ch in &views {
+                let mut lo = 0;
+                for (i, &hi) in ch.ends.iter().enumerate() {
+                    let k = ch.first + i as u64;
+                    let probs = if ch.probs.is_empty() { &[][..] } else { &ch.probs[lo..hi] };
+                    max = max.max(agent.learn(k, &ch.steps[lo..hi], probs));
+                    each(agent, k, &ch.steps[lo..hi]);
+                    lo = hi;
+                }
             }
         }
+        drop(views);
+        drop(guards);
         agent.end_batch();
         self.learn_secs += t1.elapsed().as_secs_f64();
         Ok(max)
     }
 }
 
+/// Run `f(thread index)` once on each thread of `pool` (on the caller without one); the results
+/// in thread order.
+fn on_threads<R: Send>(pool: &Option<rayon::ThreadPool>, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    match pool {
+        None => vec![f(0)],
+        Some(p) => p.broadcast(|ctx| f(ctx.index())),
+    }
+}
+
 /// Generate one chunk's episodes from its own stream.
-fn fill<A: McAgent, E: TabularEnv + ?Sized>(agent: &A, env: &mut E, seed: u64, stream: &str, ch: &mut Chunk) -> Result<()> {
+fn fill<A: McAgent, E: TabularEnv + ?Sized>(agent: &A, returns: Option<&Returns>, env: &mut E, seed: u64, stream: &str, ch: &mut Chunk) -> Result<()> {
     let mut rng = Rng::stream_indexed(seed, stream, ch.first);
     env.start(Some(rng.below(u64::MAX)))?;
-    let Chunk { first, count, steps, probs, ends, ep, pr, .. } = ch;
+    let Chunk { first, count, steps, probs, ends, ups, visits, ep, pr, .. } = ch;
     steps.clear();
     probs.clear();
     ends.clear();
+    ups.resize_with(PARTITIONS, Vec::new);
+    ups.iter_mut().for_each(Vec::clear);
+    if let Some(r) = returns {
+        if visits.keys() != r.keys() {
+            *visits = Visits::new(r.keys());
+        }
+    }
     for k in *first..*first + *count {
         agent.episode(k, env, &mut rng, ep, pr)?;
         steps.extend_from_slice(ep);
         probs.extend_from_slice(pr);
         ends.push(steps.len());
+        if let Some(r) = returns {
+            r.collect(visits, ep, ups);
+        }
     }
     Ok(())
 }
@@ -199,7 +341,7 @@ pub fn run<A: McAgent, E: TabularEnv + Send>(agent: &mut A, col: &mut Collector<
     let mut k = 0;
     while k < episodes && !agent.converged() {
         let b = batch.min(episodes - k);
-        col.batch(agent, k, b, |_, _, ep| returns.push(ep.iter().map(|t| t.r).sum()))?;
+        col.batch(agent, k, b, |_, ep| returns.push(ep.iter().map(|t| t.r).sum()))?;
         k += b;
     }
     Ok(returns)

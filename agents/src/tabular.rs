@@ -197,6 +197,11 @@ impl Visits {
         Visits { stamp: vec![0; keys], first: vec![0; keys], epoch: 0 }
     }
 
+    /// The number of keys it was made for.
+    pub fn keys(&self) -> usize {
+        self.stamp.len()
+    }
+
     /// Walk the episode backwards with `G ← γG + R_{t+1}` and call `f(t, key, G)` for each
     /// step whose key (`key(s, a)`: the state for V, the pair for Q) is counted under `visit`.
     pub fn for_each_return(
@@ -229,6 +234,19 @@ impl Visits {
     }
 }
 
+/// One incremental estimate step with the `n`-th return `g`: the sample mean
+/// `q ← q + (g − q)/n`, or constant-α `q ← q + α(g − q)` (counts still advance). Returns `|Δq|`.
+#[inline]
+pub fn mean_step(q: &mut f64, n: &mut u64, g: f64, alpha: Option<f64>) -> f64 {
+    *n += 1;
+    let d = match alpha {
+        None => (g - *q) / *n as f64,
+        Some(alpha) => alpha * (g - *q),
+    };
+    *q += d;
+    d.abs()
+}
+
 /// Action values as sample means of returns, with their counts: `q[s * A + a]`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QTable {
@@ -256,20 +274,14 @@ impl QTable {
     /// The mean-estimation step: with `n` returns seen, `q ← q + (g − q)/n`. Returns `|Δq|`.
     #[inline]
     pub fn update_index(&mut self, i: usize, g: f64) -> f64 {
-        self.n[i] += 1;
-        let d = (g - self.q[i]) / self.n[i] as f64;
-        self.q[i] += d;
-        d.abs()
+        mean_step(&mut self.q[i], &mut self.n[i], g, None)
     }
 
     /// Constant-α MC (S&B §6.1, eq. 6.1): `q ← q + α (g − q)`, a recency-weighted mean that
     /// forgets returns of earlier (more exploratory) policies. Counts still advance.
     #[inline]
     pub fn update_index_alpha(&mut self, i: usize, g: f64, alpha: f64) -> f64 {
-        self.n[i] += 1;
-        let d = alpha * (g - self.q[i]);
-        self.q[i] += d;
-        d.abs()
+        mean_step(&mut self.q[i], &mut self.n[i], g, Some(alpha))
     }
 
     #[inline]
