@@ -15,15 +15,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static HITS: AtomicU64 = AtomicU64::new(0);
 
-/// Abort here if `WICK_FAULT` names this point and this is the chosen hit.
-pub fn point(name: &str) {
-    let Ok(spec) = std::env::var("WICK_FAULT") else { return };
-    let Some((p, n)) = spec.split_once(':') else { return };
+/// True the `n`-th time this is asked about `name` when `WICK_FAULT=<name>:<n>`.
+fn hit(name: &str) -> Option<String> {
+    let spec = std::env::var("WICK_FAULT").ok()?;
+    let (p, n) = spec.split_once(':')?;
     if p != name {
-        return;
+        return None;
     }
     let hit = HITS.fetch_add(1, Ordering::SeqCst) + 1;
-    if n.parse::<u64>().is_ok_and(|n| n == hit) {
+    n.parse::<u64>().is_ok_and(|n| n == hit).then_some(spec)
+}
+
+/// Abort here if `WICK_FAULT` names this point and this is the chosen hit.
+pub fn point(name: &str) {
+    if let Some(spec) = hit(name) {
         eprintln!("wick: WICK_FAULT={spec}: aborting on purpose");
         std::process::abort();
     }
@@ -32,11 +37,5 @@ pub fn point(name: &str) {
 /// True the `n`-th time a trainer asks about `name` when `WICK_FAULT=<name>:<n>` (and never
 /// otherwise): the trainer then treats its value as corrupted (e.g. a NaN loss).
 pub fn poisoned(name: &str) -> bool {
-    let Ok(spec) = std::env::var("WICK_FAULT") else { return false };
-    let Some((p, n)) = spec.split_once(':') else { return false };
-    if p != name {
-        return false;
-    }
-    let hit = HITS.fetch_add(1, Ordering::SeqCst) + 1;
-    n.parse::<u64>().is_ok_and(|n| n == hit)
+    hit(name).is_some()
 }
