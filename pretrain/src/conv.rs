@@ -8,8 +8,9 @@
 //! ```
 //!
 //! i.e. `y = im2col(x) · Wᵀ + bias` with `im2col(x)` `[B·Ho·Wo, k·k·C]`. On the CPU `im2col` is a
-//! fused op whose backward is the matching scatter-add (col2im), so the whole layer's gradient is
-//! two matrix products and one pass over memory; Candle's own `conv2d` backward goes through
+//! fused op whose backward is the matching scatter-add (col2im), and the product is a
+//! [`crate::dense`] layer, so the whole layer's gradient is two matrix products and one pass over
+//! memory (one product for a first layer, whose input needs no gradient); Candle's own `conv2d` backward goes through
 //! `conv_transpose2d` and a batch-sized kernel, which is far slower on the CPU. Elsewhere the same
 //! function runs Candle's `conv2d` on permuted tensors (same values, tested).
 
@@ -51,7 +52,7 @@ impl Conv {
         let (ho, wo) = (self.out_side(h), self.out_side(wd));
         if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
             let cols = x.contiguous()?.apply_op1(Im2Col { conv: *self, h, w: wd })?;
-            let y = crate::fused::bias_act(&cols.matmul(&w.t()?)?, b, relu)?;
+            let y = crate::dense::dense(&cols, w, b, relu)?;
             y.reshape((bs, ho, wo, self.c_out))
         } else {
             let kernel = w.reshape((self.c_out, self.k, self.k, self.c_in))?.permute((0, 3, 1, 2))?.contiguous()?;

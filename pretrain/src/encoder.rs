@@ -66,13 +66,14 @@ impl Linear {
         Ok(Linear { w, b })
     }
 
+    /// `x Wᵀ + b` ([`crate::dense`]: no gradient is computed for an `x` that is plain data).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::fused::bias_act(&x.matmul(&self.w.t()?)?, &self.b, false)
+        crate::dense::dense(x, &self.w, &self.b, false)
     }
 
     /// `relu(x Wᵀ + b)`.
     pub fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::fused::bias_act(&x.matmul(&self.w.t()?)?, &self.b, true)
+        crate::dense::dense(x, &self.w, &self.b, true)
     }
 }
 

@@ -52,7 +52,7 @@ impl CustomOp2 for BiasAct {
 }
 
 /// `g ⊙ [y > 0]`.
-struct ReluGrad;
+pub(crate) struct ReluGrad;
 
 impl CustomOp2 for ReluGrad {
     fn name(&self) -> &'static str {
@@ -66,7 +66,7 @@ impl CustomOp2 for ReluGrad {
 }
 
 /// Column sums of `[N, K]`: `[K]`.
-struct RowSum;
+pub(crate) struct RowSum;
 
 impl CustomOp1 for RowSum {
     fn name(&self) -> &'static str {

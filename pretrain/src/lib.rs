@@ -2,6 +2,7 @@
 //! prediction and SimCLR — and the linear probe that measures what they learned.
 pub mod augment;
 pub mod conv;
+pub mod dense;
 pub mod encoder;
 pub mod fused;
 pub mod masked;

@@ -2,9 +2,10 @@
 //! images, no labels; linear probes at intervals and at the end.
 //!
 //! Per epoch: a permutation of the train split from `Rng::stream_indexed(seed, "data", epoch)`;
-//! per optimizer step t, masks or augmentations from `Rng::stream_indexed(seed, "mask"|"augment",
-//! t)` — every draw is a function of (seed, epoch, step), so a run resumed mid-epoch continues
-//! exactly. Parameters are initialised from the `init` stream; the random-init baseline is the
+//! per optimizer step t, masks from `Rng::stream_indexed(seed, "mask", t)`, and the augmented
+//! views of the batch's i-th image from `Rng::stream_indexed(seed, "augment", t·batch + i)` (one
+//! stream per image, so views can be drawn on several threads) — every draw is a function of
+//! (seed, epoch, step), so a run resumed mid-epoch continues exactly. Parameters are initialised from the `init` stream; the random-init baseline is the
 //! same encoder straight from that stream.
 //!
 //! TensorBoard (step = epoch): `losses/masked_bce` or `losses/nt_xent` (mean over the epoch's
@@ -273,7 +274,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             let hi = (lo + cfg.batch).min(ntr);
             let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
             let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
-            let loss = step_loss(&head, &enc, &xb, cfg.seed, st.step)?;
+            let loss = step_loss(&head, &enc, &xb, cfg.seed, st.step, cfg.batch)?;
             let lval = loss.to_scalar::<f32>()? as f64;
             if !lval.is_finite() {
                 bail!("training diverged at epoch {} batch {} (loss {lval}); try a lower --lr or --clip-grad", st.epoch, st.batch + 1);
@@ -352,8 +353,9 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     Ok(Outcome::Finished(metrics))
 }
 
-/// The objective's loss on batch `x` at optimizer step `step`.
-fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64) -> Result<Tensor> {
+/// The objective's loss on batch `x` at optimizer step `step` (batches of `batch` rows, the last
+/// one possibly shorter).
+fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch: usize) -> Result<Tensor> {
     let (n, d) = x.dims2()?;
     let dev = x.device();
     Ok(match head {
@@ -363,7 +365,7 @@ fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64) -> Re
         }
         Head::SimClr(h, aug, tau) => {
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
-            let (a, b) = aug.view_pairs(&xv, &mut Rng::stream_indexed(seed, "augment", step));
+            let (a, b) = aug.view_pairs(&xv, seed, "augment", step * batch as u64);
             h.loss(enc, &Tensor::from_vec(a, (n, d), dev)?, &Tensor::from_vec(b, (n, d), dev)?, *tau)?
         }
     })
@@ -423,7 +425,7 @@ fn log_images(tb: &mut TbLogger, head: &Head, enc: &Encoder, data: &Dataset, x: 
             "masked_inputs"
         }
         Head::SimClr(_, aug, _) => {
-            let (a, b) = aug.view_pairs(&orig, &mut Rng::stream_indexed(seed, "tb-augment", step));
+            let (a, b) = aug.view_pairs(&orig, seed, "tb-augment", step * SHOWN as u64);
             for i in 0..n {
                 rows.extend_from_slice(&orig[i * d..(i + 1) * d]);
                 rows.extend_from_slice(&a[i * d..(i + 1) * d]);
@@ -460,7 +462,7 @@ mod tests {
                 } else {
                     Head::SimClr(SimClr::new(256, &mut p, &mut init, &dev).unwrap(), Augment::for_images(h, w), 0.5)
                 };
-                let loss = step_loss(&head, &enc, &x, 3, 0).unwrap();
+                let loss = step_loss(&head, &enc, &x, 3, 0, n).unwrap();
                 let g = loss.backward().unwrap();
                 for (name, v) in p.names().iter().zip(p.vars()) {
                     let gv = g.get(v).unwrap_or_else(|| panic!("{kind}/{algo}: no gradient for {name}"));
