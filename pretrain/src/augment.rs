@@ -9,8 +9,8 @@
 //!    (a fraction of the side);
 //! 2. **cut-out** (DeVries & Taylor 2017): with probability `cutout_p`, a square of side
 //!    `cutout_frac · H` at a uniform position is set to 0;
-//! 3. **noise**: `x + σ ε`, ε ~ N(0, 1) per pixel (Box–Muller, both values of each pair of
-//!    uniforms used), clamped to [0, 1].
+//! 3. **noise**: `x + σ ε`, ε ~ N(0, 1) per pixel (Marsaglia's polar method, two values per
+//!    accepted pair of uniforms), clamped to [0, 1].
 //!
 //! Every draw comes from the `Rng` passed in, so a view is a pure function of the image and the
 //! stream's state. [`Augment::view_pairs`] gives image i of a batch its own stream
@@ -82,13 +82,18 @@ impl Augment {
             }
         }
         for pair in out.chunks_mut(2) {
-            // Box–Muller: one ln, one sqrt and one sin_cos give two independent N(0, 1) draws.
-            let u1 = 1.0 - rng.uniform(); // (0, 1]
-            let u2 = rng.uniform();
-            let r = self.noise * (-2.0 * u1.ln()).sqrt();
-            let (sn, cs) = (2.0 * std::f64::consts::PI * u2).sin_cos();
-            for (v, e) in pair.iter_mut().zip([cs, sn]) {
-                *v = (*v as f64 + r * e).clamp(0.0, 1.0) as f32;
+            // Polar method: (u, v) uniform in the unit disc, s = u² + v²; then u·f and v·f with
+            // f = √(−2 ln s / s) are two independent N(0, 1) draws (one ln, no trigonometry).
+            let (u, v, s) = loop {
+                let (u, v) = (2.0 * rng.uniform() - 1.0, 2.0 * rng.uniform() - 1.0);
+                let s = u * u + v * v;
+                if s > 0.0 && s < 1.0 {
+                    break (u, v, s);
+                }
+            };
+            let f = self.noise * (-2.0 * s.ln() / s).sqrt();
+            for (x, e) in pair.iter_mut().zip([u, v]) {
+                *x = (*x as f64 + f * e).clamp(0.0, 1.0) as f32;
             }
         }
         out

@@ -81,9 +81,21 @@ impl CustomOp1 for Im2Col {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "im2col input")?;
-        let Conv { c_in: c, k, stride, pad, .. } = self.conv;
-        let (h, w) = (self.h, self.w);
-        let (ho, wo) = (self.conv.out_side(h), self.conv.out_side(w));
+        let (ho, wo) = (self.conv.out_side(self.h), self.conv.out_side(self.w));
+        let bs = x.len() / (self.h * self.w * self.conv.c_in);
+        Ok((CpuStorage::F32(im2col(&self.conv, x, self.h, self.w)), Shape::from((bs * ho * wo, self.conv.k * self.conv.k * self.conv.c_in))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(g.contiguous()?.apply_op1_no_bwd(&Col2Im { conv: self.conv, h: self.h, w: self.w })?))
+    }
+}
+
+/// `[B, H, W, C]` → `[B·Ho·Wo, k·k·C]` on host buffers (see [`Im2Col`]).
+pub fn im2col(conv: &Conv, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    {
+        let Conv { c_in: c, k, stride, pad, .. } = *conv;
+        let (ho, wo) = (conv.out_side(h), conv.out_side(w));
         let bs = x.len() / (h * w * c);
         let row = k * k * c;
         let mut out = vec![0f32; bs * ho * wo * row];
@@ -109,11 +121,7 @@ impl CustomOp1 for Im2Col {
                 }
             }
         });
-        Ok((CpuStorage::F32(out), Shape::from((bs * ho * wo, row))))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(g.contiguous()?.apply_op1_no_bwd(&Col2Im { conv: self.conv, h: self.h, w: self.w })?))
+        out
     }
 }
 
@@ -131,9 +139,16 @@ impl CustomOp1 for Col2Im {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = f32_slice(s, l, "col2im input")?;
-        let Conv { c_in: c, k, stride, pad, .. } = self.conv;
-        let (h, w) = (self.h, self.w);
-        let (ho, wo) = (self.conv.out_side(h), self.conv.out_side(w));
+        let bs = g.len() / (self.conv.out_side(self.h) * self.conv.out_side(self.w) * self.conv.k * self.conv.k * self.conv.c_in);
+        Ok((CpuStorage::F32(col2im(&self.conv, g, self.h, self.w)), Shape::from((bs, self.h, self.w, self.conv.c_in))))
+    }
+}
+
+/// The adjoint of [`im2col`]: `[B·Ho·Wo, k·k·C]` → `[B, H, W, C]` on host buffers.
+pub fn col2im(conv: &Conv, g: &[f32], h: usize, w: usize) -> Vec<f32> {
+    {
+        let Conv { c_in: c, k, stride, pad, .. } = *conv;
+        let (ho, wo) = (conv.out_side(h), conv.out_side(w));
         let row = k * k * c;
         let bs = g.len() / (ho * wo * row);
         let mut out = vec![0f32; bs * h * w * c];
@@ -162,7 +177,7 @@ impl CustomOp1 for Col2Im {
                 }
             }
         });
-        Ok((CpuStorage::F32(out), Shape::from((bs, h, w, c))))
+        out
     }
 }
 

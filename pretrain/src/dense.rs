@@ -23,11 +23,20 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 use wick_core::cpu::f32_slice;
 
-/// Rows of `y` / `∂x` per block.
-const ROWS: usize = 64;
+/// Rows of `y` / `∂x` per block: a multiple of 64, at least 64, about `TARGET` multiply–adds
+/// (a convolution's im2col product has many short rows: small blocks would spend their time
+/// packing the weights).
+fn rows_per_block(k: usize, o: usize) -> usize {
+    ((TARGET / (k * o).max(1)) / 64 * 64).max(64)
+}
+const TARGET: usize = 1 << 22;
 /// Tile of `∂W`: output units × input units.
 const TILE_O: usize = 64;
 const TILE_K: usize = 128;
+/// With fewer than `MIN_TASKS` tiles, the reduction over rows is cut into chunks of this many
+/// rows (partial sums added in chunk order).
+const RED: usize = 8192;
+const MIN_TASKS: usize = 8;
 
 /// `relu(x Wᵀ + b)` (`relu`) or `x Wᵀ + b`, `x` `[N, K]`, `w` `[O, K]`, `b` `[O]`.
 pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
@@ -74,14 +83,15 @@ fn blocks(n: usize, size: usize) -> Vec<(usize, usize)> {
 pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, o: usize) -> Vec<f32> {
     assert!(x.len() == n * k && w.len() == o * k && b.len() == o);
     let mut y = vec![0f32; n * o];
-    y.par_chunks_mut(ROWS * o.max(1)).enumerate().for_each(|(j, yb)| {
+    let rb = rows_per_block(k, o);
+    y.par_chunks_mut(rb * o.max(1)).enumerate().for_each(|(j, yb)| {
         let rows = yb.len() / o.max(1);
         for r in yb.chunks_exact_mut(o) {
             r.copy_from_slice(b);
         }
         if k > 0 && rows > 0 {
-            // SAFETY: x rows j·ROWS.. (rows × k), w read as wᵀ (k × o), yb (rows × o).
-            unsafe { mm(rows, o, k, yb.as_mut_ptr(), (o, 1), true, x.as_ptr().add(j * ROWS * k), (k, 1), w.as_ptr(), (1, k)) }
+            // SAFETY: x rows j·rb.. (rows × k), w read as wᵀ (k × o), yb (rows × o).
+            unsafe { mm(rows, o, k, yb.as_mut_ptr(), (o, 1), true, x.as_ptr().add(j * rb * k), (k, 1), w.as_ptr(), (1, k)) }
         }
         if relu {
             for v in yb.iter_mut() {
@@ -95,16 +105,27 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, 
 /// `∂W = dhᵀ x` `[o, k]`: dh `[n, o]`, x `[n, k]`.
 pub fn grad_weight(dh: &[f32], x: &[f32], n: usize, k: usize, o: usize) -> Vec<f32> {
     assert!(dh.len() == n * o && x.len() == n * k);
-    let mut dw = vec![0f32; o * k];
-    let p = Shared(dw.as_mut_ptr());
     let tiles: Vec<_> = blocks(o, TILE_O).into_iter().flat_map(|ob| blocks(k, TILE_K).into_iter().map(move |kb| (ob, kb))).collect();
-    tiles.par_iter().for_each(|&((o0, o1), (k0, k1))| {
+    let chunks = if tiles.len() < MIN_TASKS && n >= 2 * RED { blocks(n, RED) } else { vec![(0, n)] };
+    // One [o, k] buffer per chunk of rows; every (tile, chunk) task writes its own entries.
+    let mut parts = vec![0f32; chunks.len() * o * k];
+    let p = Shared(parts.as_mut_ptr());
+    let tasks: Vec<_> = chunks.iter().enumerate().flat_map(|(c, &rows)| tiles.iter().map(move |&t| (c, rows, t))).collect();
+    tasks.par_iter().for_each(|&(c, (r0, r1), ((o0, o1), (k0, k1)))| {
         let p = p;
-        if n > 0 {
-            // SAFETY: this tile owns dw[o0..o1, k0..k1]; dhᵀ read with strides (1, o), x (k, 1).
-            unsafe { mm(o1 - o0, k1 - k0, n, p.0.add(o0 * k + k0), (k, 1), false, dh.as_ptr().add(o0), (1, o), x.as_ptr().add(k0), (k, 1)) }
+        if r1 > r0 {
+            // SAFETY: this task owns part c's entries [o0..o1, k0..k1]; dhᵀ read with strides
+            // (1, o) from row r0, x (k, 1) from row r0.
+            unsafe { mm(o1 - o0, k1 - k0, r1 - r0, p.0.add(c * o * k + o0 * k + k0), (k, 1), false, dh.as_ptr().add(r0 * o + o0), (1, o), x.as_ptr().add(r0 * k + k0), (k, 1)) }
         }
     });
+    // Partial sums added in chunk order.
+    let mut dw = parts[..o * k].to_vec();
+    for part in parts.chunks_exact(o * k).skip(1) {
+        for (a, &v) in dw.iter_mut().zip(part) {
+            *a += v;
+        }
+    }
     dw
 }
 
@@ -112,11 +133,12 @@ pub fn grad_weight(dh: &[f32], x: &[f32], n: usize, k: usize, o: usize) -> Vec<f
 pub fn grad_input(dh: &[f32], w: &[f32], n: usize, k: usize, o: usize) -> Vec<f32> {
     assert!(dh.len() == n * o && w.len() == o * k);
     let mut dx = vec![0f32; n * k];
-    dx.par_chunks_mut(ROWS * k.max(1)).enumerate().for_each(|(j, db)| {
+    let rb = rows_per_block(k, o);
+    dx.par_chunks_mut(rb * k.max(1)).enumerate().for_each(|(j, db)| {
         let rows = db.len() / k.max(1);
         if o > 0 && rows > 0 {
-            // SAFETY: dh rows j·ROWS.. (rows × o), w (o × k), db (rows × k).
-            unsafe { mm(rows, k, o, db.as_mut_ptr(), (k, 1), false, dh.as_ptr().add(j * ROWS * o), (o, 1), w.as_ptr(), (k, 1)) }
+            // SAFETY: dh rows j·rb.. (rows × o), w (o × k), db (rows × k).
+            unsafe { mm(rows, k, o, db.as_mut_ptr(), (k, 1), false, dh.as_ptr().add(j * rb * o), (o, 1), w.as_ptr(), (k, 1)) }
         } else {
             db.fill(0.0);
         }
@@ -124,15 +146,40 @@ pub fn grad_input(dh: &[f32], w: &[f32], n: usize, k: usize, o: usize) -> Vec<f3
     dx
 }
 
-/// Column sums of `[n, o]` in row order.
+/// Column sums of `[n, o]`: rows summed in order within fixed chunks of `RED` rows (in parallel),
+/// the chunks' sums added in order.
 pub fn col_sums(dh: &[f32], o: usize) -> Vec<f32> {
+    let o = o.max(1);
+    let parts: Vec<Vec<f32>> = dh
+        .par_chunks(RED * o)
+        .map(|c| {
+            let mut s = vec![0f32; o];
+            for row in c.chunks_exact(o) {
+                for (a, &v) in s.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+            s
+        })
+        .collect();
     let mut s = vec![0f32; o];
-    for row in dh.chunks_exact(o.max(1)) {
-        for (a, &v) in s.iter_mut().zip(row) {
+    for p in &parts {
+        for (a, &v) in s.iter_mut().zip(p) {
             *a += v;
         }
     }
     s
+}
+
+/// `g ← g ⊙ [y > 0]` (the ReLU's backward, given its output y).
+pub fn relu_grad_inplace(g: &mut [f32], y: &[f32]) {
+    g.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(g, y)| {
+        for (g, &y) in g.iter_mut().zip(y) {
+            if y <= 0.0 {
+                *g = 0.0;
+            }
+        }
+    });
 }
 
 struct Dense {
@@ -156,9 +203,23 @@ impl CustomOp3 for Dense {
         // ∂h as [N, O], then one op per wanted gradient.
         let dh = if self.relu { g.apply_op2_no_bwd(y, &crate::fused::ReluGrad)? } else { g };
         let dw = dh.apply_op2_no_bwd(x, &Grad::Weight)?;
-        let db = dh.apply_op1_no_bwd(&crate::fused::RowSum)?;
+        let db = dh.apply_op1_no_bwd(&BiasGrad)?;
         let dx = if x.track_op() { Some(dh.apply_op2_no_bwd(w, &Grad::Input)?) } else { None };
         Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// `∂b` = [`col_sums`] of dh.
+struct BiasGrad;
+
+impl candle_core::CustomOp1 for BiasGrad {
+    fn name(&self) -> &'static str {
+        "wick-dense-grad-bias"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, o) = l.shape().dims2()?;
+        Ok((CpuStorage::F32(col_sums(f32_slice(s, l, "dense gradient")?, o)), Shape::from(o)))
     }
 }
 
@@ -244,16 +305,26 @@ mod tests {
     #[test]
     fn dense_bits_do_not_depend_on_the_thread_count() {
         let mut r = Rng::stream(3, "dense");
-        let (n, k, o) = (300, 150, 140);
-        let x: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
-        let w: Vec<f32> = (0..o * k).map(|_| r.normal() as f32).collect();
-        let b: Vec<f32> = (0..o).map(|_| r.normal() as f32).collect();
-        let run = |t: usize| {
-            rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| {
-                let y = forward(&x, &w, &b, true, n, k, o);
-                (grad_weight(&y, &x, n, k, o), grad_input(&y, &w, n, k, o), y)
-            })
-        };
-        assert_eq!(run(1), run(3));
+        // The second shape cuts the weight gradient's reduction into chunks.
+        for (n, k, o) in [(300, 150, 140), (20000, 9, 8)] {
+            let x: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
+            let w: Vec<f32> = (0..o * k).map(|_| r.normal() as f32).collect();
+            let b: Vec<f32> = (0..o).map(|_| r.normal() as f32).collect();
+            let run = |t: usize| {
+                rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| {
+                    let y = forward(&x, &w, &b, true, n, k, o);
+                    (grad_weight(&y, &x, n, k, o), grad_input(&y, &w, n, k, o), y)
+                })
+            };
+            let one = run(1);
+            assert_eq!(one, run(3));
+            // Against a plain f64 sum.
+            let (gw, _, y) = &one;
+            for (i, &g) in gw.iter().enumerate().step_by(7) {
+                let (oi, ki) = (i / k, i % k);
+                let want: f64 = (0..n).map(|r| y[r * o + oi] as f64 * x[r * k + ki] as f64).sum();
+                assert!((g as f64 - want).abs() < 1e-3 * (1.0 + want.abs()), "{g} vs {want}");
+            }
+        }
     }
 }

@@ -66,7 +66,7 @@ impl CustomOp2 for ReluGrad {
 }
 
 /// Column sums of `[N, K]`: `[K]`.
-pub(crate) struct RowSum;
+struct RowSum;
 
 impl CustomOp1 for RowSum {
     fn name(&self) -> &'static str {

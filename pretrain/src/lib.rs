@@ -5,6 +5,7 @@ pub mod conv;
 pub mod dense;
 pub mod encoder;
 pub mod fused;
+pub mod host;
 pub mod masked;
 pub mod probe;
 pub mod simclr;

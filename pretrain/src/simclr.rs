@@ -59,6 +59,27 @@ impl SimClr {
     }
 }
 
+impl SimClr {
+    /// Whether [`SimClr::loss_and_grads_host`] can run: CPU and f32 parameters.
+    pub fn host_path(enc: &Encoder, dev: &Device) -> bool {
+        dev.is_cpu() && enc.host_layers().iter().all(|l| l.w.dtype() == candle_core::DType::F32)
+    }
+
+    /// The NT-Xent of views `a`, `b` (`n` images each, host values) and the gradient of every
+    /// parameter of `enc` and the head, computed by hand on the CPU ([`crate::host`]): the
+    /// same values as `loss(..).backward()` through the fused ops, without Candle's autograd.
+    pub fn loss_and_grads_host(&self, enc: &Encoder, a: &[f32], b: &[f32], n: usize, temperature: f64) -> Result<(f32, candle_core::backprop::GradStore)> {
+        let mut layers = enc.host_layers();
+        layers.push(crate::host::HostLayer { w: &self.fc1.w, b: &self.fc1.b, relu: true, conv: None });
+        layers.push(crate::host::HostLayer { w: &self.fc2.w, b: &self.fc2.b, relu: false, conv: None });
+        let (p, tape) = crate::host::forward(&layers, [a, b].concat(), 2 * n)?;
+        let (loss, dp) = nt_xent_host(&p, 2 * n, PROJ_OUT, temperature as f32, Some(1.0));
+        let mut grads = candle_core::backprop::GradStore::default();
+        crate::host::backward(&layers, &tape, dp.expect("gradient asked for"), &mut grads)?;
+        Ok((loss, grads))
+    }
+}
+
 /// NT-Xent of the 2N un-normalised projections `p` `[2N, P]`: [`nt_xent`] of
 /// [`l2_normalize`]`(p)`, one fused op with a closed-form backward on the CPU (f32), the composed
 /// ops elsewhere.
@@ -131,6 +152,51 @@ fn row_lse(s: &[f32], m: usize) -> Vec<(f32, f32)> {
         .collect()
 }
 
+/// NT-Xent of un-normalised projections `p` `[m = 2N, d]` on host buffers, and with
+/// `grad_scale = Some(g)` also `g · ∂L/∂p` (see the module docs for the closed form).
+pub fn nt_xent_host(p: &[f32], m: usize, d: usize, tau: f32, grad_scale: Option<f32>) -> (f32, Option<Vec<f32>>) {
+    let (z, norms) = normalize_rows(p, d);
+    let mut s = abt(&z, &z, m, m, d, 1.0 / tau);
+    let lse = row_lse(&s, m);
+    // Rows summed in order.
+    let total: f64 = (0..m).map(|i| (lse[i].0 - s[i * m + (i + m / 2) % m]) as f64).sum();
+    let loss = (total / m as f64) as f32;
+    let Some(scale) = grad_scale else { return (loss, None) };
+    // s ← G = (softmax − one-hot(pos)) · scale / 2N, zero on the diagonal.
+    let c = scale / m as f32;
+    s.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
+        let l = lse[i].0;
+        for v in r.iter_mut() {
+            *v = (*v - l).exp() * c;
+        }
+        r[i] = 0.0;
+        r[(i + m / 2) % m] -= c;
+    });
+    // A = G + Gᵀ (symmetric), then ∂z = A z / τ.
+    let mut a = vec![0f32; m * m];
+    a.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
+        for (k, v) in r.iter_mut().enumerate() {
+            *v = s[i * m + k] + s[k * m + i];
+        }
+    });
+    let mut dz = vec![0f32; m * d];
+    dz.par_chunks_mut(ROWS * d).enumerate().for_each(|(j, b)| {
+        let rows = b.len() / d;
+        // SAFETY: a rows j·ROWS.. (rows × m), z (m × d), b (rows × d).
+        unsafe {
+            gemm(rows, d, m, b.as_mut_ptr(), 1, d as isize, false, a.as_ptr().add(j * ROWS * m), 1, m as isize, z.as_ptr(), 1, d as isize, 0.0, 1.0 / tau, false, false, false, Parallelism::None)
+        }
+    });
+    // ∂p_i = (∂z_i − z_i (z_i · ∂z_i)) / ‖p_i‖.
+    dz.par_chunks_mut(d).zip(z.par_chunks(d)).zip(norms.par_iter()).for_each(|((g, zi), &n)| {
+        let dot: f32 = g.iter().zip(zi).map(|(a, b)| a * b).sum();
+        for (v, &zv) in g.iter_mut().zip(zi) {
+            *v = (*v - zv * dot) / n;
+        }
+    });
+    (loss, Some(dz))
+}
+
 /// The fused NT-Xent of un-normalised projections `[2N, P]` → a scalar.
 struct NtXent {
     tau: f32,
@@ -144,12 +210,7 @@ impl CustomOp1 for NtXent {
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let p = f32_slice(st, l, "projections")?;
         let (m, d) = l.shape().dims2()?;
-        let (z, _) = normalize_rows(p, d);
-        let s = abt(&z, &z, m, m, d, 1.0 / self.tau);
-        let lse = row_lse(&s, m);
-        // Rows summed in order.
-        let total: f64 = (0..m).map(|i| (lse[i].0 - s[i * m + (i + m / 2) % m]) as f64).sum();
-        Ok((CpuStorage::F32(vec![(total / m as f64) as f32]), Shape::from(())))
+        Ok((CpuStorage::F32(vec![nt_xent_host(p, m, d, self.tau, None).0]), Shape::from(())))
     }
 
     fn bwd(&self, p: &Tensor, _loss: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -172,49 +233,72 @@ impl CustomOp1 for NtXentGrad {
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let p = f32_slice(st, l, "projections")?;
         let (m, d) = l.shape().dims2()?;
-        let (z, norms) = normalize_rows(p, d);
-        let mut s = abt(&z, &z, m, m, d, 1.0 / self.tau);
-        let lse = row_lse(&s, m);
-        // s ← G = (softmax − one-hot(pos)) · scale / 2N, zero on the diagonal.
-        let c = self.scale / m as f32;
-        s.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
-            let l = lse[i].0;
-            for v in r.iter_mut() {
-                *v = (*v - l).exp() * c;
-            }
-            r[i] = 0.0;
-            r[(i + m / 2) % m] -= c;
-        });
-        // A = G + Gᵀ (symmetric), then ∂z = A z / τ.
-        let mut a = vec![0f32; m * m];
-        a.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
-            for (k, v) in r.iter_mut().enumerate() {
-                *v = s[i * m + k] + s[k * m + i];
-            }
-        });
-        let mut dz = vec![0f32; m * d];
-        dz.par_chunks_mut(ROWS * d).enumerate().for_each(|(j, b)| {
-            let rows = b.len() / d;
-            // SAFETY: a rows j·ROWS.. (rows × m), z (m × d), b (rows × d).
-            unsafe {
-                gemm(rows, d, m, b.as_mut_ptr(), 1, d as isize, false, a.as_ptr().add(j * ROWS * m), 1, m as isize, z.as_ptr(), 1, d as isize, 0.0, 1.0 / self.tau, false, false, false, Parallelism::None)
-            }
-        });
-        // ∂p_i = (∂z_i − z_i (z_i · ∂z_i)) / ‖p_i‖.
-        dz.par_chunks_mut(d).zip(z.par_chunks(d)).zip(norms.par_iter()).for_each(|((g, zi), &n)| {
-            let dot: f32 = g.iter().zip(zi).map(|(a, b)| a * b).sum();
-            for (v, &zv) in g.iter_mut().zip(zi) {
-                *v = (*v - zv * dot) / n;
-            }
-        });
-        Ok((CpuStorage::F32(dz), Shape::from((m, d))))
+        let g = nt_xent_host(p, m, d, self.tau, Some(self.scale)).1.expect("gradient asked for");
+        Ok((CpuStorage::F32(g), Shape::from((m, d))))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoder::Encoder;
     use candle_core::Var;
+
+    /// The hand-driven CPU step against Candle's backward through the fused ops (same bits) and
+    /// through composed ops (matmul, broadcast_add, relu, l2_normalize, log_softmax: same values
+    /// within rounding), for both encoders; every parameter gets a non-zero gradient.
+    #[test]
+    fn host_step_matches_the_graph_and_the_composed_ops() {
+        use crate::encoder::EncoderKind;
+        let dev = Device::Cpu;
+        let mut r = Rng::stream(8, "x");
+        let (n, side) = (5, 8);
+        let a: Vec<f32> = (0..n * side * side).map(|_| r.uniform() as f32).collect();
+        let b: Vec<f32> = (0..n * side * side).map(|_| r.uniform() as f32).collect();
+        let (at, bt) = (Tensor::from_vec(a.clone(), (n, side * side), &dev).unwrap(), Tensor::from_vec(b.clone(), (n, side * side), &dev).unwrap());
+        for kind in [EncoderKind::Mlp, EncoderKind::Cnn] {
+            let mut p = Params::new();
+            let mut init = Rng::stream(1, "init");
+            let enc = Encoder::new(kind, side, side, &mut p, &mut init, &dev).unwrap();
+            let head = SimClr::new(enc.feature_dim(), &mut p, &mut init, &dev).unwrap();
+            assert!(SimClr::host_path(&enc, &dev));
+            let (lh, gh) = head.loss_and_grads_host(&enc, &a, &b, n, 0.5).unwrap();
+            let lg = head.loss(&enc, &at, &bt, 0.5).unwrap();
+            assert_eq!(lh, lg.to_scalar::<f32>().unwrap(), "{kind}");
+            let gg = lg.backward().unwrap();
+            // Composed ops all the way (the generic path's ops).
+            let x = Tensor::cat(&[&at, &bt], 0).unwrap();
+            let mut h = match kind {
+                EncoderKind::Mlp => x.clone(),
+                EncoderKind::Cnn => x.reshape((2 * n, side, side, 1)).unwrap(),
+            };
+            for l in enc.host_layers() {
+                h = match l.conv {
+                    Some((conv, _, _)) => {
+                        let kernel = l.w.reshape((conv.c_out, conv.k, conv.k, conv.c_in)).unwrap().permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+                        let y = h.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap().conv2d(&kernel, conv.pad, conv.stride, 1, 1).unwrap();
+                        y.permute((0, 2, 3, 1)).unwrap().broadcast_add(l.b).unwrap().relu().unwrap()
+                    }
+                    None => crate::dense::composed(&h.flatten_from(1).unwrap(), l.w, l.b, true).unwrap(),
+                };
+            }
+            let pr = crate::dense::composed(&crate::dense::composed(&h, &head.fc1.w, &head.fc1.b, true).unwrap(), &head.fc2.w, &head.fc2.b, false).unwrap();
+            let lc = nt_xent(&l2_normalize(&pr).unwrap(), 0.5).unwrap();
+            assert!((lh - lc.to_scalar::<f32>().unwrap()).abs() < 1e-5, "{kind}");
+            let gc = lc.backward().unwrap();
+            for (name, v) in p.names().iter().zip(p.vars()) {
+                let host = gh.get(v).unwrap_or_else(|| panic!("{kind}: no host gradient for {name}")).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let graph = gg.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(host, graph, "{kind}: {name}");
+                let comp = gc.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let scale = comp.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert!(scale > 0.0 && scale.is_finite(), "{kind}: {name} has a zero gradient");
+                for (x, y) in host.iter().zip(&comp) {
+                    assert!((x - y).abs() <= 1e-4 * scale, "{kind}: {name}: {x} vs {y}");
+                }
+            }
+        }
+    }
 
     /// The fused op against `nt_xent(l2_normalize(p))` in composed ops: value and gradient, and
     /// the same bits for 1 and 3 threads.

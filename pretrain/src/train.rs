@@ -20,6 +20,7 @@ use crate::encoder::{Encoder, EncoderKind};
 use crate::masked::{MaskSpec, MaskedPrediction};
 use crate::probe::{probe, Labels, ProbeData};
 use crate::simclr::SimClr;
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -274,12 +275,10 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             let hi = (lo + cfg.batch).min(ntr);
             let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
             let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
-            let loss = step_loss(&head, &enc, &xb, cfg.seed, st.step, cfg.batch)?;
-            let lval = loss.to_scalar::<f32>()? as f64;
+            let (lval, mut grads) = step_grads(&head, &enc, &xb, cfg.seed, st.step, cfg.batch)?;
             if !lval.is_finite() {
                 bail!("training diverged at epoch {} batch {} (loss {lval}); try a lower --lr or --clip-grad", st.epoch, st.batch + 1);
             }
-            let mut grads = loss.backward()?;
             if cfg.clip_grad > 0.0 {
                 clip_grad_norm(&params, &mut grads, cfg.clip_grad)?;
             }
@@ -351,6 +350,23 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     });
     rt.dir.write_metrics(&metrics)?;
     Ok(Outcome::Finished(metrics))
+}
+
+/// The loss and every parameter's gradient for batch `x` at optimizer step `step`: SimCLR on the
+/// CPU runs forward and backward by hand ([`SimClr::loss_and_grads_host`], the same values as
+/// Candle's backward of [`step_loss`]), everything else through Candle's autograd.
+fn step_grads(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch: usize) -> Result<(f64, GradStore)> {
+    if let Head::SimClr(h, aug, tau) = head {
+        if SimClr::host_path(enc, x.device()) {
+            let n = x.dim(0)?;
+            let (a, b) = aug.view_pairs(&x.flatten_all()?.to_vec1::<f32>()?, seed, "augment", step * batch as u64);
+            let (loss, grads) = h.loss_and_grads_host(enc, &a, &b, n, *tau)?;
+            return Ok((loss as f64, grads));
+        }
+    }
+    let loss = step_loss(head, enc, x, seed, step, batch)?;
+    let lval = loss.to_scalar::<f32>()? as f64;
+    Ok((lval, loss.backward()?))
 }
 
 /// The objective's loss on batch `x` at optimizer step `step` (batches of `batch` rows, the last
