@@ -17,6 +17,7 @@ fn main() -> wick_core::Result<()> {
     let kind: EncoderKind = args.get(2).map(String::as_str).unwrap_or("mlp").parse()?;
     // `graph` as a third argument: SimCLR through Candle's backward instead of the host step.
     let host = args.get(3).map(String::as_str) != Some("graph");
+    wick_core::cpu::keep_freed_memory(); // as the wick binary does
     let dev = Device::Cpu;
     let (b, side) = (256, 28);
     let d = side * side;

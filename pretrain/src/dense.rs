@@ -30,6 +30,8 @@ fn rows_per_block(k: usize, o: usize) -> usize {
     ((TARGET / (k * o).max(1)) / 64 * 64).max(64)
 }
 const TARGET: usize = 1 << 22;
+/// Up to this many inputs per row, the forward product is plain loops instead of gemm.
+const SMALL_K: usize = 16;
 /// Tile of `∂W`: output units × input units.
 const TILE_O: usize = 64;
 const TILE_K: usize = 128;
@@ -84,12 +86,24 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, 
     assert!(x.len() == n * k && w.len() == o * k && b.len() == o);
     let mut y = vec![0f32; n * o];
     let rb = rows_per_block(k, o);
+    // wᵀ `[k, o]`, for the small-k loops.
+    let wt: Vec<f32> = if k <= SMALL_K { (0..k * o).map(|i| w[(i % o) * k + i / o]).collect() } else { Vec::new() };
     y.par_chunks_mut(rb * o.max(1)).enumerate().for_each(|(j, yb)| {
         let rows = yb.len() / o.max(1);
         for r in yb.chunks_exact_mut(o) {
             r.copy_from_slice(b);
         }
-        if k > 0 && rows > 0 {
+        if k <= SMALL_K {
+            // A first convolution's few inputs per row: plain loops over wᵀ (vectorised over o)
+            // beat gemm's packing.
+            for (yr, xr) in yb.chunks_exact_mut(o).zip(x[j * rb * k..].chunks_exact(k)) {
+                for (xv, wr) in xr.iter().zip(wt.chunks_exact(o)) {
+                    for (y, &wv) in yr.iter_mut().zip(wr) {
+                        *y += xv * wv;
+                    }
+                }
+            }
+        } else if rows > 0 {
             // SAFETY: x rows j·rb.. (rows × k), w read as wᵀ (k × o), yb (rows × o).
             unsafe { mm(rows, o, k, yb.as_mut_ptr(), (o, 1), true, x.as_ptr().add(j * rb * k), (k, 1), w.as_ptr(), (1, k)) }
         }
