@@ -37,6 +37,11 @@ pub struct Tape {
     rows: Vec<usize>,
 }
 
+/// Whether the fast path can run `enc`: on the CPU with f32 parameters.
+pub fn available(enc: &crate::Encoder, dev: &candle_core::Device) -> bool {
+    dev.is_cpu() && enc.host_layers().iter().all(|l| l.w.dtype() == candle_core::DType::F32 && l.b.dtype() == candle_core::DType::F32)
+}
+
 fn host(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }

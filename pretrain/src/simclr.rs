@@ -60,11 +60,6 @@ impl SimClr {
 }
 
 impl SimClr {
-    /// Whether [`SimClr::loss_and_grads_host`] can run: CPU and f32 parameters.
-    pub fn host_path(enc: &Encoder, dev: &Device) -> bool {
-        dev.is_cpu() && enc.host_layers().iter().all(|l| l.w.dtype() == candle_core::DType::F32)
-    }
-
     /// The NT-Xent of views `a`, `b` (`n` images each, host values) and the gradient of every
     /// parameter of `enc` and the head, computed by hand on the CPU ([`crate::host`]): the
     /// same values as `loss(..).backward()` through the fused ops, without Candle's autograd.
@@ -261,7 +256,7 @@ mod tests {
             let mut init = Rng::stream(1, "init");
             let enc = Encoder::new(kind, side, side, &mut p, &mut init, &dev).unwrap();
             let head = SimClr::new(enc.feature_dim(), &mut p, &mut init, &dev).unwrap();
-            assert!(SimClr::host_path(&enc, &dev));
+            assert!(crate::host::available(&enc, &dev));
             let (lh, gh) = head.loss_and_grads_host(&enc, &a, &b, n, 0.5).unwrap();
             let lg = head.loss(&enc, &at, &bt, 0.5).unwrap();
             assert_eq!(lh, lg.to_scalar::<f32>().unwrap(), "{kind}");

@@ -352,17 +352,22 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     Ok(Outcome::Finished(metrics))
 }
 
-/// The loss and every parameter's gradient for batch `x` at optimizer step `step`: SimCLR on the
-/// CPU runs forward and backward by hand ([`SimClr::loss_and_grads_host`], the same values as
-/// Candle's backward of [`step_loss`]), everything else through Candle's autograd.
+/// The loss and every parameter's gradient for batch `x` at optimizer step `step`: on the CPU
+/// forward and backward run by hand ([`crate::host`]; [`SimClr::loss_and_grads_host`],
+/// [`MaskedPrediction::loss_and_grads_host`]: the same values as Candle's backward of
+/// [`step_loss`]), elsewhere through Candle's autograd.
 fn step_grads(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch: usize) -> Result<(f64, GradStore)> {
-    if let Head::SimClr(h, aug, tau) = head {
-        if SimClr::host_path(enc, x.device()) {
-            let n = x.dim(0)?;
-            let (a, b) = aug.view_pairs(&x.flatten_all()?.to_vec1::<f32>()?, seed, "augment", step * batch as u64);
-            let (loss, grads) = h.loss_and_grads_host(enc, &a, &b, n, *tau)?;
-            return Ok((loss as f64, grads));
-        }
+    if crate::host::available(enc, x.device()) {
+        let n = x.dim(0)?;
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let (loss, grads) = match head {
+            Head::SimClr(h, aug, tau) => {
+                let (a, b) = aug.view_pairs(&xv, seed, "augment", step * batch as u64);
+                h.loss_and_grads_host(enc, &a, &b, n, *tau)?
+            }
+            Head::Masked(h, spec) => h.loss_and_grads_host(enc, &xv, &spec.draw(n, &mut Rng::stream_indexed(seed, "mask", step)), n)?,
+        };
+        return Ok((loss as f64, grads));
     }
     let loss = step_loss(head, enc, x, seed, step, batch)?;
     let lval = loss.to_scalar::<f32>()? as f64;
@@ -478,12 +483,17 @@ mod tests {
                 } else {
                     Head::SimClr(SimClr::new(256, &mut p, &mut init, &dev).unwrap(), Augment::for_images(h, w), 0.5)
                 };
+                // Through Candle's backward (the generic path) and by hand (the CPU path).
                 let loss = step_loss(&head, &enc, &x, 3, 0, n).unwrap();
-                let g = loss.backward().unwrap();
-                for (name, v) in p.names().iter().zip(p.vars()) {
-                    let gv = g.get(v).unwrap_or_else(|| panic!("{kind}/{algo}: no gradient for {name}"));
-                    let norm = gv.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-                    assert!(norm > 0.0 && norm.is_finite(), "{kind}/{algo}: gradient of {name} is {norm}");
+                let graph = loss.backward().unwrap();
+                let (lh, host) = step_grads(&head, &enc, &x, 3, 0, n).unwrap();
+                assert_eq!(lh, loss.to_scalar::<f32>().unwrap() as f64, "{kind}/{algo}");
+                for g in [graph, host] {
+                    for (name, v) in p.names().iter().zip(p.vars()) {
+                        let gv = g.get(v).unwrap_or_else(|| panic!("{kind}/{algo}: no gradient for {name}"));
+                        let norm = gv.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                        assert!(norm > 0.0 && norm.is_finite(), "{kind}/{algo}: gradient of {name} is {norm}");
+                    }
                 }
             }
         }
