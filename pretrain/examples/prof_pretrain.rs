@@ -39,7 +39,7 @@ fn main() -> wick_core::Result<()> {
             let m = spec.draw(b, &mut Rng::stream_indexed(0, "mask", step));
             vec![Tensor::from_vec(m, (b, d), &dev)?]
         } else {
-            let (a, c) = aug.view_pairs(&x.flatten_all()?.to_vec1::<f32>()?, 0, "augment", step as u64 * b as u64);
+            let (a, c) = aug.view_pairs(&x.flatten_all()?.to_vec1::<f32>()?, 0, "augment", step * b as u64);
             vec![Tensor::from_vec(a, (b, d), &dev)?, Tensor::from_vec(c, (b, d), &dev)?]
         };
         let t1 = Instant::now();

@@ -93,36 +93,34 @@ impl CustomOp1 for Im2Col {
 
 /// `[B, H, W, C]` → `[B·Ho·Wo, k·k·C]` on host buffers (see [`Im2Col`]).
 pub fn im2col(conv: &Conv, x: &[f32], h: usize, w: usize) -> Vec<f32> {
-    {
-        let Conv { c_in: c, k, stride, pad, .. } = *conv;
-        let (ho, wo) = (conv.out_side(h), conv.out_side(w));
-        let bs = x.len() / (h * w * c);
-        let row = k * k * c;
-        let mut out = vec![0f32; bs * ho * wo * row];
-        out.par_chunks_mut(ho * wo * row).enumerate().for_each(|(b, ob)| {
-            let xb = &x[b * h * w * c..(b + 1) * h * w * c];
-            for i in 0..ho {
-                for j in 0..wo {
-                    let r = &mut ob[(i * wo + j) * row..(i * wo + j + 1) * row];
-                    for u in 0..k {
-                        let y = (i * stride + u) as isize - pad as isize;
-                        if y < 0 || y >= h as isize {
+    let Conv { c_in: c, k, stride, pad, .. } = *conv;
+    let (ho, wo) = (conv.out_side(h), conv.out_side(w));
+    let bs = x.len() / (h * w * c);
+    let row = k * k * c;
+    let mut out = vec![0f32; bs * ho * wo * row];
+    out.par_chunks_mut(ho * wo * row).enumerate().for_each(|(b, ob)| {
+        let xb = &x[b * h * w * c..(b + 1) * h * w * c];
+        for i in 0..ho {
+            for j in 0..wo {
+                let r = &mut ob[(i * wo + j) * row..(i * wo + j + 1) * row];
+                for u in 0..k {
+                    let y = (i * stride + u) as isize - pad as isize;
+                    if y < 0 || y >= h as isize {
+                        continue;
+                    }
+                    for v in 0..k {
+                        let xx = (j * stride + v) as isize - pad as isize;
+                        if xx < 0 || xx >= w as isize {
                             continue;
                         }
-                        for v in 0..k {
-                            let xx = (j * stride + v) as isize - pad as isize;
-                            if xx < 0 || xx >= w as isize {
-                                continue;
-                            }
-                            let src = (y as usize * w + xx as usize) * c;
-                            r[(u * k + v) * c..(u * k + v + 1) * c].copy_from_slice(&xb[src..src + c]);
-                        }
+                        let src = (y as usize * w + xx as usize) * c;
+                        r[(u * k + v) * c..(u * k + v + 1) * c].copy_from_slice(&xb[src..src + c]);
                     }
                 }
             }
-        });
-        out
-    }
+        }
+    });
+    out
 }
 
 /// The adjoint of [`Im2Col`]: scatter-add `[B·Ho·Wo, k·k·C]` back into `[B, H, W, C]`.
@@ -146,39 +144,37 @@ impl CustomOp1 for Col2Im {
 
 /// The adjoint of [`im2col`]: `[B·Ho·Wo, k·k·C]` → `[B, H, W, C]` on host buffers.
 pub fn col2im(conv: &Conv, g: &[f32], h: usize, w: usize) -> Vec<f32> {
-    {
-        let Conv { c_in: c, k, stride, pad, .. } = *conv;
-        let (ho, wo) = (conv.out_side(h), conv.out_side(w));
-        let row = k * k * c;
-        let bs = g.len() / (ho * wo * row);
-        let mut out = vec![0f32; bs * h * w * c];
-        // Per image, in a fixed order: the sums do not depend on the thread count.
-        out.par_chunks_mut(h * w * c).enumerate().for_each(|(b, xb)| {
-            let gb = &g[b * ho * wo * row..(b + 1) * ho * wo * row];
-            for i in 0..ho {
-                for j in 0..wo {
-                    let r = &gb[(i * wo + j) * row..(i * wo + j + 1) * row];
-                    for u in 0..k {
-                        let y = (i * stride + u) as isize - pad as isize;
-                        if y < 0 || y >= h as isize {
+    let Conv { c_in: c, k, stride, pad, .. } = *conv;
+    let (ho, wo) = (conv.out_side(h), conv.out_side(w));
+    let row = k * k * c;
+    let bs = g.len() / (ho * wo * row);
+    let mut out = vec![0f32; bs * h * w * c];
+    // Per image, in a fixed order: the sums do not depend on the thread count.
+    out.par_chunks_mut(h * w * c).enumerate().for_each(|(b, xb)| {
+        let gb = &g[b * ho * wo * row..(b + 1) * ho * wo * row];
+        for i in 0..ho {
+            for j in 0..wo {
+                let r = &gb[(i * wo + j) * row..(i * wo + j + 1) * row];
+                for u in 0..k {
+                    let y = (i * stride + u) as isize - pad as isize;
+                    if y < 0 || y >= h as isize {
+                        continue;
+                    }
+                    for v in 0..k {
+                        let xx = (j * stride + v) as isize - pad as isize;
+                        if xx < 0 || xx >= w as isize {
                             continue;
                         }
-                        for v in 0..k {
-                            let xx = (j * stride + v) as isize - pad as isize;
-                            if xx < 0 || xx >= w as isize {
-                                continue;
-                            }
-                            let dst = (y as usize * w + xx as usize) * c;
-                            for (d, s) in xb[dst..dst + c].iter_mut().zip(&r[(u * k + v) * c..(u * k + v + 1) * c]) {
-                                *d += s;
-                            }
+                        let dst = (y as usize * w + xx as usize) * c;
+                        for (d, s) in xb[dst..dst + c].iter_mut().zip(&r[(u * k + v) * c..(u * k + v + 1) * c]) {
+                            *d += s;
                         }
                     }
                 }
             }
-        });
-        out
-    }
+        }
+    });
+    out
 }
 
 #[cfg(test)]

@@ -66,6 +66,13 @@ struct Shared(*mut f32);
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
+impl Shared {
+    /// The pointer (a method, so that closures capture the whole `Shared`, which is `Send`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `dst ← dst + lhs · rhs` (`acc`) or `dst ← lhs · rhs`, single-threaded; `m × n` result, inner
 /// size `k`; operands given by pointer and (row, column) strides.
 ///
@@ -126,11 +133,10 @@ pub fn grad_weight(dh: &[f32], x: &[f32], n: usize, k: usize, o: usize) -> Vec<f
     let p = Shared(parts.as_mut_ptr());
     let tasks: Vec<_> = chunks.iter().enumerate().flat_map(|(c, &rows)| tiles.iter().map(move |&t| (c, rows, t))).collect();
     tasks.par_iter().for_each(|&(c, (r0, r1), ((o0, o1), (k0, k1)))| {
-        let p = p;
         if r1 > r0 {
             // SAFETY: this task owns part c's entries [o0..o1, k0..k1]; dhᵀ read with strides
             // (1, o) from row r0, x (k, 1) from row r0.
-            unsafe { mm(o1 - o0, k1 - k0, r1 - r0, p.0.add(c * o * k + o0 * k + k0), (k, 1), false, dh.as_ptr().add(r0 * o + o0), (1, o), x.as_ptr().add(r0 * k + k0), (k, 1)) }
+            unsafe { mm(o1 - o0, k1 - k0, r1 - r0, p.get().add(c * o * k + o0 * k + k0), (k, 1), false, dh.as_ptr().add(r0 * o + o0), (1, o), x.as_ptr().add(r0 * k + k0), (k, 1)) }
         }
     });
     // Partial sums added in chunk order.
