@@ -14,6 +14,9 @@ train split (standard split: row i is train unless i % 10 in {0, 1}):
 Then runs `wick train` with the same settings for the same number of steps (whole epochs,
 probes only at the end), alternating the two --repeats times, and prints the median throughputs in
 training images per second and their ratio wick / PyTorch. Threads: torch.set_num_threads(T) and RAYON_NUM_THREADS=T for wick.
+`--wick-before OTHER_BINARY` times a second wick build in the same alternation (before/after a
+change). PyTorch runs with OMP_WAIT_POLICY=PASSIVE unless the environment sets it: on a shared,
+loaded machine its default spinning OpenMP barrier makes single runs vary by 10x or more.
 
     python scripts/torch_pretrain.py --wick target/release/wick --objective simclr --encoder cnn
 """
@@ -25,6 +28,8 @@ import os
 import subprocess
 import tempfile
 import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads its OpenMP runtime
 
 import numpy as np
 import torch
@@ -142,11 +147,11 @@ def torch_throughput(args, x):
     return args.steps * args.batch / dt, loss
 
 
-def wick_throughput(args):
+def wick_throughput(args, binary):
     steps_per_epoch = math.ceil(4000 / args.batch)
     epochs = max(1, round(args.steps / steps_per_epoch))
     with tempfile.TemporaryDirectory() as d:
-        cmd = [args.wick, "train", args.objective, "--data", "mnist5k", "--encoder", args.encoder, "--epochs", str(epochs),
+        cmd = [binary, "train", args.objective, "--data", "mnist5k", "--encoder", args.encoder, "--epochs", str(epochs),
                "--batch", str(args.batch), "--lr", str(args.lr), "--probe-every", "0", "--log-every", "0", "--quiet",
                "--logdir", d, "--run-name", "r"]
         if args.objective == "simclr":
@@ -171,26 +176,37 @@ def main():
     ap.add_argument("--mask-ratio", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--wick", help="path to the wick binary; without it only PyTorch is timed")
+    ap.add_argument("--wick-before", help="a second wick binary (e.g. before a change), timed in the same alternation")
     ap.add_argument("--repeats", type=int, default=3, help="alternate PyTorch and wick this many times; medians are reported")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     x = load_mnist5k(root)
-    tps, wps = [], []
+    tps, wps, bps = [], [], []
     for r in range(args.repeats):
         tp, loss = torch_throughput(args, x)
         tps.append(tp)
         print(f"pytorch {torch.__version__}: {args.objective}/{args.encoder} batch {args.batch}, {args.steps} steps: {tp:.0f} images/s (last loss {loss:.4f})", flush=True)
         if args.wick:
-            wp, wsteps = wick_throughput(args)
+            wp, wsteps = wick_throughput(args, args.wick)
             wps.append(wp)
             print(f"wick: {args.objective}/{args.encoder} batch {args.batch}, {wsteps} steps: {wp:.0f} images/s", flush=True)
+        if args.wick_before:
+            bp, wsteps = wick_throughput(args, args.wick_before)
+            bps.append(bp)
+            print(f"wick before: {args.objective}/{args.encoder} batch {args.batch}, {wsteps} steps: {bp:.0f} images/s", flush=True)
     tp = float(np.median(tps))
     print(f"median pytorch: {tp:.0f} images/s")
     if wps:
         wp = float(np.median(wps))
         print(f"median wick: {wp:.0f} images/s")
-        print(f"ratio wick/pytorch: {wp / tp:.2f}x (medians of {args.repeats})")
+        print(f"ratio wick/pytorch: {wp / tp:.2f}x (medians of {args.repeats}; per run: {' '.join(f'{w / t:.2f}' for w, t in zip(wps, tps))})")
+    if bps:
+        bp = float(np.median(bps))
+        print(f"median wick before: {bp:.0f} images/s")
+        print(f"ratio wick before/pytorch: {bp / tp:.2f}x (per run: {' '.join(f'{w / t:.2f}' for w, t in zip(bps, tps))})")
+        if wps:
+            print(f"ratio wick/wick before: {wp / bp:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-//! Where a pretraining step's time goes: `cargo run --release -p wick-pretrain --example prof_pretrain -- masked mlp`.
+//! Where a pretraining step's time goes: `cargo run --release -p wick-pretrain --example prof_pretrain -- masked mlp`
+//! (`-- simclr cnn [graph]`: the SimCLR step by hand on the CPU, which `wick train` runs, or through Candle's
+//! backward; the host step's forward and backward are timed together, under "backward").
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 use wick_core::optim::{OptimConfig, Optimizer};
@@ -13,6 +15,9 @@ fn main() -> wick_core::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let algo = args.get(1).map(String::as_str).unwrap_or("masked");
     let kind: EncoderKind = args.get(2).map(String::as_str).unwrap_or("mlp").parse()?;
+    // `graph` as a third argument: SimCLR through Candle's backward instead of the host step.
+    let host = args.get(3).map(String::as_str) != Some("graph");
+    wick_core::cpu::keep_freed_memory(); // as the wick binary does
     let dev = Device::Cpu;
     let (b, side) = (256, 28);
     let d = side * side;
@@ -34,14 +39,19 @@ fn main() -> wick_core::Result<()> {
             let m = spec.draw(b, &mut Rng::stream_indexed(0, "mask", step));
             vec![Tensor::from_vec(m, (b, d), &dev)?]
         } else {
-            let (a, c) = aug.view_pairs(&x.flatten_all()?.to_vec1::<f32>()?, &mut Rng::stream_indexed(0, "augment", step));
+            let (a, c) = aug.view_pairs(&x.flatten_all()?.to_vec1::<f32>()?, 0, "augment", step * b as u64);
             vec![Tensor::from_vec(a, (b, d), &dev)?, Tensor::from_vec(c, (b, d), &dev)?]
         };
         let t1 = Instant::now();
-        let loss = if algo == "masked" { mh.loss(&enc, &x, &inputs[0])? } else { sh.loss(&enc, &inputs[0], &inputs[1], 0.5)? };
-        let _ = loss.to_scalar::<f32>()?;
-        let t2 = Instant::now();
-        let g = loss.backward()?;
+        let (t2, g) = if algo == "simclr" && host {
+            // The hand-driven CPU step: forward and backward together.
+            let (a, c) = (inputs[0].flatten_all()?.to_vec1::<f32>()?, inputs[1].flatten_all()?.to_vec1::<f32>()?);
+            (Instant::now(), sh.loss_and_grads_host(&enc, &a, &c, b, 0.5)?.1)
+        } else {
+            let loss = if algo == "masked" { mh.loss(&enc, &x, &inputs[0])? } else { sh.loss(&enc, &inputs[0], &inputs[1], 0.5)? };
+            let _ = loss.to_scalar::<f32>()?;
+            (Instant::now(), loss.backward()?)
+        };
         let t3 = Instant::now();
         opt.step(&p, &g, 1e-3)?;
         let t4 = Instant::now();

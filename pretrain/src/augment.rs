@@ -9,11 +9,15 @@
 //!    (a fraction of the side);
 //! 2. **cut-out** (DeVries & Taylor 2017): with probability `cutout_p`, a square of side
 //!    `cutout_frac · H` at a uniform position is set to 0;
-//! 3. **noise**: `x + σ ε`, ε ~ N(0, 1) per pixel, clamped to [0, 1].
+//! 3. **noise**: `x + σ ε`, ε ~ N(0, 1) per pixel (Marsaglia's polar method, two values per
+//!    accepted pair of uniforms), clamped to [0, 1].
 //!
 //! Every draw comes from the `Rng` passed in, so a view is a pure function of the image and the
-//! stream's state.
+//! stream's state. [`Augment::view_pairs`] gives image i of a batch its own stream
+//! `Rng::stream_indexed(seed, name, first + i)` and spreads images over rayon's threads: the
+//! views are the same bits for any thread count.
 
+use rayon::prelude::*;
 use wick_core::rng::Rng;
 
 /// Augmentation strengths.
@@ -77,20 +81,35 @@ impl Augment {
                 out[r * w + c0..r * w + c0 + side].fill(0.0);
             }
         }
-        for v in out.iter_mut() {
-            *v = (*v as f64 + self.noise * rng.normal()).clamp(0.0, 1.0) as f32;
+        for pair in out.chunks_mut(2) {
+            // Polar method: (u, v) uniform in the unit disc, s = u² + v²; then u·f and v·f with
+            // f = √(−2 ln s / s) are two independent N(0, 1) draws (one ln, no trigonometry).
+            let (u, v, s) = loop {
+                let (u, v) = (2.0 * rng.uniform() - 1.0, 2.0 * rng.uniform() - 1.0);
+                let s = u * u + v * v;
+                if s > 0.0 && s < 1.0 {
+                    break (u, v, s);
+                }
+            };
+            let f = self.noise * (-2.0 * s.ln() / s).sqrt();
+            for (x, e) in pair.iter_mut().zip([u, v]) {
+                *x = (*x as f64 + f * e).clamp(0.0, 1.0) as f32;
+            }
         }
         out
     }
 
     /// Two views of each of the `n` images in `x` (`n × H·W`): (first views, second views).
-    pub fn view_pairs(&self, x: &[f32], rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
+    /// Image i's two views come from `Rng::stream_indexed(seed, name, first + i)`, first view
+    /// first; images are spread over rayon's threads, which changes no bit.
+    pub fn view_pairs(&self, x: &[f32], seed: u64, name: &str, first: u64) -> (Vec<f32>, Vec<f32>) {
         let d = self.height * self.width;
-        let (mut a, mut b) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
-        for img in x.chunks_exact(d) {
-            a.extend(self.view(img, rng));
-            b.extend(self.view(img, rng));
-        }
+        let (mut a, mut b) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+        a.par_chunks_mut(d).zip(b.par_chunks_mut(d)).zip(x.par_chunks(d)).enumerate().for_each(|(i, ((va, vb), img))| {
+            let mut rng = Rng::stream_indexed(seed, name, first + i as u64);
+            va.copy_from_slice(&self.view(img, &mut rng));
+            vb.copy_from_slice(&self.view(img, &mut rng));
+        });
         (a, b)
     }
 }
@@ -108,12 +127,44 @@ mod tests {
     fn views_are_deterministic_per_seed_and_differ_across_seeds() {
         let aug = Augment::for_images(8, 8);
         let x: Vec<f32> = [digit(), digit()].concat();
-        let a = aug.view_pairs(&x, &mut Rng::stream(1, "augment"));
-        assert_eq!(a, aug.view_pairs(&x, &mut Rng::stream(1, "augment")));
-        let b = aug.view_pairs(&x, &mut Rng::stream(2, "augment"));
+        let a = aug.view_pairs(&x, 1, "augment", 0);
+        assert_eq!(a, aug.view_pairs(&x, 1, "augment", 0));
+        let b = aug.view_pairs(&x, 2, "augment", 0);
         assert_ne!(a, b);
         assert_ne!(a.0, a.1, "the two views of an image differ");
+        assert_ne!(a.0[..64], a.0[64..], "two copies of an image get different views");
         assert!(a.0.iter().chain(&a.1).all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    /// Image i's views depend on (seed, first + i) only: not on the batch around it nor on how
+    /// many threads computed them.
+    #[test]
+    fn views_depend_on_the_example_index_not_on_threads_or_batch() {
+        let aug = Augment::for_images(8, 8);
+        let mut r = Rng::stream(5, "imgs");
+        let x: Vec<f32> = (0..37 * 64).map(|_| r.uniform() as f32).collect();
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| aug.view_pairs(&x, 3, "augment", 100));
+        let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(|| aug.view_pairs(&x, 3, "augment", 100));
+        assert_eq!(one, three);
+        // The batch's images 10.. on their own, starting at example 110.
+        let tail = aug.view_pairs(&x[10 * 64..], 3, "augment", 110);
+        assert_eq!(tail.0[..], one.0[10 * 64..]);
+        assert_eq!(tail.1[..], one.1[10 * 64..]);
+    }
+
+    /// The noise is N(0, σ²): mean and variance of the added values on a mid-grey image without
+    /// any other transform (no clamping within ±5σ).
+    #[test]
+    fn the_noise_has_the_stated_variance() {
+        let aug = Augment { scale_min: 1.0, max_rotation: 0.0, max_shift: 0.0, cutout_p: 0.0, noise: 0.1, ..Augment::for_images(8, 8) };
+        let x = vec![0.5f32; 64 * 400];
+        let (a, b) = aug.view_pairs(&x, 9, "augment", 0);
+        let e: Vec<f64> = a.iter().chain(&b).map(|&v| v as f64 - 0.5).collect();
+        let n = e.len() as f64;
+        let mean = e.iter().sum::<f64>() / n;
+        let var = e.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        assert!(mean.abs() < 3.0 * 0.1 / n.sqrt(), "{mean}");
+        assert!((var / 0.01 - 1.0).abs() < 0.03, "{var}");
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! ```
 //!
 //! i.e. `y = im2col(x) · Wᵀ + bias` with `im2col(x)` `[B·Ho·Wo, k·k·C]`. On the CPU `im2col` is a
-//! fused op whose backward is the matching scatter-add (col2im), so the whole layer's gradient is
-//! two matrix products and one pass over memory; Candle's own `conv2d` backward goes through
+//! fused op whose backward is the matching scatter-add (col2im), and the product is a
+//! [`crate::dense`] layer, so the whole layer's gradient is two matrix products and one pass over
+//! memory (one product for a first layer, whose input needs no gradient); Candle's own `conv2d` backward goes through
 //! `conv_transpose2d` and a batch-sized kernel, which is far slower on the CPU. Elsewhere the same
 //! function runs Candle's `conv2d` on permuted tensors (same values, tested).
 
@@ -51,7 +52,7 @@ impl Conv {
         let (ho, wo) = (self.out_side(h), self.out_side(wd));
         if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
             let cols = x.contiguous()?.apply_op1(Im2Col { conv: *self, h, w: wd })?;
-            let y = crate::fused::bias_act(&cols.matmul(&w.t()?)?, b, relu)?;
+            let y = crate::dense::dense(&cols, w, b, relu)?;
             y.reshape((bs, ho, wo, self.c_out))
         } else {
             let kernel = w.reshape((self.c_out, self.k, self.k, self.c_in))?.permute((0, 3, 1, 2))?.contiguous()?;
@@ -80,40 +81,46 @@ impl CustomOp1 for Im2Col {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "im2col input")?;
-        let Conv { c_in: c, k, stride, pad, .. } = self.conv;
-        let (h, w) = (self.h, self.w);
-        let (ho, wo) = (self.conv.out_side(h), self.conv.out_side(w));
-        let bs = x.len() / (h * w * c);
-        let row = k * k * c;
-        let mut out = vec![0f32; bs * ho * wo * row];
-        out.par_chunks_mut(ho * wo * row).enumerate().for_each(|(b, ob)| {
-            let xb = &x[b * h * w * c..(b + 1) * h * w * c];
-            for i in 0..ho {
-                for j in 0..wo {
-                    let r = &mut ob[(i * wo + j) * row..(i * wo + j + 1) * row];
-                    for u in 0..k {
-                        let y = (i * stride + u) as isize - pad as isize;
-                        if y < 0 || y >= h as isize {
-                            continue;
-                        }
-                        for v in 0..k {
-                            let xx = (j * stride + v) as isize - pad as isize;
-                            if xx < 0 || xx >= w as isize {
-                                continue;
-                            }
-                            let src = (y as usize * w + xx as usize) * c;
-                            r[(u * k + v) * c..(u * k + v + 1) * c].copy_from_slice(&xb[src..src + c]);
-                        }
-                    }
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((bs * ho * wo, row))))
+        let (ho, wo) = (self.conv.out_side(self.h), self.conv.out_side(self.w));
+        let bs = x.len() / (self.h * self.w * self.conv.c_in);
+        Ok((CpuStorage::F32(im2col(&self.conv, x, self.h, self.w)), Shape::from((bs * ho * wo, self.conv.k * self.conv.k * self.conv.c_in))))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(g.contiguous()?.apply_op1_no_bwd(&Col2Im { conv: self.conv, h: self.h, w: self.w })?))
     }
+}
+
+/// `[B, H, W, C]` → `[B·Ho·Wo, k·k·C]` on host buffers (see [`Im2Col`]).
+pub fn im2col(conv: &Conv, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    let Conv { c_in: c, k, stride, pad, .. } = *conv;
+    let (ho, wo) = (conv.out_side(h), conv.out_side(w));
+    let bs = x.len() / (h * w * c);
+    let row = k * k * c;
+    let mut out = vec![0f32; bs * ho * wo * row];
+    out.par_chunks_mut(ho * wo * row).enumerate().for_each(|(b, ob)| {
+        let xb = &x[b * h * w * c..(b + 1) * h * w * c];
+        for i in 0..ho {
+            for j in 0..wo {
+                let r = &mut ob[(i * wo + j) * row..(i * wo + j + 1) * row];
+                for u in 0..k {
+                    let y = (i * stride + u) as isize - pad as isize;
+                    if y < 0 || y >= h as isize {
+                        continue;
+                    }
+                    for v in 0..k {
+                        let xx = (j * stride + v) as isize - pad as isize;
+                        if xx < 0 || xx >= w as isize {
+                            continue;
+                        }
+                        let src = (y as usize * w + xx as usize) * c;
+                        r[(u * k + v) * c..(u * k + v + 1) * c].copy_from_slice(&xb[src..src + c]);
+                    }
+                }
+            }
+        }
+    });
+    out
 }
 
 /// The adjoint of [`Im2Col`]: scatter-add `[B·Ho·Wo, k·k·C]` back into `[B, H, W, C]`.
@@ -130,39 +137,44 @@ impl CustomOp1 for Col2Im {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = f32_slice(s, l, "col2im input")?;
-        let Conv { c_in: c, k, stride, pad, .. } = self.conv;
-        let (h, w) = (self.h, self.w);
-        let (ho, wo) = (self.conv.out_side(h), self.conv.out_side(w));
-        let row = k * k * c;
-        let bs = g.len() / (ho * wo * row);
-        let mut out = vec![0f32; bs * h * w * c];
-        // Per image, in a fixed order: the sums do not depend on the thread count.
-        out.par_chunks_mut(h * w * c).enumerate().for_each(|(b, xb)| {
-            let gb = &g[b * ho * wo * row..(b + 1) * ho * wo * row];
-            for i in 0..ho {
-                for j in 0..wo {
-                    let r = &gb[(i * wo + j) * row..(i * wo + j + 1) * row];
-                    for u in 0..k {
-                        let y = (i * stride + u) as isize - pad as isize;
-                        if y < 0 || y >= h as isize {
+        let bs = g.len() / (self.conv.out_side(self.h) * self.conv.out_side(self.w) * self.conv.k * self.conv.k * self.conv.c_in);
+        Ok((CpuStorage::F32(col2im(&self.conv, g, self.h, self.w)), Shape::from((bs, self.h, self.w, self.conv.c_in))))
+    }
+}
+
+/// The adjoint of [`im2col`]: `[B·Ho·Wo, k·k·C]` → `[B, H, W, C]` on host buffers.
+pub fn col2im(conv: &Conv, g: &[f32], h: usize, w: usize) -> Vec<f32> {
+    let Conv { c_in: c, k, stride, pad, .. } = *conv;
+    let (ho, wo) = (conv.out_side(h), conv.out_side(w));
+    let row = k * k * c;
+    let bs = g.len() / (ho * wo * row);
+    let mut out = vec![0f32; bs * h * w * c];
+    // Per image, in a fixed order: the sums do not depend on the thread count.
+    out.par_chunks_mut(h * w * c).enumerate().for_each(|(b, xb)| {
+        let gb = &g[b * ho * wo * row..(b + 1) * ho * wo * row];
+        for i in 0..ho {
+            for j in 0..wo {
+                let r = &gb[(i * wo + j) * row..(i * wo + j + 1) * row];
+                for u in 0..k {
+                    let y = (i * stride + u) as isize - pad as isize;
+                    if y < 0 || y >= h as isize {
+                        continue;
+                    }
+                    for v in 0..k {
+                        let xx = (j * stride + v) as isize - pad as isize;
+                        if xx < 0 || xx >= w as isize {
                             continue;
                         }
-                        for v in 0..k {
-                            let xx = (j * stride + v) as isize - pad as isize;
-                            if xx < 0 || xx >= w as isize {
-                                continue;
-                            }
-                            let dst = (y as usize * w + xx as usize) * c;
-                            for (d, s) in xb[dst..dst + c].iter_mut().zip(&r[(u * k + v) * c..(u * k + v + 1) * c]) {
-                                *d += s;
-                            }
+                        let dst = (y as usize * w + xx as usize) * c;
+                        for (d, s) in xb[dst..dst + c].iter_mut().zip(&r[(u * k + v) * c..(u * k + v + 1) * c]) {
+                            *d += s;
                         }
                     }
                 }
             }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((bs, h, w, c))))
-    }
+        }
+    });
+    out
 }
 
 #[cfg(test)]

@@ -66,13 +66,14 @@ impl Linear {
         Ok(Linear { w, b })
     }
 
+    /// `x Wᵀ + b` ([`crate::dense`]: no gradient is computed for an `x` that is plain data).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::fused::bias_act(&x.matmul(&self.w.t()?)?, &self.b, false)
+        crate::dense::dense(x, &self.w, &self.b, false)
     }
 
     /// `relu(x Wᵀ + b)`.
     pub fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::fused::bias_act(&x.matmul(&self.w.t()?)?, &self.b, true)
+        crate::dense::dense(x, &self.w, &self.b, true)
     }
 }
 
@@ -116,6 +117,22 @@ impl Encoder {
             }
         }
         Ok(Encoder { kind, height, width, layers })
+    }
+
+    /// The layers as the CPU fast path ([`crate::host`]) runs them, ReLU after each.
+    pub fn host_layers(&self) -> Vec<crate::host::HostLayer<'_>> {
+        let (mut h, mut w) = (self.height, self.width);
+        self.layers
+            .iter()
+            .map(|l| match l {
+                Layer::Dense(d) => crate::host::HostLayer { w: &d.w, b: &d.b, relu: true, conv: None },
+                Layer::Conv { conv, w: wt, b } => {
+                    let side = (h, w);
+                    (h, w) = (conv.out_side(h), conv.out_side(w));
+                    crate::host::HostLayer { w: wt, b, relu: true, conv: Some((*conv, side.0, side.1)) }
+                }
+            })
+            .collect()
     }
 
     pub fn feature_dim(&self) -> usize {

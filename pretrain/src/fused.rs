@@ -52,7 +52,7 @@ impl CustomOp2 for BiasAct {
 }
 
 /// `g ⊙ [y > 0]`.
-struct ReluGrad;
+pub(crate) struct ReluGrad;
 
 impl CustomOp2 for ReluGrad {
     fn name(&self) -> &'static str {

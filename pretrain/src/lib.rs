@@ -2,8 +2,10 @@
 //! prediction and SimCLR — and the linear probe that measures what they learned.
 pub mod augment;
 pub mod conv;
+pub mod dense;
 pub mod encoder;
 pub mod fused;
+pub mod host;
 pub mod masked;
 pub mod probe;
 pub mod simclr;

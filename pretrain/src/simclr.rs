@@ -12,9 +12,18 @@
 //! where pos(i) is the other view of i's image. The sum over k ≠ i is a log-softmax over each
 //! row with the diagonal pushed to −∞ (a large negative constant), computed with
 //! `candle_nn::ops::log_softmax` (composed ops: it has a backward, unlike `softmax_last_dim`).
+//!
+//! On the CPU the normalisation and the loss are one op ([`nt_xent_of_projections`]) with the
+//! closed-form gradient: with `P_ik` the softmax of row i over k ≠ i and
+//! `G_ik = (P_ik − 1[k = pos(i)]) / 2N`, ∂L/∂z = (G + Gᵀ) z / τ, and through z = p / ‖p‖,
+//! ∂L/∂p_i = (∂z_i − z_i (z_i · ∂z_i)) / ‖p_i‖. Its products are fixed row blocks of
+//! single-threaded `gemm` calls, so the bits do not depend on the thread count.
 
 use crate::encoder::{Encoder, Linear};
-use candle_core::{Device, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor, D};
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+use wick_core::cpu::f32_slice;
 use wick_core::params::Params;
 use wick_core::rng::Rng;
 use wick_core::Result;
@@ -45,8 +54,35 @@ impl SimClr {
     /// NT-Xent of the two views `a`, `b` `[N, D]` (row i of each is the same image).
     pub fn loss(&self, enc: &Encoder, a: &Tensor, b: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
         // One pass through the encoder for both views.
-        let z = self.project(enc, &Tensor::cat(&[a, b], 0)?)?;
-        nt_xent(&z, temperature)
+        let p = self.fc2.forward(&self.fc1.forward_relu(&enc.forward(&Tensor::cat(&[a, b], 0)?)?)?)?;
+        nt_xent_of_projections(&p, temperature)
+    }
+}
+
+impl SimClr {
+    /// The NT-Xent of views `a`, `b` (`n` images each, host values) and the gradient of every
+    /// parameter of `enc` and the head, computed by hand on the CPU ([`crate::host`]): the
+    /// same values as `loss(..).backward()` through the fused ops, without Candle's autograd.
+    pub fn loss_and_grads_host(&self, enc: &Encoder, a: &[f32], b: &[f32], n: usize, temperature: f64) -> Result<(f32, candle_core::backprop::GradStore)> {
+        let mut layers = enc.host_layers();
+        layers.push(crate::host::HostLayer { w: &self.fc1.w, b: &self.fc1.b, relu: true, conv: None });
+        layers.push(crate::host::HostLayer { w: &self.fc2.w, b: &self.fc2.b, relu: false, conv: None });
+        let (p, tape) = crate::host::forward(&layers, [a, b].concat(), 2 * n)?;
+        let (loss, dp) = nt_xent_host(&p, 2 * n, PROJ_OUT, temperature as f32, Some(1.0));
+        let mut grads = candle_core::backprop::GradStore::default();
+        crate::host::backward(&layers, &tape, dp.expect("gradient asked for"), &mut grads)?;
+        Ok((loss, grads))
+    }
+}
+
+/// NT-Xent of the 2N un-normalised projections `p` `[2N, P]`: [`nt_xent`] of
+/// [`l2_normalize`]`(p)`, one fused op with a closed-form backward on the CPU (f32), the composed
+/// ops elsewhere.
+pub fn nt_xent_of_projections(p: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
+    if p.device().is_cpu() && p.dtype() == candle_core::DType::F32 && p.rank() == 2 && p.dim(0)? % 2 == 0 && p.dim(0)? >= 2 {
+        p.contiguous()?.apply_op1(NtXent { tau: temperature as f32 })
+    } else {
+        nt_xent(&l2_normalize(p)?, temperature)
     }
 }
 
@@ -75,9 +111,218 @@ pub fn nt_xent(z: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
     picked.neg()? / n2 as f64
 }
 
+/// Rows of the similarity matrix per block.
+const ROWS: usize = 64;
+
+/// z = p / ‖p‖ per row (ε = 1e-12 inside the root, as [`l2_normalize`]) and the norms.
+fn normalize_rows(p: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
+    let norms: Vec<f32> = p.chunks_exact(d).map(|r| (r.iter().map(|v| v * v).sum::<f32>() + 1e-12).sqrt()).collect();
+    let z = p.chunks_exact(d).zip(&norms).flat_map(|(r, &n)| r.iter().map(move |v| v / n)).collect();
+    (z, norms)
+}
+
+/// `c = a bᵀ · scale`, a `[m, d]`, b `[n, d]` (rows of `c` in fixed blocks, one single-threaded
+/// gemm call each).
+fn abt(a: &[f32], b: &[f32], m: usize, n: usize, d: usize, scale: f32) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    c.par_chunks_mut(ROWS * n).enumerate().for_each(|(j, cb)| {
+        let rows = cb.len() / n;
+        // SAFETY: a rows j·ROWS.. (rows × d), bᵀ (d × n) read with strides (1, d), cb (rows × n).
+        unsafe {
+            gemm(rows, n, d, cb.as_mut_ptr(), 1, n as isize, false, a.as_ptr().add(j * ROWS * d), 1, d as isize, b.as_ptr(), d as isize, 1, 0.0, scale, false, false, false, Parallelism::None)
+        }
+    });
+    c
+}
+
+/// Per row i of the similarities `s` `[m, m]`: (log Σ_{k≠i} e^{s_ik}, the row's max over k ≠ i).
+fn row_lse(s: &[f32], m: usize) -> Vec<(f32, f32)> {
+    s.par_chunks(m)
+        .enumerate()
+        .map(|(i, r)| {
+            let mx = r.iter().enumerate().filter(|&(k, _)| k != i).fold(f32::NEG_INFINITY, |a, (_, &v)| a.max(v));
+            let sum: f32 = r.iter().enumerate().filter(|&(k, _)| k != i).map(|(_, &v)| (v - mx).exp()).sum();
+            (mx + sum.ln(), mx)
+        })
+        .collect()
+}
+
+/// NT-Xent of un-normalised projections `p` `[m = 2N, d]` on host buffers, and with
+/// `grad_scale = Some(g)` also `g · ∂L/∂p` (see the module docs for the closed form).
+pub fn nt_xent_host(p: &[f32], m: usize, d: usize, tau: f32, grad_scale: Option<f32>) -> (f32, Option<Vec<f32>>) {
+    let (z, norms) = normalize_rows(p, d);
+    let mut s = abt(&z, &z, m, m, d, 1.0 / tau);
+    let lse = row_lse(&s, m);
+    // Rows summed in order.
+    let total: f64 = (0..m).map(|i| (lse[i].0 - s[i * m + (i + m / 2) % m]) as f64).sum();
+    let loss = (total / m as f64) as f32;
+    let Some(scale) = grad_scale else { return (loss, None) };
+    // s ← G = (softmax − one-hot(pos)) · scale / 2N, zero on the diagonal.
+    let c = scale / m as f32;
+    s.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
+        let l = lse[i].0;
+        for v in r.iter_mut() {
+            *v = (*v - l).exp() * c;
+        }
+        r[i] = 0.0;
+        r[(i + m / 2) % m] -= c;
+    });
+    // A = G + Gᵀ (symmetric), then ∂z = A z / τ.
+    let mut a = vec![0f32; m * m];
+    a.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
+        for (k, v) in r.iter_mut().enumerate() {
+            *v = s[i * m + k] + s[k * m + i];
+        }
+    });
+    let mut dz = vec![0f32; m * d];
+    dz.par_chunks_mut(ROWS * d).enumerate().for_each(|(j, b)| {
+        let rows = b.len() / d;
+        // SAFETY: a rows j·ROWS.. (rows × m), z (m × d), b (rows × d).
+        unsafe {
+            gemm(rows, d, m, b.as_mut_ptr(), 1, d as isize, false, a.as_ptr().add(j * ROWS * m), 1, m as isize, z.as_ptr(), 1, d as isize, 0.0, 1.0 / tau, false, false, false, Parallelism::None)
+        }
+    });
+    // ∂p_i = (∂z_i − z_i (z_i · ∂z_i)) / ‖p_i‖.
+    dz.par_chunks_mut(d).zip(z.par_chunks(d)).zip(norms.par_iter()).for_each(|((g, zi), &n)| {
+        let dot: f32 = g.iter().zip(zi).map(|(a, b)| a * b).sum();
+        for (v, &zv) in g.iter_mut().zip(zi) {
+            *v = (*v - zv * dot) / n;
+        }
+    });
+    (loss, Some(dz))
+}
+
+/// The fused NT-Xent of un-normalised projections `[2N, P]` → a scalar.
+struct NtXent {
+    tau: f32,
+}
+
+impl CustomOp1 for NtXent {
+    fn name(&self) -> &'static str {
+        "wick-nt-xent"
+    }
+
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let p = f32_slice(st, l, "projections")?;
+        let (m, d) = l.shape().dims2()?;
+        Ok((CpuStorage::F32(vec![nt_xent_host(p, m, d, self.tau, None).0]), Shape::from(())))
+    }
+
+    fn bwd(&self, p: &Tensor, _loss: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let g = g.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        Ok(Some(p.apply_op1_no_bwd(&NtXentGrad { tau: self.tau, scale: g })?))
+    }
+}
+
+/// ∂(scale · NT-Xent)/∂p, p `[2N, P]`.
+struct NtXentGrad {
+    tau: f32,
+    scale: f32,
+}
+
+impl CustomOp1 for NtXentGrad {
+    fn name(&self) -> &'static str {
+        "wick-nt-xent-grad"
+    }
+
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let p = f32_slice(st, l, "projections")?;
+        let (m, d) = l.shape().dims2()?;
+        let g = nt_xent_host(p, m, d, self.tau, Some(self.scale)).1.expect("gradient asked for");
+        Ok((CpuStorage::F32(g), Shape::from((m, d))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoder::Encoder;
+    use candle_core::Var;
+
+    /// The hand-driven CPU step against Candle's backward through the fused ops (same bits) and
+    /// through composed ops (matmul, broadcast_add, relu, l2_normalize, log_softmax: same values
+    /// within rounding), for both encoders; every parameter gets a non-zero gradient.
+    #[test]
+    fn host_step_matches_the_graph_and_the_composed_ops() {
+        use crate::encoder::EncoderKind;
+        let dev = Device::Cpu;
+        let mut r = Rng::stream(8, "x");
+        let (n, side) = (5, 8);
+        let a: Vec<f32> = (0..n * side * side).map(|_| r.uniform() as f32).collect();
+        let b: Vec<f32> = (0..n * side * side).map(|_| r.uniform() as f32).collect();
+        let (at, bt) = (Tensor::from_vec(a.clone(), (n, side * side), &dev).unwrap(), Tensor::from_vec(b.clone(), (n, side * side), &dev).unwrap());
+        for kind in [EncoderKind::Mlp, EncoderKind::Cnn] {
+            let mut p = Params::new();
+            let mut init = Rng::stream(1, "init");
+            let enc = Encoder::new(kind, side, side, &mut p, &mut init, &dev).unwrap();
+            let head = SimClr::new(enc.feature_dim(), &mut p, &mut init, &dev).unwrap();
+            assert!(crate::host::available(&enc, &dev));
+            let (lh, gh) = head.loss_and_grads_host(&enc, &a, &b, n, 0.5).unwrap();
+            let lg = head.loss(&enc, &at, &bt, 0.5).unwrap();
+            assert_eq!(lh, lg.to_scalar::<f32>().unwrap(), "{kind}");
+            let gg = lg.backward().unwrap();
+            // Composed ops all the way (the generic path's ops).
+            let x = Tensor::cat(&[&at, &bt], 0).unwrap();
+            let mut h = match kind {
+                EncoderKind::Mlp => x.clone(),
+                EncoderKind::Cnn => x.reshape((2 * n, side, side, 1)).unwrap(),
+            };
+            for l in enc.host_layers() {
+                h = match l.conv {
+                    Some((conv, _, _)) => {
+                        let kernel = l.w.reshape((conv.c_out, conv.k, conv.k, conv.c_in)).unwrap().permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+                        let y = h.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap().conv2d(&kernel, conv.pad, conv.stride, 1, 1).unwrap();
+                        y.permute((0, 2, 3, 1)).unwrap().broadcast_add(l.b).unwrap().relu().unwrap()
+                    }
+                    None => crate::dense::composed(&h.flatten_from(1).unwrap(), l.w, l.b, true).unwrap(),
+                };
+            }
+            let pr = crate::dense::composed(&crate::dense::composed(&h, &head.fc1.w, &head.fc1.b, true).unwrap(), &head.fc2.w, &head.fc2.b, false).unwrap();
+            let lc = nt_xent(&l2_normalize(&pr).unwrap(), 0.5).unwrap();
+            assert!((lh - lc.to_scalar::<f32>().unwrap()).abs() < 1e-5, "{kind}");
+            let gc = lc.backward().unwrap();
+            for (name, v) in p.names().iter().zip(p.vars()) {
+                let host = gh.get(v).unwrap_or_else(|| panic!("{kind}: no host gradient for {name}")).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let graph = gg.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(host, graph, "{kind}: {name}");
+                let comp = gc.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let scale = comp.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert!(scale > 0.0 && scale.is_finite(), "{kind}: {name} has a zero gradient");
+                for (x, y) in host.iter().zip(&comp) {
+                    assert!((x - y).abs() <= 1e-4 * scale, "{kind}: {name}: {x} vs {y}");
+                }
+            }
+        }
+    }
+
+    /// The fused op against `nt_xent(l2_normalize(p))` in composed ops: value and gradient, and
+    /// the same bits for 1 and 3 threads.
+    #[test]
+    fn fused_nt_xent_matches_the_composed_ops() {
+        let dev = Device::Cpu;
+        let mut r = Rng::stream(6, "p");
+        for (n2, d, tau) in [(6, 3, 0.5), (200, 40, 0.2), (130, 128, 1.0)] {
+            let p = Var::from_tensor(&Tensor::from_vec((0..n2 * d).map(|_| r.normal() as f32).collect::<Vec<_>>(), (n2, d), &dev).unwrap()).unwrap();
+            let fused = nt_xent_of_projections(p.as_tensor(), tau).unwrap();
+            let comp = nt_xent(&l2_normalize(p.as_tensor()).unwrap(), tau).unwrap();
+            let (a, b) = (fused.to_scalar::<f32>().unwrap(), comp.to_scalar::<f32>().unwrap());
+            assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            let ga = (fused * 3.0).unwrap().backward().unwrap().get(&p).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let gb = (comp * 3.0).unwrap().backward().unwrap().get(&p).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let scale = gb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0);
+            for (x, y) in ga.iter().zip(&gb) {
+                assert!((x - y).abs() < 1e-4 * scale, "{x} vs {y}");
+            }
+            let run = |t: usize| {
+                rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| {
+                    let l = nt_xent_of_projections(p.as_tensor(), tau).unwrap();
+                    (l.to_scalar::<f32>().unwrap(), l.backward().unwrap().get(&p).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                })
+            };
+            assert_eq!(run(1), run(3));
+        }
+    }
 
     /// NT-Xent against the definition computed by hand in f64.
     #[test]

@@ -2,9 +2,10 @@
 //! images, no labels; linear probes at intervals and at the end.
 //!
 //! Per epoch: a permutation of the train split from `Rng::stream_indexed(seed, "data", epoch)`;
-//! per optimizer step t, masks or augmentations from `Rng::stream_indexed(seed, "mask"|"augment",
-//! t)` — every draw is a function of (seed, epoch, step), so a run resumed mid-epoch continues
-//! exactly. Parameters are initialised from the `init` stream; the random-init baseline is the
+//! per optimizer step t, masks from `Rng::stream_indexed(seed, "mask", t)`, and the augmented
+//! views of the batch's i-th image from `Rng::stream_indexed(seed, "augment", t·batch + i)` (one
+//! stream per image, so views can be drawn on several threads) — every draw is a function of
+//! (seed, epoch, step), so a run resumed mid-epoch continues exactly. Parameters are initialised from the `init` stream; the random-init baseline is the
 //! same encoder straight from that stream.
 //!
 //! TensorBoard (step = epoch): `losses/masked_bce` or `losses/nt_xent` (mean over the epoch's
@@ -19,6 +20,7 @@ use crate::encoder::{Encoder, EncoderKind};
 use crate::masked::{MaskSpec, MaskedPrediction};
 use crate::probe::{probe, Labels, ProbeData};
 use crate::simclr::SimClr;
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -273,12 +275,10 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             let hi = (lo + cfg.batch).min(ntr);
             let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
             let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
-            let loss = step_loss(&head, &enc, &xb, cfg.seed, st.step)?;
-            let lval = loss.to_scalar::<f32>()? as f64;
+            let (lval, mut grads) = step_grads(&head, &enc, &xb, cfg.seed, st.step, cfg.batch)?;
             if !lval.is_finite() {
                 bail!("training diverged at epoch {} batch {} (loss {lval}); try a lower --lr or --clip-grad", st.epoch, st.batch + 1);
             }
-            let mut grads = loss.backward()?;
             if cfg.clip_grad > 0.0 {
                 clip_grad_norm(&params, &mut grads, cfg.clip_grad)?;
             }
@@ -352,8 +352,31 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     Ok(Outcome::Finished(metrics))
 }
 
-/// The objective's loss on batch `x` at optimizer step `step`.
-fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64) -> Result<Tensor> {
+/// The loss and every parameter's gradient for batch `x` at optimizer step `step`: on the CPU
+/// forward and backward run by hand ([`crate::host`]; [`SimClr::loss_and_grads_host`],
+/// [`MaskedPrediction::loss_and_grads_host`]: the same values as Candle's backward of
+/// [`step_loss`]), elsewhere through Candle's autograd.
+fn step_grads(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch: usize) -> Result<(f64, GradStore)> {
+    if crate::host::available(enc, x.device()) {
+        let n = x.dim(0)?;
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let (loss, grads) = match head {
+            Head::SimClr(h, aug, tau) => {
+                let (a, b) = aug.view_pairs(&xv, seed, "augment", step * batch as u64);
+                h.loss_and_grads_host(enc, &a, &b, n, *tau)?
+            }
+            Head::Masked(h, spec) => h.loss_and_grads_host(enc, &xv, &spec.draw(n, &mut Rng::stream_indexed(seed, "mask", step)), n)?,
+        };
+        return Ok((loss as f64, grads));
+    }
+    let loss = step_loss(head, enc, x, seed, step, batch)?;
+    let lval = loss.to_scalar::<f32>()? as f64;
+    Ok((lval, loss.backward()?))
+}
+
+/// The objective's loss on batch `x` at optimizer step `step` (batches of `batch` rows, the last
+/// one possibly shorter).
+fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch: usize) -> Result<Tensor> {
     let (n, d) = x.dims2()?;
     let dev = x.device();
     Ok(match head {
@@ -363,7 +386,7 @@ fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64) -> Re
         }
         Head::SimClr(h, aug, tau) => {
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
-            let (a, b) = aug.view_pairs(&xv, &mut Rng::stream_indexed(seed, "augment", step));
+            let (a, b) = aug.view_pairs(&xv, seed, "augment", step * batch as u64);
             h.loss(enc, &Tensor::from_vec(a, (n, d), dev)?, &Tensor::from_vec(b, (n, d), dev)?, *tau)?
         }
     })
@@ -423,7 +446,7 @@ fn log_images(tb: &mut TbLogger, head: &Head, enc: &Encoder, data: &Dataset, x: 
             "masked_inputs"
         }
         Head::SimClr(_, aug, _) => {
-            let (a, b) = aug.view_pairs(&orig, &mut Rng::stream_indexed(seed, "tb-augment", step));
+            let (a, b) = aug.view_pairs(&orig, seed, "tb-augment", step * SHOWN as u64);
             for i in 0..n {
                 rows.extend_from_slice(&orig[i * d..(i + 1) * d]);
                 rows.extend_from_slice(&a[i * d..(i + 1) * d]);
@@ -460,12 +483,17 @@ mod tests {
                 } else {
                     Head::SimClr(SimClr::new(256, &mut p, &mut init, &dev).unwrap(), Augment::for_images(h, w), 0.5)
                 };
-                let loss = step_loss(&head, &enc, &x, 3, 0).unwrap();
-                let g = loss.backward().unwrap();
-                for (name, v) in p.names().iter().zip(p.vars()) {
-                    let gv = g.get(v).unwrap_or_else(|| panic!("{kind}/{algo}: no gradient for {name}"));
-                    let norm = gv.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-                    assert!(norm > 0.0 && norm.is_finite(), "{kind}/{algo}: gradient of {name} is {norm}");
+                // Through Candle's backward (the generic path) and by hand (the CPU path).
+                let loss = step_loss(&head, &enc, &x, 3, 0, n).unwrap();
+                let graph = loss.backward().unwrap();
+                let (lh, host) = step_grads(&head, &enc, &x, 3, 0, n).unwrap();
+                assert_eq!(lh, loss.to_scalar::<f32>().unwrap() as f64, "{kind}/{algo}");
+                for g in [graph, host] {
+                    for (name, v) in p.names().iter().zip(p.vars()) {
+                        let gv = g.get(v).unwrap_or_else(|| panic!("{kind}/{algo}: no gradient for {name}"));
+                        let norm = gv.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                        assert!(norm > 0.0 && norm.is_finite(), "{kind}/{algo}: gradient of {name} is {norm}");
+                    }
                 }
             }
         }

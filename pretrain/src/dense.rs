@@ -1,0 +1,350 @@
+//! A dense layer `y = act(x Wᵀ + b)` as one CPU op with a closed-form backward that computes
+//! only the gradients the graph needs.
+//!
+//! `x` `[N, K]`, `W` `[O, K]` (PyTorch's layout), `b` `[O]`, act = ReLU or the identity. With
+//! `∂h = ∂y ⊙ [y > 0]` (ReLU) or `∂y`:
+//!
+//! ```text
+//! ∂W = ∂hᵀ x      ∂b = Σ_rows ∂h      ∂x = ∂h W   (only when x depends on a parameter)
+//! ```
+//!
+//! Candle's matmul backward always computes both operand gradients; for an encoder's first
+//! layer (input: the images) the `∂x` product is a third of the layer's work, thrown away. Here
+//! `∂x` is computed only when `x.track_op()` (x is, or depends on, a variable).
+//!
+//! **Determinism.** Every product is cut into fixed blocks (rows of `y` and `∂x`, tiles of `∂W`
+//! whose reduction runs over all N rows in one call), each one single-threaded call of the
+//! `gemm` crate that Candle's CPU matmul uses; rayon spreads the blocks over threads, so every bit
+//! is the same for any thread count (as in `wick_generative::staircase`). `∂b` sums rows in order.
+//! Elsewhere than the CPU (or for non-f32 tensors) the composed Candle ops run.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+use wick_core::cpu::f32_slice;
+
+/// Rows of `y` / `∂x` per block: a multiple of 64, at least 64, about `TARGET` multiply–adds
+/// (a convolution's im2col product has many short rows: small blocks would spend their time
+/// packing the weights).
+fn rows_per_block(k: usize, o: usize) -> usize {
+    ((TARGET / (k * o).max(1)) / 64 * 64).max(64)
+}
+const TARGET: usize = 1 << 22;
+/// Up to this many inputs per row, the forward product is plain loops instead of gemm.
+const SMALL_K: usize = 16;
+/// Tile of `∂W`: output units × input units.
+const TILE_O: usize = 64;
+const TILE_K: usize = 128;
+/// With fewer than `MIN_TASKS` tiles, the reduction over rows is cut into chunks of this many
+/// rows (partial sums added in chunk order).
+const RED: usize = 8192;
+const MIN_TASKS: usize = 8;
+
+/// `relu(x Wᵀ + b)` (`relu`) or `x Wᵀ + b`, `x` `[N, K]`, `w` `[O, K]`, `b` `[O]`.
+pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+    let f32s = [x, w, b].iter().all(|t| t.dtype() == candle_core::DType::F32);
+    if x.device().is_cpu() && f32s && x.rank() == 2 && w.rank() == 2 && w.dim(1)? == x.dim(1)? && b.dims() == [w.dim(0)?] {
+        x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Dense { relu })
+    } else {
+        composed(x, w, b, relu)
+    }
+}
+
+/// The same layer in composed Candle ops (the fallback, and the reference in tests).
+pub fn composed(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+    let y = x.matmul(&w.t()?)?.broadcast_add(b)?;
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}
+
+/// A raw pointer that rayon tasks may share: every task writes a disjoint set of entries.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so that closures capture the whole `Shared`, which is `Send`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst ← dst + lhs · rhs` (`acc`) or `dst ← lhs · rhs`, single-threaded; `m × n` result, inner
+/// size `k`; operands given by pointer and (row, column) strides.
+///
+/// # Safety
+/// Every operand's `m`/`n`/`k` extent must lie inside its allocation, and `dst` must not be
+/// written by anyone else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(m: usize, n: usize, k: usize, dst: *mut f32, (drs, dcs): (usize, usize), acc: bool, lhs: *const f32, (lrs, lcs): (usize, usize), rhs: *const f32, (rrs, rcs): (usize, usize)) {
+    gemm(m, n, k, dst, dcs as isize, drs as isize, acc, lhs, lcs as isize, lrs as isize, rhs, rcs as isize, rrs as isize, 1.0, 1.0, false, false, false, Parallelism::None)
+}
+
+fn blocks(n: usize, size: usize) -> Vec<(usize, usize)> {
+    (0..n.div_ceil(size)).map(|j| (j * size, ((j + 1) * size).min(n))).collect()
+}
+
+/// `y = act(x wᵀ + b)`: x `[n, k]`, w `[o, k]`, y `[n, o]`.
+pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, o: usize) -> Vec<f32> {
+    assert!(x.len() == n * k && w.len() == o * k && b.len() == o);
+    let mut y = vec![0f32; n * o];
+    let rb = rows_per_block(k, o);
+    // wᵀ `[k, o]`, for the small-k loops.
+    let wt: Vec<f32> = if k <= SMALL_K { (0..k * o).map(|i| w[(i % o) * k + i / o]).collect() } else { Vec::new() };
+    y.par_chunks_mut(rb * o.max(1)).enumerate().for_each(|(j, yb)| {
+        let rows = yb.len() / o.max(1);
+        for r in yb.chunks_exact_mut(o) {
+            r.copy_from_slice(b);
+        }
+        if k <= SMALL_K {
+            // A first convolution's few inputs per row: plain loops over wᵀ (vectorised over o)
+            // beat gemm's packing.
+            for (yr, xr) in yb.chunks_exact_mut(o).zip(x[j * rb * k..].chunks_exact(k)) {
+                for (xv, wr) in xr.iter().zip(wt.chunks_exact(o)) {
+                    for (y, &wv) in yr.iter_mut().zip(wr) {
+                        *y += xv * wv;
+                    }
+                }
+            }
+        } else if rows > 0 {
+            // SAFETY: x rows j·rb.. (rows × k), w read as wᵀ (k × o), yb (rows × o).
+            unsafe { mm(rows, o, k, yb.as_mut_ptr(), (o, 1), true, x.as_ptr().add(j * rb * k), (k, 1), w.as_ptr(), (1, k)) }
+        }
+        if relu {
+            for v in yb.iter_mut() {
+                *v = v.max(0.0);
+            }
+        }
+    });
+    y
+}
+
+/// `∂W = dhᵀ x` `[o, k]`: dh `[n, o]`, x `[n, k]`.
+pub fn grad_weight(dh: &[f32], x: &[f32], n: usize, k: usize, o: usize) -> Vec<f32> {
+    assert!(dh.len() == n * o && x.len() == n * k);
+    let tiles: Vec<_> = blocks(o, TILE_O).into_iter().flat_map(|ob| blocks(k, TILE_K).into_iter().map(move |kb| (ob, kb))).collect();
+    let chunks = if tiles.len() < MIN_TASKS && n >= 2 * RED { blocks(n, RED) } else { vec![(0, n)] };
+    // One [o, k] buffer per chunk of rows; every (tile, chunk) task writes its own entries.
+    let mut parts = vec![0f32; chunks.len() * o * k];
+    let p = Shared(parts.as_mut_ptr());
+    let tasks: Vec<_> = chunks.iter().enumerate().flat_map(|(c, &rows)| tiles.iter().map(move |&t| (c, rows, t))).collect();
+    tasks.par_iter().for_each(|&(c, (r0, r1), ((o0, o1), (k0, k1)))| {
+        if r1 > r0 {
+            // SAFETY: this task owns part c's entries [o0..o1, k0..k1]; dhᵀ read with strides
+            // (1, o) from row r0, x (k, 1) from row r0.
+            unsafe { mm(o1 - o0, k1 - k0, r1 - r0, p.get().add(c * o * k + o0 * k + k0), (k, 1), false, dh.as_ptr().add(r0 * o + o0), (1, o), x.as_ptr().add(r0 * k + k0), (k, 1)) }
+        }
+    });
+    // Partial sums added in chunk order.
+    let mut dw = parts[..o * k].to_vec();
+    for part in parts.chunks_exact(o * k).skip(1) {
+        for (a, &v) in dw.iter_mut().zip(part) {
+            *a += v;
+        }
+    }
+    dw
+}
+
+/// `∂x = dh W` `[n, k]`: dh `[n, o]`, w `[o, k]`.
+pub fn grad_input(dh: &[f32], w: &[f32], n: usize, k: usize, o: usize) -> Vec<f32> {
+    assert!(dh.len() == n * o && w.len() == o * k);
+    let mut dx = vec![0f32; n * k];
+    let rb = rows_per_block(k, o);
+    dx.par_chunks_mut(rb * k.max(1)).enumerate().for_each(|(j, db)| {
+        let rows = db.len() / k.max(1);
+        if o > 0 && rows > 0 {
+            // SAFETY: dh rows j·rb.. (rows × o), w (o × k), db (rows × k).
+            unsafe { mm(rows, k, o, db.as_mut_ptr(), (k, 1), false, dh.as_ptr().add(j * rb * o), (o, 1), w.as_ptr(), (k, 1)) }
+        } else {
+            db.fill(0.0);
+        }
+    });
+    dx
+}
+
+/// Column sums of `[n, o]`: rows summed in order within fixed chunks of `RED` rows (in parallel),
+/// the chunks' sums added in order.
+pub fn col_sums(dh: &[f32], o: usize) -> Vec<f32> {
+    let o = o.max(1);
+    let parts: Vec<Vec<f32>> = dh
+        .par_chunks(RED * o)
+        .map(|c| {
+            let mut s = vec![0f32; o];
+            for row in c.chunks_exact(o) {
+                for (a, &v) in s.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+            s
+        })
+        .collect();
+    let mut s = vec![0f32; o];
+    for p in &parts {
+        for (a, &v) in s.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    s
+}
+
+/// `g ← g ⊙ [y > 0]` (the ReLU's backward, given its output y).
+pub fn relu_grad_inplace(g: &mut [f32], y: &[f32]) {
+    g.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(g, y)| {
+        for (g, &y) in g.iter_mut().zip(y) {
+            if y <= 0.0 {
+                *g = 0.0;
+            }
+        }
+    });
+}
+
+struct Dense {
+    relu: bool,
+}
+
+impl CustomOp3 for Dense {
+    fn name(&self) -> &'static str {
+        "wick-dense"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (f32_slice(s1, l1, "dense input")?, f32_slice(s2, l2, "dense weight")?, f32_slice(s3, l3, "dense bias")?);
+        let (n, k) = l1.shape().dims2()?;
+        let o = l2.shape().dims2()?.0;
+        Ok((CpuStorage::F32(forward(x, w, b, self.relu, n, k, o)), Shape::from((n, o))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        // ∂h as [N, O], then one op per wanted gradient.
+        let dh = if self.relu { g.apply_op2_no_bwd(y, &crate::fused::ReluGrad)? } else { g };
+        let dw = dh.apply_op2_no_bwd(x, &Grad::Weight)?;
+        let db = dh.apply_op1_no_bwd(&BiasGrad)?;
+        let dx = if x.track_op() { Some(dh.apply_op2_no_bwd(w, &Grad::Input)?) } else { None };
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// `∂b` = [`col_sums`] of dh.
+struct BiasGrad;
+
+impl candle_core::CustomOp1 for BiasGrad {
+    fn name(&self) -> &'static str {
+        "wick-dense-grad-bias"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, o) = l.shape().dims2()?;
+        Ok((CpuStorage::F32(col_sums(f32_slice(s, l, "dense gradient")?, o)), Shape::from(o)))
+    }
+}
+
+/// `∂W = dhᵀ x` (args dh, x) or `∂x = dh W` (args dh, W).
+enum Grad {
+    Weight,
+    Input,
+}
+
+impl CustomOp2 for Grad {
+    fn name(&self) -> &'static str {
+        match self {
+            Grad::Weight => "wick-dense-grad-weight",
+            Grad::Input => "wick-dense-grad-input",
+        }
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (dh, other) = (f32_slice(s1, l1, "dense gradient")?, f32_slice(s2, l2, "dense operand")?);
+        let (n, o) = l1.shape().dims2()?;
+        Ok(match self {
+            Grad::Weight => {
+                let k = l2.shape().dims2()?.1;
+                (CpuStorage::F32(grad_weight(dh, other, n, k, o)), Shape::from((o, k)))
+            }
+            Grad::Input => {
+                let k = l2.shape().dims2()?.1;
+                (CpuStorage::F32(grad_input(dh, other, n, k, o)), Shape::from((n, k)))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use wick_core::rng::Rng;
+
+    fn rand(shape: &[usize], r: &mut Rng) -> Tensor {
+        let n = shape.iter().product();
+        Tensor::from_vec((0..n).map(|_| r.normal() as f32).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+    }
+
+    fn close(a: &Tensor, b: &Tensor, tol: f32) {
+        let (a, b) = (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(a.len(), b.len());
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() <= tol * (1.0 + q.abs()), "{p} vs {q}");
+        }
+    }
+
+    /// Values and every gradient match `x.matmul(Wᵀ) + b` (+ ReLU), on shapes that cut blocks
+    /// unevenly; an input that is plain data gets no gradient, one that is a variable does.
+    #[test]
+    fn dense_matches_the_composed_ops_in_value_and_gradient() {
+        let mut r = Rng::stream(2, "dense");
+        for (n, k, o) in [(5, 7, 3), (130, 200, 70), (64, 9, 32)] {
+            for relu in [true, false] {
+                let x = Var::from_tensor(&rand(&[n, k], &mut r)).unwrap();
+                let w = Var::from_tensor(&rand(&[o, k], &mut r)).unwrap();
+                let b = Var::from_tensor(&rand(&[o], &mut r)).unwrap();
+                let wy = rand(&[n, o], &mut r);
+                let y = dense(x.as_tensor(), w.as_tensor(), b.as_tensor(), relu).unwrap();
+                let yc = composed(x.as_tensor(), w.as_tensor(), b.as_tensor(), relu).unwrap();
+                close(&y, &yc, 1e-5);
+                let ga = (y * &wy).unwrap().sum_all().unwrap().backward().unwrap();
+                let gb = (yc * &wy).unwrap().sum_all().unwrap().backward().unwrap();
+                for v in [&x, &w, &b] {
+                    let g = ga.get(v).unwrap();
+                    close(g, gb.get(v).unwrap(), 1e-4);
+                    assert!(g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+                }
+                // Data in: weights still get their gradient, the data none.
+                let xd = x.as_tensor().detach();
+                let g = dense(&xd, w.as_tensor(), b.as_tensor(), relu).unwrap().sum_all().unwrap().backward().unwrap();
+                assert!(g.get(&xd).is_none() && g.get(w.as_tensor()).is_some() && g.get(b.as_tensor()).is_some());
+            }
+        }
+    }
+
+    /// The same bits for 1 and 3 threads.
+    #[test]
+    fn dense_bits_do_not_depend_on_the_thread_count() {
+        let mut r = Rng::stream(3, "dense");
+        // The second shape cuts the weight gradient's reduction into chunks.
+        for (n, k, o) in [(300, 150, 140), (20000, 9, 8)] {
+            let x: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
+            let w: Vec<f32> = (0..o * k).map(|_| r.normal() as f32).collect();
+            let b: Vec<f32> = (0..o).map(|_| r.normal() as f32).collect();
+            let run = |t: usize| {
+                rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| {
+                    let y = forward(&x, &w, &b, true, n, k, o);
+                    (grad_weight(&y, &x, n, k, o), grad_input(&y, &w, n, k, o), y)
+                })
+            };
+            let one = run(1);
+            assert_eq!(one, run(3));
+            // Against a plain f64 sum.
+            let (gw, _, y) = &one;
+            for (i, &g) in gw.iter().enumerate().step_by(7) {
+                let (oi, ki) = (i / k, i % k);
+                let want: f64 = (0..n).map(|r| y[r * o + oi] as f64 * x[r * k + ki] as f64).sum();
+                assert!((g as f64 - want).abs() < 1e-3 * (1.0 + want.abs()), "{g} vs {want}");
+            }
+        }
+    }
+}
