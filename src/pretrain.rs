@@ -40,6 +40,10 @@ pub struct PretrainFlags {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// Masked prediction: how many patches to hide: ratio (--mask-ratio of them) or order-agnostic (the last P−d of a random ordering, d uniform in 0..P) [default: ratio]
+    #[arg(long, value_parser = parse_mask)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<ptrain::MaskMode>,
     /// Masked prediction: fraction of patches hidden, in (0, 1) [default: 0.5]
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,6 +74,10 @@ pub struct PretrainFlags {
 
 fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
     s.parse::<Schedule>().map_err(|e| e.to_string())
+}
+
+fn parse_mask(s: &str) -> std::result::Result<ptrain::MaskMode, String> {
+    s.parse::<ptrain::MaskMode>().map_err(|e| e.to_string())
 }
 
 fn parse_encoder(s: &str) -> std::result::Result<EncoderKind, String> {

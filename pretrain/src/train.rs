@@ -16,7 +16,7 @@
 
 use crate::augment::Augment;
 use crate::encoder::{Encoder, EncoderKind};
-use crate::masked::{MaskSpec, MaskedPrediction};
+use crate::masked::{Hide, MaskSpec, MaskedPrediction};
 use crate::probe::{probe, Labels, ProbeData};
 use crate::simclr::SimClr;
 use candle_core::{Device, Tensor};
@@ -45,7 +45,10 @@ pub struct PretrainConfig {
     pub batch: usize,
     /// SimCLR temperature τ.
     pub temperature: f64,
-    /// Masked prediction: fraction of patches hidden, in (0, 1).
+    /// Masked prediction: `ratio` hides `mask_ratio` of the patches; `order-agnostic` hides the
+    /// last P − d patches of a random ordering, d ~ U{0, …, P−1} (Uria et al. 2014).
+    pub mask: MaskMode,
+    /// Masked prediction: fraction of patches hidden, in (0, 1) (with `mask = "ratio"`).
     pub mask_ratio: f64,
     /// Masked prediction: side of the square patches hidden together (1: pixels). Unset: 4 for
     /// images of side ≥ 16, else 1.
@@ -70,6 +73,7 @@ impl Default for PretrainConfig {
             epochs: 50,
             batch: 256,
             temperature: 0.5,
+            mask: MaskMode::Ratio,
             mask_ratio: 0.5,
             mask_patch: None,
             probe_every: 10,
@@ -78,6 +82,38 @@ impl Default for PretrainConfig {
             optim: OptimConfig::default(),
             schedule: Schedule::Constant,
         }
+    }
+}
+
+/// How masked prediction chooses how many patches to hide (see [`wick_core::mask::Hide`]).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaskMode {
+    /// A fixed fraction, `mask_ratio`.
+    Ratio,
+    /// Uniformly many, the last of a random ordering: Uria et al. 2014's order-agnostic draw.
+    OrderAgnostic,
+}
+
+impl std::str::FromStr for MaskMode {
+    type Err = wick_core::Error;
+    fn from_str(s: &str) -> Result<MaskMode> {
+        match s {
+            "ratio" => Ok(MaskMode::Ratio),
+            "order-agnostic" => Ok(MaskMode::OrderAgnostic),
+            _ => Err(wick_core::Error::new(format!("unknown mask '{s}': expected ratio or order-agnostic"))),
+        }
+    }
+}
+
+impl PretrainConfig {
+    /// The masks of masked prediction for h×w images (after [`PretrainConfig::with_data_defaults`]).
+    pub fn mask_spec(&self, height: usize, width: usize) -> MaskSpec {
+        let hide = match self.mask {
+            MaskMode::Ratio => Hide::Ratio(self.mask_ratio),
+            MaskMode::OrderAgnostic => Hide::OrderAgnostic,
+        };
+        MaskSpec { height, width, patch: self.mask_patch.unwrap_or(1), hide }
     }
 }
 
@@ -210,7 +246,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     let enc = Encoder::new(cfg.encoder, data.height, data.width, &mut params, &mut init, dev)?;
     let head = match cfg.algo.as_str() {
         "masked" => {
-            let spec = MaskSpec { height: data.height, width: data.width, patch: cfg.mask_patch.unwrap_or(1), ratio: cfg.mask_ratio };
+            let spec = cfg.mask_spec(data.height, data.width);
             spec.validate()?;
             Head::Masked(MaskedPrediction::new(enc.feature_dim(), data.dim, &mut params, &mut init, dev)?, spec)
         }
@@ -359,7 +395,13 @@ fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64) -> Re
     Ok(match head {
         Head::Masked(h, spec) => {
             let m = spec.draw(n, &mut Rng::stream_indexed(seed, "mask", step));
-            h.loss(enc, x, &Tensor::from_vec(m, (n, d), dev)?)?
+            let mt = Tensor::from_vec(m, (n, d), dev)?;
+            match spec.hide {
+                Hide::Ratio(_) => h.loss(enc, x, &mt)?,
+                // Each image's hidden pixels weigh 1/(its hidden count): the per-image mean of
+                // Uria et al.'s D/(D − d)-weighted loss, whatever d each image drew.
+                Hide::OrderAgnostic => h.loss_weighted(enc, x, &mt, &mt.broadcast_div(&mt.sum_keepdim(1)?)?)?,
+            }
         }
         Head::SimClr(h, aug, tau) => {
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
@@ -451,12 +493,13 @@ mod tests {
         let n = 6;
         let x = Tensor::from_vec((0..n * 64).map(|_| r.uniform() as f32).collect::<Vec<_>>(), (n, 64), &dev).unwrap();
         for kind in [EncoderKind::Mlp, EncoderKind::Cnn] {
-            for algo in ["masked", "simclr"] {
+            for algo in ["masked", "masked-order-agnostic", "simclr"] {
                 let mut p = Params::new();
                 let mut init = Rng::stream(1, "init");
                 let enc = Encoder::new(kind, h, w, &mut p, &mut init, &dev).unwrap();
-                let head = if algo == "masked" {
-                    Head::Masked(MaskedPrediction::new(256, 64, &mut p, &mut init, &dev).unwrap(), MaskSpec { height: h, width: w, patch: 2, ratio: 0.5 })
+                let hide = if algo == "masked" { Hide::Ratio(0.5) } else { Hide::OrderAgnostic };
+                let head = if algo.starts_with("masked") {
+                    Head::Masked(MaskedPrediction::new(256, 64, &mut p, &mut init, &dev).unwrap(), MaskSpec { height: h, width: w, patch: 2, hide })
                 } else {
                     Head::SimClr(SimClr::new(256, &mut p, &mut init, &dev).unwrap(), Augment::for_images(h, w), 0.5)
                 };
@@ -469,5 +512,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Order-agnostic masks hide a different number of pixels in each image; the loss is the
+    /// mean over images of each image's mean BCE over its own hidden pixels (computed by hand).
+    #[test]
+    fn order_agnostic_loss_is_the_mean_of_per_image_means() {
+        let dev = Device::Cpu;
+        let (h, w, n) = (8, 8, 5);
+        let mut r = Rng::stream(0, "x");
+        let xv: Vec<f32> = (0..n * 64).map(|_| r.uniform() as f32).collect();
+        let x = Tensor::from_vec(xv.clone(), (n, 64), &dev).unwrap();
+        let mut p = Params::new();
+        let mut init = Rng::stream(1, "init");
+        let enc = Encoder::new(EncoderKind::Mlp, h, w, &mut p, &mut init, &dev).unwrap();
+        let spec = MaskSpec { height: h, width: w, patch: 1, hide: Hide::OrderAgnostic };
+        let head = Head::Masked(MaskedPrediction::new(256, 64, &mut p, &mut init, &dev).unwrap(), spec);
+        let got = step_loss(&head, &enc, &x, 3, 7).unwrap().to_scalar::<f32>().unwrap() as f64;
+        let m = spec.draw(n, &mut Rng::stream_indexed(3, "mask", 7));
+        let counts: Vec<usize> = m.chunks(64).map(|r| r.iter().filter(|&&v| v == 1.0).count()).collect();
+        assert!(counts.windows(2).any(|c| c[0] != c[1]), "the draw should vary the hidden count: {counts:?}");
+        let Head::Masked(mp, _) = &head else { unreachable!() };
+        let z = mp.logits(&enc, &x, &Tensor::from_vec(m.clone(), (n, 64), &dev).unwrap()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut want = 0f64;
+        for b in 0..n {
+            let mut s = 0f64;
+            for i in b * 64..(b + 1) * 64 {
+                if m[i] == 1.0 {
+                    let (z, t) = (z[i] as f64, xv[i] as f64);
+                    s += z.max(0.0) - z * t + (-z.abs()).exp().ln_1p();
+                }
+            }
+            want += s / counts[b] as f64 / n as f64;
+        }
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 }
