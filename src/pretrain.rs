@@ -48,7 +48,7 @@ pub struct PretrainFlags {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_ratio: Option<f64>,
-    /// Masked prediction: side of the square patches hidden together; 1 = pixels [default: 4 for MNIST-sized images, 1 for digits]
+    /// Masked prediction: side of the square patches hidden together; 1 = pixels [default: a quarter of the image side (7 on MNIST) for images of side ≥ 16, 1 for digits]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_patch: Option<usize>,

@@ -50,8 +50,8 @@ pub struct PretrainConfig {
     pub mask: MaskMode,
     /// Masked prediction: fraction of patches hidden, in (0, 1) (with `mask = "ratio"`).
     pub mask_ratio: f64,
-    /// Masked prediction: side of the square patches hidden together (1: pixels). Unset: 4 for
-    /// images of side ≥ 16, else 1.
+    /// Masked prediction: side of the square patches hidden together (1: pixels). Unset: a
+    /// quarter of the image side (7 on MNIST: 16 patches) for images of side ≥ 16, else 1.
     pub mask_patch: Option<usize>,
     /// Epochs between linear probes (0: only at the end).
     pub probe_every: u64,
@@ -140,7 +140,7 @@ impl PretrainConfig {
     pub fn with_data_defaults(&self, side: usize) -> PretrainConfig {
         let mut c = self.clone();
         if c.algo == "masked" {
-            c.mask_patch = Some(c.mask_patch.unwrap_or(if side >= 16 { 4 } else { 1 }));
+            c.mask_patch = Some(c.mask_patch.unwrap_or(if side >= 16 { side / 4 } else { 1 }));
         }
         c
     }
