@@ -1,4 +1,4 @@
-//! `wick train masked|simclr`, `wick probe`, `wick embed` for self-supervised encoders.
+//! `wick train masked|simclr|vicreg`, `wick probe`, `wick embed` for self-supervised encoders.
 
 use crate::cli::{configure, finish, CommonFlags};
 use crate::density::OptimFlags;
@@ -106,7 +106,7 @@ fn load_encoder(dir: &std::path::Path, data: &Dataset, device: &candle_core::Dev
         .try_into()
         .map_err(|e: toml::de::Error| Error::new(format!("{}: config.toml: {}", dir.display(), e.message())))?;
     if !is_pretrain(&cfg.algo) {
-        bail!("'{}' is a {} run, not a pretraining run (masked, simclr)", dir.display(), cfg.algo);
+        bail!("'{}' is a {} run, not a pretraining run (masked, simclr, vicreg)", dir.display(), cfg.algo);
     }
     let (enc, params) = ptrain::build_encoder(cfg.encoder, data, cfg.seed, device)?;
     let path = run.checkpoint();

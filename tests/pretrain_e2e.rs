@@ -16,11 +16,12 @@ fn train(logdir: &std::path::Path, name: &str, args: &[&str]) -> std::path::Path
 
 const MASKED: &[&str] = &["masked", "--data", "digits", "--epochs", "3", "--probe-every", "2", "--log-every", "2", "--batch", "128"];
 const SIMCLR: &[&str] = &["simclr", "--data", "digits", "--encoder", "cnn", "--epochs", "3", "--probe-every", "2", "--log-every", "2", "--batch", "128"];
+const VICREG: &[&str] = &["vicreg", "--data", "digits", "--epochs", "3", "--probe-every", "2", "--log-every", "2", "--batch", "128"];
 
 #[test]
 fn a_run_writes_config_checkpoint_metrics_events_and_probes() {
     let d = scratch("pt-files");
-    for (algo, args, loss_tag, image_tag) in [("masked", MASKED, "losses/masked_bce", "masked_inputs"), ("simclr", SIMCLR, "losses/nt_xent", "view_pairs")] {
+    for (algo, args, loss_tag, image_tag) in [("masked", MASKED, "losses/masked_bce", "masked_inputs"), ("simclr", SIMCLR, "losses/nt_xent", "view_pairs"), ("vicreg", VICREG, "losses/vicreg", "view_pairs")] {
         let run = train(&d, algo, args);
         for f in ["config.toml", "checkpoint.safetensors", "metrics.json"] {
             assert!(run.join(f).is_file(), "{algo}: missing {f}");
@@ -90,7 +91,7 @@ fn order_agnostic_masks_train_and_reproduce() {
 #[test]
 fn same_seed_same_bits_other_seed_other_bits() {
     let d = scratch("pt-repro");
-    for (algo, args) in [("masked", MASKED), ("simclr", SIMCLR)] {
+    for (algo, args) in [("masked", MASKED), ("simclr", SIMCLR), ("vicreg", VICREG)] {
         let a = train(&d, &format!("{algo}-a"), &[args, &["--seed", "3", "--threads", "1"]].concat());
         let b = train(&d, &format!("{algo}-b"), &[args, &["--seed", "3", "--threads", "2"]].concat());
         let c = train(&d, &format!("{algo}-c"), &[args, &["--seed", "4"]].concat());

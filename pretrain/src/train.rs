@@ -1,4 +1,4 @@
-//! The pretraining trainer: an objective (masked prediction or SimCLR) on the train split's
+//! The pretraining trainer: an objective (masked prediction, SimCLR or VICReg) on the train split's
 //! images, no labels; linear probes at intervals and at the end.
 //!
 //! Per epoch: a permutation of the train split from `Rng::stream_indexed(seed, "data", epoch)`;
@@ -7,11 +7,11 @@
 //! exactly. Parameters are initialised from the `init` stream; the random-init baseline is the
 //! same encoder straight from that stream.
 //!
-//! TensorBoard (step = epoch): `losses/masked_bce` or `losses/nt_xent` (mean over the epoch's
+//! TensorBoard (step = epoch): `losses/masked_bce`, `losses/nt_xent` or `losses/vicreg` (mean over the epoch's
 //! batches), `charts/learning_rate`, `charts/samples_per_s`, `eval/probe_acc_all` and
 //! `eval/probe_acc_100` every `probe_every` epochs and at the end, the baselines
 //! `eval/raw_probe_acc_{all,100}` and `eval/random_probe_acc_{all,100}` once at step 0; images
-//! `masked_inputs` (original | what the encoder sees | prediction, per row) or `view_pairs`
+//! `masked_inputs` (original | what the encoder sees | prediction, per row) or `view_pairs` (SimCLR, VICReg)
 //! (original | view 1 | view 2).
 
 use crate::augment::Augment;
@@ -19,6 +19,7 @@ use crate::encoder::{Encoder, EncoderKind};
 use crate::masked::{Hide, MaskSpec, MaskedPrediction};
 use crate::probe::{probe, Labels, ProbeData};
 use crate::simclr::SimClr;
+use crate::vicreg::VicReg;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -36,7 +37,7 @@ use wick_core::{bail, ensure, Result};
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PretrainConfig {
-    /// Objective: `masked` or `simclr`.
+    /// Objective: `masked`, `simclr` or `vicreg`.
     pub algo: String,
     pub data: String,
     pub encoder: EncoderKind,
@@ -121,11 +122,12 @@ impl PretrainConfig {
 pub const OBJECTIVES: &[(&str, &str)] = &[
     ("masked", "masked prediction: hide patches/pixels, predict them from the rest (self-supervised encoder)"),
     ("simclr", "SimCLR: contrast two augmented views, NT-Xent loss (self-supervised encoder)"),
+    ("vicreg", "VICReg: variance-invariance-covariance regularisation of two augmented views (self-supervised encoder)"),
 ];
 
 impl PretrainConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(OBJECTIVES.iter().any(|(m, _)| *m == self.algo), "unknown objective '{}': expected masked or simclr", self.algo);
+        ensure!(OBJECTIVES.iter().any(|(m, _)| *m == self.algo), "unknown objective '{}': expected masked, simclr or vicreg", self.algo);
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
         ensure!(self.batch >= 2, "batch size must be at least 2, got {}", self.batch);
         ensure!(self.temperature > 0.0 && self.temperature.is_finite(), "temperature must be a positive number, got {}", self.temperature);
@@ -195,6 +197,7 @@ pub fn build_encoder(kind: EncoderKind, data: &Dataset, seed: u64, dev: &Device)
 enum Head {
     Masked(MaskedPrediction, MaskSpec),
     SimClr(SimClr, Augment, f64),
+    VicReg(VicReg, Augment),
 }
 
 /// Where a run stands; saved in the checkpoint's metadata as `train_state`.
@@ -250,6 +253,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             spec.validate()?;
             Head::Masked(MaskedPrediction::new(enc.feature_dim(), data.dim, &mut params, &mut init, dev)?, spec)
         }
+        "vicreg" => Head::VicReg(VicReg::new(enc.feature_dim(), &mut params, &mut init, dev)?, Augment::for_images(data.height, data.width)),
         _ => Head::SimClr(SimClr::new(enc.feature_dim(), &mut params, &mut init, dev)?, Augment::for_images(data.height, data.width), cfg.temperature),
     };
     let mut opt = Optimizer::new(cfg.optim.clone(), &params)?;
@@ -296,6 +300,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     let loss_tag = match head {
         Head::Masked(..) => "losses/masked_bce",
         Head::SimClr(..) => "losses/nt_xent",
+        Head::VicReg(..) => "losses/vicreg",
     };
     let mut last_probe = None;
 
@@ -408,6 +413,11 @@ fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64) -> Re
             let (a, b) = aug.view_pairs(&xv, &mut Rng::stream_indexed(seed, "augment", step));
             h.loss(enc, &Tensor::from_vec(a, (n, d), dev)?, &Tensor::from_vec(b, (n, d), dev)?, *tau)?
         }
+        Head::VicReg(h, aug) => {
+            let xv = x.flatten_all()?.to_vec1::<f32>()?;
+            let (a, b) = aug.view_pairs(&xv, &mut Rng::stream_indexed(seed, "augment", step));
+            h.loss(enc, &Tensor::from_vec(a, (n, d), dev)?, &Tensor::from_vec(b, (n, d), dev)?)?.loss
+        }
     })
 }
 
@@ -464,7 +474,7 @@ fn log_images(tb: &mut TbLogger, head: &Head, enc: &Encoder, data: &Dataset, x: 
             }
             "masked_inputs"
         }
-        Head::SimClr(_, aug, _) => {
+        Head::SimClr(_, aug, _) | Head::VicReg(_, aug) => {
             let (a, b) = aug.view_pairs(&orig, &mut Rng::stream_indexed(seed, "tb-augment", step));
             for i in 0..n {
                 rows.extend_from_slice(&orig[i * d..(i + 1) * d]);
@@ -493,13 +503,15 @@ mod tests {
         let n = 6;
         let x = Tensor::from_vec((0..n * 64).map(|_| r.uniform() as f32).collect::<Vec<_>>(), (n, 64), &dev).unwrap();
         for kind in [EncoderKind::Mlp, EncoderKind::Cnn] {
-            for algo in ["masked", "masked-order-agnostic", "simclr"] {
+            for algo in ["masked", "masked-order-agnostic", "simclr", "vicreg"] {
                 let mut p = Params::new();
                 let mut init = Rng::stream(1, "init");
                 let enc = Encoder::new(kind, h, w, &mut p, &mut init, &dev).unwrap();
                 let hide = if algo == "masked" { Hide::Ratio(0.5) } else { Hide::OrderAgnostic };
                 let head = if algo.starts_with("masked") {
                     Head::Masked(MaskedPrediction::new(256, 64, &mut p, &mut init, &dev).unwrap(), MaskSpec { height: h, width: w, patch: 2, hide })
+                } else if algo == "vicreg" {
+                    Head::VicReg(VicReg::new(256, &mut p, &mut init, &dev).unwrap(), Augment::for_images(h, w))
                 } else {
                     Head::SimClr(SimClr::new(256, &mut p, &mut init, &dev).unwrap(), Augment::for_images(h, w), 0.5)
                 };
