@@ -52,13 +52,19 @@ cp "$CARGO_TARGET_DIR/release/wick" "$out/wick"
 cp "$CARGO_TARGET_DIR/release/examples/nade_cuda_bench" "$out/nade_cuda_bench"
 cp "$tests" "$out/generative_tests"
 strip "$out/wick" "$out/nade_cuda_bench" "$out/generative_tests"
+# ~160 MB stripped (Candle's PTX is embedded) but ~19 MB as tar.xz: under the device tool's
+# 64 MiB carry limit. run.sh unpacks it with Python's tarfile (no xz binary needed there).
+(cd "$out" && tar -cf - wick generative_tests nade_cuda_bench | xz -T2 -6 > bins.tar.xz && rm wick generative_tests nade_cuda_bench)
 cp scripts/cuda_agreement.py "$out/"
 cat > "$out/run.sh" <<'EOF'
 #!/usr/bin/env bash
 # On the GPU machine, from the repository root: CUDA tests, the NADE op benchmark, and the
 # CPU-vs-CUDA agreement of every neural trainer (writes $OUT/cuda.md when $OUT is set).
 set -uo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bundle="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+here="$(mktemp -d)"
+python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$bundle/bins.tar.xz" "$here"
+cp "$bundle/cuda_agreement.py" "$here/"
 # PyTorch's wheels bring the cu13 libraries the binary links (libcublas, libcurand, libnvrtc).
 lib=$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null || true)
 export LD_LIBRARY_PATH="${lib:+$lib:}${LD_LIBRARY_PATH:-}"
@@ -68,7 +74,7 @@ echo "== wick-generative tests (CUDA ones run here) =="
 echo "== NADE op benchmark =="
 "$here/nade_cuda_bench" 2>&1 | tail -20
 echo "== CPU vs CUDA agreement =="
-python3 "$here/cuda_agreement.py" --wick "$here/wick" ${OUT:+--out "$OUT/cuda.md"}
+python3 "$here/cuda_agreement.py" --wick "$here/wick" ${OUT:+--out "$OUT/cuda.md"} "$@"
 EOF
 chmod +x "$out/run.sh"
 du -sh "$out"/*

@@ -70,6 +70,8 @@ enum TrainCmd {
     Masked(pretrain::PretrainFlags),
     /// SimCLR: pretrain an encoder by contrasting augmented views, NT-Xent loss (self-supervised)
     Simclr(pretrain::PretrainFlags),
+    /// VICReg: pretrain an encoder by variance-invariance-covariance regularisation of augmented views (self-supervised)
+    Vicreg(pretrain::PretrainFlags),
 }
 
 /// `wick eval <run-dir>`: the run's config.toml says which kind of run it is; each kind
@@ -271,12 +273,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::McOffPolicyControl(f) => tabular::train("mc-off-policy-control", f),
             TrainCmd::Masked(f) => pretrain::train("masked", f),
             TrainCmd::Simclr(f) => pretrain::train("simclr", f),
+            TrainCmd::Vicreg(f) => pretrain::train("vicreg", f),
         },
         Cmd::Eval(a) => match run_algo(&a.run_dir)?.as_str() {
             "fvsbn" | "nade" | "made" => density::eval(a),
             "reinforce" => reinforce::eval(a),
             a2 if tabular::ALGOS.iter().any(|t| t.0 == a2) => tabular::eval(a),
-            "masked" | "simclr" => bail!("'{}' is a pretraining run: evaluate it with `wick probe {}`", a.run_dir.display(), a.run_dir.display()),
+            "masked" | "simclr" | "vicreg" => bail!("'{}' is a pretraining run: evaluate it with `wick probe {}`", a.run_dir.display(), a.run_dir.display()),
             other => bail!("'{}' is a {other} run; `wick eval` does not know that algorithm", a.run_dir.display()),
         },
         Cmd::Sample(a) => density::sample(a),

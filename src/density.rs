@@ -222,7 +222,7 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
             if data.dim != model.dim() {
                 bail!("--complete-from: data has {} dimensions but the model was trained on {}", data.dim, model.dim());
             }
-            let mask = dtrain::observe_mask(&a.observe, h, w)?;
+            let mask = wick_core::mask::observed(&a.observe, h, w)?;
             let x = data.binarized(cfg.threshold);
             let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(a.n).collect();
             let vals = Dataset::gather(&x, data.dim, &idx);

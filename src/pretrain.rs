@@ -1,4 +1,4 @@
-//! `wick train masked|simclr`, `wick probe`, `wick embed` for self-supervised encoders.
+//! `wick train masked|simclr|vicreg`, `wick probe`, `wick embed` for self-supervised encoders.
 
 use crate::cli::{configure, finish, CommonFlags};
 use crate::density::OptimFlags;
@@ -40,11 +40,15 @@ pub struct PretrainFlags {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// Masked prediction: how many patches to hide: ratio (--mask-ratio of them) or order-agnostic (the last P−d of a random ordering, d uniform in 0..P) [default: ratio]
+    #[arg(long, value_parser = parse_mask)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<ptrain::MaskMode>,
     /// Masked prediction: fraction of patches hidden, in (0, 1) [default: 0.5]
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_ratio: Option<f64>,
-    /// Masked prediction: side of the square patches hidden together; 1 = pixels [default: 4 for MNIST-sized images, 1 for digits]
+    /// Masked prediction: side of the square patches hidden together; 1 = pixels [default: a quarter of the image side (7 on MNIST) for images of side ≥ 16, 1 for digits]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_patch: Option<usize>,
@@ -70,6 +74,10 @@ pub struct PretrainFlags {
 
 fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
     s.parse::<Schedule>().map_err(|e| e.to_string())
+}
+
+fn parse_mask(s: &str) -> std::result::Result<ptrain::MaskMode, String> {
+    s.parse::<ptrain::MaskMode>().map_err(|e| e.to_string())
 }
 
 fn parse_encoder(s: &str) -> std::result::Result<EncoderKind, String> {
@@ -98,7 +106,7 @@ fn load_encoder(dir: &std::path::Path, data: &Dataset, device: &candle_core::Dev
         .try_into()
         .map_err(|e: toml::de::Error| Error::new(format!("{}: config.toml: {}", dir.display(), e.message())))?;
     if !is_pretrain(&cfg.algo) {
-        bail!("'{}' is a {} run, not a pretraining run (masked, simclr)", dir.display(), cfg.algo);
+        bail!("'{}' is a {} run, not a pretraining run (masked, simclr, vicreg)", dir.display(), cfg.algo);
     }
     let (enc, params) = ptrain::build_encoder(cfg.encoder, data, cfg.seed, device)?;
     let path = run.checkpoint();

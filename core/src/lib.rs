@@ -16,5 +16,6 @@ pub mod tb;
 pub mod data;
 pub mod fault;
 pub mod loss;
+pub mod mask;
 pub mod optim;
 pub mod schedule;

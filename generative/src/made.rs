@@ -12,7 +12,9 @@
 //!
 //! **Connectivity-agnostic training** (§4.2) keeps K mask sets and uses one of them, chosen at
 //! random, at every step; **order-agnostic training** also gives each set its own random input
-//! ordering. At test time the model is the uniform mixture of its K members:
+//! ordering, drawn by [`wick_core::mask::ordering`] — the orderings of the order-agnostic masks
+//! of Uria et al. 2014 that masked pretraining (`wick train masked --mask order-agnostic`) uses;
+//! a MADE member trains every cut d of its ordering at once. At test time the model is the uniform mixture of its K members:
 //! `log p(x) = logsumexp_k log p_k(x) − log K`, an exact likelihood (averaging the members'
 //! logits instead, as some popular implementations do, does not give a normalised density).
 //!
@@ -32,7 +34,7 @@ use crate::model::{bce_rows, masked, DensityModel};
 use crate::staircase::{bce_rows_host, with_host, Staircase};
 use candle_core::{backprop::GradStore, DType, Device, Tensor};
 use std::sync::Mutex;
-use wick_core::{bail, params::Params, rng::Rng, Result};
+use wick_core::{bail, mask, params::Params, rng::Rng, Result};
 
 /// How the input ordering is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -114,14 +116,14 @@ impl Made {
         let mut mrng = Rng::stream(seed, "masks");
         let base_order: Vec<usize> = match order {
             Order::Natural => (1..=dim).collect(),
-            Order::Random => mrng.permutation(dim).into_iter().map(|i| i + 1).collect(),
+            Order::Random => mask::ordering(dim, &mut mrng).into_iter().map(|r| r + 1).collect(),
         };
         let mut masks = Vec::with_capacity(k);
         let mut orders = Vec::with_capacity(k);
         let mut stairs = Vec::with_capacity(k);
         for _ in 0..k {
             let m0: Vec<usize> =
-                if order_agnostic { mrng.permutation(dim).into_iter().map(|i| i + 1).collect() } else { base_order.clone() };
+                if order_agnostic { mask::ordering(dim, &mut mrng).into_iter().map(|r| r + 1).collect() } else { base_order.clone() };
             let mut degrees = vec![m0.clone()];
             for _ in 0..layers {
                 let lo = *degrees.last().unwrap().iter().min().unwrap();

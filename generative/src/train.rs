@@ -402,24 +402,13 @@ pub fn image_grid(images: &[f32], n: usize, h: usize, w: usize) -> (Vec<u8>, usi
     wick_core::image::grid(&up, n, h * s, w * s, cols, 128)
 }
 
-/// Observed-pixel mask of an h×w image: `top-half`, `bottom-half`, `left-half` or `right-half`.
-pub fn observe_mask(which: &str, h: usize, w: usize) -> Result<Vec<bool>> {
-    let f: fn(usize, usize, usize, usize) -> bool = match which {
-        "top-half" => |r, _, h, _| r < h / 2,
-        "bottom-half" => |r, _, h, _| r >= h / 2,
-        "left-half" => |_, c, _, w| c < w / 2,
-        "right-half" => |_, c, _, w| c >= w / 2,
-        other => bail!("--observe: '{other}' is not one of top-half, bottom-half, left-half, right-half"),
-    };
-    Ok((0..h * w).map(|i| f(i / w, i % w, h, w)).collect())
-}
 
 /// Completions of the first `n` test images with the top half observed, interleaved with the
 /// originals: (original, completion) pairs, `2n` images.
 fn completion_pairs(model: &dyn DensityModel, data: &Dataset, x: &[f32], n: usize, rng: &mut Rng) -> Result<(Vec<f32>, usize)> {
     let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(n).collect();
     let vals = Dataset::gather(x, data.dim, &idx);
-    let mask = observe_mask("top-half", data.height, data.width)?;
+    let mask = wick_core::mask::observed("top-half", data.height, data.width)?;
     let done = model.sample(idx.len(), rng, Some((&vals, &mask)))?;
     let mut out = Vec::with_capacity(2 * vals.len());
     for i in 0..idx.len() {

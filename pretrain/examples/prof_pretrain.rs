@@ -7,7 +7,7 @@ use wick_core::optim::{OptimConfig, Optimizer};
 use wick_core::params::Params;
 use wick_core::rng::Rng;
 use wick_pretrain::augment::Augment;
-use wick_pretrain::masked::{MaskSpec, MaskedPrediction};
+use wick_pretrain::masked::{Hide, MaskSpec, MaskedPrediction};
 use wick_pretrain::simclr::SimClr;
 use wick_pretrain::{Encoder, EncoderKind};
 
@@ -28,7 +28,7 @@ fn main() -> wick_core::Result<()> {
     let enc = Encoder::new(kind, side, side, &mut p, &mut init, &dev)?;
     let mh = MaskedPrediction::new(256, d, &mut p, &mut init, &dev)?;
     let sh = SimClr::new(256, &mut p, &mut init, &dev)?;
-    let spec = MaskSpec { height: side, width: side, patch: 4, ratio: 0.5 };
+    let spec = MaskSpec { height: side, width: side, patch: 4, hide: Hide::Ratio(0.5) };
     let aug = Augment::for_images(side, side);
     let mut opt = Optimizer::new(OptimConfig::default(), &p)?;
     let n = 20;

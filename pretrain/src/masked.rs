@@ -2,13 +2,20 @@
 //!
 //! For an image x ∈ [0,1]^D, a mask m ∈ {0,1}^D (1 = hidden) hides `round(ratio · P)` of the
 //! image's P square patches of side `patch` (patch 1: single pixels), chosen uniformly without
-//! replacement per image. The encoder sees x̃ = x ⊙ (1 − m) (hidden pixels read as background, 0);
+//! replacement per image — or, order-agnostic (Uria et al. 2014), the last P − d patches of a
+//! random ordering with d ~ U{0, …, P−1}, so that every image hides a different number. The
+//! masks are drawn by [`wick_core::mask`], shared with the order-agnostic density models
+//! (MADE's orderings) and their completions. The encoder sees x̃ = x ⊙ (1 − m) (hidden pixels read as background, 0);
 //! a decoder `F → 256 → D` (ReLU) turns its features into one logit z_d per pixel, and the loss is
 //! the Bernoulli cross-entropy over the **hidden** pixels only:
 //!
 //! ```text
 //! L = Σ_{b,d} m_bd · [max(z,0) − z·x + log(1 + e^{−|z|})]_bd  /  Σ_{b,d} m_bd
 //! ```
+//!
+//! With order-agnostic masks each image's pixels are weighted by 1/Σ_d m_bd instead (the mean
+//! over images of each one's mean over its own hidden pixels: Uria et al.'s D/(D − d) weighting,
+//! up to the constant D), so that an image hiding few pixels counts as much as one hiding many.
 //!
 //! Why cross-entropy rather than squared error: the targets are intensities in [0,1] and on
 //! these digits nearly all are at 0 or 1, so they are (soft) Bernoulli targets; BCE-with-logits
@@ -23,64 +30,11 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use wick_core::params::Params;
 use wick_core::rng::Rng;
-use wick_core::{ensure, Result};
+use wick_core::Result;
 
 const DECODER_HIDDEN: usize = 256;
 
-/// Which pixels are hidden, and how many.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MaskSpec {
-    pub height: usize,
-    pub width: usize,
-    /// Side of the square patches masked together (1: pixels); edge patches may be smaller.
-    pub patch: usize,
-    /// Fraction of the patches hidden, in (0, 1).
-    pub ratio: f64,
-}
-
-impl MaskSpec {
-    pub fn validate(&self) -> Result<()> {
-        ensure!(self.ratio > 0.0 && self.ratio < 1.0, "mask ratio must be in (0, 1), got {}", self.ratio);
-        ensure!(self.patch >= 1 && self.patch <= self.height.min(self.width), "mask patch must be between 1 and the image side {}, got {}", self.height.min(self.width), self.patch);
-        Ok(())
-    }
-
-    fn grid(&self) -> (usize, usize) {
-        (self.height.div_ceil(self.patch), self.width.div_ceil(self.patch))
-    }
-
-    /// Patches hidden per image: round(ratio · P), at least 1 and at most P − 1.
-    pub fn hidden_patches(&self) -> usize {
-        let (gh, gw) = self.grid();
-        let p = gh * gw;
-        ((self.ratio * p as f64).round() as usize).clamp(1, p.saturating_sub(1).max(1))
-    }
-
-    /// Masks for `n` images, row-major `n × D`, 1.0 = hidden, drawn from `rng`.
-    pub fn draw(&self, n: usize, rng: &mut Rng) -> Vec<f32> {
-        let (gh, gw) = self.grid();
-        let (d, k) = (self.height * self.width, self.hidden_patches());
-        let mut out = vec![0f32; n * d];
-        let mut order: Vec<usize> = (0..gh * gw).collect();
-        for m in out.chunks_exact_mut(d) {
-            // Partial Fisher–Yates: the first k entries are a uniform k-subset.
-            for i in 0..k {
-                let j = i + rng.below((order.len() - i) as u64) as usize;
-                order.swap(i, j);
-            }
-            for &p in &order[..k] {
-                let (r0, c0) = ((p / gw) * self.patch, (p % gw) * self.patch);
-                for r in r0..(r0 + self.patch).min(self.height) {
-                    for c in c0..(c0 + self.patch).min(self.width) {
-                        m[r * self.width + c] = 1.0;
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
+pub use wick_core::mask::{Hide, MaskSpec};
 pub use wick_core::loss::bce_with_logits;
 
 /// The masked-prediction head: decoder parameters `decoder.*`.
@@ -106,8 +60,15 @@ impl MaskedPrediction {
 
     /// The loss L of the module docs, a scalar tensor.
     pub fn loss(&self, enc: &Encoder, x: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
+        self.loss_weighted(enc, x, m, m)
+    }
+
+    /// `Σ w·bce / Σ w` with the input hidden by `m`: weights `w` zero where `m` is (e.g.
+    /// `m_bd / Σ_d m_bd`, every image's mean over its own hidden pixels, for masks whose hidden
+    /// count varies between images).
+    pub fn loss_weighted(&self, enc: &Encoder, x: &Tensor, m: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
         let z = self.logits(enc, x, m)?;
-        masked_bce(&z, x, m)
+        masked_bce(&z, x, w)
     }
 
     /// L and the gradient of every parameter of `enc` and the decoder for `n` images `x` and
@@ -227,7 +188,7 @@ mod tests {
         let mut r = Rng::stream(3, "x");
         let (n, side) = (5, 8);
         let x: Vec<f32> = (0..n * side * side).map(|_| r.uniform() as f32).collect();
-        let spec = MaskSpec { height: side, width: side, patch: 2, ratio: 0.5 };
+        let spec = MaskSpec { height: side, width: side, patch: 2, hide: Hide::Ratio(0.5) };
         let m = spec.draw(n, &mut r);
         let (xt, mt) = (Tensor::from_vec(x.clone(), (n, side * side), &dev).unwrap(), Tensor::from_vec(m.clone(), (n, side * side), &dev).unwrap());
         for kind in [EncoderKind::Mlp, EncoderKind::Cnn] {
@@ -264,26 +225,6 @@ mod tests {
         for (p, q) in ga.iter().zip(&gb) {
             assert!((p - q).abs() < 1e-6, "{p} vs {q}");
         }
-    }
-
-    #[test]
-    fn masks_hide_the_asked_fraction_in_whole_patches_and_are_seeded() {
-        let spec = MaskSpec { height: 28, width: 28, patch: 4, ratio: 0.5 };
-        let a = spec.draw(3, &mut Rng::stream(1, "mask"));
-        assert_eq!(a, spec.draw(3, &mut Rng::stream(1, "mask")));
-        assert_ne!(a, spec.draw(3, &mut Rng::stream(2, "mask")));
-        for m in a.chunks(784) {
-            assert_eq!(m.iter().filter(|&&v| v == 1.0).count(), 25 * 16, "round(24.5) = 25 patches of 16 pixels");
-            // Whole patches: every 4×4 block is all hidden or all visible.
-            for p in 0..49 {
-                let (r0, c0) = ((p / 7) * 4, (p % 7) * 4);
-                let v = m[r0 * 28 + c0];
-                assert!((0..16).all(|i| m[(r0 + i / 4) * 28 + c0 + i % 4] == v));
-            }
-        }
-        let pix = MaskSpec { height: 8, width: 8, patch: 1, ratio: 0.3 };
-        assert!(pix.draw(5, &mut Rng::stream(0, "m")).chunks(64).all(|m| m.iter().sum::<f32>() == 19.0));
-        assert!(MaskSpec { ratio: 1.0, ..pix }.validate().is_err() && MaskSpec { ratio: 0.0, ..pix }.validate().is_err());
     }
 
     /// Changing a visible pixel's target does not change the loss; changing a hidden one does.

@@ -1,4 +1,4 @@
-//! The pretraining trainer: an objective (masked prediction or SimCLR) on the train split's
+//! The pretraining trainer: an objective (masked prediction, SimCLR or VICReg) on the train split's
 //! images, no labels; linear probes at intervals and at the end.
 //!
 //! Per epoch: a permutation of the train split from `Rng::stream_indexed(seed, "data", epoch)`;
@@ -8,18 +8,19 @@
 //! (seed, epoch, step), so a run resumed mid-epoch continues exactly. Parameters are initialised from the `init` stream; the random-init baseline is the
 //! same encoder straight from that stream.
 //!
-//! TensorBoard (step = epoch): `losses/masked_bce` or `losses/nt_xent` (mean over the epoch's
+//! TensorBoard (step = epoch): `losses/masked_bce`, `losses/nt_xent` or `losses/vicreg` (mean over the epoch's
 //! batches), `charts/learning_rate`, `charts/samples_per_s`, `eval/probe_acc_all` and
 //! `eval/probe_acc_100` every `probe_every` epochs and at the end, the baselines
 //! `eval/raw_probe_acc_{all,100}` and `eval/random_probe_acc_{all,100}` once at step 0; images
-//! `masked_inputs` (original | what the encoder sees | prediction, per row) or `view_pairs`
+//! `masked_inputs` (original | what the encoder sees | prediction, per row) or `view_pairs` (SimCLR, VICReg)
 //! (original | view 1 | view 2).
 
 use crate::augment::Augment;
 use crate::encoder::{Encoder, EncoderKind};
-use crate::masked::{MaskSpec, MaskedPrediction};
+use crate::masked::{Hide, MaskSpec, MaskedPrediction};
 use crate::probe::{probe, Labels, ProbeData};
 use crate::simclr::SimClr;
+use crate::vicreg::VicReg;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,7 @@ use wick_core::{bail, ensure, Result};
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PretrainConfig {
-    /// Objective: `masked` or `simclr`.
+    /// Objective: `masked`, `simclr` or `vicreg`.
     pub algo: String,
     pub data: String,
     pub encoder: EncoderKind,
@@ -47,10 +48,13 @@ pub struct PretrainConfig {
     pub batch: usize,
     /// SimCLR temperature τ.
     pub temperature: f64,
-    /// Masked prediction: fraction of patches hidden, in (0, 1).
+    /// Masked prediction: `ratio` hides `mask_ratio` of the patches; `order-agnostic` hides the
+    /// last P − d patches of a random ordering, d ~ U{0, …, P−1} (Uria et al. 2014).
+    pub mask: MaskMode,
+    /// Masked prediction: fraction of patches hidden, in (0, 1) (with `mask = "ratio"`).
     pub mask_ratio: f64,
-    /// Masked prediction: side of the square patches hidden together (1: pixels). Unset: 4 for
-    /// images of side ≥ 16, else 1.
+    /// Masked prediction: side of the square patches hidden together (1: pixels). Unset: a
+    /// quarter of the image side (7 on MNIST: 16 patches) for images of side ≥ 16, else 1.
     pub mask_patch: Option<usize>,
     /// Epochs between linear probes (0: only at the end).
     pub probe_every: u64,
@@ -72,6 +76,7 @@ impl Default for PretrainConfig {
             epochs: 50,
             batch: 256,
             temperature: 0.5,
+            mask: MaskMode::Ratio,
             mask_ratio: 0.5,
             mask_patch: None,
             probe_every: 10,
@@ -83,15 +88,48 @@ impl Default for PretrainConfig {
     }
 }
 
+/// How masked prediction chooses how many patches to hide (see [`wick_core::mask::Hide`]).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaskMode {
+    /// A fixed fraction, `mask_ratio`.
+    Ratio,
+    /// Uniformly many, the last of a random ordering: Uria et al. 2014's order-agnostic draw.
+    OrderAgnostic,
+}
+
+impl std::str::FromStr for MaskMode {
+    type Err = wick_core::Error;
+    fn from_str(s: &str) -> Result<MaskMode> {
+        match s {
+            "ratio" => Ok(MaskMode::Ratio),
+            "order-agnostic" => Ok(MaskMode::OrderAgnostic),
+            _ => Err(wick_core::Error::new(format!("unknown mask '{s}': expected ratio or order-agnostic"))),
+        }
+    }
+}
+
+impl PretrainConfig {
+    /// The masks of masked prediction for h×w images (after [`PretrainConfig::with_data_defaults`]).
+    pub fn mask_spec(&self, height: usize, width: usize) -> MaskSpec {
+        let hide = match self.mask {
+            MaskMode::Ratio => Hide::Ratio(self.mask_ratio),
+            MaskMode::OrderAgnostic => Hide::OrderAgnostic,
+        };
+        MaskSpec { height, width, patch: self.mask_patch.unwrap_or(1), hide }
+    }
+}
+
 /// Objectives this trainer knows, with a line each for `wick list`.
 pub const OBJECTIVES: &[(&str, &str)] = &[
     ("masked", "masked prediction: hide patches/pixels, predict them from the rest (self-supervised encoder)"),
     ("simclr", "SimCLR: contrast two augmented views, NT-Xent loss (self-supervised encoder)"),
+    ("vicreg", "VICReg: variance-invariance-covariance regularisation of two augmented views (self-supervised encoder)"),
 ];
 
 impl PretrainConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(OBJECTIVES.iter().any(|(m, _)| *m == self.algo), "unknown objective '{}': expected masked or simclr", self.algo);
+        ensure!(OBJECTIVES.iter().any(|(m, _)| *m == self.algo), "unknown objective '{}': expected masked, simclr or vicreg", self.algo);
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
         ensure!(self.batch >= 2, "batch size must be at least 2, got {}", self.batch);
         ensure!(self.temperature > 0.0 && self.temperature.is_finite(), "temperature must be a positive number, got {}", self.temperature);
@@ -106,7 +144,7 @@ impl PretrainConfig {
     pub fn with_data_defaults(&self, side: usize) -> PretrainConfig {
         let mut c = self.clone();
         if c.algo == "masked" {
-            c.mask_patch = Some(c.mask_patch.unwrap_or(if side >= 16 { 4 } else { 1 }));
+            c.mask_patch = Some(c.mask_patch.unwrap_or(if side >= 16 { side / 4 } else { 1 }));
         }
         c
     }
@@ -161,6 +199,7 @@ pub fn build_encoder(kind: EncoderKind, data: &Dataset, seed: u64, dev: &Device)
 enum Head {
     Masked(MaskedPrediction, MaskSpec),
     SimClr(SimClr, Augment, f64),
+    VicReg(VicReg, Augment),
 }
 
 /// Where a run stands; saved in the checkpoint's metadata as `train_state`.
@@ -212,10 +251,11 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     let enc = Encoder::new(cfg.encoder, data.height, data.width, &mut params, &mut init, dev)?;
     let head = match cfg.algo.as_str() {
         "masked" => {
-            let spec = MaskSpec { height: data.height, width: data.width, patch: cfg.mask_patch.unwrap_or(1), ratio: cfg.mask_ratio };
+            let spec = cfg.mask_spec(data.height, data.width);
             spec.validate()?;
             Head::Masked(MaskedPrediction::new(enc.feature_dim(), data.dim, &mut params, &mut init, dev)?, spec)
         }
+        "vicreg" => Head::VicReg(VicReg::new(enc.feature_dim(), &mut params, &mut init, dev)?, Augment::for_images(data.height, data.width)),
         _ => Head::SimClr(SimClr::new(enc.feature_dim(), &mut params, &mut init, dev)?, Augment::for_images(data.height, data.width), cfg.temperature),
     };
     let mut opt = Optimizer::new(cfg.optim.clone(), &params)?;
@@ -262,6 +302,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     let loss_tag = match head {
         Head::Masked(..) => "losses/masked_bce",
         Head::SimClr(..) => "losses/nt_xent",
+        Head::VicReg(..) => "losses/vicreg",
     };
     let mut last_probe = None;
 
@@ -353,11 +394,17 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
 }
 
 /// The loss and every parameter's gradient for batch `x` at optimizer step `step`: on the CPU
-/// forward and backward run by hand ([`crate::host`]; [`SimClr::loss_and_grads_host`],
-/// [`MaskedPrediction::loss_and_grads_host`]: the same values as Candle's backward of
-/// [`step_loss`]), elsewhere through Candle's autograd.
+/// forward and backward run by hand for SimCLR and fixed-ratio masked prediction
+/// ([`crate::host`]; [`SimClr::loss_and_grads_host`], [`MaskedPrediction::loss_and_grads_host`]:
+/// the same values as Candle's backward of [`step_loss`]), otherwise through Candle's autograd
+/// (VICReg, order-agnostic masks' per-image weights, other devices).
 fn step_grads(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch: usize) -> Result<(f64, GradStore)> {
-    if crate::host::available(enc, x.device()) {
+    let by_hand = match head {
+        Head::SimClr(..) => true,
+        Head::Masked(_, spec) => matches!(spec.hide, Hide::Ratio(_)),
+        Head::VicReg(..) => false,
+    };
+    if by_hand && crate::host::available(enc, x.device()) {
         let n = x.dim(0)?;
         let xv = x.flatten_all()?.to_vec1::<f32>()?;
         let (loss, grads) = match head {
@@ -366,6 +413,7 @@ fn step_grads(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batc
                 h.loss_and_grads_host(enc, &a, &b, n, *tau)?
             }
             Head::Masked(h, spec) => h.loss_and_grads_host(enc, &xv, &spec.draw(n, &mut Rng::stream_indexed(seed, "mask", step)), n)?,
+            Head::VicReg(..) => unreachable!("VICReg runs through autograd"),
         };
         return Ok((loss as f64, grads));
     }
@@ -382,12 +430,23 @@ fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch
     Ok(match head {
         Head::Masked(h, spec) => {
             let m = spec.draw(n, &mut Rng::stream_indexed(seed, "mask", step));
-            h.loss(enc, x, &Tensor::from_vec(m, (n, d), dev)?)?
+            let mt = Tensor::from_vec(m, (n, d), dev)?;
+            match spec.hide {
+                Hide::Ratio(_) => h.loss(enc, x, &mt)?,
+                // Each image's hidden pixels weigh 1/(its hidden count): the per-image mean of
+                // Uria et al.'s D/(D − d)-weighted loss, whatever d each image drew.
+                Hide::OrderAgnostic => h.loss_weighted(enc, x, &mt, &mt.broadcast_div(&mt.sum_keepdim(1)?)?)?,
+            }
         }
         Head::SimClr(h, aug, tau) => {
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
             let (a, b) = aug.view_pairs(&xv, seed, "augment", step * batch as u64);
             h.loss(enc, &Tensor::from_vec(a, (n, d), dev)?, &Tensor::from_vec(b, (n, d), dev)?, *tau)?
+        }
+        Head::VicReg(h, aug) => {
+            let xv = x.flatten_all()?.to_vec1::<f32>()?;
+            let (a, b) = aug.view_pairs(&xv, seed, "augment", step * batch as u64);
+            h.loss(enc, &Tensor::from_vec(a, (n, d), dev)?, &Tensor::from_vec(b, (n, d), dev)?)?.loss
         }
     })
 }
@@ -445,7 +504,7 @@ fn log_images(tb: &mut TbLogger, head: &Head, enc: &Encoder, data: &Dataset, x: 
             }
             "masked_inputs"
         }
-        Head::SimClr(_, aug, _) => {
+        Head::SimClr(_, aug, _) | Head::VicReg(_, aug) => {
             let (a, b) = aug.view_pairs(&orig, seed, "tb-augment", step * SHOWN as u64);
             for i in 0..n {
                 rows.extend_from_slice(&orig[i * d..(i + 1) * d]);
@@ -474,12 +533,15 @@ mod tests {
         let n = 6;
         let x = Tensor::from_vec((0..n * 64).map(|_| r.uniform() as f32).collect::<Vec<_>>(), (n, 64), &dev).unwrap();
         for kind in [EncoderKind::Mlp, EncoderKind::Cnn] {
-            for algo in ["masked", "simclr"] {
+            for algo in ["masked", "masked-order-agnostic", "simclr", "vicreg"] {
                 let mut p = Params::new();
                 let mut init = Rng::stream(1, "init");
                 let enc = Encoder::new(kind, h, w, &mut p, &mut init, &dev).unwrap();
-                let head = if algo == "masked" {
-                    Head::Masked(MaskedPrediction::new(256, 64, &mut p, &mut init, &dev).unwrap(), MaskSpec { height: h, width: w, patch: 2, ratio: 0.5 })
+                let hide = if algo == "masked" { Hide::Ratio(0.5) } else { Hide::OrderAgnostic };
+                let head = if algo.starts_with("masked") {
+                    Head::Masked(MaskedPrediction::new(256, 64, &mut p, &mut init, &dev).unwrap(), MaskSpec { height: h, width: w, patch: 2, hide })
+                } else if algo == "vicreg" {
+                    Head::VicReg(VicReg::new(256, &mut p, &mut init, &dev).unwrap(), Augment::for_images(h, w))
                 } else {
                     Head::SimClr(SimClr::new(256, &mut p, &mut init, &dev).unwrap(), Augment::for_images(h, w), 0.5)
                 };
@@ -497,5 +559,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Order-agnostic masks hide a different number of pixels in each image; the loss is the
+    /// mean over images of each image's mean BCE over its own hidden pixels (computed by hand).
+    #[test]
+    fn order_agnostic_loss_is_the_mean_of_per_image_means() {
+        let dev = Device::Cpu;
+        let (h, w, n) = (8, 8, 5);
+        let mut r = Rng::stream(0, "x");
+        let xv: Vec<f32> = (0..n * 64).map(|_| r.uniform() as f32).collect();
+        let x = Tensor::from_vec(xv.clone(), (n, 64), &dev).unwrap();
+        let mut p = Params::new();
+        let mut init = Rng::stream(1, "init");
+        let enc = Encoder::new(EncoderKind::Mlp, h, w, &mut p, &mut init, &dev).unwrap();
+        let spec = MaskSpec { height: h, width: w, patch: 1, hide: Hide::OrderAgnostic };
+        let head = Head::Masked(MaskedPrediction::new(256, 64, &mut p, &mut init, &dev).unwrap(), spec);
+        let got = step_loss(&head, &enc, &x, 3, 7, n).unwrap().to_scalar::<f32>().unwrap() as f64;
+        let m = spec.draw(n, &mut Rng::stream_indexed(3, "mask", 7));
+        let counts: Vec<usize> = m.chunks(64).map(|r| r.iter().filter(|&&v| v == 1.0).count()).collect();
+        assert!(counts.windows(2).any(|c| c[0] != c[1]), "the draw should vary the hidden count: {counts:?}");
+        let Head::Masked(mp, _) = &head else { unreachable!() };
+        let z = mp.logits(&enc, &x, &Tensor::from_vec(m.clone(), (n, 64), &dev).unwrap()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut want = 0f64;
+        for b in 0..n {
+            let mut s = 0f64;
+            for i in b * 64..(b + 1) * 64 {
+                if m[i] == 1.0 {
+                    let (z, t) = (z[i] as f64, xv[i] as f64);
+                    s += z.max(0.0) - z * t + (-z.abs()).exp().ln_1p();
+                }
+            }
+            want += s / counts[b] as f64 / n as f64;
+        }
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 }
