@@ -524,8 +524,8 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, rt: &Runtime, envs: Vec<
     while st.episodes < total && !agent.converged() {
         let b = batch.min(total - st.episodes);
         let (mut rs, mut rn) = (0.0, 0u64);
-        let upd = col.batch(&mut agent, st.episodes, b, |_, ep| {
-            rs += ep.iter().map(|t| t.r).sum::<f64>();
+        let upd = col.batch(&mut agent, st.episodes, b, |_, g| {
+            rs += g;
             rn += 1;
         })?;
         st.episodes += b;

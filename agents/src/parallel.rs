@@ -14,9 +14,9 @@
 //! entry" (MC prediction, MC ES, ε-greedy control) the agent says so with
 //! [`McAgent::returns`]. The workers then also walk each episode backwards for its returns and
 //! the first-visit test, right after generating it, and sort the `(key, G)` updates into
-//! [`PARTITIONS`] buckets by state. The updates of one state touch only that state's row and
-//! are applied in episode order within it, so the partitions are applied on different threads
-//! at once — the same operations on every entry in the same order as [`McAgent::learn`], hence
+//! [`PARTITIONS`] buckets by key (16 consecutive entries, 128 bytes of the table, go to one
+//! bucket, so that two threads never write to one cache line). The updates of one entry stay in
+//! episode order within its bucket, so the partitions are applied on different threads at once — the same operations on every entry in the same order as [`McAgent::learn`], hence
 //! the same bits — and nothing of the learning stays on one thread (Amdahl).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,9 +31,15 @@ use crate::tabular::{mean_step, QTable, TabularEnv, Transition, Visit, Visits};
 /// Chunks per batch: the unit of work of a thread when generating (independent of the thread count).
 pub const CHUNKS_PER_BATCH: u64 = 16;
 
-/// Table partitions of split learning: a key of state `s` belongs to partition
-/// `s % PARTITIONS`, the unit of work of a thread when learning (independent of the thread count).
+/// Table partitions of split learning: key `i` belongs to partition `(i / 16) % PARTITIONS`,
+/// the unit of work of a thread when learning (independent of the thread count).
 pub const PARTITIONS: usize = 16;
+
+/// The partition of table entry `i`: blocks of 16 entries (128 bytes of `f64`s or `u64`s).
+#[inline]
+fn partition(i: usize) -> usize {
+    (i / 16) % PARTITIONS
+}
 
 /// The returns an agent learns from when every counted visit's return updates one table entry:
 /// `G_t = R_{t+1} + γ G_{t+1}` for each first (or every) visit of its key, `s · cols + a` for
@@ -53,12 +59,11 @@ impl Returns {
         self.num_states * self.cols
     }
 
-    /// Sort `(key, G)` for each counted visit of `ep` into `out[state % PARTITIONS]`, each
-    /// bucket in the order `learn` applies them.
-    fn collect(&self, visits: &mut Visits, ep: &[Transition], out: &mut [Vec<(u32, f64)>]) {
+    /// Push `(key, G)` for each counted visit of `ep` onto `out`, in the order `learn` applies them.
+    fn collect(&self, visits: &mut Visits, ep: &[Transition], out: &mut Vec<(u32, f64)>) {
         let cols = self.cols;
         let key = |s: usize, a: usize| if cols == 1 { s } else { s * cols + a };
-        visits.for_each_return(ep, self.gamma, self.visit, key, |_, i, g| out[(i / cols) % PARTITIONS].push((i as u32, g)));
+        visits.for_each_return(ep, self.gamma, self.visit, key, |_, i, g| out.push((i as u32, g)));
     }
 }
 
@@ -119,15 +124,19 @@ struct Chunk {
     count: u64,
     steps: Vec<Transition>,
     probs: Vec<f64>,
-    /// End offset of each episode in `steps`.
+    /// End offset of each episode in `steps`, and its undiscounted return `Σ_t R_{t+1}`.
     ends: Vec<usize>,
-    /// Split learning: the chunk's `(key, G)` updates by partition, and first-visit scratch.
-    ups: Vec<Vec<(u32, f64)>>,
+    rets: Vec<f64>,
+    /// Split learning: the chunk's `(key, G)` updates in episode order, the same grouped by
+    /// partition (a stable counting sort, so each partition keeps episode order), partition
+    /// `p` at `by_part[part[p]..part[p + 1]]`; first-visit scratch. (Everything a worker writes
+    /// is in buffers of its chunk or its own: small buffers of two chunks side by side on the
+    /// heap would share cache lines.)
+    ups: Vec<(u32, f64)>,
+    by_part: Vec<(u32, f64)>,
+    part: [usize; PARTITIONS + 1],
     visits: Visits,
     err: Option<Error>,
-    /// Scratch for one episode.
-    ep: Vec<Transition>,
-    pr: Vec<f64>,
 }
 
 /// A table's entries shared by the threads of split learning, each of which updates only the
@@ -150,7 +159,7 @@ impl Cells {
     unsafe fn apply(&self, chunks: &[&Chunk], p: usize, alpha: Option<f64>) -> f64 {
         let mut max = 0.0f64;
         for ch in chunks {
-            for &(i, g) in &ch.ups[p] {
+            for &(i, g) in &ch.by_part[ch.part[p]..ch.part[p + 1]] {
                 let i = i as usize;
                 assert!(i < self.len);
                 let (q, n) = (&mut *self.q.add(i), &mut *self.n.add(i));
@@ -161,13 +170,25 @@ impl Cells {
     }
 }
 
+/// `T` on cache lines of its own: the threads' envs and chunks are written at every step, and
+/// neighbours sharing a line (false sharing) cost the second thread all of its speed-up.
+#[repr(align(128))]
+struct Own<T>(T);
+
+impl<T> std::ops::Deref for Own<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// The driver: one env per thread, a pool of that many threads, and reusable chunk buffers.
 pub struct Collector<E> {
-    envs: Vec<Mutex<E>>,
+    envs: Vec<Own<Mutex<E>>>,
     pool: Option<rayon::ThreadPool>,
     seed: u64,
     stream: String,
-    chunks: Vec<Mutex<Chunk>>,
+    chunks: Vec<Own<Mutex<Chunk>>>,
     /// Wall seconds spent generating episodes and learning from them.
     gen_secs: f64,
     learn_secs: f64,
@@ -179,10 +200,10 @@ impl<E: TabularEnv + Send> Collector<E> {
         wick_core::ensure!(!envs.is_empty(), "the collector needs at least one env");
         let pool = match envs.len() {
             1 => None,
-            t => Some(rayon::ThreadPoolBuilder::new().num_threads(t).build().map_err(|e| Error::new(format!("cannot start {t} worker threads: {e}")))?),
+            t => Some(rayon::ThreadPoolBuilder::new().num_threads(t - 1).build().map_err(|e| Error::new(format!("cannot start {t} worker threads: {e}")))?),
         };
-        let chunks = (0..CHUNKS_PER_BATCH).map(|_| Mutex::new(Chunk::default())).collect();
-        let envs = envs.into_iter().map(Mutex::new).collect();
+        let chunks = (0..CHUNKS_PER_BATCH).map(|_| Own(Mutex::new(Chunk::default()))).collect();
+        let envs = envs.into_iter().map(|e| Own(Mutex::new(e))).collect();
         Ok(Collector { envs, pool, seed, stream: stream.to_string(), chunks, gen_secs: 0.0, learn_secs: 0.0 })
     }
 
@@ -201,25 +222,25 @@ impl<E: TabularEnv + Send> Collector<E> {
     }
 
     pub fn env(&mut self) -> &mut E {
-        self.envs[0].get_mut().unwrap()
+        self.envs[0].0.get_mut().unwrap()
     }
 
     /// Generate episodes `first .. first + count` from `agent` on the worker threads and learn
     /// from them (split learning where the agent offers it and there is more than one thread:
-    /// the bits are the same either way). `each(k, steps)` then sees every episode in order.
-    /// Returns the largest `|Δ|` of the batch.
-    pub fn batch<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, mut each: impl FnMut(u64, &[Transition])) -> Result<f64> {
+    /// the bits are the same either way). `each(k, g)` then sees every episode's undiscounted
+    /// return `g` (summed on the workers), in order. Returns the largest `|Δ|` of the batch.
+    pub fn batch<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, mut each: impl FnMut(u64, f64)) -> Result<f64> {
         let split = if self.threads() > 1 { agent.returns() } else { None };
-        self.batch_with(agent, first, count, split, |_, k, ep| each(k, ep))
+        self.batch_with(agent, first, count, split, |_, k, _, g| each(k, g))
     }
 
     /// Like [`Collector::batch`] but always learning one episode at a time with
     /// [`McAgent::learn`], so that `each(agent, k, steps)` sees the agent right after episode `k`.
-    pub fn batch_observed<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, each: impl FnMut(&A, u64, &[Transition])) -> Result<f64> {
-        self.batch_with(agent, first, count, None, each)
+    pub fn batch_observed<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, mut each: impl FnMut(&A, u64, &[Transition])) -> Result<f64> {
+        self.batch_with(agent, first, count, None, |a, k, ep, _| each(a, k, ep))
     }
 
-    fn batch_with<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, split: Option<Returns>, mut each: impl FnMut(&A, u64, &[Transition])) -> Result<f64> {
+    fn batch_with<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, split: Option<Returns>, mut each: impl FnMut(&A, u64, &[Transition], f64)) -> Result<f64> {
         if count == 0 {
             return Ok(0.0);
         }
@@ -233,15 +254,17 @@ impl<E: TabularEnv + Send> Collector<E> {
         let shared: &A = agent;
         let next = AtomicUsize::new(0);
         let t0 = std::time::Instant::now();
-        on_threads(&self.pool, |t| {
+        on_threads(&self.pool, self.envs.len(), |t| {
             let mut env = envs[t].lock().unwrap();
+            // One episode's scratch, the thread's own.
+            let (mut ep, mut pr) = (Vec::with_capacity(256), Vec::with_capacity(256));
             loop {
                 let c = next.fetch_add(1, Ordering::Relaxed);
                 if c >= n {
                     break;
                 }
                 let mut ch = chunks[c].lock().unwrap();
-                ch.err = fill(shared, split.as_ref(), &mut *env, seed, stream, &mut ch).err();
+                ch.err = fill(shared, split.as_ref(), &mut *env, seed, stream, &mut ch, &mut ep, &mut pr).err();
             }
         });
         let t1 = std::time::Instant::now();
@@ -258,7 +281,7 @@ impl<E: TabularEnv + Send> Collector<E> {
             let table = agent.table_mut();
             let cells = Cells { q: table.q.as_mut_ptr(), n: table.n.as_mut_ptr(), len: table.q.len().min(table.n.len()) };
             let next = AtomicUsize::new(0);
-            let maxes = on_threads(&self.pool, |_| {
+            let maxes = on_threads(&self.pool, self.envs.len(), |_| {
                 let mut m = 0.0f64;
                 loop {
                     let p = next.fetch_add(1, Ordering::Relaxed);
@@ -273,7 +296,7 @@ impl<E: TabularEnv + Send> Collector<E> {
             for ch in &views {
                 let mut lo = 0;
                 for (i, &hi) in ch.ends.iter().enumerate() {
-                    each(agent, ch.first + i as u64, &ch.steps[lo..hi]);
+                    each(agent, ch.first + i as u64, &ch.steps[lo..hi], ch.rets[i]);
                     lo = hi;
                 }
             }
@@ -284,7 +307,7 @@ impl<E: TabularEnv + Send> Collector<E> {
                     let k = ch.first + i as u64;
                     let probs = if ch.probs.is_empty() { &[][..] } else { &ch.probs[lo..hi] };
                     max = max.max(agent.learn(k, &ch.steps[lo..hi], probs));
-                    each(agent, k, &ch.steps[lo..hi]);
+                    each(agent, k, &ch.steps[lo..hi], ch.rets[i]);
                     lo = hi;
                 }
             }
@@ -297,25 +320,42 @@ impl<E: TabularEnv + Send> Collector<E> {
     }
 }
 
-/// Run `f(thread index)` once on each thread of `pool` (on the caller without one); the results
-/// in thread order.
-fn on_threads<R: Send>(pool: &Option<rayon::ThreadPool>, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
-    match pool {
-        None => vec![f(0)],
-        Some(p) => p.broadcast(|ctx| f(ctx.index())),
-    }
+/// Run `f(t)` for `t` in `0..threads` at once: `f(0)` on the caller, the others on `pool`'s
+/// `threads − 1` workers (only they need waking). The results in `t` order.
+fn on_threads<R: Send>(pool: &Option<rayon::ThreadPool>, threads: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let Some(pool) = pool else { return vec![f(0)] };
+    let mut out: Vec<Option<R>> = (0..threads).map(|_| None).collect();
+    let (first, rest) = out.split_first_mut().unwrap();
+    let f = &f;
+    pool.in_place_scope(|s| {
+        for (t, slot) in rest.iter_mut().enumerate() {
+            s.spawn(move |_| *slot = Some(f(t + 1)));
+        }
+        *first = Some(f(0));
+    });
+    out.into_iter().map(|r| r.expect("every thread ran")).collect()
 }
 
 /// Generate one chunk's episodes from its own stream.
-fn fill<A: McAgent, E: TabularEnv + ?Sized>(agent: &A, returns: Option<&Returns>, env: &mut E, seed: u64, stream: &str, ch: &mut Chunk) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn fill<A: McAgent, E: TabularEnv + ?Sized>(
+    agent: &A,
+    returns: Option<&Returns>,
+    env: &mut E,
+    seed: u64,
+    stream: &str,
+    ch: &mut Chunk,
+    ep: &mut Vec<Transition>,
+    pr: &mut Vec<f64>,
+) -> Result<()> {
     let mut rng = Rng::stream_indexed(seed, stream, ch.first);
     env.start(Some(rng.below(u64::MAX)))?;
-    let Chunk { first, count, steps, probs, ends, ups, visits, ep, pr, .. } = ch;
+    let Chunk { first, count, steps, probs, ends, rets, ups, by_part, part, visits, .. } = ch;
     steps.clear();
     probs.clear();
     ends.clear();
-    ups.resize_with(PARTITIONS, Vec::new);
-    ups.iter_mut().for_each(Vec::clear);
+    rets.clear();
+    ups.clear();
     if let Some(r) = returns {
         if visits.keys() != r.keys() {
             *visits = Visits::new(r.keys());
@@ -326,8 +366,27 @@ fn fill<A: McAgent, E: TabularEnv + ?Sized>(agent: &A, returns: Option<&Returns>
         steps.extend_from_slice(ep);
         probs.extend_from_slice(pr);
         ends.push(steps.len());
+        rets.push(ep.iter().map(|t| t.r).sum());
         if let Some(r) = returns {
             r.collect(visits, ep, ups);
+        }
+    }
+    if returns.is_some() {
+        // Stable counting sort of the updates by partition.
+        part.fill(0);
+        for &(i, _) in ups.iter() {
+            part[partition(i as usize) + 1] += 1;
+        }
+        for p in 0..PARTITIONS {
+            part[p + 1] += part[p];
+        }
+        by_part.clear();
+        by_part.resize(ups.len(), (0, 0.0));
+        let mut at = *part;
+        for &u in ups.iter() {
+            let p = partition(u.0 as usize);
+            by_part[at[p]] = u;
+            at[p] += 1;
         }
     }
     Ok(())
@@ -341,7 +400,7 @@ pub fn run<A: McAgent, E: TabularEnv + Send>(agent: &mut A, col: &mut Collector<
     let mut k = 0;
     while k < episodes && !agent.converged() {
         let b = batch.min(episodes - k);
-        col.batch(agent, k, b, |_, ep| returns.push(ep.iter().map(|t| t.r).sum()))?;
+        col.batch(agent, k, b, |_, g| returns.push(g))?;
         k += b;
     }
     Ok(returns)
