@@ -19,8 +19,8 @@
 //! episode order within its bucket, so the partitions are applied on different threads at once — the same operations on every entry in the same order as [`McAgent::learn`], hence
 //! the same bits — and nothing of the learning stays on one thread (Amdahl).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex, RwLock};
 
 use wick_core::checkpoint::Checkpoint;
 use wick_core::rng::Rng;
@@ -156,9 +156,10 @@ impl Cells {
     ///
     /// # Safety
     /// No other thread may apply partition `p` at the same time.
-    unsafe fn apply(&self, chunks: &[&Chunk], p: usize, alpha: Option<f64>) -> f64 {
+    unsafe fn apply(&self, chunks: &[Own<RwLock<Chunk>>], p: usize, alpha: Option<f64>) -> f64 {
         let mut max = 0.0f64;
         for ch in chunks {
+            let ch = ch.read().unwrap();
             for &(i, g) in &ch.by_part[ch.part[p]..ch.part[p + 1]] {
                 let i = i as usize;
                 assert!(i < self.len);
@@ -188,7 +189,7 @@ pub struct Collector<E> {
     pool: Option<rayon::ThreadPool>,
     seed: u64,
     stream: String,
-    chunks: Vec<Own<Mutex<Chunk>>>,
+    chunks: Vec<Own<RwLock<Chunk>>>,
     /// Wall seconds spent generating episodes and learning from them.
     gen_secs: f64,
     learn_secs: f64,
@@ -202,7 +203,7 @@ impl<E: TabularEnv + Send> Collector<E> {
             1 => None,
             t => Some(rayon::ThreadPoolBuilder::new().num_threads(t - 1).build().map_err(|e| Error::new(format!("cannot start {t} worker threads: {e}")))?),
         };
-        let chunks = (0..CHUNKS_PER_BATCH).map(|_| Own(Mutex::new(Chunk::default()))).collect();
+        let chunks = (0..CHUNKS_PER_BATCH).map(|_| Own(RwLock::new(Chunk::default()))).collect();
         let envs = envs.into_iter().map(|e| Own(Mutex::new(e))).collect();
         Ok(Collector { envs, pool, seed, stream: stream.to_string(), chunks, gen_secs: 0.0, learn_secs: 0.0 })
     }
@@ -246,78 +247,96 @@ impl<E: TabularEnv + Send> Collector<E> {
         }
         let n = count.min(CHUNKS_PER_BATCH) as usize;
         for c in 0..n {
-            let mut ch = self.chunks[c].lock().unwrap();
+            let mut ch = self.chunks[c].write().unwrap();
             ch.first = first + count * c as u64 / n as u64;
             ch.count = first + count * (c as u64 + 1) / n as u64 - ch.first;
         }
+        let threads = self.envs.len();
         let (seed, stream, chunks, envs) = (self.seed, self.stream.as_str(), &self.chunks[..n], &self.envs);
+        // Split learning writes the table through `cells` after every thread has passed the
+        // barrier, i.e. after the last read of it through `shared` (the values live in the
+        // table's heap buffers, which `shared` does not cover).
+        let cells = split.map(|_| {
+            let t = agent.table_mut();
+            Cells { q: t.q.as_mut_ptr(), n: t.n.as_mut_ptr(), len: t.q.len().min(t.n.len()) }
+        });
         let shared: &A = agent;
-        let next = AtomicUsize::new(0);
+        let (next_chunk, next_part) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let failed = AtomicBool::new(false);
+        let barrier = Barrier::new(threads);
         let t0 = std::time::Instant::now();
-        on_threads(&self.pool, self.envs.len(), |t| {
-            let mut env = envs[t].lock().unwrap();
-            // One episode's scratch, the thread's own.
-            let (mut ep, mut pr) = (Vec::with_capacity(256), Vec::with_capacity(256));
-            loop {
-                let c = next.fetch_add(1, Ordering::Relaxed);
-                if c >= n {
+        // One wake-up of the workers per batch: generate (chunks claimed in turn), wait for
+        // every thread, then apply the updates (partitions claimed in turn).
+        let out = on_threads(&self.pool, threads, |t| {
+            let generated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut env = envs[t].lock().unwrap();
+                // One episode's scratch, the thread's own.
+                let (mut ep, mut pr) = (Vec::with_capacity(256), Vec::with_capacity(256));
+                loop {
+                    let c = next_chunk.fetch_add(1, Ordering::Relaxed);
+                    if c >= n {
+                        break;
+                    }
+                    let mut ch = chunks[c].write().unwrap();
+                    ch.err = fill(shared, split.as_ref(), &mut *env, seed, stream, &mut ch, &mut ep, &mut pr).err();
+                    if ch.err.is_some() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                }
+            }));
+            let Some(cells) = cells.as_ref() else { return (generated, 0.0, None) };
+            // Every thread reaches the barrier, even after a panic (else the others would wait
+            // for ever); the pool runs exactly `threads − 1` of these jobs on its
+            // `threads − 1` workers, so all of them run at once.
+            if generated.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            barrier.wait();
+            let gen_end = (t == 0).then(std::time::Instant::now);
+            let mut m = 0.0f64;
+            while !failed.load(Ordering::Relaxed) {
+                let p = next_part.fetch_add(1, Ordering::Relaxed);
+                if p >= PARTITIONS {
                     break;
                 }
-                let mut ch = chunks[c].lock().unwrap();
-                ch.err = fill(shared, split.as_ref(), &mut *env, seed, stream, &mut ch, &mut ep, &mut pr).err();
+                // SAFETY: partition `p` was claimed by this thread alone; generation is over.
+                m = m.max(unsafe { cells.apply(chunks, p, split.unwrap().alpha) });
             }
+            (generated, m, gen_end)
         });
-        let t1 = std::time::Instant::now();
+        let mut max = 0.0f64;
+        let mut t1 = std::time::Instant::now();
+        for (generated, m, gen_end) in out {
+            if let Err(panic) = generated {
+                std::panic::resume_unwind(panic);
+            }
+            max = max.max(m);
+            t1 = gen_end.unwrap_or(t1);
+        }
         self.gen_secs += (t1 - t0).as_secs_f64();
-        let mut guards: Vec<_> = chunks.iter().map(|m| m.lock().unwrap()).collect();
-        for g in guards.iter_mut() {
-            if let Some(e) = g.err.take() {
+        for ch in chunks {
+            if let Some(e) = ch.write().unwrap().err.take() {
                 return Err(e);
             }
         }
-        let views: Vec<&Chunk> = guards.iter().map(|g| &**g).collect();
-        let mut max = 0.0f64;
-        if let Some(r) = split {
-            let table = agent.table_mut();
-            let cells = Cells { q: table.q.as_mut_ptr(), n: table.n.as_mut_ptr(), len: table.q.len().min(table.n.len()) };
-            let next = AtomicUsize::new(0);
-            let maxes = on_threads(&self.pool, self.envs.len(), |_| {
-                let mut m = 0.0f64;
-                loop {
-                    let p = next.fetch_add(1, Ordering::Relaxed);
-                    if p >= PARTITIONS {
-                        break m;
-                    }
-                    // SAFETY: partition `p` was claimed by this thread alone.
-                    m = m.max(unsafe { cells.apply(&views, p, r.alpha) });
-                }
-            });
-            max = maxes.into_iter().fold(max, f64::max);
-            for ch in &views {
-                let mut lo = 0;
-                for (i, &hi) in ch.ends.iter().enumerate() {
-                    each(agent, ch.first + i as u64, &ch.steps[lo..hi], ch.rets[i]);
-                    lo = hi;
-                }
-            }
-        } else {
-            for ch in &views {
-                let mut lo = 0;
-                for (i, &hi) in ch.ends.iter().enumerate() {
-                    let k = ch.first + i as u64;
+        for ch in chunks {
+            let ch = ch.read().unwrap();
+            let mut lo = 0;
+            for (i, &hi) in ch.ends.iter().enumerate() {
+                let k = ch.first + i as u64;
+                if split.is_none() {
                     let probs = if ch.probs.is_empty() { &[][..] } else { &ch.probs[lo..hi] };
                     max = max.max(agent.learn(k, &ch.steps[lo..hi], probs));
-                    each(agent, k, &ch.steps[lo..hi], ch.rets[i]);
-                    lo = hi;
                 }
+                each(agent, k, &ch.steps[lo..hi], ch.rets[i]);
+                lo = hi;
             }
         }
-        drop(views);
-        drop(guards);
         agent.end_batch();
         self.learn_secs += t1.elapsed().as_secs_f64();
         Ok(max)
     }
+
 }
 
 /// Run `f(t)` for `t` in `0..threads` at once: `f(0)` on the caller, the others on `pool`'s
