@@ -524,9 +524,11 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, rt: &Runtime, envs: Vec<
     while st.episodes < total && !agent.converged() {
         let b = batch.min(total - st.episodes);
         let (mut rs, mut rn) = (0.0, 0u64);
-        let upd = col.batch(&mut agent, st.episodes, b, |_, g| {
-            rs += g;
-            rn += 1;
+        let upd = col.batch(&mut agent, st.episodes, b, |_, rets| {
+            for &g in rets {
+                rs += g;
+            }
+            rn += rets.len() as u64;
         })?;
         st.episodes += b;
         st.batches += 1;

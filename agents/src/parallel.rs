@@ -228,20 +228,31 @@ impl<E: TabularEnv + Send> Collector<E> {
 
     /// Generate episodes `first .. first + count` from `agent` on the worker threads and learn
     /// from them (split learning where the agent offers it and there is more than one thread:
-    /// the bits are the same either way). `each(k, g)` then sees every episode's undiscounted
-    /// return `g` (summed on the workers), in order. Returns the largest `|Δ|` of the batch.
-    pub fn batch<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, mut each: impl FnMut(u64, f64)) -> Result<f64> {
+    /// the bits are the same either way). `each(k, returns)` then sees the undiscounted returns
+    /// (summed on the workers) of episodes `k, k + 1, …`, a chunk at a time, in order. Returns
+    /// the largest `|Δ|` of the batch.
+    pub fn batch<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, mut each: impl FnMut(u64, &[f64])) -> Result<f64> {
         let split = if self.threads() > 1 { agent.returns() } else { None };
-        self.batch_with(agent, first, count, split, |_, k, _, g| each(k, g))
+        self.batch_with(agent, first, count, split, None::<fn(&A, u64, &[Transition])>, |k, rets| each(k, rets))
     }
 
     /// Like [`Collector::batch`] but always learning one episode at a time with
     /// [`McAgent::learn`], so that `each(agent, k, steps)` sees the agent right after episode `k`.
-    pub fn batch_observed<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, mut each: impl FnMut(&A, u64, &[Transition])) -> Result<f64> {
-        self.batch_with(agent, first, count, None, |a, k, ep, _| each(a, k, ep))
+    pub fn batch_observed<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, each: impl FnMut(&A, u64, &[Transition])) -> Result<f64> {
+        self.batch_with(agent, first, count, None, Some(each), |_, _| {})
     }
 
-    fn batch_with<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, split: Option<Returns>, mut each: impl FnMut(&A, u64, &[Transition], f64)) -> Result<f64> {
+    /// The batch, with `observe(agent, k, steps)` after each episode's `learn` (no split) and
+    /// `chunk(k, returns)` per chunk.
+    fn batch_with<A: McAgent>(
+        &mut self,
+        agent: &mut A,
+        first: u64,
+        count: u64,
+        split: Option<Returns>,
+        mut observe: Option<impl FnMut(&A, u64, &[Transition])>,
+        mut chunk: impl FnMut(u64, &[f64]),
+    ) -> Result<f64> {
         if count == 0 {
             return Ok(0.0);
         }
@@ -321,16 +332,19 @@ impl<E: TabularEnv + Send> Collector<E> {
         }
         for ch in chunks {
             let ch = ch.read().unwrap();
-            let mut lo = 0;
-            for (i, &hi) in ch.ends.iter().enumerate() {
-                let k = ch.first + i as u64;
-                if split.is_none() {
+            if split.is_none() {
+                let mut lo = 0;
+                for (i, &hi) in ch.ends.iter().enumerate() {
+                    let k = ch.first + i as u64;
                     let probs = if ch.probs.is_empty() { &[][..] } else { &ch.probs[lo..hi] };
                     max = max.max(agent.learn(k, &ch.steps[lo..hi], probs));
+                    if let Some(f) = observe.as_mut() {
+                        f(agent, k, &ch.steps[lo..hi]);
+                    }
+                    lo = hi;
                 }
-                each(agent, k, &ch.steps[lo..hi], ch.rets[i]);
-                lo = hi;
             }
+            chunk(ch.first, &ch.rets);
         }
         agent.end_batch();
         self.learn_secs += t1.elapsed().as_secs_f64();
@@ -419,7 +433,7 @@ pub fn run<A: McAgent, E: TabularEnv + Send>(agent: &mut A, col: &mut Collector<
     let mut k = 0;
     while k < episodes && !agent.converged() {
         let b = batch.min(episodes - k);
-        col.batch(agent, k, b, |_, g| returns.push(g))?;
+        col.batch(agent, k, b, |_, g| returns.extend_from_slice(g))?;
         k += b;
     }
     Ok(returns)

@@ -67,7 +67,7 @@ fn drive<A: McAgent, E: TabularEnv + Send>(agent: &mut A, col: &mut Collector<E>
     let mut k = 0;
     while k < episodes {
         let b = batch.min(episodes - k);
-        deltas.push(col.batch(agent, k, b, |_, g| returns.push(g)).unwrap());
+        deltas.push(col.batch(agent, k, b, |_, g| returns.extend_from_slice(g)).unwrap());
         k += b;
     }
     (returns, deltas)
