@@ -140,17 +140,9 @@ impl McAgent for EpsilonGreedyAgent {
     }
 
     fn learn(&mut self, _k: u64, ep: &[Transition], _probs: &[f64]) -> f64 {
-        let (na, alpha) = (self.q.num_actions, self.cfg.step_size);
-        let q = &mut self.q;
-        let mut max = 0.0f64;
-        self.visits.for_each_return(ep, self.cfg.gamma, self.cfg.visit, |s, a| s * na + a, |_, i, g| {
-            let d = match alpha {
-                None => q.update_index(i, g), // q ← q + (g − q)/n
-                Some(alpha) => q.update_index_alpha(i, g, alpha),
-            };
-            max = max.max(d);
-        });
-        max
+        // q ← q + (g − q)/n, or q ← q + α(g − q) with a step size, per counted visit.
+        let r = self.returns().expect("MC ε-greedy learns from returns");
+        r.learn(&mut self.visits, &mut self.q, ep)
     }
 
     fn returns(&self) -> Option<Returns> {

@@ -78,15 +78,10 @@ impl McAgent for EsAgent {
     }
 
     fn learn(&mut self, _k: u64, ep: &[Transition], _probs: &[f64]) -> f64 {
-        let na = self.q.num_actions;
-        let q = &mut self.q;
-        let mut max = 0.0f64;
-        self.visits.for_each_return(ep, self.gamma, self.visit, |s, a| s * na + a, |_, i, g| {
-            // Policy evaluation as mean estimation: q ← q + (g − q)/n. Improvement is the
-            // greedy read of q when the pair's state is next visited.
-            max = max.max(q.update_index(i, g));
-        });
-        max
+        // Policy evaluation as mean estimation: q ← q + (g − q)/n for each first-visited pair.
+        // Improvement is the greedy read of q when the pair's state is next visited.
+        let r = self.returns().expect("MC ES learns from returns");
+        r.learn(&mut self.visits, &mut self.q, ep)
     }
 
     fn returns(&self) -> Option<Returns> {

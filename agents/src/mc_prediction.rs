@@ -106,14 +106,9 @@ impl McAgent for PredictionAgent {
     }
 
     fn learn(&mut self, _k: u64, ep: &[Transition], _probs: &[f64]) -> f64 {
-        let t = &mut self.table;
-        let cols = t.num_actions;
-        let is_v = self.target == Target::V;
-        let mut max = 0.0f64;
-        self.visits.for_each_return(ep, self.gamma, self.visit, |s, a| if is_v { s } else { s * cols + a }, |_, i, g| {
-            max = max.max(t.update_index(i, g)); // V(s) ← V(s) + (G − V(s))/N(s)
-        });
-        max
+        // V(s) ← V(s) + (G − V(s))/N(s) (or Q(s, a)) per counted visit.
+        let r = self.returns().expect("MC prediction learns from returns");
+        r.learn(&mut self.visits, &mut self.table, ep)
     }
 
     fn returns(&self) -> Option<Returns> {

@@ -59,11 +59,30 @@ impl Returns {
         self.num_states * self.cols
     }
 
-    /// Push `(key, G)` for each counted visit of `ep` onto `out`, in the order `learn` applies them.
+    /// The table entry of (state, action).
+    #[inline]
+    fn key(&self, s: usize, a: usize) -> usize {
+        if self.cols == 1 {
+            s
+        } else {
+            s * self.cols + a
+        }
+    }
+
+    /// Learn from one episode in order: each counted visit's return is one estimate step on
+    /// `table` (the agents' [`McAgent::learn`]). Returns the largest `|Δ|`.
+    pub fn learn(&self, visits: &mut Visits, table: &mut QTable, ep: &[Transition]) -> f64 {
+        let mut max = 0.0f64;
+        visits.for_each_return(ep, self.gamma, self.visit, |s, a| self.key(s, a), |_, i, g| {
+            max = max.max(mean_step(&mut table.q[i], &mut table.n[i], g, self.alpha));
+        });
+        max
+    }
+
+    /// Push `(key, G)` for each counted visit of `ep` onto `out`, in the order
+    /// [`Returns::learn`] applies them.
     fn collect(&self, visits: &mut Visits, ep: &[Transition], out: &mut Vec<(u32, f64)>) {
-        let cols = self.cols;
-        let key = |s: usize, a: usize| if cols == 1 { s } else { s * cols + a };
-        visits.for_each_return(ep, self.gamma, self.visit, key, |_, i, g| out.push((i as u32, g)));
+        visits.for_each_return(ep, self.gamma, self.visit, |s, a| self.key(s, a), |_, i, g| out.push((i as u32, g)));
     }
 }
 
@@ -231,9 +250,9 @@ impl<E: TabularEnv + Send> Collector<E> {
     /// the bits are the same either way). `each(k, returns)` then sees the undiscounted returns
     /// (summed on the workers) of episodes `k, k + 1, …`, a chunk at a time, in order. Returns
     /// the largest `|Δ|` of the batch.
-    pub fn batch<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, mut each: impl FnMut(u64, &[f64])) -> Result<f64> {
+    pub fn batch<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, each: impl FnMut(u64, &[f64])) -> Result<f64> {
         let split = if self.threads() > 1 { agent.returns() } else { None };
-        self.batch_with(agent, first, count, split, None::<fn(&A, u64, &[Transition])>, |k, rets| each(k, rets))
+        self.batch_with(agent, first, count, split, None::<fn(&A, u64, &[Transition])>, each)
     }
 
     /// Like [`Collector::batch`] but always learning one episode at a time with

@@ -235,7 +235,9 @@ impl Visits {
 }
 
 /// One incremental estimate step with the `n`-th return `g`: the sample mean
-/// `q ← q + (g − q)/n`, or constant-α `q ← q + α(g − q)` (counts still advance). Returns `|Δq|`.
+/// `q ← q + (g − q)/n`, or constant-α MC (S&B §6.1, eq. 6.1) `q ← q + α(g − q)`, a
+/// recency-weighted mean that forgets the returns of earlier, more exploratory policies (counts
+/// still advance). Returns `|Δq|`.
 #[inline]
 pub fn mean_step(q: &mut f64, n: &mut u64, g: f64, alpha: Option<f64>) -> f64 {
     *n += 1;
@@ -275,13 +277,6 @@ impl QTable {
     #[inline]
     pub fn update_index(&mut self, i: usize, g: f64) -> f64 {
         mean_step(&mut self.q[i], &mut self.n[i], g, None)
-    }
-
-    /// Constant-α MC (S&B §6.1, eq. 6.1): `q ← q + α (g − q)`, a recency-weighted mean that
-    /// forgets returns of earlier (more exploratory) policies. Counts still advance.
-    #[inline]
-    pub fn update_index_alpha(&mut self, i: usize, g: f64, alpha: f64) -> f64 {
-        mean_step(&mut self.q[i], &mut self.n[i], g, Some(alpha))
     }
 
     #[inline]
