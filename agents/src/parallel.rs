@@ -20,13 +20,14 @@
 //! the same bits — and nothing of the learning stays on one thread (Amdahl).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Barrier, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 
 use wick_core::checkpoint::Checkpoint;
 use wick_core::rng::Rng;
 use wick_core::{Error, Result};
 
 use crate::tabular::{mean_step, QTable, TabularEnv, Transition, Visit, Visits};
+use crate::team::{SpinBarrier, Team};
 
 /// Chunks per batch: the unit of work of a thread when generating (independent of the thread count).
 pub const CHUNKS_PER_BATCH: u64 = 16;
@@ -190,6 +191,12 @@ impl Cells {
     }
 }
 
+/// Where the threads write episode returns ([`Collector::batch_into`]).
+struct Out(*mut f64);
+
+// SAFETY: each chunk writes only its own range of the buffer, and the buffer outlives the batch.
+unsafe impl Sync for Out {}
+
 /// `T` on cache lines of its own: the threads' envs and chunks are written at every step, and
 /// neighbours sharing a line (false sharing) cost the second thread all of its speed-up.
 #[repr(align(128))]
@@ -202,10 +209,10 @@ impl<T> std::ops::Deref for Own<T> {
     }
 }
 
-/// The driver: one env per thread, a pool of that many threads, and reusable chunk buffers.
+/// The driver: one env per thread, a [`Team`] of that many threads, and reusable chunk buffers.
 pub struct Collector<E> {
     envs: Vec<Own<Mutex<E>>>,
-    pool: Option<rayon::ThreadPool>,
+    team: Team,
     seed: u64,
     stream: String,
     chunks: Vec<Own<RwLock<Chunk>>>,
@@ -218,13 +225,11 @@ impl<E: TabularEnv + Send> Collector<E> {
     /// `envs.len()` is the number of threads (at least 1); every env must be the same env.
     pub fn new(envs: Vec<E>, seed: u64, stream: &str) -> Result<Collector<E>> {
         wick_core::ensure!(!envs.is_empty(), "the collector needs at least one env");
-        let pool = match envs.len() {
-            1 => None,
-            t => Some(rayon::ThreadPoolBuilder::new().num_threads(t - 1).build().map_err(|e| Error::new(format!("cannot start {t} worker threads: {e}")))?),
-        };
+        let t = envs.len();
+        let team = Team::new(t).map_err(|e| Error::new(format!("cannot start {t} worker threads: {e}")))?;
         let chunks = (0..CHUNKS_PER_BATCH).map(|_| Own(RwLock::new(Chunk::default()))).collect();
         let envs = envs.into_iter().map(|e| Own(Mutex::new(e))).collect();
-        Ok(Collector { envs, pool, seed, stream: stream.to_string(), chunks, gen_secs: 0.0, learn_secs: 0.0 })
+        Ok(Collector { envs, team, seed, stream: stream.to_string(), chunks, gen_secs: 0.0, learn_secs: 0.0 })
     }
 
     /// Wall seconds so far spent generating episodes (in parallel) and learning.
@@ -252,17 +257,25 @@ impl<E: TabularEnv + Send> Collector<E> {
     /// the largest `|Δ|` of the batch.
     pub fn batch<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, each: impl FnMut(u64, &[f64])) -> Result<f64> {
         let split = if self.threads() > 1 { agent.returns() } else { None };
-        self.batch_with(agent, first, count, split, None::<fn(&A, u64, &[Transition])>, each)
+        self.batch_with(agent, first, count, split, None::<fn(&A, u64, &[Transition])>, each, None)
+    }
+
+    /// Like [`Collector::batch`], with the undiscounted return of episode `first + i` written
+    /// to `out[i]` by the thread that generated it (`out.len()` must be `count`).
+    pub fn batch_into<A: McAgent>(&mut self, agent: &mut A, first: u64, out: &mut [f64]) -> Result<f64> {
+        let split = if self.threads() > 1 { agent.returns() } else { None };
+        self.batch_with(agent, first, out.len() as u64, split, None::<fn(&A, u64, &[Transition])>, |_, _| {}, Some(out))
     }
 
     /// Like [`Collector::batch`] but always learning one episode at a time with
     /// [`McAgent::learn`], so that `each(agent, k, steps)` sees the agent right after episode `k`.
     pub fn batch_observed<A: McAgent>(&mut self, agent: &mut A, first: u64, count: u64, each: impl FnMut(&A, u64, &[Transition])) -> Result<f64> {
-        self.batch_with(agent, first, count, None, Some(each), |_, _| {})
+        self.batch_with(agent, first, count, None, Some(each), |_, _| {}, None)
     }
 
-    /// The batch, with `observe(agent, k, steps)` after each episode's `learn` (no split) and
-    /// `chunk(k, returns)` per chunk.
+    /// The batch, with `observe(agent, k, steps)` after each episode's `learn` (no split),
+    /// `chunk(k, returns)` per chunk, and each episode's return written to `out` if given.
+    #[allow(clippy::too_many_arguments)]
     fn batch_with<A: McAgent>(
         &mut self,
         agent: &mut A,
@@ -271,6 +284,7 @@ impl<E: TabularEnv + Send> Collector<E> {
         split: Option<Returns>,
         mut observe: Option<impl FnMut(&A, u64, &[Transition])>,
         mut chunk: impl FnMut(u64, &[f64]),
+        out: Option<&mut [f64]>,
     ) -> Result<f64> {
         if count == 0 {
             return Ok(0.0);
@@ -290,14 +304,16 @@ impl<E: TabularEnv + Send> Collector<E> {
             let t = agent.table_mut();
             Cells { q: t.q.as_mut_ptr(), n: t.n.as_mut_ptr(), len: t.q.len().min(t.n.len()) }
         });
+        // Each chunk's returns go to its own range of `out` (disjoint: chunks are).
+        let out = out.map(|o| Out(o.as_mut_ptr()));
         let shared: &A = agent;
         let (next_chunk, next_part) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let failed = AtomicBool::new(false);
-        let barrier = Barrier::new(threads);
+        let barrier = SpinBarrier::new(threads);
         let t0 = std::time::Instant::now();
         // One wake-up of the workers per batch: generate (chunks claimed in turn), wait for
         // every thread, then apply the updates (partitions claimed in turn).
-        let out = on_threads(&self.pool, threads, |t| {
+        let out = on_threads(&self.team, |t| {
             let generated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let mut env = envs[t].lock().unwrap();
                 // One episode's scratch, the thread's own.
@@ -311,13 +327,16 @@ impl<E: TabularEnv + Send> Collector<E> {
                     ch.err = fill(shared, split.as_ref(), &mut *env, seed, stream, &mut ch, &mut ep, &mut pr).err();
                     if ch.err.is_some() {
                         failed.store(true, Ordering::Relaxed);
+                    } else if let Some(o) = &out {
+                        // SAFETY: `out` has `count` entries and chunk `c` owns
+                        // `ch.first - first ..` `+ ch.count` of them.
+                        unsafe { std::ptr::copy_nonoverlapping(ch.rets.as_ptr(), o.0.add((ch.first - first) as usize), ch.rets.len()) };
                     }
                 }
             }));
             let Some(cells) = cells.as_ref() else { return (generated, 0.0, None) };
             // Every thread reaches the barrier, even after a panic (else the others would wait
-            // for ever); the pool runs exactly `threads − 1` of these jobs on its
-            // `threads − 1` workers, so all of them run at once.
+            // for ever); the team runs all `threads` of these at once.
             if generated.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
@@ -372,20 +391,11 @@ impl<E: TabularEnv + Send> Collector<E> {
 
 }
 
-/// Run `f(t)` for `t` in `0..threads` at once: `f(0)` on the caller, the others on `pool`'s
-/// `threads − 1` workers (only they need waking). The results in `t` order.
-fn on_threads<R: Send>(pool: &Option<rayon::ThreadPool>, threads: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
-    let Some(pool) = pool else { return vec![f(0)] };
-    let mut out: Vec<Option<R>> = (0..threads).map(|_| None).collect();
-    let (first, rest) = out.split_first_mut().unwrap();
-    let f = &f;
-    pool.in_place_scope(|s| {
-        for (t, slot) in rest.iter_mut().enumerate() {
-            s.spawn(move |_| *slot = Some(f(t + 1)));
-        }
-        *first = Some(f(0));
-    });
-    out.into_iter().map(|r| r.expect("every thread ran")).collect()
+/// Run `f(t)` on every thread of `team` at once; the results in `t` order.
+fn on_threads<R: Send>(team: &Team, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let out: Vec<Own<Mutex<Option<R>>>> = (0..team.threads()).map(|_| Own(Mutex::new(None))).collect();
+    team.run(&|t| *out[t].lock().unwrap() = Some(f(t)));
+    out.into_iter().map(|m| m.0.into_inner().unwrap().expect("every thread ran")).collect()
 }
 
 /// Generate one chunk's episodes from its own stream.
@@ -415,12 +425,14 @@ fn fill<A: McAgent, E: TabularEnv + ?Sized>(
     }
     for k in *first..*first + *count {
         agent.episode(k, env, &mut rng, ep, pr)?;
-        steps.extend_from_slice(ep);
-        probs.extend_from_slice(pr);
-        ends.push(steps.len());
         rets.push(ep.iter().map(|t| t.r).sum());
         if let Some(r) = returns {
             r.collect(visits, ep, ups);
+        } else {
+            // Kept for `learn` on the caller's thread.
+            steps.extend_from_slice(ep);
+            probs.extend_from_slice(pr);
+            ends.push(steps.len());
         }
     }
     if returns.is_some() {
@@ -448,12 +460,15 @@ fn fill<A: McAgent, E: TabularEnv + ?Sized>(
 /// logging and checkpoints around [`Collector::batch`]). Returns each episode's undiscounted return.
 pub fn run<A: McAgent, E: TabularEnv + Send>(agent: &mut A, col: &mut Collector<E>, episodes: u64, batch: u64) -> Result<Vec<f64>> {
     let batch = batch.max(1);
-    let mut returns = Vec::with_capacity(episodes.min(1 << 26) as usize);
+    // Zeroed memory comes from the OS untouched: its pages are first written (and faulted in)
+    // by the threads that generate the episodes, in parallel.
+    let mut returns = vec![0.0; episodes as usize];
     let mut k = 0;
     while k < episodes && !agent.converged() {
         let b = batch.min(episodes - k);
-        col.batch(agent, k, b, |_, g| returns.extend_from_slice(g))?;
+        col.batch_into(agent, k, &mut returns[k as usize..(k + b) as usize])?;
         k += b;
     }
+    returns.truncate(k as usize);
     Ok(returns)
 }

@@ -2,7 +2,7 @@
 //! partition on several threads, `wick_agents::parallel`) gives the same bits as learning one
 //! episode at a time with `McAgent::learn`, for every thread count.
 
-use wick_agents::parallel::{Collector, McAgent};
+use wick_agents::parallel::{self, Collector, McAgent};
 use wick_agents::tabular::{QTable, TabularEnv, Transition};
 use wick_agents::*;
 use wick_core::checkpoint::Checkpoint;
@@ -52,12 +52,17 @@ fn check<A: McAgent, E: TabularEnv + Send>(make: impl Fn() -> A, env: impl Fn() 
     let mut seq = Sequential(make());
     let (r, d) = drive(&mut seq, &mut col(2), episodes, batch);
     let reference = outcome(&seq, &r, &d);
+    let without_deltas = outcome(&seq, &r, &[]);
     assert!(d.iter().any(|&x| x > 0.0), "nothing was learned");
     for threads in [1, 2, 3] {
         let mut a = make();
         assert!(a.returns().is_some(), "the agent does not offer split learning");
         let (r, d) = drive(&mut a, &mut col(threads), episodes, batch);
         assert!(outcome(&a, &r, &d) == reference, "split learning on {threads} threads differs from learning episode by episode");
+        // `parallel::run`: the returns written into one buffer by the threads (`batch_into`).
+        let mut a = make();
+        let r = parallel::run(&mut a, &mut col(threads), episodes, batch).unwrap();
+        assert!(outcome(&a, &r, &[]) == without_deltas, "parallel::run on {threads} threads differs from learning episode by episode");
     }
 }
 
