@@ -114,7 +114,7 @@ impl EpsilonGreedyAgent {
             }
         };
         ensure!((0.0..=1.0).contains(&e0) && (0.0..=1.0).contains(&e1), "epsilon must be in [0, 1]");
-        ensure!(cfg.step_size.map_or(true, |a| a > 0.0 && a <= 1.0), "step size must be in (0, 1]");
+        ensure!(cfg.step_size.is_none_or(|a| a > 0.0 && a <= 1.0), "step size must be in (0, 1]");
         Ok(EpsilonGreedyAgent { q: QTable::new(ns, na), cfg: cfg.clone(), visits: Visits::new(ns * na) })
     }
 }

@@ -138,7 +138,7 @@ fn work(sh: &Shared, t: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 256 != 0 || since.elapsed() < SPIN {
+            if !spins.is_multiple_of(256) || since.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
