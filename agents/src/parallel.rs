@@ -297,7 +297,6 @@ impl<E: TabularEnv + Send> Collector<E> {
             ch.first = first + count * c as u64 / n as u64;
             ch.count = first + count * (c as u64 + 1) / n as u64 - ch.first;
         }
-        let threads = self.envs.len();
         let (seed, stream, chunks, envs) = (self.seed, self.stream.as_str(), &self.chunks[..n], &self.envs);
         // Split learning writes the table through `cells` after every thread has passed the
         // barrier, i.e. after the last read of it through `shared` (the values live in the
@@ -311,7 +310,7 @@ impl<E: TabularEnv + Send> Collector<E> {
         let shared: &A = agent;
         let (next_chunk, next_part) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let failed = AtomicBool::new(false);
-        let barrier = SpinBarrier::new(threads);
+        let barrier = SpinBarrier::new(&self.team);
         let t0 = std::time::Instant::now();
         // One wake-up of the workers per batch: generate (chunks claimed in turn), wait for
         // every thread, then apply the updates (partitions claimed in turn).
