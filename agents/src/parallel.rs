@@ -16,8 +16,12 @@
 //! the first-visit test, right after generating it, and sort the `(key, G)` updates into
 //! [`PARTITIONS`] buckets by key (16 consecutive entries, 128 bytes of the table, go to one
 //! bucket, so that two threads never write to one cache line). The updates of one entry stay in
-//! episode order within its bucket, so the partitions are applied on different threads at once — the same operations on every entry in the same order as [`McAgent::learn`], hence
+//! episode order within its bucket, so the partitions are applied on different threads at
+//! once — the same operations on every entry in the same order as [`McAgent::learn`], hence
 //! the same bits — and nothing of the learning stays on one thread (Amdahl).
+//!
+//! The threads are a [`Team`] that stays up for the whole run: a batch is one job for all of
+//! them (generate, a spinning barrier, apply), with no thread parked in between.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};

@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long an idle worker spins for the next job before it parks.
-const SPIN: Duration = Duration::from_millis(2);
+pub const SPIN: Duration = Duration::from_millis(2);
 
 /// The job of the moment: `f(t)` for thread `t`, its lifetime erased (see [`Team::run`]).
 type Job = *const (dyn Fn(usize) + Sync);
