@@ -4,7 +4,8 @@
 //! `scripts/mc_es_blackjack.py` (Gymnasium env + dictionary Q, same algorithm) measured in the
 //! same run, with the ratios.
 //!
-//! `WICK_PYTHON=.venv/bin/python RAYON_NUM_THREADS=2 cargo bench -p wick-agents --bench mc_es`
+//! `WICK_PYTHON=.venv/bin/python cargo bench -p wick-agents --bench mc_es` (the collector starts
+//! its own threads: rayon's settings do not apply)
 
 use std::process::Command;
 use std::time::Instant;
@@ -59,7 +60,7 @@ fn main() {
         two = two.max(wick(2, 10_000, 1));
     }
     let seq = wick(1, 1, 3);
-    println!("MC ES, Blackjack-v1, 5M episodes (best of 3, RAYON_NUM_THREADS={}):", std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into()));
+    println!("MC ES, Blackjack-v1, 5M episodes (best of 3; {} CPUs):", std::thread::available_parallelism().map_or(1, |n| n.get()));
     println!("  wick, batch 10000, 1 thread : {:>12.0} episodes/s ({:.2} s for Fig. 5.2)", one, 5e6 / one);
     println!("  wick, batch 10000, 2 threads: {:>12.0} episodes/s ({:.2} s; {:.2}x the 1-thread figure)", two, 5e6 / two, two / one);
     println!("  wick, batch 1 (textbook)    : {:>12.0} episodes/s ({:.2} s)", seq, 5e6 / seq);

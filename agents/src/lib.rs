@@ -23,7 +23,7 @@ pub mod reinforce;
 pub mod reinforce_train;
 pub mod parallel;
 pub mod tabular;
-pub mod team;
+pub(crate) mod team;
 
 pub use mc_basic::{mc_basic, McBasicAgent, McBasicConfig, McBasicResult};
 pub use mc_epsilon_greedy::{mc_epsilon_greedy, mc_epsilon_greedy_par, Epsilon, EpsilonGreedyAgent, EpsilonGreedyConfig, StartMode};

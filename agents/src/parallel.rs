@@ -24,7 +24,7 @@
 //! them (generate, a spinning barrier, apply), with no thread parked in between.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use wick_core::checkpoint::Checkpoint;
 use wick_core::rng::Rng;
@@ -297,7 +297,7 @@ impl<E: TabularEnv + Send> Collector<E> {
         }
         let n = count.min(CHUNKS_PER_BATCH) as usize;
         for c in 0..n {
-            let mut ch = self.chunks[c].write().unwrap();
+            let mut ch = self.chunks[c].write().unwrap_or_else(PoisonError::into_inner);
             ch.first = first + count * c as u64 / n as u64;
             ch.count = first + count * (c as u64 + 1) / n as u64 - ch.first;
         }
@@ -318,17 +318,18 @@ impl<E: TabularEnv + Send> Collector<E> {
         let t0 = std::time::Instant::now();
         // One wake-up of the workers per batch: generate (chunks claimed in turn), wait for
         // every thread, then apply the updates (partitions claimed in turn).
-        let out = on_threads(&self.team, |t| {
+        let out = on_threads(&mut self.team, |t| {
             let generated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let mut env = envs[t].lock().unwrap();
+                let mut env = envs[t].lock().unwrap_or_else(PoisonError::into_inner);
                 // One episode's scratch, the thread's own.
                 let (mut ep, mut pr) = (Vec::with_capacity(256), Vec::with_capacity(256));
-                loop {
+                // Claim chunks in turn until none is left (or a thread failed: stop early).
+                while !failed.load(Ordering::Relaxed) {
                     let c = next_chunk.fetch_add(1, Ordering::Relaxed);
                     if c >= n {
                         break;
                     }
-                    let mut ch = chunks[c].write().unwrap();
+                    let mut ch = chunks[c].write().unwrap_or_else(PoisonError::into_inner);
                     ch.err = fill(shared, split.as_ref(), &mut *env, seed, stream, &mut ch, &mut ep, &mut pr).err();
                     if ch.err.is_some() {
                         failed.store(true, Ordering::Relaxed);
@@ -350,7 +351,7 @@ impl<E: TabularEnv + Send> Collector<E> {
             let mut m = 0.0f64;
             // Read access to every chunk, taken once (lock words are shared cache lines: taking
             // them per partition, both threads at once, cost a tenth of the learning time).
-            let chunks: Vec<_> = if failed.load(Ordering::Relaxed) { Vec::new() } else { chunks.iter().map(|c| c.read().unwrap()).collect() };
+            let chunks: Vec<_> = if failed.load(Ordering::Relaxed) { Vec::new() } else { chunks.iter().map(|c| c.read().unwrap_or_else(PoisonError::into_inner)).collect() };
             while !failed.load(Ordering::Relaxed) {
                 let p = next_part.fetch_add(1, Ordering::Relaxed);
                 if p >= PARTITIONS {
@@ -372,12 +373,12 @@ impl<E: TabularEnv + Send> Collector<E> {
         }
         self.gen_secs += (t1 - t0).as_secs_f64();
         for ch in chunks {
-            if let Some(e) = ch.write().unwrap().err.take() {
+            if let Some(e) = ch.write().unwrap_or_else(PoisonError::into_inner).err.take() {
                 return Err(e);
             }
         }
         for ch in chunks {
-            let ch = ch.read().unwrap();
+            let ch = ch.read().unwrap_or_else(PoisonError::into_inner);
             if split.is_none() {
                 let mut lo = 0;
                 for (i, &hi) in ch.ends.iter().enumerate() {
@@ -400,10 +401,14 @@ impl<E: TabularEnv + Send> Collector<E> {
 }
 
 /// Run `f(t)` on every thread of `team` at once; the results in `t` order.
-fn on_threads<R: Send>(team: &Team, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+fn on_threads<R: Send>(team: &mut Team, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    if team.threads() == 1 {
+        // No slots to allocate (`--batch 1` runs this once per episode).
+        return vec![f(0)];
+    }
     let out: Vec<Own<Mutex<Option<R>>>> = (0..team.threads()).map(|_| Own(Mutex::new(None))).collect();
-    team.run(&|t| *out[t].lock().unwrap() = Some(f(t)));
-    out.into_iter().map(|m| m.0.into_inner().unwrap().expect("every thread ran")).collect()
+    team.run(&|t| *out[t].lock().unwrap_or_else(PoisonError::into_inner) = Some(f(t)));
+    out.into_iter().map(|m| m.0.into_inner().unwrap_or_else(PoisonError::into_inner).expect("every thread ran")).collect()
 }
 
 /// Generate one chunk's episodes from its own stream.
@@ -469,14 +474,20 @@ fn fill<A: McAgent, E: TabularEnv + ?Sized>(
 pub fn run<A: McAgent, E: TabularEnv + Send>(agent: &mut A, col: &mut Collector<E>, episodes: u64, batch: u64) -> Result<Vec<f64>> {
     let batch = batch.max(1);
     // Zeroed memory comes from the OS untouched: its pages are first written (and faulted in)
-    // by the threads that generate the episodes, in parallel.
-    let mut returns = vec![0.0; episodes as usize];
+    // by the threads that generate the episodes, in parallel. (Reserved up to 2^26 episodes,
+    // 512 MiB, at once: an agent may converge long before `episodes`.)
+    let mut returns = vec![0.0; episodes.min(1 << 26) as usize];
     let mut k = 0;
     while k < episodes && !agent.converged() {
         let b = batch.min(episodes - k);
-        col.batch_into(agent, k, &mut returns[k as usize..(k + b) as usize])?;
+        let end = (k + b) as usize;
+        if end > returns.len() {
+            returns.resize(end.max(2 * returns.len()).min(episodes as usize), 0.0);
+        }
+        col.batch_into(agent, k, &mut returns[k as usize..end])?;
         k += b;
     }
     returns.truncate(k as usize);
+    returns.shrink_to_fit();
     Ok(returns)
 }
