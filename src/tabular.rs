@@ -127,19 +127,6 @@ fn blackjack(id: &str) -> bool {
     id == "Blackjack-v1"
 }
 
-/// The 200 decision states of S&B Fig. 5.2 (sum 12–21 × dealer A–10 × usable ace) as env state indices.
-pub fn blackjack_decision_states() -> Vec<usize> {
-    let mut v = Vec::with_capacity(200);
-    for sum in 12..=21u8 {
-        for dealer in 1..=10u8 {
-            for ace in [false, true] {
-                v.push(BlackjackObs { player_sum: sum, dealer_card: dealer, usable_ace: ace }.index());
-            }
-        }
-    }
-    v
-}
-
 fn parse_epsilon(s: &str) -> Result<Epsilon> {
     let bad = || Error::new(format!("--epsilon '{s}': expected a number in [0, 1], linear:START:END:FRACTION or exp:START:END:FRACTION"));
     let num = |x: &str| x.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(bad);
@@ -287,7 +274,7 @@ pub fn make_env(cfg: &TabularConfig) -> Result<DynTabular> {
 /// The states the comparisons with DP (and exploring starts) range over.
 fn eval_states(cfg: &TabularConfig, ns: usize) -> Vec<usize> {
     if blackjack(cfg.env_id()) {
-        blackjack_decision_states()
+        BlackjackObs::decision_states()
     } else {
         (0..ns).collect()
     }
@@ -340,7 +327,7 @@ pub fn run(cfg: &TabularConfig, rt: &Runtime, threads: usize) -> Result<Outcome>
     let episodes = cfg.episodes.unwrap_or(1);
     let uniform = cfg.start.as_deref() == Some("uniform");
     let ns = env.n_states();
-    let starts = if blackjack(cfg.env_id()) { blackjack_decision_states() } else { Vec::new() };
+    let starts = if blackjack(cfg.env_id()) { BlackjackObs::decision_states() } else { Vec::new() };
     if !rt.resume {
         rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
     }

@@ -14,21 +14,9 @@ use wick_agents::parallel::{run, Collector};
 use wick_agents::{mc_exploring_starts_par, EsAgent, EsConfig};
 use wick_envs::blackjack::{Blackjack, BlackjackConfig, BlackjackObs};
 
-fn decision_states() -> Vec<usize> {
-    let mut v = Vec::new();
-    for sum in 12..=21u8 {
-        for dealer in 1..=10u8 {
-            for ace in [false, true] {
-                v.push(BlackjackObs { player_sum: sum, dealer_card: dealer, usable_ace: ace }.index());
-            }
-        }
-    }
-    v
-}
-
 /// Best of `reps` timings of 5M episodes (Fig. 5.2's budget).
 fn wick(threads: usize, batch: u64, reps: usize) -> f64 {
-    let cfg = EsConfig { episodes: 5_000_000, starts: decision_states(), batch, seed: 0, ..Default::default() };
+    let cfg = EsConfig { episodes: 5_000_000, starts: BlackjackObs::decision_states(), batch, seed: 0, ..Default::default() };
     let mut best = 0.0f64;
     for _ in 0..reps {
         let envs = (0..threads).map(|_| Blackjack::new(BlackjackConfig::default())).collect();
@@ -44,7 +32,7 @@ fn wick(threads: usize, batch: u64, reps: usize) -> f64 {
 /// Seconds generating and learning on `threads` threads. With more than one thread both run
 /// on all of them (split learning, `wick_agents::parallel`); on one, learning is `learn` per episode.
 fn split(threads: usize) -> (f64, f64) {
-    let cfg = EsConfig { episodes: 5_000_000, starts: decision_states(), batch: 10_000, seed: 0, ..Default::default() };
+    let cfg = EsConfig { episodes: 5_000_000, starts: BlackjackObs::decision_states(), batch: 10_000, seed: 0, ..Default::default() };
     let envs: Vec<_> = (0..threads).map(|_| Blackjack::new(BlackjackConfig::default())).collect();
     let mut agent = EsAgent::new(&envs[0], &cfg).unwrap();
     let mut col = Collector::new(envs, 0, "mc-es").unwrap();

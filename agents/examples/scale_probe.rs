@@ -10,14 +10,7 @@ fn main() {
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let reps = args.first().copied().unwrap_or(9) as usize;
     let batch = args.get(1).copied().unwrap_or(10_000);
-    let mut starts = Vec::new();
-    for s in 12..=21u8 {
-        for d in 1..=10u8 {
-            for a in [false, true] {
-                starts.push(BlackjackObs { player_sum: s, dealer_card: d, usable_ace: a }.index());
-            }
-        }
-    }
+    let starts = BlackjackObs::decision_states();
     let mut times = [Vec::new(), Vec::new()];
     let mut parts = [Vec::new(), Vec::new()];
     for _ in 0..reps {

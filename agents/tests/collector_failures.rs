@@ -53,14 +53,7 @@ impl McAgent for Faulty {
 #[test]
 fn a_failed_batch_changes_nothing_and_the_next_one_runs() {
     let bj = || Blackjack::new(BlackjackConfig::default());
-    let mut starts = Vec::new();
-    for player_sum in 12..=21u8 {
-        for dealer_card in 1..=10u8 {
-            for usable_ace in [false, true] {
-                starts.push(BlackjackObs { player_sum, dealer_card, usable_ace }.index());
-            }
-        }
-    }
+    let starts = BlackjackObs::decision_states();
     let cfg = EsConfig { episodes: 0, batch: 2000, starts, seed: 3, ..Default::default() };
     for threads in [1, 2, 3] {
         for panic in [false, true] {

@@ -81,14 +81,7 @@ fn drive<A: McAgent, E: TabularEnv + Send>(agent: &mut A, col: &mut Collector<E>
 #[test]
 fn mc_es_split_equals_sequential() {
     let bj = || Blackjack::new(BlackjackConfig::default());
-    let mut starts = Vec::new();
-    for player_sum in 12..=21u8 {
-        for dealer_card in 1..=10u8 {
-            for usable_ace in [false, true] {
-                starts.push(BlackjackObs { player_sum, dealer_card, usable_ace }.index());
-            }
-        }
-    }
+    let starts = BlackjackObs::decision_states();
     let cfg = EsConfig { episodes: 60_000, batch: 1000, starts, seed: 5, ..Default::default() };
     check(|| EsAgent::new(&bj(), &cfg).unwrap(), bj, cfg.episodes, cfg.batch);
     // Every-visit, discounted, long episodes with repeated pairs (grid world).

@@ -10,27 +10,13 @@ use wick_envs::frozen_lake::{FrozenLake, FrozenLakeConfig};
 use wick_envs::grid_world::{GridWorld, GridWorldConfig};
 use wick_envs::{make, Env};
 
-/// The 200 decision states of S&B Fig. 5.2 as env state indices, in `decision_index` order.
-fn decision_states() -> Vec<usize> {
-    let mut v = vec![0; 200];
-    for sum in 12..=21u8 {
-        for dealer in 1..=10u8 {
-            for ace in [false, true] {
-                let o = BlackjackObs { player_sum: sum, dealer_card: dealer, usable_ace: ace };
-                v[o.decision_index().unwrap()] = o.index();
-            }
-        }
-    }
-    v
-}
-
 /// Compare a learned Blackjack policy with the exact optimum. Returns, for each disagreement,
 /// the gap |q*(s, stick) − q*(s, hit)|.
 fn blackjack_disagreements(env: &Blackjack, policy: &[usize]) -> Vec<(usize, f64)> {
     let m = env.model().unwrap();
     let (v, _) = m.value_iteration(1.0, 1e-13);
     let mut out = Vec::new();
-    for &s in &decision_states() {
+    for &s in &BlackjackObs::decision_states() {
         let (q0, q1) = (m.q(&v, s, STICK, 1.0), m.q(&v, s, HIT, 1.0));
         let best = if q1 > q0 { HIT } else { STICK };
         if policy[s] != best {
@@ -42,7 +28,7 @@ fn blackjack_disagreements(env: &Blackjack, policy: &[usize]) -> Vec<(usize, f64
 
 fn blackjack_es(episodes: u64) -> Vec<(usize, f64)> {
     let mut env = Blackjack::new(BlackjackConfig::default());
-    let cfg = EsConfig { episodes, gamma: 1.0, starts: decision_states(), seed: 0, ..Default::default() };
+    let cfg = EsConfig { episodes, gamma: 1.0, starts: BlackjackObs::decision_states(), seed: 0, ..Default::default() };
     let t = Instant::now();
     let r = mc_exploring_starts(&mut env, &cfg).unwrap();
     let secs = t.elapsed().as_secs_f64();
@@ -62,7 +48,7 @@ fn blackjack_mc_es_matches_dp_optimal() {
 /// Same seed, same result; the typed env and the `make` env give bit-identical Q-tables.
 #[test]
 fn deterministic_and_dyn_equals_typed() {
-    let cfg = EsConfig { episodes: 20_000, starts: decision_states(), seed: 7, ..Default::default() };
+    let cfg = EsConfig { episodes: 20_000, starts: BlackjackObs::decision_states(), seed: 7, ..Default::default() };
     let a = mc_exploring_starts(&mut Blackjack::new(BlackjackConfig::default()), &cfg).unwrap();
     let b = mc_exploring_starts(&mut Blackjack::new(BlackjackConfig::default()), &cfg).unwrap();
     assert_eq!(a, b);
@@ -91,7 +77,7 @@ fn blackjack_prediction_matches_exact_values() {
     // No state repeats within a Blackjack episode: first- and every-visit agree exactly.
     assert_eq!(first, every);
     let (mut max, mut sum) = (0.0f64, 0.0);
-    for &s in &decision_states() {
+    for &s in &BlackjackObs::decision_states() {
         let e = (first.v[s] - exact[s]).abs();
         max = max.max(e);
         sum += e;
@@ -99,8 +85,8 @@ fn blackjack_prediction_matches_exact_values() {
     eprintln!("prediction error: mean {:.4}, max {max:.4}", sum / 200.0);
     assert!(sum / 200.0 < 0.02 && max < 0.1, "mean {} max {max}", sum / 200.0);
     // Q prediction with exploring starts on the same policy: q(s, π(s)) ≈ v(s).
-    let q = predict_q(&mut env, &policy, &PredictionConfig { episodes: 4_000_000, ..cfg }, Some(&decision_states())).unwrap();
-    let err: f64 = decision_states().iter().map(|&s| (q.get(s, actions[s]) - exact[s]).abs()).sum::<f64>() / 200.0;
+    let q = predict_q(&mut env, &policy, &PredictionConfig { episodes: 4_000_000, ..cfg }, Some(&BlackjackObs::decision_states())).unwrap();
+    let err: f64 = BlackjackObs::decision_states().iter().map(|&s| (q.get(s, actions[s]) - exact[s]).abs()).sum::<f64>() / 200.0;
     assert!(err < 0.03, "q prediction mean error {err}");
 }
 
@@ -242,7 +228,7 @@ fn off_policy_prediction_matches_exact_values() {
     let mut agent = OffPolicyPredictionAgent::new(&env, &target, &behaviour, &cfg).unwrap();
     let mut col = Collector::new(vec![tabular::EnvRef(&mut env)], 0, "t").unwrap();
     parallel::run(&mut agent, &mut col, cfg.episodes, cfg.batch).unwrap();
-    let err = |v: &[f64]| decision_states().iter().map(|&s| (v[s] - exact[s]).abs()).sum::<f64>() / 200.0;
+    let err = |v: &[f64]| BlackjackObs::decision_states().iter().map(|&s| (v[s] - exact[s]).abs()).sum::<f64>() / 200.0;
     let (eo, ew) = (err(&agent.v_ordinary.q), err(&agent.v_weighted.v));
     eprintln!("off-policy prediction mean |error|: ordinary {eo:.4}, weighted {ew:.4}");
     assert!(ew < 0.03 && eo < 0.05, "{ew} {eo}");
@@ -253,7 +239,7 @@ fn off_policy_prediction_matches_exact_values() {
 #[test]
 fn off_policy_control_blackjack_near_optimal() {
     let mut env = Blackjack::new(BlackjackConfig::default());
-    let cfg = OffPolicyControlConfig { episodes: 5_000_000, batch: 10_000, start: StartMode::UniformState, starts: decision_states(), ..Default::default() };
+    let cfg = OffPolicyControlConfig { episodes: 5_000_000, batch: 10_000, start: StartMode::UniformState, starts: BlackjackObs::decision_states(), ..Default::default() };
     let t = Instant::now();
     let r = mc_off_policy_control(&mut env, &cfg).unwrap();
     let d = blackjack_disagreements(&env, &r.policy);
@@ -282,7 +268,7 @@ fn env_tile(s: usize) -> char {
 /// Episodes on 1, 2 and 3 threads give bit-identical Q-tables (batches of 1000).
 #[test]
 fn threads_do_not_change_the_result() {
-    let cfg = EsConfig { episodes: 200_000, starts: decision_states(), batch: 1000, seed: 3, ..Default::default() };
+    let cfg = EsConfig { episodes: 200_000, starts: BlackjackObs::decision_states(), batch: 1000, seed: 3, ..Default::default() };
     let envs = |n: usize| (0..n).map(|_| Blackjack::new(BlackjackConfig::default())).collect::<Vec<_>>();
     let a = mc_exploring_starts_par(envs(1), &cfg).unwrap();
     let b = mc_exploring_starts_par(envs(2), &cfg).unwrap();
@@ -293,6 +279,6 @@ fn threads_do_not_change_the_result() {
     let gw = |n: usize| (0..n).map(|_| GridWorld::new(GridWorldConfig::default())).collect::<Vec<_>>();
     assert_eq!(mc_epsilon_greedy_par(gw(1), &g).unwrap(), mc_epsilon_greedy_par(gw(2), &g).unwrap());
     // Off-policy control records b(A|S) per step: the same through the chunked path.
-    let o = OffPolicyControlConfig { episodes: 100_000, batch: 1000, epsilon: 0.5, start: StartMode::UniformState, starts: decision_states(), ..Default::default() };
+    let o = OffPolicyControlConfig { episodes: 100_000, batch: 1000, epsilon: 0.5, start: StartMode::UniformState, starts: BlackjackObs::decision_states(), ..Default::default() };
     assert_eq!(mc_off_policy_control_par(envs(1), &o).unwrap(), mc_off_policy_control_par(envs(2), &o).unwrap());
 }

@@ -89,6 +89,20 @@ impl BlackjackObs {
         BlackjackObs { player_sum: (i / 22) as u8, dealer_card: ((i % 22) / 2) as u8, usable_ace: i % 2 == 1 }
     }
 
+    /// The 200 decision states of S&B Figure 5.2 (sum 12–21 × dealer A–10 × usable ace) as
+    /// state indices ([`BlackjackObs::index`]), in [`BlackjackObs::decision_index`] order.
+    pub fn decision_states() -> Vec<usize> {
+        let mut v = Vec::with_capacity(200);
+        for player_sum in 12..=21u8 {
+            for dealer_card in 1..=10u8 {
+                for usable_ace in [false, true] {
+                    v.push(BlackjackObs { player_sum, dealer_card, usable_ace }.index());
+                }
+            }
+        }
+        v
+    }
+
     /// Index among the 200 decision states of S&B Figure 5.2 (sum 12–21, dealer 1–10, ace):
     /// `(sum − 12) * 20 + (dealer − 1) * 2 + ace`; `None` outside them.
     pub fn decision_index(&self) -> Option<usize> {
