@@ -20,7 +20,7 @@
 //! once — the same operations on every entry in the same order as [`McAgent::learn`], hence
 //! the same bits — and nothing of the learning stays on one thread (Amdahl).
 //!
-//! The threads are a [`Team`] that stays up for the whole run: a batch is one job for all of
+//! The threads are a team (`team.rs`) that stays up for the whole run: a batch is one job for all of
 //! them (generate, a spinning barrier, apply), with no thread parked in between.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -215,7 +215,7 @@ impl<T> std::ops::Deref for Own<T> {
     }
 }
 
-/// The driver: one env per thread, a [`Team`] of that many threads, and reusable chunk buffers.
+/// The driver: one env per thread, a team (`team.rs`) of that many threads, and reusable chunk buffers.
 pub struct Collector<E> {
     envs: Vec<Own<Mutex<E>>>,
     team: Team,
