@@ -56,8 +56,9 @@ pub struct TabularFlags {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gamma: Option<f64>,
-    /// mc-epsilon-greedy: E (fixed), linear:START:END:FRACTION or exp:START:END:FRACTION;
-    /// mc-off-policy-control: the behaviour's epsilon (1 = uniformly random)
+    /// mc-epsilon-greedy: E (fixed), linear:START:END:FRACTION, exp:START:END:FRACTION, or
+    /// stages of these one after another, joined by commas (exp:1:0.01:0.9,linear:0.01:0:0.1
+    /// ends at 0); mc-off-policy-control: the behaviour's epsilon (1 = uniformly random)
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epsilon: Option<String>,
@@ -128,24 +129,7 @@ fn blackjack(id: &str) -> bool {
 }
 
 fn parse_epsilon(s: &str) -> Result<Epsilon> {
-    let bad = || Error::new(format!("--epsilon '{s}': expected a number in [0, 1], linear:START:END:FRACTION or exp:START:END:FRACTION"));
-    let num = |x: &str| x.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(bad);
-    let e = match s.split(':').collect::<Vec<_>>().as_slice() {
-        [e] => Epsilon::Fixed(num(e)?),
-        ["linear", a, b, f] => Epsilon::Linear { start: num(a)?, end: num(b)?, fraction: num(f)? },
-        ["exp", a, b, f] => Epsilon::Exponential { start: num(a)?, end: num(b)?, fraction: num(f)? },
-        _ => return Err(bad()),
-    };
-    let (a, b, f) = match e {
-        Epsilon::Fixed(x) => (x, x, 1.0),
-        Epsilon::Linear { start, end, fraction } | Epsilon::Exponential { start, end, fraction } => (start, end, fraction),
-    };
-    ensure!((0.0..=1.0).contains(&a) && (0.0..=1.0).contains(&b), "--epsilon must be in [0, 1], got '{s}'");
-    ensure!(f > 0.0 && f <= 1.0, "--epsilon '{s}': the fraction must be in (0, 1]");
-    if let Epsilon::Exponential { .. } = e {
-        ensure!(a > 0.0 && b > 0.0, "--epsilon '{s}': an exponential schedule needs start and end above 0");
-    }
-    Ok(e)
+    Epsilon::parse(s).map_err(|e| e.context("--epsilon"))
 }
 
 impl TabularConfig {
@@ -188,7 +172,7 @@ impl TabularConfig {
                 let e = if bj {
                     "0.1"
                 } else if grid {
-                    "exp:1:0.01:1"
+                    "exp:1:0.01:0.9,linear:0.01:0:0.1"
                 } else {
                     "linear:1:0.05:0.8"
                 };

@@ -113,6 +113,11 @@ fn bad_input_is_a_one_line_error() {
     let cases: &[(&[&str], &str)] = &[
         (&["train", "mc-epsilon-greedy", "--epsilon", "1.5"], "epsilon"),
         (&["train", "mc-epsilon-greedy", "--epsilon", "linear:1:-0.1:0.5"], "epsilon"),
+        (&["train", "mc-epsilon-greedy", "--epsilon", "exp:1:0:1"], "above 0"),
+        (&["train", "mc-epsilon-greedy", "--epsilon", "exp:1:0.01:0.9,linear:0.01:0:0.2"], "more than all of it"),
+        (&["train", "mc-epsilon-greedy", "--epsilon", "0.1,linear:0.1:0:0.5"], "only the last stage"),
+        (&["train", "mc-epsilon-greedy", "--epsilon", "exp:1:0.01:0.9,"], "joined by commas"),
+        (&["train", "mc-off-policy-control", "--epsilon", "linear:1:0.1:1"], "one number"),
         (&["train", "mc-es", "--gamma", "1.1"], "gamma"),
         (&["train", "mc-es", "--gamma", "-0.5"], "gamma"),
         (&["train", "mc-es", "--env", "NoSuchEnv-v0"], "unknown environment"),

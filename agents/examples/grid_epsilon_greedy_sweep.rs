@@ -3,9 +3,10 @@
 //!
 //! `cargo run --release -p wick-agents --example grid_epsilon_greedy_sweep -- EPISODES LEN EPS ALPHA VISIT SEEDS`
 //!
-//! EPS is `exp:START:END` or `linear:START:END` (over all episodes), ALPHA a constant step size
-//! or 0 for sample averages, VISIT `first` or `every`; start states are uniform.
-//! Example (the CLI default): `2000000 100 exp:1:0.01 0.01 first 10`.
+//! EPS is a schedule as `--epsilon` takes it (`exp:START:END:FRACTION`, `linear:...`, stages
+//! joined by commas), ALPHA a constant step size or 0 for sample averages, VISIT `first` or
+//! `every`; start states are uniform.
+//! Example (the CLI default): `2000000 100 exp:1:0.01:0.9,linear:0.01:0:0.1 0.01 first 10`.
 use std::time::Instant;
 
 use wick_agents::tabular::suboptimal_states;
@@ -16,17 +17,12 @@ use wick_envs::Env;
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     if a.len() != 7 {
-        eprintln!("usage: grid_epsilon_greedy_sweep EPISODES LEN exp|linear:START:END ALPHA first|every SEEDS");
+        eprintln!("usage: grid_epsilon_greedy_sweep EPISODES LEN EPSILON-SCHEDULE ALPHA first|every SEEDS");
         std::process::exit(2);
     }
     let episodes: u64 = a[1].parse().expect("EPISODES");
     let len: usize = a[2].parse().expect("LEN");
-    let e: Vec<&str> = a[3].split(':').collect();
-    let (e0, e1): (f64, f64) = (e[1].parse().expect("EPS start"), e[2].parse().expect("EPS end"));
-    let epsilon = match e[0] {
-        "exp" => Epsilon::Exponential { start: e0, end: e1, fraction: 1.0 },
-        _ => Epsilon::Linear { start: e0, end: e1, fraction: 1.0 },
-    };
+    let epsilon = Epsilon::parse(&a[3]).unwrap_or_else(|e| panic!("EPS {e}"));
     let alpha: f64 = a[4].parse().expect("ALPHA");
     let visit = if a[5] == "every" { Visit::Every } else { Visit::First };
     let seeds: u64 = a[6].parse().expect("SEEDS");
@@ -37,7 +33,7 @@ fn main() {
     for seed in 0..seeds {
         let mut env = GridWorld::new(GridWorldConfig::default());
         let step_size = if alpha > 0.0 { Some(alpha) } else { None };
-        let cfg = EpsilonGreedyConfig { episodes, gamma: 0.9, max_len: Some(len), visit, epsilon, start: StartMode::UniformState, starts: vec![], step_size, batch: 1, seed };
+        let cfg = EpsilonGreedyConfig { episodes, gamma: 0.9, max_len: Some(len), visit, epsilon: epsilon.clone(), start: StartMode::UniformState, starts: vec![], step_size, batch: 1, seed };
         let t = Instant::now();
         let r = mc_epsilon_greedy(&mut env, &cfg).unwrap();
         let bad = suboptimal_states(m, &v, &r.policy, 0.9, 1e-6);

@@ -5,18 +5,19 @@
 //! uniformly drawn state) and follow the ε-greedy policy of the current `Q`,
 //! `π(a|s) = 1 − ε + ε/|A|` for the greedy action and `ε/|A|` otherwise. The action values
 //! are sample means of returns, `Q(s, a) ← Q(s, a) + (G − Q(s, a)) / N(s, a)`. ε is fixed or
-//! decays linearly over the episodes (to 0 for a greedy final policy, GLIE-style).
+//! decays over the episodes ([`Epsilon`]: linearly, geometrically, or in stages that end at 0
+//! for a greedy final policy, GLIE-style).
 
 use wick_core::checkpoint::Checkpoint;
 use wick_core::rng::Rng;
-use wick_core::{ensure, Result};
+use wick_core::{ensure, Error, Result};
 
 use crate::mc_exploring_starts::ControlResult;
 use crate::parallel::{load_q, run, save_q, Collector, McAgent, Returns};
 use crate::tabular::{generate_episode, EnvRef, QTable, Start, TabularEnv, Transition, Visit, Visits};
 
 /// ε per episode.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Epsilon {
     Fixed(f64),
     /// From `start` to `end` linearly over the first `fraction` of the episodes, then `end`.
@@ -25,24 +26,102 @@ pub enum Epsilon {
     /// of the episodes, then `end`: most of the run at small ε, so the returns behind `Q`
     /// come from near-greedy behaviour (`end` > 0).
     Exponential { start: f64, end: f64, fraction: f64 },
+    /// The first schedule over its `fraction` of the episodes, then the second, whose own
+    /// fraction counts from there: `Exponential 1 → 0.01 over 0.9` then `Linear 0.01 → 0 over
+    /// 0.1` decays geometrically and then to ε = 0 by the end of the run.
+    Then(Box<Epsilon>, Box<Epsilon>),
 }
 
 impl Epsilon {
     /// ε for episode `k` of `total`.
     pub fn at(&self, k: u64, total: u64) -> f64 {
-        match *self {
-            Epsilon::Fixed(e) => e,
-            Epsilon::Linear { start, end, fraction } => {
-                let span = (fraction * total as f64).max(1.0);
-                let t = (k as f64 / span).min(1.0);
+        self.at_position(k as f64, total as f64)
+    }
+
+    /// ε at episode position `x` (episodes since this schedule began) of a run of `total`.
+    fn at_position(&self, x: f64, total: f64) -> f64 {
+        match self {
+            Epsilon::Fixed(e) => *e,
+            &Epsilon::Linear { start, end, fraction } => {
+                let t = (x / (fraction * total).max(1.0)).min(1.0);
                 start + (end - start) * t
             }
-            Epsilon::Exponential { start, end, fraction } => {
-                let span = (fraction * total as f64).max(1.0);
-                let t = (k as f64 / span).min(1.0);
+            &Epsilon::Exponential { start, end, fraction } => {
+                let t = (x / (fraction * total).max(1.0)).min(1.0);
                 start * (end / start).powf(t)
             }
+            Epsilon::Then(first, then) => {
+                let span = first.fraction() * total;
+                if x < span {
+                    first.at_position(x, total)
+                } else {
+                    then.at_position(x - span, total)
+                }
+            }
         }
+    }
+
+    /// The fraction of the run this schedule spans (a fixed ε holds from where it begins to the
+    /// end and spans no set fraction).
+    fn fraction(&self) -> f64 {
+        match self {
+            Epsilon::Fixed(_) => 0.0,
+            Epsilon::Linear { fraction, .. } | Epsilon::Exponential { fraction, .. } => *fraction,
+            Epsilon::Then(a, b) => a.fraction() + b.fraction(),
+        }
+    }
+
+    /// The stages in the order they run.
+    fn stages(&self) -> Vec<&Epsilon> {
+        match self {
+            Epsilon::Then(a, b) => [a.stages(), b.stages()].concat(),
+            e => vec![e],
+        }
+    }
+
+    /// Parse `E` (fixed), `linear:START:END:FRACTION`, `exp:START:END:FRACTION`, or stages of
+    /// these joined by commas (`exp:1:0.01:0.9,linear:0.01:0:0.1`), and [`Epsilon::validate`] it.
+    pub fn parse(s: &str) -> Result<Epsilon> {
+        let bad = || Error::new(format!("'{s}': expected a number in [0, 1], linear:START:END:FRACTION, exp:START:END:FRACTION, or stages of these joined by commas"));
+        let num = |x: &str| x.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(bad);
+        let mut stages = Vec::new();
+        for stage in s.split(',') {
+            stages.push(match stage.trim().split(':').collect::<Vec<_>>().as_slice() {
+                [e] => Epsilon::Fixed(num(e)?),
+                ["linear", a, b, f] => Epsilon::Linear { start: num(a)?, end: num(b)?, fraction: num(f)? },
+                ["exp", a, b, f] => Epsilon::Exponential { start: num(a)?, end: num(b)?, fraction: num(f)? },
+                _ => return Err(bad()),
+            });
+        }
+        let last = stages.pop().ok_or_else(bad)?;
+        let e = stages.into_iter().rev().fold(last, |then, first| Epsilon::Then(Box::new(first), Box::new(then)));
+        e.validate().map_err(|err| err.context(format!("'{s}'")))?;
+        Ok(e)
+    }
+
+    /// Check that every ε is in [0, 1] (an exponential's ends above 0), every fraction in
+    /// (0, 1], that only the last stage is fixed and that the stages fit in the run.
+    pub fn validate(&self) -> Result<()> {
+        let stages = self.stages();
+        for (i, e) in stages.iter().enumerate() {
+            match **e {
+                Epsilon::Fixed(e) => {
+                    ensure!((0.0..=1.0).contains(&e), "epsilon must be in [0, 1], got {e}");
+                    ensure!(i + 1 == stages.len(), "a fixed epsilon holds to the end of the run: only the last stage of a schedule can be fixed");
+                }
+                Epsilon::Linear { start, end, fraction } | Epsilon::Exponential { start, end, fraction } => {
+                    ensure!((0.0..=1.0).contains(&start) && (0.0..=1.0).contains(&end), "epsilon must be in [0, 1], got {start} to {end}");
+                    ensure!(fraction > 0.0 && fraction <= 1.0, "an epsilon schedule's fraction must be in (0, 1], got {fraction}");
+                    if let Epsilon::Exponential { .. } = e {
+                        ensure!(start > 0.0 && end > 0.0, "an exponential epsilon schedule needs start and end above 0 (reach 0 with a linear stage after it)");
+                    }
+                }
+                Epsilon::Then(..) => unreachable!("stages() flattens"),
+            }
+        }
+        let span = self.fraction();
+        ensure!(span <= 1.0 + 1e-9, "the stages of the epsilon schedule span {span} of the run, more than all of it");
+        Ok(())
     }
 }
 
@@ -105,15 +184,7 @@ impl EpsilonGreedyAgent {
         ensure!(ns > 0, "MC ε-greedy needs a tabular environment");
         ensure!((0.0..=1.0).contains(&cfg.gamma), "gamma must be in [0, 1], got {}", cfg.gamma);
         ensure!(cfg.starts.iter().all(|&s| s < ns), "a start state is outside 0..{ns}");
-        let (e0, e1) = match cfg.epsilon {
-            Epsilon::Fixed(e) => (e, e),
-            Epsilon::Linear { start, end, .. } => (start, end),
-            Epsilon::Exponential { start, end, .. } => {
-                ensure!(start > 0.0 && end > 0.0, "an exponential epsilon schedule needs start and end above 0");
-                (start, end)
-            }
-        };
-        ensure!((0.0..=1.0).contains(&e0) && (0.0..=1.0).contains(&e1), "epsilon must be in [0, 1]");
+        cfg.epsilon.validate()?;
         ensure!(cfg.step_size.is_none_or(|a| a > 0.0 && a <= 1.0), "step size must be in (0, 1]");
         Ok(EpsilonGreedyAgent { q: QTable::new(ns, na), cfg: cfg.clone(), visits: Visits::new(ns * na) })
     }
@@ -178,4 +249,48 @@ pub fn mc_epsilon_greedy_par<E: TabularEnv + Send>(envs: Vec<E>, cfg: &EpsilonGr
     let returns = run(&mut agent, &mut col, cfg.episodes, cfg.batch)?;
     let policy = agent.q.greedy_policy();
     Ok(ControlResult { q: agent.q, policy, returns })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_run_one_after_another_and_reach_zero() {
+        let e = Epsilon::parse("exp:1:0.01:0.9,linear:0.01:0:0.1").unwrap();
+        assert_eq!(e, Epsilon::Then(Box::new(Epsilon::Exponential { start: 1.0, end: 0.01, fraction: 0.9 }), Box::new(Epsilon::Linear { start: 0.01, end: 0.0, fraction: 0.1 })));
+        assert_eq!(e.at(0, 1000), 1.0);
+        assert!((e.at(450, 1000) - 0.1).abs() < 1e-12, "{}", e.at(450, 1000));
+        assert!((e.at(899, 1000) - 0.01f64.powf(899.0 / 900.0)).abs() < 1e-15);
+        assert!((e.at(900, 1000) - 0.01).abs() < 1e-15);
+        assert!((e.at(950, 1000) - 0.005).abs() < 1e-15);
+        assert_eq!(e.at(1000, 1000), 0.0);
+        // Three stages, the last one fixed.
+        let e = Epsilon::parse("linear:1:0.5:0.5, linear:0.5:0.2:0.25, 0.2").unwrap();
+        assert_eq!((e.at(250, 1000), e.at(900, 1000)), (0.75, 0.2));
+        assert!((e.at(625, 1000) - 0.35).abs() < 1e-15);
+    }
+
+    #[test]
+    fn one_stage_parses_as_before() {
+        assert_eq!(Epsilon::parse("0.1").unwrap(), Epsilon::Fixed(0.1));
+        assert_eq!(Epsilon::parse("linear:1:0.05:0.8").unwrap(), Epsilon::Linear { start: 1.0, end: 0.05, fraction: 0.8 });
+        assert_eq!(Epsilon::parse("exp:1:0.01:1").unwrap(), Epsilon::Exponential { start: 1.0, end: 0.01, fraction: 1.0 });
+    }
+
+    #[test]
+    fn bad_schedules_are_refused() {
+        for (s, want) in [
+            ("1.5", "[0, 1]"),
+            ("exp:1:0:1", "above 0"),
+            ("linear:1:0:0", "fraction"),
+            ("exp:1:0.01:0.9,linear:0.01:0:0.2", "more than all of it"),
+            ("0.1,linear:0.1:0:0.5", "only the last stage"),
+            ("exp:1:0.01:0.9,", "joined by commas"),
+            ("cosine:1:0:1", "joined by commas"),
+        ] {
+            let err = Epsilon::parse(s).unwrap_err().to_string();
+            assert!(err.contains(want) && err.contains(s), "{s}: {err}");
+        }
+    }
 }
