@@ -136,7 +136,8 @@ pub struct CommonFlags {
     /// Replace an existing run directory of the same name
     #[arg(long)]
     pub force: bool,
-    /// CPU threads for tensor kernels [default: all cores]; results do not depend on it
+    /// CPU threads: for tensor kernels, or the episode collectors of the tabular agents [default:
+    /// all cores]; results do not depend on it
     #[arg(long)]
     pub threads: Option<usize>,
     /// No progress output

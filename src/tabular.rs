@@ -92,7 +92,9 @@ pub struct TabularFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runs: Option<u64>,
-    /// Where control episodes start: env (the env's start distribution) or uniform (a uniformly drawn state)
+    /// Where episodes start (mc-epsilon-greedy, mc-off-policy-control, mc-prediction --target q):
+    /// env (the env's start distribution) or uniform (a uniformly drawn state; for q prediction
+    /// a uniformly drawn state-action pair)
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
@@ -100,6 +102,12 @@ pub struct TabularFlags {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step_size: Option<f64>,
+    /// mc-prediction: v (state values, episodes from the env's start) or q (action values,
+    /// S&B 5.2; with --start uniform, the default for q, each episode starts from a random
+    /// state-action pair so that every pair gets returns) [default: v]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// Every hyperparameter of a tabular run; `config.toml` holds the resolved values.
@@ -122,6 +130,7 @@ pub struct TabularConfig {
     pub runs: Option<u64>,
     pub start: Option<String>,
     pub step_size: Option<f64>,
+    pub target: Option<String>,
 }
 
 fn blackjack(id: &str) -> bool {
@@ -142,8 +151,11 @@ impl TabularConfig {
         let grid = env == "GridWorld";
         c.env_options.get_or_insert_with(String::new);
         c.gamma.get_or_insert(if grid { 0.9 } else { 1.0 });
-        if c.episode_length.is_none() && grid {
-            c.episode_length = Some(if c.algo == "mc-basic" { 15 } else { 100 });
+        // Cut episodes where a policy can loop forever (GridWorld is continuing; CliffWalking ends
+        // only at the goal) and, for MC Basic, everywhere: its episodes have a fixed length.
+        let cliff = env.starts_with("CliffWalking");
+        if c.episode_length.is_none() && (grid || cliff || c.algo == "mc-basic") {
+            c.episode_length = Some(if c.algo == "mc-basic" && grid { 15 } else { 100 });
         }
         let (episodes, batch, visit) = match (c.algo.as_str(), bj, grid) {
             ("mc-prediction", true, _) => (500_000, 10_000, "first"),
@@ -166,7 +178,7 @@ impl TabularConfig {
         c.visit.get_or_insert_with(|| visit.into());
         match c.algo.as_str() {
             "mc-basic" => {
-                c.iterations.get_or_insert(if grid { 50 } else { 10 });
+                c.iterations.get_or_insert(if grid || cliff { 50 } else { 10 });
             }
             "mc-epsilon-greedy" => {
                 let e = if bj {
@@ -188,6 +200,9 @@ impl TabularConfig {
             }
             "mc-prediction" => {
                 c.policy.get_or_insert_with(|| if bj { "stick20" } else { "optimal" }.into());
+                if c.target.get_or_insert_with(|| "v".into()) == "q" {
+                    c.start.get_or_insert_with(|| "uniform".into());
+                }
             }
             "mc-off-policy-prediction" => {
                 c.policy.get_or_insert_with(|| if bj { "stick20" } else { "optimal" }.into());
@@ -213,6 +228,24 @@ impl TabularConfig {
                 let Epsilon::Fixed(x) = e else { bail!("--epsilon of mc-off-policy-control is one number in (0, 1]") };
                 ensure!(x > 0.0, "--epsilon of mc-off-policy-control must be above 0: the behaviour policy must be soft");
             }
+        }
+        // Flags of one or two algorithms only: refused elsewhere rather than ignored.
+        let only: [(&str, bool, &[&str]); 5] = [
+            ("step-size", self.step_size.is_some(), &["mc-epsilon-greedy"]),
+            ("iterations", self.iterations.is_some(), &["mc-basic"]),
+            ("runs", self.runs.is_some(), &["mc-off-policy-prediction"]),
+            ("start-state", self.start_state.is_some(), &["mc-off-policy-prediction"]),
+            ("start", self.start.is_some(), &["mc-epsilon-greedy", "mc-off-policy-control", "mc-prediction"]),
+        ];
+        for (flag, given, algos) in only {
+            ensure!(!given || algos.contains(&self.algo.as_str()), "--{flag} does not apply to {} (it is for {})", self.algo, algos.join(", "));
+        }
+        if let Some(t) = &self.target {
+            ensure!(self.algo == "mc-prediction", "--target does not apply to {} (it is for mc-prediction)", self.algo);
+            ensure!(t == "v" || t == "q", "--target must be v or q, got '{t}'");
+        }
+        if self.algo == "mc-prediction" && self.start.is_some() {
+            ensure!(self.target.as_deref() == Some("q"), "--start applies to mc-prediction only with --target q (v prediction starts where the env does)");
         }
         for (name, v) in [("episodes", self.episodes), ("batch", self.batch), ("iterations", self.iterations), ("runs", self.runs)] {
             ensure!(v != Some(0), "--{name} must be at least 1");
@@ -255,13 +288,15 @@ pub fn make_env(cfg: &TabularConfig) -> Result<DynTabular> {
     Ok(t)
 }
 
-/// The states the comparisons with DP (and exploring starts) range over.
-fn eval_states(cfg: &TabularConfig, ns: usize) -> Vec<usize> {
+/// The states exploring (and uniform) starts draw from and the comparisons with DP range
+/// over: Blackjack's 200 decision states, elsewhere every state an episode can be in (the ones
+/// the env accepts as a start: CliffWalking refuses its cliff and goal cells).
+fn start_states(cfg: &TabularConfig) -> Result<Vec<usize>> {
     if blackjack(cfg.env_id()) {
-        BlackjackObs::decision_states()
-    } else {
-        (0..ns).collect()
+        return Ok(BlackjackObs::decision_states());
     }
+    let mut env = make_env(cfg)?;
+    Ok((0..env.n_states()).filter(|&s| env.start_at(s).is_ok()).collect())
 }
 
 /// The policy a prediction run evaluates.
@@ -311,7 +346,8 @@ pub fn run(cfg: &TabularConfig, rt: &Runtime, threads: usize) -> Result<Outcome>
     let episodes = cfg.episodes.unwrap_or(1);
     let uniform = cfg.start.as_deref() == Some("uniform");
     let ns = env.n_states();
-    let starts = if blackjack(cfg.env_id()) { BlackjackObs::decision_states() } else { Vec::new() };
+    // Empty = every state.
+    let starts = Some(start_states(cfg)?).filter(|s| s.len() < ns).unwrap_or_default();
     if !rt.resume {
         rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
     }
@@ -359,7 +395,11 @@ pub fn run(cfg: &TabularConfig, rt: &Runtime, threads: usize) -> Result<Outcome>
         "mc-prediction" => {
             let policy = prediction_policy(cfg, env)?;
             let c = PredictionConfig { episodes, gamma, visit, max_len, batch, seed };
-            drive(PredictionAgent::new(env, &policy, &c, Target::V, &[])?, cfg, rt, envs, episodes)
+            let target = match cfg.target.as_deref() {
+                Some("q") => Target::Q { exploring_starts: uniform },
+                _ => Target::V,
+            };
+            drive(PredictionAgent::new(env, &policy, &c, target, &starts)?, cfg, rt, envs, episodes)
         }
         "mc-off-policy-prediction" => {
             let target = prediction_policy(cfg, env)?;
@@ -399,7 +439,7 @@ struct Reference {
 fn reference<A: McAgent>(agent: &A, cfg: &TabularConfig, env: &DynTabular) -> Result<Option<Reference>> {
     let Some(m) = env.exact_model() else { return Ok(None) };
     let gamma = cfg.gamma.unwrap_or(1.0);
-    let states = eval_states(cfg, env.n_states());
+    let states = start_states(cfg)?;
     let m = m.clone();
     if agent.greedy_policy().is_some() {
         let (v, _) = m.value_iteration(gamma, 1e-12);
@@ -421,8 +461,21 @@ fn reference<A: McAgent>(agent: &A, cfg: &TabularConfig, env: &DynTabular) -> Re
                 break;
             }
         }
-        Ok(Some(Reference { states, v, model_q: None }))
+        let vv = v.clone();
+        let q = move |s: usize, a: usize| m.q(&vv, s, a, gamma);
+        Ok(Some(Reference { states, v, model_q: Some(Box::new(q)) }))
     }
+}
+
+/// q prediction's error: the RMSE of `Q(s, a)` against the exact `q_π` over the eval states and
+/// every action (None for control and for v prediction).
+fn q_rmse<A: McAgent>(agent: &A, r: &Reference) -> Option<f64> {
+    let (q, exact) = (agent.q()?, r.model_q.as_ref()?);
+    if agent.greedy_policy().is_some() {
+        return None;
+    }
+    let sq: f64 = r.states.iter().flat_map(|&s| (0..q.num_actions).map(move |a| (s, a))).map(|(s, a)| (q.get(s, a) - exact(s, a)).powi(2)).sum();
+    Some((sq / (r.states.len() * q.num_actions).max(1) as f64).sqrt())
 }
 
 /// `(optimal_action_agreement, largest q* gap where the greedy action is not optimal, value_rmse)`.
@@ -447,13 +500,30 @@ fn compare<A: McAgent>(agent: &A, r: &Reference) -> (Option<f64>, Option<f64>, f
     }
 }
 
+/// The greedy policy a run saves, evaluates and draws. Blackjack's hands below 12 are no
+/// decision (S&B Example 5.1: a card cannot bust them, so the player always hits); runs whose
+/// starts are the 200 decision states never see them, and the argmax of their all-zero rows
+/// would stick. Where the run never tried an action in such a state, the rule fills it in.
+pub(crate) fn run_policy<A: McAgent>(agent: &A, cfg: &TabularConfig) -> Option<Vec<usize>> {
+    let mut pi = agent.greedy_policy()?;
+    if blackjack(cfg.env_id()) {
+        let unseen = |s: usize| agent.q().is_none_or(|q| (0..q.num_actions).all(|a| q.count(s, a) == 0));
+        for (s, a) in pi.iter_mut().enumerate().take(704) {
+            // (704.. are the natural hands, which end the game at once)
+            if BlackjackObs::from_index(s).player_sum < 12 && unseen(s) {
+                *a = HIT;
+            }
+        }
+    }
+    Some(pi)
+}
+
 fn save_checkpoint<A: McAgent>(rt: &Runtime, agent: &A, st: &State, cfg: &TabularConfig) -> Result<()> {
     let mut ck = Checkpoint::new();
     agent.save(&mut ck);
-    if let Some(pi) = agent.greedy_policy() {
-        if !ck.contains("policy") {
-            ck.put_u64("policy", &[pi.len()], &pi.iter().map(|&a| a as u64).collect::<Vec<_>>());
-        }
+    // The policy to play (MC Basic saves its own, the same but for the states `run_policy` fills).
+    if let Some(pi) = run_policy(agent, cfg) {
+        ck.put_u64("policy", &[pi.len()], &pi.iter().map(|&a| a as u64).collect::<Vec<_>>());
     }
     ck.set_meta("train_state", st);
     ck.set_meta("config", cfg);
@@ -490,7 +560,7 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, rt: &Runtime, envs: Vec<
     let mut t_ckpt: Option<Instant> = None;
     let start_episodes = st.episodes;
     if st.last_policy.is_none() {
-        st.last_policy = agent.greedy_policy();
+        st.last_policy = run_policy(&agent, cfg);
     }
     while st.episodes < total && !agent.converged() {
         let b = batch.min(total - st.episodes);
@@ -514,7 +584,7 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, rt: &Runtime, envs: Vec<
             tb.scalar("charts/episodic_return", k, st.ret_sum / st.ret_n.max(1) as f64)?;
             tb.scalar("charts/episodes_per_s", k, eps_log as f64 / t_log.elapsed().as_secs_f64().max(1e-9))?;
             tb.scalar("values/max_abs_update", k, st.max_update)?;
-            if let Some(pi) = agent.greedy_policy() {
+            if let Some(pi) = run_policy(&agent, cfg) {
                 let changed = st.last_policy.as_ref().map_or(0, |p| p.iter().zip(&pi).filter(|(a, b)| a != b).count());
                 tb.scalar("policy/changed_states", k, changed as f64)?;
                 st.last_policy = Some(pi);
@@ -525,6 +595,9 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, rt: &Runtime, envs: Vec<
                     tb.scalar("eval/optimal_action_agreement", k, a)?;
                 }
                 tb.scalar("eval/value_rmse", k, rmse)?;
+                if let Some(e) = q_rmse(&agent, r) {
+                    tb.scalar("eval/q_value_rmse", k, e)?;
+                }
             }
             st.ret_sum = 0.0;
             st.ret_n = 0;
@@ -565,12 +638,15 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, rt: &Runtime, envs: Vec<
         let (agree, gap, rmse) = compare(&agent, r);
         m.insert("value_rmse".into(), rmse.into());
         m.insert("eval_states".into(), r.states.len().into());
+        if let Some(e) = q_rmse(&agent, r) {
+            m.insert("q_value_rmse".into(), e.into());
+        }
         if let (Some(a), Some(g)) = (agree, gap) {
             m.insert("optimal_action_agreement".into(), a.into());
             m.insert("max_gap_where_not_optimal".into(), g.into());
         }
     }
-    if let Some(pi) = agent.greedy_policy() {
+    if let Some(pi) = run_policy(&agent, cfg) {
         let ret = evaluate_policy(cfg, &pi, 10_000, cfg.seed)?;
         m.insert("eval_mean_return".into(), ret.0.into());
         m.insert("eval_return_stderr".into(), ret.1.into());

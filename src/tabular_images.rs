@@ -47,7 +47,7 @@ fn colour(v: f64, scale: f64) -> [u8; 3] {
 /// Log (and write) the run's picture, where there is one for its env.
 pub fn log_images<A: McAgent>(tb: &mut TbLogger, cfg: &TabularConfig, agent: &A, step: u64, dir: &Path) -> Result<()> {
     let values = agent.state_values();
-    let policy = agent.greedy_policy();
+    let policy = crate::tabular::run_policy(agent, cfg);
     let env = cfg.env.as_deref().unwrap_or("Blackjack-v1");
     let pic = if env == "Blackjack-v1" {
         Some(blackjack(&values, policy.as_deref()))

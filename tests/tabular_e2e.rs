@@ -118,6 +118,14 @@ fn bad_input_is_a_one_line_error() {
         (&["train", "mc-epsilon-greedy", "--epsilon", "0.1,linear:0.1:0:0.5"], "only the last stage"),
         (&["train", "mc-epsilon-greedy", "--epsilon", "exp:1:0.01:0.9,"], "joined by commas"),
         (&["train", "mc-off-policy-control", "--epsilon", "linear:1:0.1:1"], "one number"),
+        (&["train", "mc-es", "--step-size", "0.1"], "does not apply"),
+        (&["train", "mc-es", "--iterations", "3"], "does not apply"),
+        (&["train", "mc-basic", "--runs", "4"], "does not apply"),
+        (&["train", "mc-es", "--start-state", "5"], "does not apply"),
+        (&["train", "mc-es", "--start", "uniform"], "does not apply"),
+        (&["train", "mc-prediction", "--start", "uniform"], "only with --target q"),
+        (&["train", "mc-es", "--target", "q"], "does not apply"),
+        (&["train", "mc-prediction", "--target", "pi"], "v or q"),
         (&["train", "mc-es", "--gamma", "1.1"], "gamma"),
         (&["train", "mc-es", "--gamma", "-0.5"], "gamma"),
         (&["train", "mc-es", "--env", "NoSuchEnv-v0"], "unknown environment"),
@@ -137,4 +145,60 @@ fn bad_input_is_a_one_line_error() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
     assert!(std::fs::read_dir(&d).unwrap().next().is_none(), "a failed start left a run directory");
+}
+
+/// The policy a Blackjack run saves is complete: MC ES starts only in the 200 decision states, so
+/// it never sees hands below 12, and there the argmax of an all-zero row would stick. They hit
+/// (S&B Example 5.1's rule), and the saved policy plays as well as the DP optimum (about −0.042;
+/// with the hands below 12 sticking it made −0.133).
+#[test]
+fn blackjack_policy_hits_below_12_and_plays_near_the_optimum() {
+    let d = scratch("tab-below12");
+    run_ok(&["train", "mc-es", "--episodes", "1000000", "--quiet", "--logdir", s(&d), "--run-name", "a"]);
+    let a = d.join("a");
+    let ck = wick_core::checkpoint::Checkpoint::load(&a.join("checkpoint.safetensors")).unwrap();
+    let pi = ck.u64_values("policy", &[714]).unwrap();
+    let n = ck.u64_values("n", &[714, 2]).unwrap();
+    for s in 0..704 {
+        let sum = s / 22;
+        if (4..12).contains(&sum) {
+            assert_eq!((n[2 * s], n[2 * s + 1]), (0, 0), "state {s} was visited");
+            assert_eq!(pi[s], 1, "state {s} (sum {sum}) does not hit");
+        }
+    }
+    let out = run_ok(&["eval", s(&a), "--episodes", "100000"]);
+    let mean: f64 = out.split("mean return ").nth(1).and_then(|t| t.split_whitespace().next()).unwrap().parse().unwrap();
+    assert!(mean > -0.06, "{out}");
+}
+
+/// MC prediction of q_π (S&B §5.2) with exploring starts: a [714, 2] table, near the exact q_π.
+#[test]
+fn q_prediction_estimates_every_pair() {
+    let d = scratch("tab-q");
+    run_ok(&["train", "mc-prediction", "--target", "q", "--episodes", "200000", "--quiet", "--logdir", s(&d), "--run-name", "q"]);
+    let ck = wick_core::checkpoint::Checkpoint::load(&d.join("q/checkpoint.safetensors")).unwrap();
+    let n = ck.u64_values("n", &[714, 2]).unwrap();
+    let m = metrics_sans_timing(&d.join("q"));
+    assert!(m["q_value_rmse"].as_f64().unwrap() < 0.05, "{m}");
+    assert!(scalars_sans_timing(&d.join("q"))["eval/q_value_rmse"].len() > 10);
+    // Every decision state's both actions got returns.
+    let bj = wick_envs::blackjack::BlackjackObs::decision_states();
+    assert!(bj.iter().all(|&s| n[2 * s] > 0 && n[2 * s + 1] > 0));
+}
+
+/// CliffWalking ends only at the goal: episodes are cut at 100 steps by default (a greedy
+/// policy of exploring starts loops otherwise) and the starts skip the cliff and the goal; MC
+/// ES then finds the optimal path. Without a cut, a looping episode is a one-line error.
+#[test]
+fn cliff_walking_runs_and_an_endless_episode_is_an_error() {
+    let d = scratch("tab-cliff");
+    run_ok(&["train", "mc-es", "--env", "CliffWalking-v1", "--episodes", "200000", "--quiet", "--logdir", s(&d), "--run-name", "es"]);
+    let m = metrics_sans_timing(&d.join("es"));
+    assert_eq!(m["eval_states"], 37, "{m}");
+    assert_eq!(m["optimal_action_agreement"], 1.0, "{m}");
+    assert_eq!(m["eval_mean_return"], -13.0, "{m}");
+    let (code, _, err) = run(&["train", "mc-es", "--env", "FrozenLake-v1", "--env-options", "is_slippery=false,max_episode_steps=none", "--quiet", "--logdir", s(&d)]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("without ending") && err.contains("--episode-length"), "{err}");
 }

@@ -168,7 +168,7 @@ pub fn generate_episode<E: TabularEnv + ?Sized>(
             (s, a)
         }
     };
-    let limit = max_len.unwrap_or(usize::MAX);
+    let limit = max_len.unwrap_or(UNCUT_EPISODE_LIMIT);
     while out.len() < limit {
         let a = match first.take() {
             Some(a) => a,
@@ -178,11 +178,19 @@ pub fn generate_episode<E: TabularEnv + ?Sized>(
         out.push(Transition { s: s as u32, a: a as u32, r });
         s = next;
         if done {
-            break;
+            return Ok(());
         }
     }
+    ensure!(
+        max_len.is_some(),
+        "an episode ran {UNCUT_EPISODE_LIMIT} steps without ending: in a task that ends only at a goal a deterministic policy can loop forever; cut episodes with a maximum length (--episode-length)"
+    );
     Ok(())
 }
+
+/// Steps after which an episode with no maximum length is taken to be looping (an error):
+/// 16 MB of transitions, far past any episode of the tabular tasks.
+pub const UNCUT_EPISODE_LIMIT: usize = 1 << 20;
 
 /// Scratch space for the first-visit test: a stamp per key, so nothing is cleared per episode.
 #[derive(Clone, Debug, Default)]
