@@ -221,27 +221,27 @@ impl TabularConfig {
         if let Some(g) = self.gamma {
             ensure!(g.is_finite() && (0.0..=1.0).contains(&g), "--gamma must be in [0, 1], got {g}");
         }
+        // Flags of some algorithms only: refused elsewhere rather than ignored.
+        let only: [(&str, bool, &[&str]); 7] = [
+            ("epsilon", self.epsilon.is_some(), &["mc-epsilon-greedy", "mc-off-policy-control"]),
+            ("step-size", self.step_size.is_some(), &["mc-epsilon-greedy"]),
+            ("iterations", self.iterations.is_some(), &["mc-basic"]),
+            ("runs", self.runs.is_some(), &["mc-off-policy-prediction"]),
+            ("start-state", self.start_state.is_some(), &["mc-off-policy-prediction"]),
+            ("start", self.start.is_some(), &["mc-epsilon-greedy", "mc-off-policy-control", "mc-prediction"]),
+            ("target", self.target.is_some(), &["mc-prediction"]),
+        ];
+        for (flag, given, algos) in only {
+            ensure!(!given || algos.contains(&self.algo.as_str()), "--{flag} does not apply to {} (it is for {})", self.algo, algos.join(", "));
+        }
         if let Some(e) = &self.epsilon {
-            ensure!(matches!(self.algo.as_str(), "mc-epsilon-greedy" | "mc-off-policy-control"), "--epsilon does not apply to {} (it is for mc-epsilon-greedy and mc-off-policy-control)", self.algo);
             let e = parse_epsilon(e)?;
             if self.algo == "mc-off-policy-control" {
                 let Epsilon::Fixed(x) = e else { bail!("--epsilon of mc-off-policy-control is one number in (0, 1]") };
                 ensure!(x > 0.0, "--epsilon of mc-off-policy-control must be above 0: the behaviour policy must be soft");
             }
         }
-        // Flags of one or two algorithms only: refused elsewhere rather than ignored.
-        let only: [(&str, bool, &[&str]); 5] = [
-            ("step-size", self.step_size.is_some(), &["mc-epsilon-greedy"]),
-            ("iterations", self.iterations.is_some(), &["mc-basic"]),
-            ("runs", self.runs.is_some(), &["mc-off-policy-prediction"]),
-            ("start-state", self.start_state.is_some(), &["mc-off-policy-prediction"]),
-            ("start", self.start.is_some(), &["mc-epsilon-greedy", "mc-off-policy-control", "mc-prediction"]),
-        ];
-        for (flag, given, algos) in only {
-            ensure!(!given || algos.contains(&self.algo.as_str()), "--{flag} does not apply to {} (it is for {})", self.algo, algos.join(", "));
-        }
         if let Some(t) = &self.target {
-            ensure!(self.algo == "mc-prediction", "--target does not apply to {} (it is for mc-prediction)", self.algo);
             ensure!(t == "v" || t == "q", "--target must be v or q, got '{t}'");
         }
         if self.algo == "mc-prediction" && self.start.is_some() {
