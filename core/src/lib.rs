@@ -14,6 +14,7 @@ pub mod signal;
 pub mod image;
 pub mod tb;
 pub mod data;
+pub mod binarize;
 pub mod fault;
 pub mod loss;
 pub mod mask;
