@@ -1,5 +1,6 @@
 //! Command-line surface: `wick train <algo>`, `wick eval`, `wick sample`, `wick list`.
 
+use crate::data;
 use crate::density;
 use crate::reinforce;
 use crate::tabular;
@@ -42,6 +43,11 @@ enum Cmd {
     Embed(pretrain::EmbedArgs),
     /// List algorithms, datasets and environments, one line each
     List,
+    /// Data sets: fetch MNIST, export binarized splits as .amat
+    Data {
+        #[command(subcommand)]
+        cmd: data::DataCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -298,6 +304,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Sample(a) => density::sample(a),
         Cmd::Probe(a) => pretrain::probe(a),
         Cmd::Embed(a) => pretrain::embed(a),
+        Cmd::Data { cmd } => data::run(cmd),
         Cmd::List => {
             list();
             Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! `wick`: train, evaluate and sample Monte Carlo RL agents, density models and pretrained encoders.
 
 mod cli;
+mod data;
 mod density;
 mod reinforce;
 mod tabular;

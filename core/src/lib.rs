@@ -16,6 +16,7 @@ pub mod tb;
 pub mod oracle;
 pub mod mem;
 pub mod data;
+pub mod binarize;
 pub mod fault;
 pub mod loss;
 pub mod mask;

@@ -1,6 +1,7 @@
 //! The density-model trainer: minibatch maximum likelihood with early stopping on valid NLL.
 //!
-//! Per epoch: shuffle the train split with the run's `data` stream, take Adam/AdamW/SGD steps
+//! Per epoch: shuffle the train split with the run's `data` stream (with `--binarize dynamic`,
+//! first redraw the training bits from the epoch's stream, [`wick_core::binarize`]), take Adam/AdamW/SGD steps
 //! on the mean NLL of each batch, evaluate the exact valid NLL, keep the best model in
 //! `best.safetensors`, and write the full state (parameters, optimizer moments, the data
 //! stream, counters) to `checkpoint.safetensors`. After the last epoch, or when valid NLL has
@@ -9,7 +10,10 @@
 //!
 //! TensorBoard: `losses/train_nll` (mean over the epoch's batches), `eval/valid_nll`,
 //! `eval/test_nll` (once, for the best model), `charts/samples_per_s`, `charts/learning_rate`,
-//! sample grids under `samples`, parameter histograms under `params/…`; step = epoch.
+//! sample grids under `samples`, parameter histograms under `params/…`; step = epoch. Data of
+//! vectors rather than images (a CSV whose width is not a square) gets, instead of the grids,
+//! a text `samples` entry: per-dimension marginals of the samples beside the training data's,
+//! and sample rows as 0/1 strings.
 
 use crate::made::{Made, Order};
 use crate::model::DensityModel;
@@ -17,6 +21,7 @@ use crate::{Fvsbn, Nade};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+use wick_core::binarize::{self, Binarize};
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
 use wick_core::optim::{clip_grad_norm, OptimConfig, Optimizer};
@@ -32,9 +37,13 @@ use wick_core::{bail, ensure, Result};
 pub struct DensityConfig {
     /// Model: `fvsbn`.
     pub algo: String,
-    /// `digits`, `mnist5k` or a path (see `wick list`).
+    /// `digits`, `mnist5k`, `mnist` or a path (see `wick list`).
     pub data: String,
-    /// Binarisation: pixel ≥ threshold → 1. Unset: the dataset's default (digits 8, mnist 128).
+    /// Where `mnist` is looked for first (see [`wick_core::data::mnist_dir`]).
+    pub data_dir: Option<String>,
+    /// threshold, static or dynamic. Unset: static for `mnist`, threshold otherwise.
+    pub binarize: Option<Binarize>,
+    /// `--binarize threshold`: pixel ≥ threshold → 1. Unset: the dataset's default (digits 8, mnist 128).
     pub threshold: Option<f32>,
     /// NADE/MADE hidden units. Unset: 100 for D ≤ 100 (digits), else 500.
     pub hidden: Option<usize>,
@@ -64,6 +73,8 @@ impl Default for DensityConfig {
         DensityConfig {
             algo: "fvsbn".into(),
             data: "digits".into(),
+            data_dir: None,
+            binarize: None,
             threshold: None,
             hidden: None,
             layers: None,
@@ -97,6 +108,9 @@ impl DensityConfig {
         ensure!(self.clip_grad.is_finite() && self.clip_grad >= 0.0, "clip-grad must be a non-negative number, got {}", self.clip_grad);
         if let Some(t) = self.threshold {
             ensure!(t.is_finite(), "threshold must be a finite number, got {t}");
+            let how = self.binarize_mode();
+            let default = if self.binarize.is_none() { format!(" (the default for '{}')", self.data) } else { String::new() };
+            ensure!(how == Binarize::Threshold, "--threshold applies to --binarize threshold, not {how}{default}");
         }
         self.optim.validate()?;
         self.schedule.validate()?;
@@ -117,6 +131,11 @@ impl DensityConfig {
             ensure!(v != Some(0), "{name} must be at least 1, got 0");
         }
         Ok(())
+    }
+
+    /// The binarization the run uses: `binarize`, else the dataset's default.
+    pub fn binarize_mode(&self) -> Binarize {
+        self.binarize.unwrap_or_else(|| Binarize::default_for(&self.data))
     }
 
     /// Fill the model's unset options with their defaults for `dim` inputs, so that the
@@ -179,6 +198,14 @@ fn ensure_fits(cfg: &DensityConfig, dim: usize) -> Result<()> {
     ensure_fits(&what, training_bytes(params, activations), "use a smaller --hidden (or --batch)")
 }
 
+/// The run's data set and every row of it binarized as outside training (see
+/// [`binarize::binarize`]); `data` overrides the config's (for `wick eval --data`).
+pub fn load_data(cfg: &DensityConfig, data: Option<&str>) -> Result<(Dataset, Vec<f32>)> {
+    let d = Dataset::load_from(data.unwrap_or(&cfg.data), cfg.data_dir.as_deref().map(std::path::Path::new))?;
+    let x = binarize::binarize(&d, cfg.binarize_mode(), cfg.threshold);
+    Ok((d, x))
+}
+
 /// The binarised rows of one split as a `[n, D]` tensor.
 pub fn split_tensor(data: &Dataset, x: &[f32], split: Split, device: &Device) -> Result<Tensor> {
     let idx = data.indices(split);
@@ -228,8 +255,8 @@ const SAMPLE_GRID: usize = 64;
 pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     cfg.validate()?;
     let dev = &rt.device;
-    let data = Dataset::load(&cfg.data)?;
-    let x = data.binarized(cfg.threshold);
+    let (data, x) = load_data(cfg, None)?;
+    let how = cfg.binarize_mode();
     let (xtr, xva, xte) = (
         split_tensor(&data, &x, Split::Train, dev)?,
         split_tensor(&data, &x, Split::Valid, dev)?,
@@ -237,7 +264,9 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     );
     let ntr = xtr.dim(0)?;
     ensure!(ntr > 0 && xva.dim(0)? > 0, "dataset '{}' has an empty train or valid split", cfg.data);
-    let cfg = &DensityConfig { threshold: Some(cfg.threshold.unwrap_or(data.default_threshold)), ..cfg.with_model_defaults(data.dim) };
+    let threshold = (how == Binarize::Threshold).then(|| cfg.threshold.unwrap_or(data.default_threshold));
+    let cfg = &DensityConfig { binarize: Some(how), threshold, ..cfg.with_model_defaults(data.dim) };
+    let train_rows = data.indices(Split::Train);
     let model = build_model(cfg, data.dim, dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), model.params())?;
 
@@ -276,6 +305,11 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     while !st.done && st.epoch <= cfg.epochs {
         let mut rng = epoch_rng.clone();
         let perm = rng.permutation(ntr);
+        // Dynamic binarization: this epoch's draw of every training row (keyed by epoch and row).
+        let xtr_epoch = match how {
+            Binarize::Dynamic => Tensor::from_vec(binarize::dynamic_bits(&data, &train_rows, cfg.seed, st.epoch), (ntr, data.dim), dev)?,
+            _ => xtr.clone(),
+        };
         let t_epoch = Instant::now();
         let mut epoch_samples = 0u64;
         let lr = cfg.schedule.lr(cfg.optim.lr, st.step);
@@ -283,7 +317,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             let lo = st.batch * cfg.batch;
             let hi = (lo + cfg.batch).min(ntr);
             let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
-            let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
+            let xb = xtr_epoch.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
             let (mut lval, mut grads) = model.loss_and_grads(&xb, st.step)?;
             if wick_core::fault::poisoned("nan-loss") {
                 lval = f64::NAN;
@@ -370,6 +404,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let metrics = serde_json::json!({
         "algo": cfg.algo,
         "data": cfg.data,
+        "binarize": how.as_str(),
         "seed": cfg.seed,
         "params": model.params().numel(),
         "hidden": cfg.hidden,
@@ -438,14 +473,47 @@ fn completion_pairs(model: &dyn DensityModel, data: &Dataset, x: &[f32], n: usiz
     Ok((out, 2 * idx.len()))
 }
 
+/// Text for vector data: per-dimension marginals of `samples` beside those of the training
+/// rows of `x`, then the first 16 sample rows as 0/1 strings.
+pub fn vector_summary(samples: &[f32], data: &Dataset, x: &[f32]) -> String {
+    let d = data.dim;
+    let mean = |rows: &mut dyn Iterator<Item = &[f32]>| -> Vec<f64> {
+        let (mut m, mut n) = (vec![0f64; d], 0usize);
+        for r in rows {
+            m.iter_mut().zip(r).for_each(|(a, &b)| *a += b as f64);
+            n += 1;
+        }
+        m.iter().map(|v| v / n.max(1) as f64).collect()
+    };
+    let ms = mean(&mut samples.chunks(d));
+    let train = data.indices(Split::Train);
+    let mt = mean(&mut train.iter().map(|&i| &x[i * d..(i + 1) * d]));
+    let n = samples.len() / d.max(1);
+    let mut s = format!("| dim | P(x=1), {n} samples | P(x=1), train |\n| --- | --- | --- |\n");
+    for j in 0..d {
+        s.push_str(&format!("| {j} | {:.3} | {:.3} |\n", ms[j], mt[j]));
+    }
+    s.push_str("\nsamples:\n\n```\n");
+    for r in samples.chunks(d).take(16) {
+        s.extend(r.iter().map(|&b| if b >= 0.5 { '1' } else { '0' }));
+        s.push('\n');
+    }
+    s.push_str("```\n");
+    s
+}
+
 fn log_samples_and_weights(tb: &mut TbLogger, model: &dyn DensityModel, data: &Dataset, x: &[f32], seed: u64, step: u64) -> Result<()> {
     let mut rng = Rng::stream_indexed(seed, "tb-samples", step);
     let s = model.sample(SAMPLE_GRID, &mut rng, None)?;
-    let (px, h, w) = image_grid(&s, SAMPLE_GRID, data.height, data.width);
-    tb.image("samples", step, &px, h, w, 1)?;
-    let (pairs, n) = completion_pairs(model, data, x, SAMPLE_GRID / 2, &mut rng)?;
-    let (px, h, w) = image_grid(&pairs, n, data.height, data.width);
-    tb.image("completions_top_half", step, &px, h, w, 1)?;
+    if data.is_image() {
+        let (px, h, w) = image_grid(&s, SAMPLE_GRID, data.height, data.width);
+        tb.image("samples", step, &px, h, w, 1)?;
+        let (pairs, n) = completion_pairs(model, data, x, SAMPLE_GRID / 2, &mut rng)?;
+        let (px, h, w) = image_grid(&pairs, n, data.height, data.width);
+        tb.image("completions_top_half", step, &px, h, w, 1)?;
+    } else {
+        tb.text("samples", step, &vector_summary(&s, data, x))?;
+    }
     for (name, var) in model.params().names().iter().zip(model.params().vars()) {
         let v = var.flatten_all()?.to_vec1::<f32>()?;
         tb.histogram(&format!("params/{name}"), step, &v)?;
