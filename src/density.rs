@@ -45,7 +45,7 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub masks: Option<usize>,
-    /// MADE input ordering: natural or random [default: natural]
+    /// MADE input ordering: natural (raster) or random [default: random]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<Order>,

@@ -44,7 +44,8 @@ pub struct DensityConfig {
     pub orderings: Option<usize>,
     /// MADE mask sets K (connectivity-agnostic training; the test-time model is their mixture) [1].
     pub masks: Option<usize>,
-    /// MADE input ordering: natural or random [natural].
+    /// MADE input ordering: natural (raster) or random [random: with raster order the hidden units
+    /// of low degree see only the blank top rows of an image; docs/density.md has the comparison].
     pub order: Option<Order>,
     /// MADE order-agnostic training: every mask set gets its own random ordering [false].
     pub order_agnostic: Option<bool>,
@@ -132,7 +133,7 @@ impl DensityConfig {
         if c.algo == "made" {
             c.layers = Some(c.layers.unwrap_or(1));
             c.masks = Some(c.masks.unwrap_or(1));
-            c.order = Some(c.order.unwrap_or(Order::Natural));
+            c.order = Some(c.order.unwrap_or(Order::Random));
             c.order_agnostic = Some(c.order_agnostic.unwrap_or(false));
         }
         if c.algo == "oanade" {
@@ -157,7 +158,7 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
             hidden,
             cfg.layers.unwrap_or(1),
             cfg.masks.unwrap_or(1),
-            cfg.order.unwrap_or(Order::Natural),
+            cfg.order.unwrap_or(Order::Random),
             cfg.order_agnostic.unwrap_or(false),
             cfg.seed,
             device,
