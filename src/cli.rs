@@ -58,6 +58,8 @@ enum TrainCmd {
     Nade(density::DensityFlags),
     /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
     Made(density::DensityFlags),
+    /// Order-agnostic NADE (DeepNADE): exact conditionals for any observed set, ensembles of orderings (density model)
+    Oanade(density::DensityFlags),
     /// REINFORCE: Monte Carlo policy gradient, optionally with a learned baseline (discrete-action envs)
     Reinforce(reinforce::ReinforceFlags),
     /// Tabular MC prediction of v_pi, first- or every-visit (S&B 5.1)
@@ -92,6 +94,9 @@ pub struct EvalArgs {
     /// Density models: train, valid, test or all
     #[arg(long, default_value = "test")]
     pub split: String,
+    /// Order-agnostic NADE: evaluate the ensemble of the first K orderings [default: the run's --orderings]
+    #[arg(long)]
+    pub orderings: Option<usize>,
     /// Density models: write one row per example (index, split, label, log_prob in nats) to this CSV file
     #[arg(long, value_name = "FILE.csv")]
     pub per_example: Option<PathBuf>,
@@ -283,6 +288,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::Fvsbn(f) => density::train("fvsbn", f),
             TrainCmd::Nade(f) => density::train("nade", f),
             TrainCmd::Made(f) => density::train("made", f),
+            TrainCmd::Oanade(f) => density::train("oanade", f),
             TrainCmd::Reinforce(f) => reinforce::train(f),
             TrainCmd::McPrediction(f) => tabular::train("mc-prediction", f),
             TrainCmd::McBasic(f) => tabular::train("mc-basic", f),
@@ -295,7 +301,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::Vicreg(f) => pretrain::train("vicreg", f),
         },
         Cmd::Eval(a) => match run_algo(&a.run_dir)?.as_str() {
-            "fvsbn" | "nade" | "made" => density::eval(a),
+            "fvsbn" | "nade" | "made" | "oanade" => density::eval(a),
             "reinforce" => reinforce::eval(a),
             a2 if tabular::ALGOS.iter().any(|t| t.0 == a2) => tabular::eval(a),
             "masked" | "simclr" | "vicreg" => bail!("'{}' is a pretraining run: evaluate it with `wick probe {}`", a.run_dir.display(), a.run_dir.display()),

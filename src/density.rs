@@ -38,19 +38,23 @@ pub struct DensityFlags {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
-    /// NADE/MADE hidden units [default: 100 for digits-sized data (D ≤ 100), else 500]
+    /// NADE/MADE/oanade hidden units [default: 100 for digits-sized data (D ≤ 100), else 500]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hidden: Option<usize>,
-    /// MADE hidden layers [default: 1]
+    /// MADE and oanade hidden layers [default: 1]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layers: Option<usize>,
+    /// oanade: orderings K in the ensemble that valid and test NLL use, logsumexp_k log p_k(x) − log K [default: 1]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orderings: Option<usize>,
     /// MADE mask sets K: connectivity-agnostic training; the test-time model is the mixture of the K [default: 1]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub masks: Option<usize>,
-    /// MADE input ordering: natural or random [default: natural]
+    /// MADE input ordering: natural (raster) or random [default: random]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<Order>,
@@ -160,7 +164,16 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         bail!("--episodes and --greedy are for RL runs; '{}' is a density-model run (it takes --data, --split, --per-example)", a.run_dir.display());
     }
     let device = wick_core::device::parse_device(&a.device)?;
-    let (run, cfg) = load_run(&a.run_dir)?;
+    let (run, mut cfg) = load_run(&a.run_dir)?;
+    if let Some(k) = a.orderings {
+        if cfg.algo != "oanade" {
+            bail!("--orderings is for order-agnostic NADE runs; '{}' is a {} run", a.run_dir.display(), cfg.algo);
+        }
+        if k == 0 {
+            bail!("--orderings must be at least 1, got 0");
+        }
+        cfg.orderings = Some(k);
+    }
     let splits: Vec<Split> = match a.split.as_str() {
         "all" => vec![Split::Train, Split::Valid, Split::Test],
         s => vec![s.parse::<Split>().map_err(|_| Error::new(format!("--split: '{s}' is not one of train, valid, test, all")))?],
@@ -171,21 +184,33 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         bail!("data has {} dimensions but the model was trained on {}", data.dim, model.dim());
     }
     let mut rows = String::from("index,split,label,log_prob\n");
+    // Progress in chunks of rows (an ensemble of many orderings can take minutes).
+    const CHUNK: usize = 250;
+    let total: usize = splits.iter().map(|&s| data.indices(s).len().div_ceil(CHUNK)).sum();
+    let mut progress = wick_core::progress::Progress::new("eval", total as u64, false);
     for s in splits {
         let idx = data.indices(s);
         let xs = dtrain::split_tensor(&data, &x, s, &device)?;
-        let nll = dtrain::per_example_nll(&*model, &xs, 1000)?;
+        let mut nll = Vec::with_capacity(idx.len());
+        for lo in (0..idx.len()).step_by(CHUNK) {
+            let n = CHUNK.min(idx.len() - lo);
+            nll.extend(dtrain::per_example_nll(&*model, &xs.narrow(0, lo, n)?, CHUNK)?);
+            progress.inc(1);
+        }
         let mean = nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len().max(1) as f64;
-        let k = match cfg.masks {
-            Some(k) if cfg.algo == "made" => format!(", mixture of K={k} mask sets"),
+        let k = match (cfg.algo.as_str(), cfg.masks, cfg.orderings) {
+            ("made", Some(k), _) => format!(", mixture of K={k} mask sets"),
+            ("oanade", _, Some(k)) => format!(", ensemble of K={k} orderings"),
             _ => String::new(),
         };
+        progress.message(format!("{s}_nll {mean:.4}"));
         println!("{s}_nll {mean:.4} nats ({} examples{k})", nll.len());
         for (i, v) in idx.iter().zip(&nll) {
             let label = data.labels.as_ref().map(|l| l[*i].to_string()).unwrap_or_default();
             rows.push_str(&format!("{i},{s},{label},{}\n", -v));
         }
     }
+    progress.finish();
     if let Some(p) = a.per_example {
         wick_core::checkpoint::write_atomic(&p, rows.as_bytes())?;
         println!("per-example log-likelihoods written to {}", p.display());
@@ -209,7 +234,7 @@ pub struct SampleArgs {
     /// Complete the first N test images of this data instead of sampling from scratch
     #[arg(long, value_name = "DATA")]
     pub complete_from: Option<String>,
-    /// With --complete-from: which pixels are observed (top-half, bottom-half, left-half, right-half)
+    /// With --complete-from: which pixels are observed: top-half, bottom-half, left-half, right-half, random:FRACTION (a uniform subset drawn from --seed), or a mask file (D values 0/1, 1 = observed). Exact conditionals for any mask with oanade; the other models condition each pixel on the pixels before it in their ordering only
     #[arg(long, default_value = "top-half")]
     pub observe: String,
     /// cpu, cuda or cuda:N
@@ -237,7 +262,7 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
             if !data.is_image() {
                 bail!("--complete-from observes image regions, but the data are {}-dimensional vectors, not images", data.dim);
             }
-            let mask = wick_core::mask::observed(&a.observe, h, w)?;
+            let mask = wick_core::mask::observation(&a.observe, h, w, &mut Rng::stream(a.seed, "observe"))?;
             let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(a.n).collect();
             let vals = Dataset::gather(&x, data.dim, &idx);
             model.sample(idx.len(), &mut rng, Some((&vals, &mask)))?

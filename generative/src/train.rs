@@ -17,7 +17,7 @@
 
 use crate::made::{Made, Order};
 use crate::model::DensityModel;
-use crate::{Fvsbn, Nade};
+use crate::{Fvsbn, Nade, OaNade};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -45,13 +45,16 @@ pub struct DensityConfig {
     pub binarize: Option<Binarize>,
     /// `--binarize threshold`: pixel ≥ threshold → 1. Unset: the dataset's default (digits 8, mnist 128).
     pub threshold: Option<f32>,
-    /// NADE/MADE hidden units. Unset: 100 for D ≤ 100 (digits), else 500.
+    /// NADE/MADE/order-agnostic NADE hidden units. Unset: 100 for D ≤ 100 (digits), else 500.
     pub hidden: Option<usize>,
-    /// MADE hidden layers [1].
+    /// MADE and order-agnostic NADE hidden layers [1].
     pub layers: Option<usize>,
+    /// Order-agnostic NADE: orderings in the ensemble that valid and test NLL use [1].
+    pub orderings: Option<usize>,
     /// MADE mask sets K (connectivity-agnostic training; the test-time model is their mixture) [1].
     pub masks: Option<usize>,
-    /// MADE input ordering: natural or random [natural].
+    /// MADE input ordering: natural (raster) or random [random: with raster order the hidden units
+    /// of low degree see only the blank top rows of an image; docs/density.md has the comparison].
     pub order: Option<Order>,
     /// MADE order-agnostic training: every mask set gets its own random ordering [false].
     pub order_agnostic: Option<bool>,
@@ -78,6 +81,7 @@ impl Default for DensityConfig {
             threshold: None,
             hidden: None,
             layers: None,
+            orderings: None,
             masks: None,
             order: None,
             order_agnostic: None,
@@ -98,6 +102,7 @@ pub const MODELS: &[(&str, &str)] = &[
     ("fvsbn", "fully visible sigmoid belief net: logistic regression of x_d on x_<d (density model)"),
     ("nade", "neural autoregressive distribution estimator, tied weights, O(DH) (density model)"),
     ("made", "masked autoencoder for distribution estimation, K masks, any ordering (density model)"),
+    ("oanade", "order-agnostic NADE (DeepNADE): any conditional exact, ensembles of orderings (density model)"),
 ];
 
 impl DensityConfig {
@@ -114,20 +119,19 @@ impl DensityConfig {
         }
         self.optim.validate()?;
         self.schedule.validate()?;
-        let given = |name: &str, set: bool| -> Result<()> {
-            ensure!(!set, "--{name} does not apply to {} (it is for {})", self.algo, if name == "hidden" { "nade and made" } else { "made" });
-            Ok(())
-        };
-        if self.algo == "fvsbn" {
-            given("hidden", self.hidden.is_some())?;
+        // Each model option and the models it applies to.
+        let options: [(&str, bool, &[&str]); 6] = [
+            ("hidden", self.hidden.is_some(), &["nade", "made", "oanade"]),
+            ("layers", self.layers.is_some(), &["made", "oanade"]),
+            ("masks", self.masks.is_some(), &["made"]),
+            ("order", self.order.is_some(), &["made"]),
+            ("order-agnostic", self.order_agnostic.is_some(), &["made"]),
+            ("orderings", self.orderings.is_some(), &["oanade"]),
+        ];
+        for (name, set, models) in options {
+            ensure!(!set || models.contains(&self.algo.as_str()), "--{name} does not apply to {} (it is for {})", self.algo, models.join(", "));
         }
-        if self.algo != "made" {
-            given("layers", self.layers.is_some())?;
-            given("masks", self.masks.is_some())?;
-            given("order", self.order.is_some())?;
-            given("order-agnostic", self.order_agnostic.is_some())?;
-        }
-        for (name, v) in [("hidden", self.hidden), ("layers", self.layers), ("masks", self.masks)] {
+        for (name, v) in [("hidden", self.hidden), ("layers", self.layers), ("masks", self.masks), ("orderings", self.orderings)] {
             ensure!(v != Some(0), "{name} must be at least 1, got 0");
         }
         Ok(())
@@ -148,8 +152,12 @@ impl DensityConfig {
         if c.algo == "made" {
             c.layers = Some(c.layers.unwrap_or(1));
             c.masks = Some(c.masks.unwrap_or(1));
-            c.order = Some(c.order.unwrap_or(Order::Natural));
+            c.order = Some(c.order.unwrap_or(Order::Random));
             c.order_agnostic = Some(c.order_agnostic.unwrap_or(false));
+        }
+        if c.algo == "oanade" {
+            c.layers = Some(c.layers.unwrap_or(1));
+            c.orderings = Some(c.orderings.unwrap_or(1));
         }
         c
     }
@@ -170,11 +178,12 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
             hidden,
             cfg.layers.unwrap_or(1),
             cfg.masks.unwrap_or(1),
-            cfg.order.unwrap_or(Order::Natural),
+            cfg.order.unwrap_or(Order::Random),
             cfg.order_agnostic.unwrap_or(false),
             cfg.seed,
             device,
         )?)),
+        "oanade" => Ok(Box::new(OaNade::new(dim, hidden, cfg.layers.unwrap_or(1), cfg.orderings.unwrap_or(1), cfg.seed, device)?)),
         other => bail!("unknown density model '{other}'"),
     }
 }
@@ -318,7 +327,9 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             let hi = (lo + cfg.batch).min(ntr);
             let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
             let xb = xtr_epoch.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
-            let (mut lval, mut grads) = model.loss_and_grads(&xb, st.step)?;
+            // One key per (epoch, example), for models that draw per-example randomness.
+            let keys: Vec<u64> = idx.iter().map(|&i| (st.epoch - 1) * ntr as u64 + i as u64).collect();
+            let (mut lval, mut grads) = model.loss_and_grads_keyed(&xb, st.step, &keys)?;
             if wick_core::fault::poisoned("nan-loss") {
                 lval = f64::NAN;
             }
@@ -409,6 +420,8 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         "params": model.params().numel(),
         "hidden": cfg.hidden,
         "masks": cfg.masks,
+        "layers": cfg.layers,
+        "orderings": cfg.orderings,
         "best_epoch": st.best_epoch,
         "epochs_run": last_epoch,
         "stopped_early": last_epoch < cfg.epochs,
