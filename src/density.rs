@@ -70,6 +70,12 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
+    /// Cut each batch into this many contiguous micro-batches and sum their gradients in order
+    /// (gradient accumulation; under mpirun the ranks share them, a multiple of the rank count)
+    /// [default: the number of ranks, 1 without mpirun]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batches: Option<usize>,
     /// Early stopping: epochs without a better valid NLL before stopping; 0 never stops early [default: 50]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

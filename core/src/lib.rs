@@ -8,6 +8,7 @@ pub mod rng;
 pub mod config;
 pub mod cpu;
 pub mod device;
+pub mod dist;
 pub mod progress;
 pub mod run;
 pub mod signal;

@@ -14,6 +14,11 @@
 //! vectors rather than images (a CSV whose width is not a square) gets, instead of the grids,
 //! a text `samples` entry: per-dimension marginals of the samples beside the training data's,
 //! and sample rows as 0/1 strings.
+//!
+//! Data-parallel (`mpirun -np N`, core's dist.rs): `batch` is the global batch; each step's
+//! rows are cut into `micro_batches` contiguous parts, rank r computes its share, and the
+//! gradients are summed in part order, so N ranks give the bits of one process with
+//! `--micro-batches N`. Rank 0 alone evaluates, logs and writes files.
 
 use crate::made::{Made, Order};
 use crate::model::DensityModel;
@@ -24,6 +29,7 @@ use std::time::Instant;
 use wick_core::binarize::{self, Binarize};
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
+use wick_core::dist::{self, DataParallel};
 use wick_core::optim::{clip_grad_norm, OptimConfig, Optimizer};
 use wick_core::rng::Rng;
 use wick_core::run::{Outcome, Runtime};
@@ -61,6 +67,10 @@ pub struct DensityConfig {
     pub seed: u64,
     pub epochs: u64,
     pub batch: usize,
+    /// Micro-batches per batch, all ranks together: gradient accumulation in one process, the
+    /// ranks' shares under mpirun. Unset: the number of ranks (1: the plain step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batches: Option<usize>,
     /// Stop after this many epochs without a better valid NLL (0: never stop early).
     pub patience: u64,
     /// Clip gradients to this global L2 norm (0: no clipping).
@@ -88,6 +98,7 @@ impl Default for DensityConfig {
             seed: 0,
             epochs: 500,
             batch: 100,
+            micro_batches: None,
             patience: 50,
             clip_grad: 0.0,
             log_every: 50,
@@ -110,6 +121,7 @@ impl DensityConfig {
         ensure!(MODELS.iter().any(|(m, _)| *m == self.algo), "unknown density model '{}': expected one of {}", self.algo, MODELS.iter().map(|m| m.0).collect::<Vec<_>>().join(", "));
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
         ensure!(self.batch >= 1, "batch size must be at least 1, got {}", self.batch);
+        ensure!(self.micro_batches != Some(0), "micro-batches must be at least 1, got 0");
         ensure!(self.clip_grad.is_finite() && self.clip_grad >= 0.0, "clip-grad must be a non-negative number, got {}", self.clip_grad);
         if let Some(t) = self.threshold {
             ensure!(t.is_finite(), "threshold must be a finite number, got {t}");
@@ -274,8 +286,16 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let ntr = xtr.dim(0)?;
     ensure!(ntr > 0 && xva.dim(0)? > 0, "dataset '{}' has an empty train or valid split", cfg.data);
     let threshold = (how == Binarize::Threshold).then(|| cfg.threshold.unwrap_or(data.default_threshold));
-    let cfg = &DensityConfig { binarize: Some(how), threshold, ..cfg.with_model_defaults(data.dim) };
+    let world = dist::world();
+    let m = cfg.micro_batches.unwrap_or(world.size());
+    let cfg = &DensityConfig {
+        binarize: Some(how),
+        threshold,
+        micro_batches: (m > 1).then_some(m),
+        ..cfg.with_model_defaults(data.dim)
+    };
     let train_rows = data.indices(Split::Train);
+    let dp = DataParallel::new(m, cfg.batch, world)?;
     let model = build_model(cfg, data.dim, dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), model.params())?;
 
@@ -284,19 +304,18 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let mut epoch_rng = Rng::stream(cfg.seed, "data");
     let mut st = State { epoch: 1, batch: 0, step: 0, loss_sum: 0.0, loss_count: 0, best_valid: None, best_epoch: 0, bad_epochs: 0, done: false };
     let ckpt_path = rt.dir.checkpoint();
-    let resumed = rt.resume && ckpt_path.exists();
-    if resumed {
-        let ck = Checkpoint::load(&ckpt_path)?;
+    if let Some(ck) = if rt.resume { dist::load_checkpoint_from_root(&ckpt_path)? } else { None } {
         model.params().load_from(&ck).map_err(|e| e.context(format!("resuming from '{}'", ckpt_path.display())))?;
         opt.load_from(&ck, model.params())?;
         epoch_rng = ck.rng("data")?;
         st = ck.meta("train_state")?;
     }
 
-    if !rt.resume {
+    dist::check_start(&wick_core::config::to_toml(cfg)?, model.params())?;
+    if !rt.resume && world.is_root() {
         rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
     }
-    let mut tb = TbLogger::create(rt.dir.path())?;
+    let mut tb = TbLogger::create_on_root(rt.dir.path())?;
     if rt.resume {
         // Drop whatever the interrupted process logged after its checkpoint.
         tb.resume_at(st.epoch)?;
@@ -305,7 +324,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     }
 
     let nb = ntr.div_ceil(cfg.batch) as u64;
-    let mut progress = wick_core::progress::Progress::new(&cfg.algo, cfg.epochs * nb, rt.quiet);
+    let mut progress = wick_core::progress::Progress::new(&cfg.algo, cfg.epochs * nb, rt.quiet || !world.is_root());
     progress.set_position((st.epoch - 1) * nb + st.batch as u64);
     let t0 = Instant::now();
     let mut samples_here: u64 = 0;
@@ -325,11 +344,14 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         while (st.batch as u64) < nb {
             let lo = st.batch * cfg.batch;
             let hi = (lo + cfg.batch).min(ntr);
-            let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
-            let xb = xtr_epoch.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
-            // One key per (epoch, example), for models that draw per-example randomness.
-            let keys: Vec<u64> = idx.iter().map(|&i| (st.epoch - 1) * ntr as u64 + i as u64).collect();
-            let (mut lval, mut grads) = model.loss_and_grads_keyed(&xb, st.step, &keys)?;
+            let combined = dp.step(model.params(), hi - lo, |a, z| {
+                let idx: Vec<u32> = perm[lo + a..lo + z].iter().map(|&i| i as u32).collect();
+                let xb = xtr_epoch.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
+                // One key per (epoch, example), for models that draw per-example randomness.
+                let keys: Vec<u64> = idx.iter().map(|&i| (st.epoch - 1) * ntr as u64 + i as u64).collect();
+                model.loss_and_grads_keyed(&xb, st.step, &keys)
+            })?;
+            let (mut lval, mut grads) = (combined.loss, combined.grads);
             if wick_core::fault::poisoned("nan-loss") {
                 lval = f64::NAN;
             }
@@ -351,7 +373,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             st.loss_count += (hi - lo) as u64;
             epoch_samples += (hi - lo) as u64;
             progress.inc(1);
-            if wick_core::signal::interrupted() {
+            if combined.interrupted {
                 save_checkpoint(&ckpt_path, &*model, &opt, &epoch_rng, &st, cfg)?;
                 tb.flush()?;
                 progress.finish();
@@ -361,12 +383,13 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         samples_here += epoch_samples;
         let e = st.epoch;
         let train_nll = st.loss_sum / st.loss_count.max(1) as f64;
-        let valid_nll = mean_nll(&*model, &xva)?;
+        // Rank 0 evaluates; every rank needs the figure for early stopping.
+        let valid_nll = world.broadcast_f64(if world.is_root() { mean_nll(&*model, &xva)? } else { 0.0 });
         tb.scalar("losses/train_nll", e, train_nll)?;
         tb.scalar("eval/valid_nll", e, valid_nll)?;
         tb.scalar("charts/learning_rate", e, lr)?;
         tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9))?;
-        if e % log_every == 0 {
+        if e % log_every == 0 && world.is_root() {
             log_samples_and_weights(&mut tb, &*model, &data, &x, cfg.seed, e)?;
         }
         tb.flush()?;
@@ -376,15 +399,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             st.best_valid = Some(valid_nll);
             st.best_epoch = e;
             st.bad_epochs = 0;
-            let mut best = Checkpoint::new();
-            model.params().save_to(&mut best)?;
-            for (name, t) in model.buffers()? {
-                best.put_tensor(&name, &t)?;
-            }
-            best.set_meta("epoch", &e);
-            best.set_meta("valid_nll", &valid_nll);
-            best.set_meta("config", cfg);
-            best.save(&rt.dir.best())?;
+            save_best(&rt.dir.best(), &*model, e, valid_nll, cfg)?;
         } else {
             st.bad_epochs += 1;
             if cfg.patience > 0 && st.bad_epochs >= cfg.patience {
@@ -401,6 +416,9 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     }
     progress.finish();
     let train_secs = t0.elapsed().as_secs_f64();
+    if !world.is_root() {
+        return Ok(Outcome::Finished(serde_json::Value::Null));
+    }
 
     // Final figures come from the best model.
     let best = Checkpoint::load(&rt.dir.best())?;
@@ -435,7 +453,26 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     Ok(Outcome::Finished(metrics))
 }
 
+fn save_best(path: &std::path::Path, model: &dyn DensityModel, epoch: u64, valid_nll: f64, cfg: &DensityConfig) -> Result<()> {
+    if !dist::world().is_root() {
+        return Ok(());
+    }
+    let mut best = Checkpoint::new();
+    model.params().save_to(&mut best)?;
+    for (name, t) in model.buffers()? {
+        best.put_tensor(&name, &t)?;
+    }
+    best.set_meta("epoch", &epoch);
+    best.set_meta("valid_nll", &valid_nll);
+    best.set_meta("config", cfg);
+    best.save(path)
+}
+
+/// The full state for `--resume`; rank 0 alone writes it (every rank holds the same state).
 fn save_checkpoint(path: &std::path::Path, model: &dyn DensityModel, opt: &Optimizer, data_rng: &Rng, st: &State, cfg: &DensityConfig) -> Result<()> {
+    if !dist::world().is_root() {
+        return Ok(());
+    }
     let mut ck = Checkpoint::new();
     model.params().save_to(&mut ck)?;
     opt.save_to(&mut ck, model.params())?;
