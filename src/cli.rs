@@ -1,5 +1,6 @@
 //! Command-line surface: `wick train <algo>`, `wick eval`, `wick sample`, `wick list`.
 
+use crate::data;
 use crate::density;
 use crate::reinforce;
 use crate::tabular;
@@ -42,6 +43,11 @@ enum Cmd {
     Embed(pretrain::EmbedArgs),
     /// List algorithms, datasets and environments, one line each
     List,
+    /// Data sets: fetch MNIST, export binarized splits as .amat
+    Data {
+        #[command(subcommand)]
+        cmd: data::DataCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -52,6 +58,8 @@ enum TrainCmd {
     Nade(density::DensityFlags),
     /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
     Made(density::DensityFlags),
+    /// Order-agnostic NADE (DeepNADE): exact conditionals for any observed set, ensembles of orderings (density model)
+    Oanade(density::DensityFlags),
     /// REINFORCE: Monte Carlo policy gradient, optionally with a learned baseline (discrete-action envs)
     Reinforce(reinforce::ReinforceFlags),
     /// Tabular MC prediction of v_pi, first- or every-visit (S&B 5.1)
@@ -86,6 +94,9 @@ pub struct EvalArgs {
     /// Density models: train, valid, test or all
     #[arg(long, default_value = "test")]
     pub split: String,
+    /// Order-agnostic NADE: evaluate the ensemble of the first K orderings [default: the run's --orderings]
+    #[arg(long)]
+    pub orderings: Option<usize>,
     /// Density models: write one row per example (index, split, label, log_prob in nats) to this CSV file
     #[arg(long, value_name = "FILE.csv")]
     pub per_example: Option<PathBuf>,
@@ -177,17 +188,30 @@ pub fn prepare(algo: &str, common: &CommonFlags, data_name: &str, seed: u64, ove
         if overrides_given || common.config.is_some() || common.seed.is_some() {
             bail!("--resume continues a run with its saved config.toml: drop the hyperparameter flags (and --config/--seed), or start a new run");
         }
-        let run = RunDir::open(dir)?;
-        let table = run.read_config()?;
+        // Rank 0 opens the directory and reads its config; the other ranks get the text from it.
+        let world = wick_core::dist::world();
+        let (run, mut text) = if world.is_root() {
+            let run = RunDir::open(dir)?;
+            let text = std::fs::read(run.file(wick_core::run::CONFIG_FILE))?;
+            (run, text)
+        } else {
+            (RunDir::of_root(dir), Vec::new())
+        };
+        world.broadcast_bytes(&mut text);
+        let table = wick_core::config::parse_toml(&String::from_utf8_lossy(&text), &run.file(wick_core::run::CONFIG_FILE))?;
         let saved_algo = table.get("algo").and_then(|v| v.as_str()).unwrap_or("?");
         if saved_algo != algo {
             bail!("'{}' is a {saved_algo} run, not {algo}: resume it with `wick train {saved_algo} --resume {}`", dir.display(), dir.display());
         }
         return Ok(Prepared { runtime: Runtime { dir: run, device, resume: true, quiet: common.quiet }, saved: Some(table), created: false });
     }
-    let name = common.run_name.clone().unwrap_or_else(|| default_run_name(algo, data_name, seed));
+    let world = wick_core::dist::world();
+    // The default name has the time in it: the other ranks take rank 0's, and only rank 0 creates it.
+    let mut name = common.run_name.clone().unwrap_or_else(|| default_run_name(algo, data_name, seed)).into_bytes();
+    world.broadcast_bytes(&mut name);
+    let name = String::from_utf8_lossy(&name).into_owned();
     let existed = common.logdir.join(&name).exists();
-    let dir = RunDir::create(&common.logdir, &name, common.force)?;
+    let dir = if world.is_root() { RunDir::create(&common.logdir, &name, common.force)? } else { RunDir::of_root(&common.logdir.join(&name)) };
     Ok(Prepared { runtime: Runtime { dir, device, resume: false, quiet: common.quiet }, saved: None, created: !existed })
 }
 
@@ -231,6 +255,10 @@ where
 /// its directory empty, remove the directory so a corrected retry can use the same name.
 pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode> {
     let dir = p.runtime.dir.path();
+    if !wick_core::dist::world().is_root() {
+        // Rank 0 reports for the whole data-parallel run; the others print only their errors.
+        return out.map(|o| if matches!(o, Outcome::Interrupted { .. }) { ExitCode::from(130) } else { ExitCode::SUCCESS });
+    }
     match out {
         Ok(Outcome::Finished(metrics)) => {
             // The headline figures each kind of run reports, in this order, where present.
@@ -277,6 +305,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::Fvsbn(f) => density::train("fvsbn", f),
             TrainCmd::Nade(f) => density::train("nade", f),
             TrainCmd::Made(f) => density::train("made", f),
+            TrainCmd::Oanade(f) => density::train("oanade", f),
             TrainCmd::Reinforce(f) => reinforce::train(f),
             TrainCmd::McPrediction(f) => tabular::train("mc-prediction", f),
             TrainCmd::McBasic(f) => tabular::train("mc-basic", f),
@@ -289,7 +318,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::Vicreg(f) => pretrain::train("vicreg", f),
         },
         Cmd::Eval(a) => match run_algo(&a.run_dir)?.as_str() {
-            "fvsbn" | "nade" | "made" => density::eval(a),
+            "fvsbn" | "nade" | "made" | "oanade" => density::eval(a),
             "reinforce" => reinforce::eval(a),
             a2 if tabular::ALGOS.iter().any(|t| t.0 == a2) => tabular::eval(a),
             "masked" | "simclr" | "vicreg" => bail!("'{}' is a pretraining run: evaluate it with `wick probe {}`", a.run_dir.display(), a.run_dir.display()),
@@ -298,6 +327,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Sample(a) => density::sample(a),
         Cmd::Probe(a) => pretrain::probe(a),
         Cmd::Embed(a) => pretrain::embed(a),
+        Cmd::Data { cmd } => data::run(cmd),
         Cmd::List => {
             list();
             Ok(ExitCode::SUCCESS)

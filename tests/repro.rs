@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 const TRAINERS: &[(&str, &[&str])] = &[
     ("nade", &["--data", "digits", "--epochs", "12", "--hidden", "32", "--log-every", "2"]),
     ("made", &["--data", "digits", "--epochs", "12", "--hidden", "64", "--masks", "3", "--order-agnostic", "--log-every", "2"]),
+    ("oanade", &["--data", "digits", "--epochs", "12", "--hidden", "32", "--layers", "2", "--orderings", "2", "--log-every", "2"]),
     ("simclr", &["--data", "digits", "--epochs", "8", "--batch", "128", "--probe-every", "4", "--log-every", "4"]),
     ("masked", &["--data", "digits", "--encoder", "cnn", "--epochs", "6", "--probe-every", "3", "--log-every", "3"]),
     ("mc-es", &["--env", "Blackjack-v1", "--episodes", "25000000"]),
