@@ -175,6 +175,7 @@ impl TabularConfig {
             ("mc-es", _, _) => (1_000_000, 1000, "first"),
             ("mc-epsilon-greedy", true, _) => (5_000_000, 10_000, "first"),
             ("mc-epsilon-greedy", _, true) => (2_000_000, 1, "first"),
+            ("mc-epsilon-greedy", _, _) if taxi => (2_000_000, 1000, "first"),
             ("mc-epsilon-greedy", _, _) => (1_000_000, 1000, "first"),
             ("mc-off-policy-prediction", true, _) => (10_000, 1000, "every"),
             ("mc-off-policy-prediction", _, _) => (100_000, 1000, "every"),
@@ -193,6 +194,8 @@ impl TabularConfig {
                     "0.1"
                 } else if grid {
                     "exp:1:0.01:0.9,linear:0.01:0:0.1"
+                } else if taxi {
+                    "linear:1:0:0.5"
                 } else {
                     "linear:1:0.05:0.8"
                 };
@@ -200,6 +203,11 @@ impl TabularConfig {
                 c.start.get_or_insert_with(|| if grid { "uniform" } else { "env" }.into());
                 if grid && c.step_size.is_none() {
                     c.step_size = Some(0.01);
+                }
+                // Taxi: sample averages drown in the random policy's early returns (about −700 per
+                // 200-step episode); a constant step size forgets them.
+                if taxi && c.step_size.is_none() {
+                    c.step_size = Some(0.02);
                 }
             }
             "mc-off-policy-control" => {

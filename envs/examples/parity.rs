@@ -10,6 +10,8 @@
 //! `"state_bits"` like CartPole.
 //! Actions are played until the episode ends, then `extra` more (stepping past termination).
 //! Output: `{"episodes": [{"reset": obs, "steps": [[obs, reward, terminated, truncated], ...]}]}`.
+//! A render job `{"env": id, "render_states": [[f64 bits], ...]}` (CartPole, MountainCar,
+//! Acrobot) prints `{"images": [{"height", "width", "hex"}]}` instead: each state's RGB render.
 
 use std::io::Read;
 
@@ -71,6 +73,37 @@ fn main() {
     std::io::stdin().read_to_string(&mut input).expect("stdin");
     let job: Value = serde_json::from_str(&input).expect("a JSON job");
     let id = job["env"].as_str().expect("env");
+    // A render job: `{"env": id, "render_states": [[f64 bits], ...]}` -> the RGB images as hex.
+    if let Some(states) = job["render_states"].as_array() {
+        let images: Vec<Value> = states
+            .iter()
+            .map(|st| {
+                let s = bits(st);
+                let im = match id {
+                    "CartPole-v1" => {
+                        let mut e = CartPole::default();
+                        e.set_state([s[0], s[1], s[2], s[3]]);
+                        e.render_rgb()
+                    }
+                    "MountainCar-v0" => {
+                        let mut e = MountainCar::default();
+                        e.set_state([s[0], s[1]]);
+                        e.render_rgb()
+                    }
+                    "Acrobot-v1" => {
+                        let mut e = Acrobot::default();
+                        e.set_state([s[0], s[1], s[2], s[3]]);
+                        e.render_rgb()
+                    }
+                    other => panic!("parity: no render for {other}"),
+                }
+                .unwrap();
+                json!({"height": im.height, "width": im.width, "hex": im.data.iter().map(|b| format!("{b:02x}")).collect::<String>()})
+            })
+            .collect();
+        println!("{}", json!({ "images": images }));
+        return;
+    }
     let mut episodes = Vec::new();
     for ep in job["episodes"].as_array().expect("episodes") {
         let acts = actions(ep);

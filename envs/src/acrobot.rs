@@ -215,21 +215,23 @@ impl Env for Acrobot {
         let bound = LINK_LENGTH_1 + LINK_LENGTH_2 + 0.2;
         let scale = dim as f64 / (bound * 2.0);
         let offset = dim as f64 / 2.0;
-        // Gymnasium draws with y up, then flips: y -> dim - y.
-        let fy = |y: f64| dim as f64 - y;
-        im.draw_line(-2.2 * scale + offset, fy(scale + offset), 2.2 * scale + offset, fy(scale + offset), BLACK);
+        // Gymnasium draws at whole pixels with y up, then flips the rows: its point (x, y) is
+        // (x + 0.5, dim − 0.5 − y) here (see MountainCar's render).
+        let at = |x: f64, y: f64| (x + 0.5, dim as f64 - 0.5 - y);
+        let (a, b) = (at((-2.2 * scale + offset).trunc(), (scale + offset).trunc()), at((2.2 * scale + offset).trunc(), (scale + offset).trunc()));
+        im.draw_line(a.0, a.1, b.0, b.1, BLACK);
         let p1 = (LINK_LENGTH_1 * s[0].sin() * scale, -LINK_LENGTH_1 * s[0].cos() * scale);
         let thetas = [s[0] - PI / 2.0, s[0] + s[1] - PI / 2.0];
         let lens = [LINK_LENGTH_1 * scale, LINK_LENGTH_2 * scale];
         for ((x, y), (th, len)) in [(0.0, 0.0), p1].into_iter().zip(thetas.into_iter().zip(lens)) {
             let (x, y) = (x + offset, y + offset);
             let (l, r, t, b) = (0.0, len, 0.1 * scale, -0.1 * scale);
-            let quad: Vec<(f64, f64)> = [(l, b), (l, t), (r, t), (r, b)]
-                .into_iter()
-                .map(|(cx, cy)| (cx * th.cos() - cy * th.sin() + x, fy(cx * th.sin() + cy * th.cos() + y)))
-                .collect();
+            let quad: Vec<(f64, f64)> =
+                // pygame takes whole-pixel vertices (truncated).
+                [(l, b), (l, t), (r, t), (r, b)].into_iter().map(|(cx, cy)| at((cx * th.cos() - cy * th.sin() + x).trunc(), (cx * th.sin() + cy * th.cos() + y).trunc())).collect();
             im.fill_convex(&quad, [0, 204, 204]);
-            im.fill_circle(x.trunc(), fy(y.trunc()), (0.1 * scale).trunc(), [204, 204, 0]);
+            let (jx, jy) = at(x.trunc(), y.trunc());
+            im.fill_circle(jx, jy, (0.1 * scale).trunc(), [204, 204, 0]);
         }
         Some(im)
     }

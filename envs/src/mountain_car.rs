@@ -125,37 +125,45 @@ impl Env for MountainCar {
 
     /// Gymnasium's picture: 600×400, white, the black track `sin(3x)·0.45 + 0.55`, the black
     /// car tilted with the slope, grey wheels, the flag (pole black, flag (204, 204, 0)).
+    /// pygame draws at whole pixels with y up and then flips the rows: the point `(x, y)` of
+    /// Gymnasium's drawing is `(x + 0.5, H − 0.5 − y)` here, so that sampling pixel centres
+    /// lights the pixels pygame lights (up to rounding at the edges, and without anti-aliasing).
     fn render_rgb(&self) -> Option<Rgb> {
         let (w, h) = (600usize, 400usize);
         let mut im = Rgb::new(h, w, WHITE);
         let scale = w as f64 / (MAX_POSITION - MIN_POSITION);
-        // Gymnasium draws with y up, then flips: y -> h - y.
-        let fy = |y: f64| h as f64 - y;
+        let at = |x: f64, y: f64| (x + 0.5, h as f64 - 0.5 - y);
         let xs: Vec<f64> = (0..100).map(|i| MIN_POSITION + (MAX_POSITION - MIN_POSITION) * i as f64 / 99.0).collect();
         for pair in xs.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            im.draw_line((a - MIN_POSITION) * scale, fy(height(a) * scale), (b - MIN_POSITION) * scale, fy(height(b) * scale), BLACK);
+            let (a, b) = (at((pair[0] - MIN_POSITION) * scale, height(pair[0]) * scale), at((pair[1] - MIN_POSITION) * scale, height(pair[1]) * scale));
+            im.draw_line(a.0, a.1, b.0, b.1, BLACK);
         }
         let (carwidth, carheight, clearance) = (40.0, 20.0, 10.0);
         let pos = self.state[0];
         let ang = (3.0 * pos).cos();
         let rot = |(x, y): (f64, f64)| (x * ang.cos() - y * ang.sin(), x * ang.sin() + y * ang.cos());
-        let place = |(x, y): (f64, f64)| (x + (pos - MIN_POSITION) * scale, fy(y + clearance + height(pos) * scale));
         let (l, r, t, b) = (-carwidth / 2.0, carwidth / 2.0, carheight, 0.0);
-        let car: Vec<(f64, f64)> = [(l, b), (l, t), (r, t), (r, b)].into_iter().map(|c| place(rot(c))).collect();
+        let car: Vec<(f64, f64)> = [(l, b), (l, t), (r, t), (r, b)]
+            .into_iter()
+            .map(|c| {
+                let (x, y) = rot(c);
+                // pygame takes whole-pixel vertices (truncated).
+                at((x + (pos - MIN_POSITION) * scale).trunc(), (y + clearance + height(pos) * scale).trunc())
+            })
+            .collect();
         im.fill_convex(&car, BLACK);
         for c in [(carwidth / 4.0, 0.0), (-carwidth / 4.0, 0.0)] {
             let (x, y) = rot(c);
-            let wx = (x + (pos - MIN_POSITION) * scale) as i64 as f64;
-            let wy = (y + clearance + height(pos) * scale) as i64 as f64;
-            im.fill_circle(wx, fy(wy), (carheight / 2.5).trunc(), [128, 128, 128]);
+            // pygame's wheel centres are truncated to whole pixels.
+            let (wx, wy) = at((x + (pos - MIN_POSITION) * scale).trunc(), (y + clearance + height(pos) * scale).trunc());
+            im.fill_circle(wx, wy, (carheight / 2.5).trunc(), [128, 128, 128]);
         }
-        let flagx = ((GOAL_POSITION - MIN_POSITION) * scale) as i64;
-        let flagy1 = (height(GOAL_POSITION) * scale) as i64;
-        let flagy2 = flagy1 + 50;
-        im.fill_rect(flagx, h as i64 - flagy2, flagx + 1, h as i64 - flagy1 + 1, BLACK);
-        let (fx, f2) = (flagx as f64, flagy2 as f64);
-        im.fill_convex(&[(fx, fy(f2)), (fx, fy(f2 - 10.0)), (fx + 25.0, fy(f2 - 5.0))], [204, 204, 0]);
+        let flagx = ((GOAL_POSITION - MIN_POSITION) * scale).trunc();
+        let flagy1 = (height(GOAL_POSITION) * scale).trunc();
+        let flagy2 = flagy1 + 50.0;
+        let (top, bottom) = (at(flagx, flagy2), at(flagx, flagy1));
+        im.fill_rect(flagx as i64, top.1 as i64, flagx as i64 + 1, bottom.1 as i64 + 1, BLACK);
+        im.fill_convex(&[at(flagx, flagy2), at(flagx, flagy2 - 10.0), at(flagx + 25.0, flagy2 - 5.0)], [204, 204, 0]);
         Some(im)
     }
 }
