@@ -245,7 +245,9 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let ntr = xtr.dim(0)?;
     ensure!(ntr > 0 && xva.dim(0)? > 0, "dataset '{}' has an empty train or valid split", cfg.data);
     let threshold = (how == Binarize::Threshold).then(|| cfg.threshold.unwrap_or(data.default_threshold));
-    let cfg = &DensityConfig { binarize: Some(how), threshold, ..cfg.with_model_defaults(data.dim) };
+    // An absolute --data-dir, so that --resume and `wick eval` find the data from any folder.
+    let data_dir = cfg.data_dir.as_ref().map(|d| std::path::absolute(d).map_or(d.clone(), |p| p.display().to_string()));
+    let cfg = &DensityConfig { binarize: Some(how), threshold, data_dir, ..cfg.with_model_defaults(data.dim) };
     let train_rows = data.indices(Split::Train);
     let model = build_model(cfg, data.dim, dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), model.params())?;
