@@ -288,9 +288,12 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let threshold = (how == Binarize::Threshold).then(|| cfg.threshold.unwrap_or(data.default_threshold));
     let world = dist::world();
     let m = cfg.micro_batches.unwrap_or(world.size());
+    // An absolute --data-dir, so that --resume and `wick eval` find the data from any folder.
+    let data_dir = cfg.data_dir.as_ref().map(|d| std::path::absolute(d).map_or(d.clone(), |p| p.display().to_string()));
     let cfg = &DensityConfig {
         binarize: Some(how),
         threshold,
+        data_dir,
         micro_batches: (m > 1).then_some(m),
         ..cfg.with_model_defaults(data.dim)
     };
