@@ -217,18 +217,23 @@ impl OaNade {
 
     /// [`OaNade::log_prob_ordering`] in D batched steps of Candle ops (any device, any depth):
     /// step t reads z_{o_t} from the carried first-layer pre-activation, then adds x_{o_t}.
+    /// The parameters are detached first: through D steps an autograd graph would keep every
+    /// step's activations alive (gigabytes at D = 784).
     pub fn log_prob_ordering_steps(&self, x: &Tensor, order: &[usize]) -> Result<Vec<f64>> {
         let bsz = x.dim(0)?;
-        let mut a = self.b1.unsqueeze(0)?.broadcast_as((bsz, self.hidden))?.contiguous()?;
+        let (wx, wm, c) = (self.wx.detach(), self.wm.detach(), self.c.detach());
+        let vt = self.v.detach().t()?.contiguous()?; // [D, H]: row i is output i's weights
+        let upper: Vec<(Tensor, Tensor)> = self.upper.iter().map(|(w, b)| (w.detach(), b.detach())).collect();
+        let mut a = self.b1.detach().unsqueeze(0)?.broadcast_as((bsz, self.hidden))?.contiguous()?;
         let mut zs = Vec::with_capacity(self.dim);
         for &i in order {
             let mut h = a.relu()?;
-            for (w, b) in &self.upper {
+            for (w, b) in &upper {
                 h = h.matmul(w)?.broadcast_add(b)?.relu()?;
             }
-            zs.push(h.matmul(&self.v.narrow(1, i, 1)?)?.broadcast_add(&self.c.narrow(0, i, 1)?)?);
+            zs.push(h.broadcast_mul(&vt.narrow(0, i, 1)?)?.sum_keepdim(1)?.broadcast_add(&c.narrow(0, i, 1)?)?);
             let xi = x.narrow(1, i, 1)?;
-            a = (a + xi.broadcast_mul(&self.wx.narrow(0, i, 1)?)?)?.broadcast_add(&self.wm.narrow(0, i, 1)?)?;
+            a = (a + xi.broadcast_mul(&wx.narrow(0, i, 1)?)?)?.broadcast_add(&wm.narrow(0, i, 1)?)?;
         }
         let z = Tensor::cat(&zs, 1)?;
         let idx = Tensor::from_vec(order.iter().map(|&i| i as u32).collect::<Vec<_>>(), self.dim, x.device())?;
