@@ -5,6 +5,7 @@ use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use wick_core::binarize::Binarize;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
 use wick_core::optim::OptimKind;
@@ -21,11 +22,19 @@ pub struct DensityFlags {
     #[command(flatten)]
     #[serde(skip)]
     pub common: CommonFlags,
-    /// digits, mnist5k, or a path: .csv/.csv.gz, an MNIST IDX directory, .amat files [default: digits]
+    /// digits, mnist5k, mnist, or a path: .csv/.csv.gz, an MNIST IDX directory, .amat files [default: digits]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
-    /// Binarisation threshold: pixel >= threshold is 1 [default: digits 8, mnist 128]
+    /// Where --data mnist looks first (DIR or DIR/mnist), before $WICK_DATA_DIR/mnist and the cache folder
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// threshold, static (each pixel once ~ Bernoulli(grey/max), fixed stream) or dynamic (train redrawn each epoch) [default: static for mnist, else threshold]
+    #[arg(long, value_parser = parse_binarize)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binarize: Option<Binarize>,
+    /// With --binarize threshold: pixel >= threshold is 1 [default: digits 8, mnist 128]
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
@@ -61,6 +70,12 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
+    /// Cut each batch into this many contiguous micro-batches and sum their gradients in order
+    /// (gradient accumulation; under mpirun the ranks share them, a multiple of the rank count)
+    /// [default: the number of ranks, 1 without mpirun]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batches: Option<usize>,
     /// Early stopping: epochs without a better valid NLL before stopping; 0 never stops early [default: 50]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,6 +94,10 @@ pub struct DensityFlags {
     #[arg(long, value_parser = parse_schedule)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
+}
+
+fn parse_binarize(s: &str) -> std::result::Result<Binarize, String> {
+    s.parse::<Binarize>().map_err(|e| e.to_string().trim_start_matches("--binarize: ").to_string())
 }
 
 fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
@@ -165,12 +184,11 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         "all" => vec![Split::Train, Split::Valid, Split::Test],
         s => vec![s.parse::<Split>().map_err(|_| Error::new(format!("--split: '{s}' is not one of train, valid, test, all")))?],
     };
-    let data = Dataset::load(a.data.as_deref().unwrap_or(&cfg.data))?;
+    let (data, x) = dtrain::load_data(&cfg, a.data.as_deref())?;
     let model = load_model(&run, &cfg, data.dim, &device)?;
     if data.dim != model.dim() {
         bail!("data has {} dimensions but the model was trained on {}", data.dim, model.dim());
     }
-    let x = data.binarized(cfg.threshold);
     let mut rows = String::from("index,split,label,log_prob\n");
     // Progress in chunks of rows (an ensemble of many orderings can take minutes).
     const CHUNK: usize = 250;
@@ -213,7 +231,7 @@ pub struct SampleArgs {
     /// Number of samples
     #[arg(long, default_value_t = 64)]
     pub n: usize,
-    /// Output PNG (a grid of the samples)
+    /// Output PNG (a grid of the samples), or FILE.csv (one 0/1 row per sample; the only choice for vector data)
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
     /// Seed of the sampling stream
@@ -236,27 +254,36 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
     }
     let device = wick_core::device::parse_device(&a.device)?;
     let (run, cfg) = load_run(&a.run_dir)?;
-    let train_data = Dataset::load(&cfg.data)?;
+    let (train_data, _) = dtrain::load_data(&cfg, None)?;
     let model = load_model(&run, &cfg, train_data.dim, &device)?;
     let mut rng = Rng::stream(a.seed, "sample");
     let (h, w) = (train_data.height, train_data.width);
     let samples = match &a.complete_from {
         None => model.sample(a.n, &mut rng, None)?,
         Some(d) => {
-            let data = Dataset::load(d)?;
+            let (data, x) = dtrain::load_data(&cfg, Some(d))?;
             if data.dim != model.dim() {
                 bail!("--complete-from: data has {} dimensions but the model was trained on {}", data.dim, model.dim());
             }
+            if !data.is_image() {
+                bail!("--complete-from observes image regions, but the data are {}-dimensional vectors, not images", data.dim);
+            }
             let mask = wick_core::mask::observation(&a.observe, h, w, &mut Rng::stream(a.seed, "observe"))?;
-            let x = data.binarized(cfg.threshold);
             let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(a.n).collect();
             let vals = Dataset::gather(&x, data.dim, &idx);
             model.sample(idx.len(), &mut rng, Some((&vals, &mask)))?
         }
     };
     let n = samples.len() / model.dim();
-    let (px, gh, gw) = dtrain::image_grid(&samples, n, h, w);
-    wick_core::image::write_png(&a.out, &px, gh, gw, 1)?;
+    if a.out.extension().is_some_and(|e| e == "csv") {
+        let rows: String = samples.chunks(model.dim()).map(|r| r.iter().map(|&b| if b >= 0.5 { "1" } else { "0" }).collect::<Vec<_>>().join(",") + "\n").collect();
+        wick_core::checkpoint::write_atomic(&a.out, rows.as_bytes())?;
+    } else if !train_data.is_image() {
+        bail!("the data are {}-dimensional vectors, not images: write the samples as CSV rows with --out FILE.csv", model.dim());
+    } else {
+        let (px, gh, gw) = dtrain::image_grid(&samples, n, h, w);
+        wick_core::image::write_png(&a.out, &px, gh, gw, 1)?;
+    }
     println!("{n} {} written to {}", if a.complete_from.is_some() { "completions" } else { "samples" }, a.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -4,17 +4,23 @@
 //! Job: `{"env": id, "options": {k: v}, "max_episode_steps": n | null, "episodes": [...]}`, each
 //! episode `{"actions": [...], "extra": k}` plus the randomness Gymnasium drew:
 //! CartPole `"state_bits"` (the initial state as f64 bit patterns), Blackjack `"cards"`,
-//! FrozenLake / CliffWalking `"uniform_bits"` (one uniform per step, as f64 bit patterns).
+//! FrozenLake / CliffWalking `"uniform_bits"` (one uniform per step, as f64 bit patterns);
+//! Taxi `"reset_bits"` (the start and fickleness uniforms), `"uniform_bits"` and `"choice"` (the
+//! fickle passenger's new destination, an index into the other three); MountainCar and Acrobot
+//! `"state_bits"` like CartPole.
 //! Actions are played until the episode ends, then `extra` more (stepping past termination).
 //! Output: `{"episodes": [{"reset": obs, "steps": [[obs, reward, terminated, truncated], ...]}]}`.
 
 use std::io::Read;
 
 use serde_json::{json, Value};
+use wick_envs::acrobot::{Acrobot, Dynamics};
 use wick_envs::blackjack::{Blackjack, BlackjackConfig, Cards};
 use wick_envs::cartpole::CartPole;
 use wick_envs::cliff_walking::CliffWalking;
 use wick_envs::frozen_lake::{parse_map, FrozenLake, FrozenLakeConfig};
+use wick_envs::mountain_car::MountainCar;
+use wick_envs::taxi::{Taxi, TaxiConfig};
 use wick_envs::wrappers::TimeLimit;
 use wick_envs::{Env, Step};
 
@@ -112,6 +118,39 @@ fn main() {
                 let us = bits(&ep["uniform_bits"]);
                 let (o, _) = env.reset(Some(0));
                 (json!(o), play(&acts, extra, |o| json!(o), |i, a| env.step_with(|e| e.step_with_uniform(a, us[i]))))
+            }
+            "Taxi-v4" => {
+                let num = |k: &str, d: f64| opt(&job, k).map_or(d, |v| v.parse().unwrap());
+                let cfg = TaxiConfig {
+                    is_rainy: opt_bool(&job, "is_rainy", false),
+                    fickle_passenger: opt_bool(&job, "fickle_passenger", false),
+                    rainy_probability: num("rainy_probability", 0.8),
+                    fickle_probability: num("fickle_probability", 0.3),
+                };
+                let mut env = limit(Taxi::new(&cfg).unwrap(), &job);
+                let (r, us) = (bits(&ep["reset_bits"]), bits(&ep["uniform_bits"]));
+                let choice = ep["choice"].as_u64().unwrap() as usize;
+                env.reset(Some(0));
+                let (o, _) = env.inner_mut().reset_with_draws(r[0], r[1]);
+                (json!(o), play(&acts, extra, |o| json!(o), |i, a| env.step_with(|e| e.step_with_draws(a, us[i], choice))))
+            }
+            "MountainCar-v0" => {
+                let goal_velocity = opt(&job, "goal_velocity").map_or(0.0, |v| v.parse().unwrap());
+                let mut env = limit(MountainCar::new(goal_velocity), &job);
+                env.reset(Some(0));
+                let s = bits(&ep["state_bits"]);
+                let o = env.inner_mut().set_state([s[0], s[1]]);
+                let f = |o: &[f32; 2]| json!(o.iter().map(|&x| x as f64).collect::<Vec<_>>());
+                (f(&o), play(&acts, extra, f, |_, a| env.step(a)))
+            }
+            "Acrobot-v1" => {
+                let dynamics = if opt(&job, "book_or_nips") == Some("nips") { Dynamics::Nips } else { Dynamics::Book };
+                let mut env = limit(Acrobot::new(dynamics), &job);
+                env.reset(Some(0));
+                let s = bits(&ep["state_bits"]);
+                let o = env.inner_mut().set_state([s[0], s[1], s[2], s[3]]);
+                let f = |o: &[f32; 6]| json!(o.iter().map(|&x| x as f64).collect::<Vec<_>>());
+                (f(&o), play(&acts, extra, f, |_, a| env.step(a)))
             }
             other => panic!("parity: no driver for {other}"),
         };

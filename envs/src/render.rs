@@ -88,6 +88,16 @@ impl Rgb {
         }
     }
 
+    /// Draw a one-pixel line from `(x0, y0)` to `(x1, y1)` (pixel coordinates; a step per pixel
+    /// along the longer axis, each point rounded to the nearest pixel).
+    pub fn draw_line(&mut self, x0: f64, y0: f64, x1: f64, y1: f64, c: [u8; 3]) {
+        let n = (x1 - x0).abs().max((y1 - y0).abs()).ceil().max(1.0) as i64;
+        for i in 0..=n {
+            let t = i as f64 / n as f64;
+            self.put((y0 + t * (y1 - y0)).round() as i64, (x0 + t * (x1 - x0)).round() as i64, c);
+        }
+    }
+
     /// PNG bytes (via `wick_core::image`).
     pub fn to_png(&self) -> Result<Vec<u8>> {
         wick_core::image::encode_png(&self.data, self.height, self.width, 3)
@@ -131,6 +141,8 @@ mod tests {
         assert_eq!(im.pixel(4, 12), [1, 2, 3]);
         im.fill_circle(5.0, 5.0, 2.0, [9, 9, 9]);
         assert_eq!(im.pixel(5, 5), [9, 9, 9]);
+        im.draw_line(0.0, 9.0, 19.0, 9.0, [7, 7, 7]);
+        assert!((0..20).all(|x| im.pixel(9, x) == [7, 7, 7]));
         assert!(im.to_png().unwrap().starts_with(b"\x89PNG"));
     }
 }
