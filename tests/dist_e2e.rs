@@ -6,6 +6,8 @@
 //! OpenMPI and runs these). Without `mpirun` the tests skip with a note, except under CI.
 //! Without the feature, the one test left checks the one-line refusal.
 
+#![cfg_attr(not(feature = "mpi"), allow(dead_code, unused_imports))]
+
 mod common;
 use common::*;
 use std::path::Path;
@@ -187,6 +189,11 @@ fn resume_continues_exactly_with_another_rank_count() {
         }
         same_run(&d.join(&reference), &dir, &format!("micro-batches {m}: {first_n} rank(s), crash, resume with {then_n}"));
     }
+    // A plain run (one micro-batch) resumed under 2 ranks keeps its arithmetic: refused.
+    run_ok(&train_args("nade", &["--data", "digits", "--epochs", "1", "--hidden", "16", "--batch", "60"], &d, "plain", &[]));
+    let (code, _, err, _) = mpi_run(&mpirun, 2, &["train", "nade", "--quiet", "--resume", s(&d.join("plain"))]);
+    assert_ne!(code, 0);
+    assert!(err.contains("1 micro-batches, which 2 ranks cannot share"), "{err}");
     // A run of 4 micro-batches cannot be shared by 3 ranks: one line saying which counts can.
     let (code, _, err, _) = mpi_run(&mpirun, 3, &["train", "nade", "--quiet", "--resume", s(&d.join("crash-m4"))]);
     assert_eq!(code, 2.max(code), "{err}");

@@ -230,13 +230,15 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let ntr = xtr.dim(0)?;
     ensure!(ntr > 0 && xva.dim(0)? > 0, "dataset '{}' has an empty train or valid split", cfg.data);
     let world = dist::world();
-    let m = cfg.micro_batches.unwrap_or(world.size());
+    // Unset in a fresh run: one micro-batch per rank. Unset in a saved config: the run had one
+    // (a resumed run keeps its arithmetic whatever the number of ranks).
+    let m = cfg.micro_batches.unwrap_or(if rt.resume { 1 } else { world.size() });
     let cfg = &DensityConfig {
         threshold: Some(cfg.threshold.unwrap_or(data.default_threshold)),
         micro_batches: (m > 1).then_some(m),
         ..cfg.with_model_defaults(data.dim)
     };
-    let dp = DataParallel::new(m, cfg.batch, world)?;
+    let dp = DataParallel::new(m, cfg.batch, world)?.on_device(dev)?;
     let model = build_model(cfg, data.dim, dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), model.params())?;
 
