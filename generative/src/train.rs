@@ -213,6 +213,12 @@ fn ensure_fits(cfg: &DensityConfig, dim: usize) -> Result<()> {
             let weights = product(&[2, dim, h]).saturating_add(product(&[layers.saturating_sub(1), h, h]));
             (weights.saturating_mul(1 + masks as u128), product(&[b, layers, h]).saturating_mul(3))
         }
+        // W_x, W_m, V and the upper layers; per row the mask, the loss weights and 3 copies of
+        // each hidden layer (pre-activation, activation, gradient).
+        "oanade" => (
+            product(&[3, dim, h]).saturating_add(product(&[layers.saturating_sub(1), h, h])),
+            product(&[b, 4, dim]).saturating_add(product(&[b, layers, h]).saturating_mul(3)),
+        ),
         _ => return Ok(()),
     };
     let what = format!("{} with --hidden {h} on {dim} inputs", cfg.algo);
