@@ -188,7 +188,8 @@ pub struct SampleArgs {
     /// Number of samples
     #[arg(long, default_value_t = 64)]
     pub n: usize,
-    /// Output PNG (a grid of the samples)
+    /// Output PNG (a grid of the samples; with --complete-from each original beside its
+    /// completion, the observed region outlined, PNG or SVG)
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
     /// Seed of the sampling stream
@@ -217,7 +218,7 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
     let (h, w) = (train_data.height, train_data.width);
     let samples = match &a.complete_from {
         None => model.sample(a.n, &mut rng, None)?,
-        Some(d) => {
+        Some(d) if a.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png") || e.eq_ignore_ascii_case("svg")) => {
             let data = Dataset::load(d)?;
             if data.dim != model.dim() {
                 bail!("--complete-from: data has {} dimensions but the model was trained on {}", data.dim, model.dim());
@@ -226,8 +227,15 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
             let x = data.binarized(cfg.threshold);
             let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(a.n).collect();
             let vals = Dataset::gather(&x, data.dim, &idx);
-            model.sample(idx.len(), &mut rng, Some((&vals, &mask)))?
+            let completions = model.sample(idx.len(), &mut rng, Some((&vals, &mask)))?;
+            // Each original beside its completion, the observed region outlined.
+            let title = format!("{} completions of {d} test images ({} observed)", cfg.algo, a.observe);
+            let fig = wick_plot::completion::Completions { title, originals: vals, completions, observed: mask, n: idx.len(), h, w };
+            wick_plot::write(&fig, &a.out)?;
+            println!("{} completions written to {} (original | completion)", idx.len(), a.out.display());
+            return Ok(ExitCode::SUCCESS);
         }
+        Some(_) => bail!("--out '{}': give the picture a .png or .svg name", a.out.display()),
     };
     let n = samples.len() / model.dim();
     let (px, gh, gw) = dtrain::image_grid(&samples, n, h, w);

@@ -2,6 +2,7 @@
 
 mod cli;
 mod density;
+mod plot;
 mod reinforce;
 mod tabular;
 mod tabular_images;
