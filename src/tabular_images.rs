@@ -6,7 +6,7 @@
 //!   A..10, y = player sum 12..21. Tag `blackjack/values_and_policy`, file `values_and_policy.png`.
 //! - Grid worlds (GridWorld, FrozenLake, CliffWalking): the greedy action of each cell as an
 //!   arrow (a circle for GridWorld's stay), forbidden/hole/cliff cells orange, targets cyan, the
-//!   state value in each cell. Tag `grid/values_and_policy`, file `values_and_policy.png`.
+//!   state value in each cell (none in FrozenLake's and CliffWalking's terminal cells). Tag `grid/values_and_policy`, file `values_and_policy.png`.
 //! - Off-policy prediction (S&B Ex. 5.4, Fig. 5.3): ordinary vs weighted importance-sampling
 //!   error against episodes, log scale. Tag `eval/mse_curves`, file `mse.png`.
 
@@ -113,5 +113,5 @@ fn grid(cfg: &TabularConfig, env: &str, values: &[f64], policy: Option<&[usize]>
         })
         .collect();
     let moves = policy.map(|p| p.iter().map(|&a| moves.get(a).copied().unwrap_or((0, 0))).collect());
-    Ok(Some(Plot::Grid(GridPolicy { title, nrow, ncol, cells, bad_name: bad_name.into(), goal_name: goal_name.into(), moves, values: Some(values.to_vec()) })))
+    Ok(Some(Plot::Grid(GridPolicy { title, nrow, ncol, cells, bad_name: bad_name.into(), goal_name: goal_name.into(), moves, values: Some(values.to_vec()), terminal: env != "GridWorld" })))
 }

@@ -41,6 +41,7 @@ fn main() -> wick_core::Result<()> {
             goal_name: "target".into(),
             moves: Some(moves),
             values: Some((0..25).map(|s| s as f64 * 0.37 - 3.0).collect()),
+            terminal: false,
         })),
     ];
     for (name, fig) in &figs {

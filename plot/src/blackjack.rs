@@ -125,7 +125,7 @@ fn heat<DB: DrawingBackend>(
 
 /// The value colour bar, −1 (bottom) to +1 (top).
 fn colour_bar<DB: DrawingBackend>(area: &Area<DB>) -> DrawResult<DB> {
-    let mut chart = ChartBuilder::on(area).caption("v(s)", ("sans-serif", 15)).margin_top(6).right_y_label_area_size(44).build_cartesian_2d(0.0..1.0, -1.0..1.0)?;
+    let mut chart = ChartBuilder::on(area).caption("v(s)", ("sans-serif", 15)).margin_top(2).set_label_area_size(LabelAreaPosition::Top, 10).right_y_label_area_size(44).build_cartesian_2d(0.0..1.0, -1.0..1.0)?;
     chart
         .configure_mesh()
         .disable_mesh()

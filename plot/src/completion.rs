@@ -20,7 +20,7 @@ pub struct Completions {
     pub w: usize,
 }
 
-const HEAD: u32 = 56;
+const HEAD: u32 = 70;
 const OBSERVED: RGBColor = RGBColor(220, 30, 30);
 
 impl Completions {
@@ -61,11 +61,14 @@ impl Figure for Completions {
             let x = 10 + c * (2 * tw + 36);
             for (j, img) in [&self.originals[i * d..(i + 1) * d], &self.completions[i * d..(i + 1) * d]].into_iter().enumerate() {
                 let x = x + j as i32 * (tw + 6);
+                if r == 0 {
+                    let label = ["original", "completion"][j];
+                    root.draw(&Text::new(label, (x + tw / 2, HEAD as i32 - 18), TextStyle::from(("sans-serif", 13)).pos(centre)))?;
+                }
                 for p in 0..d {
-                    let v = (img[p].clamp(0.0, 1.0) * 255.0).round() as u8;
-                    // Observed: grey, ink dark; hidden: the same in blue.
-                    let ink = 255 - v;
-                    let colour = if self.observed[p] { RGBColor(ink, ink, ink) } else { hidden(ink) };
+                    // Ink (value 1) dark on light paper (value 0): grey where observed, blue where hidden.
+                    let ink = img[p].clamp(0.0, 1.0) as f64;
+                    let colour = if self.observed[p] { grey(ink) } else { hidden(ink) };
                     let (py, px) = ((p / self.w) as i32, (p % self.w) as i32);
                     root.draw(&Rectangle::new([(x + px * k, y + py * k), (x + px * k + k, y + py * k + k)], colour.filled()))?;
                 }
@@ -76,10 +79,15 @@ impl Figure for Completions {
     }
 }
 
-/// Hidden pixels: white paper tinted light blue, ink dark blue.
-fn hidden(ink: u8) -> RGBColor {
-    let t = ink as f64 / 255.0;
-    let mix = |paper: f64, dark: f64| (paper + (dark - paper) * t).round() as u8;
+/// Observed pixels: white paper, black ink.
+fn grey(ink: f64) -> RGBColor {
+    let g = (255.0 * (1.0 - ink)).round() as u8;
+    RGBColor(g, g, g)
+}
+
+/// Hidden pixels: paper tinted light blue, ink dark blue.
+fn hidden(ink: f64) -> RGBColor {
+    let mix = |paper: f64, dark: f64| (paper + (dark - paper) * ink).round() as u8;
     RGBColor(mix(215.0, 10.0), mix(230.0, 40.0), mix(255.0, 120.0))
 }
 
@@ -125,11 +133,16 @@ mod tests {
         assert_eq!((fw, fh), fig.size());
         assert_eq!(fig.cols(), 3);
         let has = |c: [u8; 3]| px.chunks(3).any(|p| p == c);
+        let k = fig.scale() as usize;
         assert!(has([OBSERVED.0, OBSERVED.1, OBSERVED.2]), "no outline");
         assert!(has([10, 40, 120]) && has([215, 230, 255]), "hidden region not tinted");
         assert!(has([0, 0, 0]) && has([255, 255, 255]));
+        // Ink is dark in both regions: value 1 at the first hidden pixel of the first original.
+        let first_hidden = (h / 2) * w;
+        let i = (0..w).map(|c| first_hidden + c).find(|&p| fig.originals[p] == 1.0).unwrap();
+        let (x, y) = (10 + (i % w) * k + k / 2, HEAD as usize + (i / w) * k + k / 2);
+        assert_eq!(&px[(y * fw as usize + x) * 3..][..3], &[10, 40, 120]);
         // The top row of the first original is observed: the red line runs along its top.
-        let k = fig.scale() as usize;
         let row = HEAD as usize;
         let red = (10..10 + w * k).filter(|&x| px[(row * fw as usize + x) * 3] == OBSERVED.0 && px[(row * fw as usize + x) * 3 + 1] == OBSERVED.1).count();
         assert!(red > w * k / 2, "{red}");

@@ -13,7 +13,7 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Index into [`PALETTE`].
     pub colour: usize,
-    /// Drawn thin and pale, without a legend entry (e.g. the raw returns under their mean).
+    /// Drawn thin and pale (e.g. the raw returns under their mean).
     pub faint: bool,
 }
 
@@ -70,7 +70,7 @@ impl Curves {
             log_x: false,
             legend_low: true,
             series: vec![
-                Series { label: "episode".into(), points: returns.to_vec(), colour: 0, faint: true },
+                Series { label: "each episode".into(), points: returns.to_vec(), colour: 0, faint: true },
                 Series { label: format!("mean of the last {window} episodes"), points: mean, colour: 0, faint: false },
             ],
         }
@@ -160,7 +160,8 @@ impl Curves {
             let c = PALETTE[s.colour % PALETTE.len()];
             let pts = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite() && (!self.log_x || p.0 > 0.0));
             if s.faint {
-                chart.draw_series(LineSeries::new(pts, c.mix(0.25).stroke_width(1)))?;
+                let style = c.mix(0.3).stroke_width(1);
+                chart.draw_series(LineSeries::new(pts, style))?.label(s.label.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
             } else {
                 let style = c.stroke_width(2);
                 chart.draw_series(LineSeries::new(pts, style))?.label(s.label.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));

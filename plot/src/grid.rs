@@ -34,6 +34,9 @@ pub struct GridPolicy {
     pub moves: Option<Vec<(i32, i32)>>,
     /// State values, written in each cell.
     pub values: Option<Vec<f64>>,
+    /// Bad and goal cells end the episode (FrozenLake, CliffWalking): no decision is made
+    /// there, so they get no arrow and no value. GridWorld's are ordinary states.
+    pub terminal: bool,
 }
 
 const BAD: RGBColor = RGBColor(245, 166, 35);
@@ -73,6 +76,9 @@ impl Figure for GridPolicy {
             };
             root.draw(&Rectangle::new([(x, y), (x + k, y + k)], fill.filled()))?;
             root.draw(&Rectangle::new([(x, y), (x + k, y + k)], RGBColor(128, 128, 128).stroke_width(1)))?;
+            if self.terminal && matches!(cell, Cell::Bad | Cell::Goal) {
+                continue;
+            }
             let (cx, cy) = (x + k / 2, y + k / 2 - if self.values.is_some() { k / 8 } else { 0 });
             if let Some(m) = self.moves.as_ref().and_then(|m| m.get(s)) {
                 arrow(root, (cx, cy), *m, k)?;
@@ -95,8 +101,9 @@ impl Figure for GridPolicy {
             root.draw(&Text::new(name, (lx + 24, ly + 1), ("sans-serif", 15)))?;
             lx += 36 + 9 * name.len() as i32;
         }
-        if self.moves.is_some() {
-            root.draw(&Text::new("arrow: greedy action, circle: stay", (lx, ly + 1), ("sans-serif", 15)))?;
+        if let Some(m) = &self.moves {
+            let key = if m.contains(&(0, 0)) { "arrow: greedy action, circle: stay" } else { "arrow: greedy action" };
+            root.draw(&Text::new(key, (lx, ly + 1), ("sans-serif", 15)))?;
         }
         Ok(())
     }
@@ -134,7 +141,7 @@ mod tests {
         cells[0] = Cell::Start;
         let moves = (0..25).map(|s| if s == 17 { (0, 0) } else if s % 5 < 2 { (1, 0) } else { (0, 1) }).collect();
         let values = (0..25).map(|s| s as f64 * 0.37 - 3.0).collect();
-        GridPolicy { title: "MC ε-greedy, GridWorld".into(), nrow: 5, ncol: 5, cells, bad_name: "forbidden".into(), goal_name: "target".into(), moves: Some(moves), values: Some(values) }
+        GridPolicy { title: "MC ε-greedy, GridWorld".into(), nrow: 5, ncol: 5, cells, bad_name: "forbidden".into(), goal_name: "target".into(), moves: Some(moves), values: Some(values), terminal: false }
     }
 
     #[test]
@@ -150,8 +157,12 @@ mod tests {
         assert!(dark(&im, 0..im.width, HEAD as usize..(h - FOOT) as usize) > 500);
         assert!(dark(&im, 0..im.width, (h - FOOT) as usize..h as usize) > 100);
         let svg = crate::svg(&fig).unwrap();
-        for want in ["forbidden", "target", "\u{2212}3\n", "\n5.88\n"] {
+        for want in ["forbidden", "target", "\u{2212}3\n", "\n5.88\n", "\n3.29\n"] {
             assert!(svg.contains(want), "{want:?} missing");
         }
+        // As FrozenLake's holes and goal: terminal, no value written there.
+        let fig = GridPolicy { terminal: true, ..zhao() };
+        let svg = crate::svg(&fig).unwrap();
+        assert!(svg.contains("\n5.88\n") && !svg.contains("\n3.29\n"));
     }
 }
