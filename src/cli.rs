@@ -1,5 +1,6 @@
 //! Command-line surface: `wick train <algo>`, `wick eval`, `wick sample`, `wick plot`, `wick list`.
 
+use crate::data;
 use crate::density;
 use crate::reinforce;
 use crate::tabular;
@@ -45,6 +46,11 @@ enum Cmd {
     Embed(pretrain::EmbedArgs),
     /// List algorithms, datasets and environments, one line each
     List,
+    /// Data sets: fetch MNIST, export binarized splits as .amat
+    Data {
+        #[command(subcommand)]
+        cmd: data::DataCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -55,6 +61,8 @@ enum TrainCmd {
     Nade(density::DensityFlags),
     /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
     Made(density::DensityFlags),
+    /// Order-agnostic NADE (DeepNADE): exact conditionals for any observed set, ensembles of orderings (density model)
+    Oanade(density::DensityFlags),
     /// REINFORCE: Monte Carlo policy gradient, optionally with a learned baseline (discrete-action envs)
     Reinforce(reinforce::ReinforceFlags),
     /// Tabular MC prediction of v_pi, first- or every-visit (S&B 5.1)
@@ -89,6 +97,9 @@ pub struct EvalArgs {
     /// Density models: train, valid, test or all
     #[arg(long, default_value = "test")]
     pub split: String,
+    /// Order-agnostic NADE: evaluate the ensemble of the first K orderings [default: the run's --orderings]
+    #[arg(long)]
+    pub orderings: Option<usize>,
     /// Density models: write one row per example (index, split, label, log_prob in nats) to this CSV file
     #[arg(long, value_name = "FILE.csv")]
     pub per_example: Option<PathBuf>,
@@ -180,17 +191,30 @@ pub fn prepare(algo: &str, common: &CommonFlags, data_name: &str, seed: u64, ove
         if overrides_given || common.config.is_some() || common.seed.is_some() {
             bail!("--resume continues a run with its saved config.toml: drop the hyperparameter flags (and --config/--seed), or start a new run");
         }
-        let run = RunDir::open(dir)?;
-        let table = run.read_config()?;
+        // Rank 0 opens the directory and reads its config; the other ranks get the text from it.
+        let world = wick_core::dist::world();
+        let (run, mut text) = if world.is_root() {
+            let run = RunDir::open(dir)?;
+            let text = std::fs::read(run.file(wick_core::run::CONFIG_FILE))?;
+            (run, text)
+        } else {
+            (RunDir::of_root(dir), Vec::new())
+        };
+        world.broadcast_bytes(&mut text);
+        let table = wick_core::config::parse_toml(&String::from_utf8_lossy(&text), &run.file(wick_core::run::CONFIG_FILE))?;
         let saved_algo = table.get("algo").and_then(|v| v.as_str()).unwrap_or("?");
         if saved_algo != algo {
             bail!("'{}' is a {saved_algo} run, not {algo}: resume it with `wick train {saved_algo} --resume {}`", dir.display(), dir.display());
         }
         return Ok(Prepared { runtime: Runtime { dir: run, device, resume: true, quiet: common.quiet }, saved: Some(table), created: false });
     }
-    let name = common.run_name.clone().unwrap_or_else(|| default_run_name(algo, data_name, seed));
+    let world = wick_core::dist::world();
+    // The default name has the time in it: the other ranks take rank 0's, and only rank 0 creates it.
+    let mut name = common.run_name.clone().unwrap_or_else(|| default_run_name(algo, data_name, seed)).into_bytes();
+    world.broadcast_bytes(&mut name);
+    let name = String::from_utf8_lossy(&name).into_owned();
     let existed = common.logdir.join(&name).exists();
-    let dir = RunDir::create(&common.logdir, &name, common.force)?;
+    let dir = if world.is_root() { RunDir::create(&common.logdir, &name, common.force)? } else { RunDir::of_root(&common.logdir.join(&name)) };
     Ok(Prepared { runtime: Runtime { dir, device, resume: false, quiet: common.quiet }, saved: None, created: !existed })
 }
 
@@ -234,6 +258,10 @@ where
 /// its directory empty, remove the directory so a corrected retry can use the same name.
 pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode> {
     let dir = p.runtime.dir.path();
+    if !wick_core::dist::world().is_root() {
+        // Rank 0 reports for the whole data-parallel run; the others print only their errors.
+        return out.map(|o| if matches!(o, Outcome::Interrupted { .. }) { ExitCode::from(130) } else { ExitCode::SUCCESS });
+    }
     match out {
         Ok(Outcome::Finished(metrics)) => {
             // The headline figures each kind of run reports, in this order, where present.
@@ -242,7 +270,7 @@ pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode
                 "eval_mean_return", "optimal_action_agreement", "value_rmse", "episodes_per_s", "train_steps_per_s",
                 "probe_acc_all", "probe_acc_100",
             ];
-            let shown: String = SHOWN.iter().filter_map(|k| metrics.get(*k).map(|v| format!(" {k} {v}"))).collect();
+            let shown: String = SHOWN.iter().filter_map(|k| metrics.get(*k).map(|v| format!(" {k} {}", for_people(k, v)))).collect();
             println!("{algo}: done in {}:{shown}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -262,12 +290,25 @@ pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode
     }
 }
 
+/// A figure as a person reads it: rates to whole units, other fractions to four decimals, trailing
+/// zeros dropped (`metrics.json` keeps full precision).
+fn for_people(key: &str, v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(x) if v.is_f64() => {
+            let text = if key.ends_with("_per_s") { format!("{x:.0}") } else { format!("{x:.4}") };
+            if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text }
+        }
+        _ => v.to_string(),
+    }
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Train { algo } => match algo {
             TrainCmd::Fvsbn(f) => density::train("fvsbn", f),
             TrainCmd::Nade(f) => density::train("nade", f),
             TrainCmd::Made(f) => density::train("made", f),
+            TrainCmd::Oanade(f) => density::train("oanade", f),
             TrainCmd::Reinforce(f) => reinforce::train(f),
             TrainCmd::McPrediction(f) => tabular::train("mc-prediction", f),
             TrainCmd::McBasic(f) => tabular::train("mc-basic", f),
@@ -280,7 +321,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             TrainCmd::Vicreg(f) => pretrain::train("vicreg", f),
         },
         Cmd::Eval(a) => match run_algo(&a.run_dir)?.as_str() {
-            "fvsbn" | "nade" | "made" => density::eval(a),
+            "fvsbn" | "nade" | "made" | "oanade" => density::eval(a),
             "reinforce" => reinforce::eval(a),
             a2 if tabular::ALGOS.iter().any(|t| t.0 == a2) => tabular::eval(a),
             "masked" | "simclr" | "vicreg" => bail!("'{}' is a pretraining run: evaluate it with `wick probe {}`", a.run_dir.display(), a.run_dir.display()),
@@ -290,6 +331,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Plot(a) => crate::plot::plot(a),
         Cmd::Probe(a) => pretrain::probe(a),
         Cmd::Embed(a) => pretrain::embed(a),
+        Cmd::Data { cmd } => data::run(cmd),
         Cmd::List => {
             list();
             Ok(ExitCode::SUCCESS)
@@ -317,5 +359,21 @@ fn list() {
     println!("environments (--env ID, options as key=value,...):");
     for (id, what) in wick_envs::registry::list() {
         println!("  {id:<24} {what}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_people;
+    use serde_json::json;
+
+    #[test]
+    fn figures_for_people_are_rounded() {
+        assert_eq!(for_people("test_nll", &json!(18.103904570473563)), "18.1039");
+        assert_eq!(for_people("train_samples_per_s", &json!(630734.3729054254)), "630734");
+        assert_eq!(for_people("best_epoch", &json!(499)), "499");
+        assert_eq!(for_people("optimal_action_agreement", &json!(1.0)), "1");
+        assert_eq!(for_people("value_rmse", &json!(0.0330)), "0.033");
+        assert_eq!(for_people("eval_mean_return", &json!(-0.04241)), "-0.0424");
     }
 }

@@ -85,6 +85,9 @@ fn parse_encoder(s: &str) -> std::result::Result<EncoderKind, String> {
 }
 
 pub fn train(algo: &str, flags: PretrainFlags) -> Result<ExitCode> {
+    if wick_core::dist::world().size() > 1 {
+        bail!("{} does not train data-parallel yet (only fvsbn, nade and made do): run it without mpirun/srun", algo);
+    }
     let (cfg, prepared) = configure(algo, &flags, &flags.common, |cfg: PretrainConfig| {
         cfg.validate()?;
         let (data, seed) = (cfg.data.clone(), cfg.seed);

@@ -85,6 +85,9 @@ pub struct ReinforceFlags {
 }
 
 pub fn train(flags: ReinforceFlags) -> Result<ExitCode> {
+    if wick_core::dist::world().size() > 1 {
+        bail!("{} does not train data-parallel yet (only fvsbn, nade and made do): run it without mpirun/srun", "reinforce");
+    }
     let (cfg, prepared) = configure("reinforce", &flags, &flags.common, |cfg: ReinforceConfig| {
         cfg.validate()?;
         // Unknown env or continuous actions: refuse before creating the run directory.

@@ -1,6 +1,7 @@
 //! The density-model trainer: minibatch maximum likelihood with early stopping on valid NLL.
 //!
-//! Per epoch: shuffle the train split with the run's `data` stream, take Adam/AdamW/SGD steps
+//! Per epoch: shuffle the train split with the run's `data` stream (with `--binarize dynamic`,
+//! first redraw the training bits from the epoch's stream, [`wick_core::binarize`]), take Adam/AdamW/SGD steps
 //! on the mean NLL of each batch, evaluate the exact valid NLL, keep the best model in
 //! `best.safetensors`, and write the full state (parameters, optimizer moments, the data
 //! stream, counters) to `checkpoint.safetensors`. After the last epoch, or when valid NLL has
@@ -9,16 +10,26 @@
 //!
 //! TensorBoard: `losses/train_nll` (mean over the epoch's batches), `eval/valid_nll`,
 //! `eval/test_nll` (once, for the best model), `charts/samples_per_s`, `charts/learning_rate`,
-//! sample grids under `samples`, parameter histograms under `params/…`; step = epoch.
+//! sample grids under `samples`, parameter histograms under `params/…`; step = epoch. Data of
+//! vectors rather than images (a CSV whose width is not a square) gets, instead of the grids,
+//! a text `samples` entry: per-dimension marginals of the samples beside the training data's,
+//! and sample rows as 0/1 strings.
+//!
+//! Data-parallel (`mpirun -np N`, core's dist.rs): `batch` is the global batch; each step's
+//! rows are cut into `micro_batches` contiguous parts, rank r computes its share, and the
+//! gradients are summed in part order, so N ranks give the bits of one process with
+//! `--micro-batches N`. Rank 0 alone evaluates, logs and writes files.
 
 use crate::made::{Made, Order};
 use crate::model::DensityModel;
-use crate::{Fvsbn, Nade};
+use crate::{Fvsbn, Nade, OaNade};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+use wick_core::binarize::{self, Binarize};
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
+use wick_core::dist::{self, DataParallel};
 use wick_core::optim::{clip_grad_norm, OptimConfig, Optimizer};
 use wick_core::rng::Rng;
 use wick_core::run::{Outcome, Runtime};
@@ -32,23 +43,34 @@ use wick_core::{bail, ensure, Result};
 pub struct DensityConfig {
     /// Model: `fvsbn`.
     pub algo: String,
-    /// `digits`, `mnist5k` or a path (see `wick list`).
+    /// `digits`, `mnist5k`, `mnist` or a path (see `wick list`).
     pub data: String,
-    /// Binarisation: pixel ≥ threshold → 1. Unset: the dataset's default (digits 8, mnist 128).
+    /// Where `mnist` is looked for first (see [`wick_core::data::mnist_dir`]).
+    pub data_dir: Option<String>,
+    /// threshold, static or dynamic. Unset: static for `mnist`, threshold otherwise.
+    pub binarize: Option<Binarize>,
+    /// `--binarize threshold`: pixel ≥ threshold → 1. Unset: the dataset's default (digits 8, mnist 128).
     pub threshold: Option<f32>,
-    /// NADE/MADE hidden units. Unset: 100 for D ≤ 100 (digits), else 500.
+    /// NADE/MADE/order-agnostic NADE hidden units. Unset: 100 for D ≤ 100 (digits), else 500.
     pub hidden: Option<usize>,
-    /// MADE hidden layers [1].
+    /// MADE and order-agnostic NADE hidden layers [1].
     pub layers: Option<usize>,
+    /// Order-agnostic NADE: orderings in the ensemble that valid and test NLL use [1].
+    pub orderings: Option<usize>,
     /// MADE mask sets K (connectivity-agnostic training; the test-time model is their mixture) [1].
     pub masks: Option<usize>,
-    /// MADE input ordering: natural or random [natural].
+    /// MADE input ordering: natural (raster) or random [random: with raster order the hidden units
+    /// of low degree see only the blank top rows of an image; docs/density.md has the comparison].
     pub order: Option<Order>,
     /// MADE order-agnostic training: every mask set gets its own random ordering [false].
     pub order_agnostic: Option<bool>,
     pub seed: u64,
     pub epochs: u64,
     pub batch: usize,
+    /// Micro-batches per batch, all ranks together: gradient accumulation in one process, the
+    /// ranks' shares under mpirun. Unset: the number of ranks (1: the plain step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batches: Option<usize>,
     /// Stop after this many epochs without a better valid NLL (0: never stop early).
     pub patience: u64,
     /// Clip gradients to this global L2 norm (0: no clipping).
@@ -64,15 +86,19 @@ impl Default for DensityConfig {
         DensityConfig {
             algo: "fvsbn".into(),
             data: "digits".into(),
+            data_dir: None,
+            binarize: None,
             threshold: None,
             hidden: None,
             layers: None,
+            orderings: None,
             masks: None,
             order: None,
             order_agnostic: None,
             seed: 0,
             epochs: 500,
             batch: 100,
+            micro_batches: None,
             patience: 50,
             clip_grad: 0.0,
             log_every: 50,
@@ -87,6 +113,7 @@ pub const MODELS: &[(&str, &str)] = &[
     ("fvsbn", "fully visible sigmoid belief net: logistic regression of x_d on x_<d (density model)"),
     ("nade", "neural autoregressive distribution estimator, tied weights, O(DH) (density model)"),
     ("made", "masked autoencoder for distribution estimation, K masks, any ordering (density model)"),
+    ("oanade", "order-agnostic NADE (DeepNADE): any conditional exact, ensembles of orderings (density model)"),
 ];
 
 impl DensityConfig {
@@ -94,29 +121,37 @@ impl DensityConfig {
         ensure!(MODELS.iter().any(|(m, _)| *m == self.algo), "unknown density model '{}': expected one of {}", self.algo, MODELS.iter().map(|m| m.0).collect::<Vec<_>>().join(", "));
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
         ensure!(self.batch >= 1, "batch size must be at least 1, got {}", self.batch);
+        ensure!(self.micro_batches != Some(0), "micro-batches must be at least 1, got 0");
         ensure!(self.clip_grad.is_finite() && self.clip_grad >= 0.0, "clip-grad must be a non-negative number, got {}", self.clip_grad);
         if let Some(t) = self.threshold {
             ensure!(t.is_finite(), "threshold must be a finite number, got {t}");
+            let how = self.binarize_mode();
+            let default = if self.binarize.is_none() { format!(" (the default for '{}')", self.data) } else { String::new() };
+            ensure!(how == Binarize::Threshold, "--threshold applies to --binarize threshold, not {how}{default}");
         }
         self.optim.validate()?;
         self.schedule.validate()?;
-        let given = |name: &str, set: bool| -> Result<()> {
-            ensure!(!set, "--{name} does not apply to {} (it is for {})", self.algo, if name == "hidden" { "nade and made" } else { "made" });
-            Ok(())
-        };
-        if self.algo == "fvsbn" {
-            given("hidden", self.hidden.is_some())?;
+        // Each model option and the models it applies to.
+        let options: [(&str, bool, &[&str]); 6] = [
+            ("hidden", self.hidden.is_some(), &["nade", "made", "oanade"]),
+            ("layers", self.layers.is_some(), &["made", "oanade"]),
+            ("masks", self.masks.is_some(), &["made"]),
+            ("order", self.order.is_some(), &["made"]),
+            ("order-agnostic", self.order_agnostic.is_some(), &["made"]),
+            ("orderings", self.orderings.is_some(), &["oanade"]),
+        ];
+        for (name, set, models) in options {
+            ensure!(!set || models.contains(&self.algo.as_str()), "--{name} does not apply to {} (it is for {})", self.algo, models.join(", "));
         }
-        if self.algo != "made" {
-            given("layers", self.layers.is_some())?;
-            given("masks", self.masks.is_some())?;
-            given("order", self.order.is_some())?;
-            given("order-agnostic", self.order_agnostic.is_some())?;
-        }
-        for (name, v) in [("hidden", self.hidden), ("layers", self.layers), ("masks", self.masks)] {
+        for (name, v) in [("hidden", self.hidden), ("layers", self.layers), ("masks", self.masks), ("orderings", self.orderings)] {
             ensure!(v != Some(0), "{name} must be at least 1, got 0");
         }
         Ok(())
+    }
+
+    /// The binarization the run uses: `binarize`, else the dataset's default.
+    pub fn binarize_mode(&self) -> Binarize {
+        self.binarize.unwrap_or_else(|| Binarize::default_for(&self.data))
     }
 
     /// Fill the model's unset options with their defaults for `dim` inputs, so that the
@@ -129,8 +164,12 @@ impl DensityConfig {
         if c.algo == "made" {
             c.layers = Some(c.layers.unwrap_or(1));
             c.masks = Some(c.masks.unwrap_or(1));
-            c.order = Some(c.order.unwrap_or(Order::Natural));
+            c.order = Some(c.order.unwrap_or(Order::Random));
             c.order_agnostic = Some(c.order_agnostic.unwrap_or(false));
+        }
+        if c.algo == "oanade" {
+            c.layers = Some(c.layers.unwrap_or(1));
+            c.orderings = Some(c.orderings.unwrap_or(1));
         }
         c
     }
@@ -142,6 +181,7 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
     let cfg = cfg.with_model_defaults(dim);
     let mut rng = Rng::stream(cfg.seed, "init");
     let hidden = cfg.hidden.unwrap_or(0);
+    ensure_fits(&cfg, dim)?;
     match cfg.algo.as_str() {
         "fvsbn" => Ok(Box::new(Fvsbn::new(dim, &mut rng, device)?)),
         "nade" => Ok(Box::new(Nade::new(dim, hidden, &mut rng, device)?)),
@@ -150,13 +190,41 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
             hidden,
             cfg.layers.unwrap_or(1),
             cfg.masks.unwrap_or(1),
-            cfg.order.unwrap_or(Order::Natural),
+            cfg.order.unwrap_or(Order::Random),
             cfg.order_agnostic.unwrap_or(false),
             cfg.seed,
             device,
         )?)),
+        "oanade" => Ok(Box::new(OaNade::new(dim, hidden, cfg.layers.unwrap_or(1), cfg.orderings.unwrap_or(1), cfg.seed, device)?)),
         other => bail!("unknown density model '{other}'"),
     }
+}
+
+/// Refuse, in one line, a model that cannot fit in memory (see [`wick_core::mem`]): parameter
+/// counts from the models' shapes, activations of one batch (NADE keeps a hidden vector per
+/// dimension, `[B, D, H]`).
+fn ensure_fits(cfg: &DensityConfig, dim: usize) -> Result<()> {
+    use wick_core::mem::{ensure_fits, product, training_bytes};
+    let (h, b, layers, masks) = (cfg.hidden.unwrap_or(0), cfg.batch, cfg.layers.unwrap_or(1), cfg.masks.unwrap_or(1));
+    let (params, activations) = match cfg.algo.as_str() {
+        "fvsbn" => (product(&[dim, dim]), product(&[b, dim])),
+        "nade" => (product(&[2, dim, h]), product(&[b, dim, h])),
+        "made" => {
+            let weights = product(&[2, dim, h]).saturating_add(product(&[layers.saturating_sub(1), h, h]));
+            (weights.saturating_mul(1 + masks as u128), product(&[b, layers, h]).saturating_mul(3))
+        }
+        _ => return Ok(()),
+    };
+    let what = format!("{} with --hidden {h} on {dim} inputs", cfg.algo);
+    ensure_fits(&what, training_bytes(params, activations), "use a smaller --hidden (or --batch)")
+}
+
+/// The run's data set and every row of it binarized as outside training (see
+/// [`binarize::binarize`]); `data` overrides the config's (for `wick eval --data`).
+pub fn load_data(cfg: &DensityConfig, data: Option<&str>) -> Result<(Dataset, Vec<f32>)> {
+    let d = Dataset::load_from(data.unwrap_or(&cfg.data), cfg.data_dir.as_deref().map(std::path::Path::new))?;
+    let x = binarize::binarize(&d, cfg.binarize_mode(), cfg.threshold);
+    Ok((d, x))
 }
 
 /// The binarised rows of one split as a `[n, D]` tensor.
@@ -208,8 +276,8 @@ const SAMPLE_GRID: usize = 64;
 pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     cfg.validate()?;
     let dev = &rt.device;
-    let data = Dataset::load(&cfg.data)?;
-    let x = data.binarized(cfg.threshold);
+    let (data, x) = load_data(cfg, None)?;
+    let how = cfg.binarize_mode();
     let (xtr, xva, xte) = (
         split_tensor(&data, &x, Split::Train, dev)?,
         split_tensor(&data, &x, Split::Valid, dev)?,
@@ -217,7 +285,17 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     );
     let ntr = xtr.dim(0)?;
     ensure!(ntr > 0 && xva.dim(0)? > 0, "dataset '{}' has an empty train or valid split", cfg.data);
-    let cfg = &DensityConfig { threshold: Some(cfg.threshold.unwrap_or(data.default_threshold)), ..cfg.with_model_defaults(data.dim) };
+    let threshold = (how == Binarize::Threshold).then(|| cfg.threshold.unwrap_or(data.default_threshold));
+    let world = dist::world();
+    let m = cfg.micro_batches.unwrap_or(world.size());
+    let cfg = &DensityConfig {
+        binarize: Some(how),
+        threshold,
+        micro_batches: (m > 1).then_some(m),
+        ..cfg.with_model_defaults(data.dim)
+    };
+    let train_rows = data.indices(Split::Train);
+    let dp = DataParallel::new(m, cfg.batch, world)?;
     let model = build_model(cfg, data.dim, dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), model.params())?;
 
@@ -226,19 +304,18 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let mut epoch_rng = Rng::stream(cfg.seed, "data");
     let mut st = State { epoch: 1, batch: 0, step: 0, loss_sum: 0.0, loss_count: 0, best_valid: None, best_epoch: 0, bad_epochs: 0, done: false };
     let ckpt_path = rt.dir.checkpoint();
-    let resumed = rt.resume && ckpt_path.exists();
-    if resumed {
-        let ck = Checkpoint::load(&ckpt_path)?;
+    if let Some(ck) = if rt.resume { dist::load_checkpoint_from_root(&ckpt_path)? } else { None } {
         model.params().load_from(&ck).map_err(|e| e.context(format!("resuming from '{}'", ckpt_path.display())))?;
         opt.load_from(&ck, model.params())?;
         epoch_rng = ck.rng("data")?;
         st = ck.meta("train_state")?;
     }
 
-    if !rt.resume {
+    dist::check_start(&wick_core::config::to_toml(cfg)?, model.params())?;
+    if !rt.resume && world.is_root() {
         rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
     }
-    let mut tb = TbLogger::create(rt.dir.path())?;
+    let mut tb = TbLogger::create_on_root(rt.dir.path())?;
     if rt.resume {
         // Drop whatever the interrupted process logged after its checkpoint.
         tb.resume_at(st.epoch)?;
@@ -247,7 +324,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     }
 
     let nb = ntr.div_ceil(cfg.batch) as u64;
-    let mut progress = wick_core::progress::Progress::new(&cfg.algo, cfg.epochs * nb, rt.quiet);
+    let mut progress = wick_core::progress::Progress::new(&cfg.algo, cfg.epochs * nb, rt.quiet || !world.is_root());
     progress.set_position((st.epoch - 1) * nb + st.batch as u64);
     let t0 = Instant::now();
     let mut samples_here: u64 = 0;
@@ -256,15 +333,25 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     while !st.done && st.epoch <= cfg.epochs {
         let mut rng = epoch_rng.clone();
         let perm = rng.permutation(ntr);
+        // Dynamic binarization: this epoch's draw of every training row (keyed by epoch and row).
+        let xtr_epoch = match how {
+            Binarize::Dynamic => Tensor::from_vec(binarize::dynamic_bits(&data, &train_rows, cfg.seed, st.epoch), (ntr, data.dim), dev)?,
+            _ => xtr.clone(),
+        };
         let t_epoch = Instant::now();
         let mut epoch_samples = 0u64;
         let lr = cfg.schedule.lr(cfg.optim.lr, st.step);
         while (st.batch as u64) < nb {
             let lo = st.batch * cfg.batch;
             let hi = (lo + cfg.batch).min(ntr);
-            let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
-            let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
-            let (mut lval, mut grads) = model.loss_and_grads(&xb, st.step)?;
+            let combined = dp.step(model.params(), hi - lo, |a, z| {
+                let idx: Vec<u32> = perm[lo + a..lo + z].iter().map(|&i| i as u32).collect();
+                let xb = xtr_epoch.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
+                // One key per (epoch, example), for models that draw per-example randomness.
+                let keys: Vec<u64> = idx.iter().map(|&i| (st.epoch - 1) * ntr as u64 + i as u64).collect();
+                model.loss_and_grads_keyed(&xb, st.step, &keys)
+            })?;
+            let (mut lval, mut grads) = (combined.loss, combined.grads);
             if wick_core::fault::poisoned("nan-loss") {
                 lval = f64::NAN;
             }
@@ -286,7 +373,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             st.loss_count += (hi - lo) as u64;
             epoch_samples += (hi - lo) as u64;
             progress.inc(1);
-            if wick_core::signal::interrupted() {
+            if combined.interrupted {
                 save_checkpoint(&ckpt_path, &*model, &opt, &epoch_rng, &st, cfg)?;
                 tb.flush()?;
                 progress.finish();
@@ -296,12 +383,13 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         samples_here += epoch_samples;
         let e = st.epoch;
         let train_nll = st.loss_sum / st.loss_count.max(1) as f64;
-        let valid_nll = mean_nll(&*model, &xva)?;
+        // Rank 0 evaluates; every rank needs the figure for early stopping.
+        let valid_nll = world.broadcast_f64(if world.is_root() { mean_nll(&*model, &xva)? } else { 0.0 });
         tb.scalar("losses/train_nll", e, train_nll)?;
         tb.scalar("eval/valid_nll", e, valid_nll)?;
         tb.scalar("charts/learning_rate", e, lr)?;
         tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9))?;
-        if e % log_every == 0 {
+        if e % log_every == 0 && world.is_root() {
             log_samples_and_weights(&mut tb, &*model, &data, &x, cfg.seed, e)?;
         }
         tb.flush()?;
@@ -311,15 +399,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             st.best_valid = Some(valid_nll);
             st.best_epoch = e;
             st.bad_epochs = 0;
-            let mut best = Checkpoint::new();
-            model.params().save_to(&mut best)?;
-            for (name, t) in model.buffers()? {
-                best.put_tensor(&name, &t)?;
-            }
-            best.set_meta("epoch", &e);
-            best.set_meta("valid_nll", &valid_nll);
-            best.set_meta("config", cfg);
-            best.save(&rt.dir.best())?;
+            save_best(&rt.dir.best(), &*model, e, valid_nll, cfg)?;
         } else {
             st.bad_epochs += 1;
             if cfg.patience > 0 && st.bad_epochs >= cfg.patience {
@@ -336,6 +416,9 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     }
     progress.finish();
     let train_secs = t0.elapsed().as_secs_f64();
+    if !world.is_root() {
+        return Ok(Outcome::Finished(serde_json::Value::Null));
+    }
 
     // Final figures come from the best model.
     let best = Checkpoint::load(&rt.dir.best())?;
@@ -350,10 +433,13 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let metrics = serde_json::json!({
         "algo": cfg.algo,
         "data": cfg.data,
+        "binarize": how.as_str(),
         "seed": cfg.seed,
         "params": model.params().numel(),
         "hidden": cfg.hidden,
         "masks": cfg.masks,
+        "layers": cfg.layers,
+        "orderings": cfg.orderings,
         "best_epoch": st.best_epoch,
         "epochs_run": last_epoch,
         "stopped_early": last_epoch < cfg.epochs,
@@ -367,7 +453,26 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     Ok(Outcome::Finished(metrics))
 }
 
+fn save_best(path: &std::path::Path, model: &dyn DensityModel, epoch: u64, valid_nll: f64, cfg: &DensityConfig) -> Result<()> {
+    if !dist::world().is_root() {
+        return Ok(());
+    }
+    let mut best = Checkpoint::new();
+    model.params().save_to(&mut best)?;
+    for (name, t) in model.buffers()? {
+        best.put_tensor(&name, &t)?;
+    }
+    best.set_meta("epoch", &epoch);
+    best.set_meta("valid_nll", &valid_nll);
+    best.set_meta("config", cfg);
+    best.save(path)
+}
+
+/// The full state for `--resume`; rank 0 alone writes it (every rank holds the same state).
 fn save_checkpoint(path: &std::path::Path, model: &dyn DensityModel, opt: &Optimizer, data_rng: &Rng, st: &State, cfg: &DensityConfig) -> Result<()> {
+    if !dist::world().is_root() {
+        return Ok(());
+    }
     let mut ck = Checkpoint::new();
     model.params().save_to(&mut ck)?;
     opt.save_to(&mut ck, model.params())?;
@@ -418,14 +523,47 @@ fn completion_pairs(model: &dyn DensityModel, data: &Dataset, x: &[f32], n: usiz
     Ok((out, 2 * idx.len()))
 }
 
+/// Text for vector data: per-dimension marginals of `samples` beside those of the training
+/// rows of `x`, then the first 16 sample rows as 0/1 strings.
+pub fn vector_summary(samples: &[f32], data: &Dataset, x: &[f32]) -> String {
+    let d = data.dim;
+    let mean = |rows: &mut dyn Iterator<Item = &[f32]>| -> Vec<f64> {
+        let (mut m, mut n) = (vec![0f64; d], 0usize);
+        for r in rows {
+            m.iter_mut().zip(r).for_each(|(a, &b)| *a += b as f64);
+            n += 1;
+        }
+        m.iter().map(|v| v / n.max(1) as f64).collect()
+    };
+    let ms = mean(&mut samples.chunks(d));
+    let train = data.indices(Split::Train);
+    let mt = mean(&mut train.iter().map(|&i| &x[i * d..(i + 1) * d]));
+    let n = samples.len() / d.max(1);
+    let mut s = format!("| dim | P(x=1), {n} samples | P(x=1), train |\n| --- | --- | --- |\n");
+    for j in 0..d {
+        s.push_str(&format!("| {j} | {:.3} | {:.3} |\n", ms[j], mt[j]));
+    }
+    s.push_str("\nsamples:\n\n```\n");
+    for r in samples.chunks(d).take(16) {
+        s.extend(r.iter().map(|&b| if b >= 0.5 { '1' } else { '0' }));
+        s.push('\n');
+    }
+    s.push_str("```\n");
+    s
+}
+
 fn log_samples_and_weights(tb: &mut TbLogger, model: &dyn DensityModel, data: &Dataset, x: &[f32], seed: u64, step: u64) -> Result<()> {
     let mut rng = Rng::stream_indexed(seed, "tb-samples", step);
     let s = model.sample(SAMPLE_GRID, &mut rng, None)?;
-    let (px, h, w) = image_grid(&s, SAMPLE_GRID, data.height, data.width);
-    tb.image("samples", step, &px, h, w, 1)?;
-    let (pairs, n) = completion_pairs(model, data, x, SAMPLE_GRID / 2, &mut rng)?;
-    let (px, h, w) = image_grid(&pairs, n, data.height, data.width);
-    tb.image("completions_top_half", step, &px, h, w, 1)?;
+    if data.is_image() {
+        let (px, h, w) = image_grid(&s, SAMPLE_GRID, data.height, data.width);
+        tb.image("samples", step, &px, h, w, 1)?;
+        let (pairs, n) = completion_pairs(model, data, x, SAMPLE_GRID / 2, &mut rng)?;
+        let (px, h, w) = image_grid(&pairs, n, data.height, data.width);
+        tb.image("completions_top_half", step, &px, h, w, 1)?;
+    } else {
+        tb.text("samples", step, &vector_summary(&s, data, x))?;
+    }
     for (name, var) in model.params().names().iter().zip(model.params().vars()) {
         let v = var.flatten_all()?.to_vec1::<f32>()?;
         tb.histogram(&format!("params/{name}"), step, &v)?;
