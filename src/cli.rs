@@ -1,4 +1,4 @@
-//! Command-line surface: `wick train <algo>`, `wick eval`, `wick sample`, `wick list`.
+//! Command-line surface: `wick train <algo>`, `wick eval`, `wick sample`, `wick plot`, `wick list`.
 
 use crate::data;
 use crate::density;
@@ -37,6 +37,9 @@ enum Cmd {
     Eval(EvalArgs),
     /// Draw samples (or completions) from a trained density model into a PNG grid
     Sample(density::SampleArgs),
+    /// Draw a run's textbook figure (Blackjack values and policy, Ex. 5.4 error curves, grid
+    /// policy, REINFORCE learning curve) as PNG or SVG
+    Plot(crate::plot::PlotArgs),
     /// Linear-probe accuracy of a pretrained encoder (or of the raw pixels with --raw --data D)
     Probe(pretrain::ProbeArgs),
     /// Write a pretrained encoder's features of every example to CSV (split, label, features...)
@@ -325,6 +328,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             other => bail!("'{}' is a {other} run; `wick eval` does not know that algorithm", a.run_dir.display()),
         },
         Cmd::Sample(a) => density::sample(a),
+        Cmd::Plot(a) => crate::plot::plot(a),
         Cmd::Probe(a) => pretrain::probe(a),
         Cmd::Embed(a) => pretrain::embed(a),
         Cmd::Data { cmd } => data::run(cmd),

@@ -231,7 +231,9 @@ pub struct SampleArgs {
     /// Number of samples
     #[arg(long, default_value_t = 64)]
     pub n: usize,
-    /// Output PNG (a grid of the samples), or FILE.csv (one 0/1 row per sample; the only choice for vector data)
+    /// Output PNG (a grid of the samples; with --complete-from each original beside its
+    /// completion, the observed region outlined, PNG or SVG), or FILE.csv (one 0/1 row per
+    /// sample; the only choice for vector data)
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
     /// Seed of the sampling stream
@@ -271,7 +273,16 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
             let mask = wick_core::mask::observation(&a.observe, h, w, &mut Rng::stream(a.seed, "observe"))?;
             let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(a.n).collect();
             let vals = Dataset::gather(&x, data.dim, &idx);
-            model.sample(idx.len(), &mut rng, Some((&vals, &mask)))?
+            let completions = model.sample(idx.len(), &mut rng, Some((&vals, &mask)))?;
+            if a.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png") || e.eq_ignore_ascii_case("svg")) {
+                // Each original beside its completion, the observed region outlined.
+                let title = format!("{} completions of {d} test images ({} observed)", cfg.algo, a.observe);
+                let fig = wick_plot::completion::Completions { title, originals: vals, completions, observed: mask, n: idx.len(), h, w };
+                wick_plot::write(&fig, &a.out)?;
+                println!("{} completions written to {} (original | completion)", idx.len(), a.out.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            completions
         }
     };
     let n = samples.len() / model.dim();

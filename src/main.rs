@@ -3,6 +3,7 @@
 mod cli;
 mod data;
 mod density;
+mod plot;
 mod reinforce;
 mod tabular;
 mod tabular_images;

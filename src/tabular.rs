@@ -316,7 +316,7 @@ fn start_states(cfg: &TabularConfig) -> Result<Vec<usize>> {
 }
 
 /// The policy a prediction run evaluates.
-fn prediction_policy(cfg: &TabularConfig, env: &DynTabular) -> Result<Policy> {
+pub(crate) fn prediction_policy(cfg: &TabularConfig, env: &DynTabular) -> Result<Policy> {
     let (ns, na) = (env.n_states(), env.n_actions());
     match cfg.policy.as_deref().unwrap_or("random") {
         "random" => Ok(Policy::uniform(ns, na)),
@@ -687,7 +687,8 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, rt: &Runtime, envs: Vec<
 
 /// Example 5.4 / Figure 5.3: error curves of ordinary and weighted IS at one state, averaged
 /// over `runs` runs; TensorBoard `eval/mse_ordinary` and `eval/mse_weighted` by episode, and
-/// `mse.csv` (episode, mse_ordinary, mse_weighted). Checkpointed after every run.
+/// `mse.csv` (episode, mse_ordinary, mse_weighted), the figure `mse.png` (tag `eval/mse_curves`).
+/// Checkpointed after every run.
 fn error_curves(
     cfg: &TabularConfig,
     rt: &Runtime,
@@ -754,6 +755,8 @@ fn error_curves(
         tb.scalar("eval/mse_weighted", i as u64 + 1, wei[i] / r)?;
     }
     wick_core::checkpoint::write_atomic(&rt.dir.file("mse.csv"), csv.as_bytes())?;
+    let rows: Vec<_> = (0..n).map(|i| ((i + 1) as f64, ord[i] / r, wei[i] / r)).collect();
+    crate::tabular_images::log_error_curves(&mut tb, cfg, &rows, n as u64, rt.dir.path())?;
     tb.flush()?;
     let at = |v: &[f64], k: usize| v.get(k - 1).map(|x| x / r);
     let mean10 = |v: &[f64]| v.iter().take(10).sum::<f64>() / r / n.min(10) as f64;
@@ -839,7 +842,7 @@ pub fn evaluate_policy(cfg: &TabularConfig, policy: &[usize], episodes: u64, see
     Ok((mean, (var.max(0.0) / n).sqrt()))
 }
 
-fn load_run(dir: &std::path::Path) -> Result<(RunDir, TabularConfig)> {
+pub(crate) fn load_run(dir: &std::path::Path) -> Result<(RunDir, TabularConfig)> {
     let run = RunDir::open(dir)?;
     let cfg: TabularConfig = toml::Value::Table(run.read_config()?)
         .try_into()

@@ -10,7 +10,8 @@
 //! TensorBoard (step = env steps so far): `charts/episodic_return`, `charts/episodic_length`
 //! (one point per episode), `losses/policy_loss`, `losses/value_loss`, `losses/entropy`,
 //! `charts/learning_rate`, `charts/SPS` (one point per update), `params/…` histograms every
-//! `log_every` updates and at the end.
+//! `log_every` updates and at the end; at the end the image `charts/learning_curve` (also
+//! written as `learning_curve.png`).
 
 use crate::reinforce::{episode_seed, make_env, play_episode, Batch, Reinforce, ReinforceConfig};
 use candle_core::Device;
@@ -139,6 +140,8 @@ pub fn train(cfg: &ReinforceConfig, rt: &Runtime) -> Result<Outcome> {
     let secs = t0.elapsed().as_secs_f64();
     log_weights(&mut tb, &agent, st.env_steps)?;
     tb.flush()?;
+    log_learning_curve(&mut tb, rt, cfg, st.env_steps)?;
+    tb.flush()?;
     save_checkpoint(&ckpt_path, &agent, &policy_rng, &st, cfg)?;
     let steps_here = st.env_steps - steps_at_start;
     let metrics = serde_json::json!({
@@ -167,6 +170,18 @@ fn save_checkpoint(path: &std::path::Path, agent: &Reinforce, policy_rng: &Rng, 
     ck.set_meta("train_state", st);
     ck.set_meta("config", cfg);
     ck.save(path)
+}
+
+/// The learning curve (every episode's return so far, read back from the event files so that a
+/// resumed run draws its whole history) as the image `charts/learning_curve` and
+/// `learning_curve.png` in the run directory.
+fn log_learning_curve(tb: &mut TbLogger, rt: &Runtime, cfg: &ReinforceConfig, step: u64) -> Result<()> {
+    let scalars = wick_core::tb::read_scalars(rt.dir.path())?;
+    let returns: Vec<(f64, f64)> = scalars.get("charts/episodic_return").map(|v| v.iter().map(|&(s, r)| (s as f64, r as f64)).collect()).unwrap_or_default();
+    let title = format!("reinforce, {}, seed {}", cfg.env, cfg.seed);
+    let im = wick_plot::rgb(&wick_plot::curves::Curves::learning_curve(&title, &returns, WINDOW))?;
+    tb.image("charts/learning_curve", step, &im.pixels, im.height, im.width, 3)?;
+    wick_core::image::write_png(&rt.dir.file("learning_curve.png"), &im.pixels, im.height, im.width, 3)
 }
 
 fn log_weights(tb: &mut TbLogger, agent: &Reinforce, step: u64) -> Result<()> {
