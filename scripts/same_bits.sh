@@ -72,6 +72,7 @@ PY
 }
 
 fail=0
+ran=0
 for c in "${cases[@]}"; do
   name=${c%%|*}; args=${c#*|}
   [[ -n "$filter" && "$name" != *$filter* ]] && continue
@@ -83,11 +84,13 @@ for c in "${cases[@]}"; do
       || { echo "FAIL  $name: $side run failed: $(tail -1 "$work/$side-$name.err")"; fail=1; continue 2; }
     # Crash at the 2nd log point, then resume.
     # shellcheck disable=SC2086
-    WICK_FAULT=after-log:2 "$bin" $args --threads 1 --quiet --seed 3 --logdir "$work/$side" --run-name "$name-crash" >/dev/null 2>&1
+    ( WICK_FAULT=after-log:2 "$bin" $args --threads 1 --quiet --seed 3 --logdir "$work/$side" --run-name "$name-crash"; true ) >/dev/null 2>&1
     "$bin" train "$algo" --resume "$work/$side/$name-crash" --threads 1 --quiet >/dev/null 2>"$work/$side-$name-resume.err" \
       || { echo "FAIL  $name: $side resume failed: $(tail -1 "$work/$side-$name-resume.err")"; fail=1; continue 2; }
   done
+  ran=$((ran + 1))
   compare "$work/before/$name" "$work/after/$name" "$name" || fail=1
   compare "$work/before/$name-crash" "$work/after/$name-crash" "$name (crash+resume)" || fail=1
 done
+if [ $fail = 0 ]; then echo "ALL SAME: $ran cases (each fresh and crash+resume)"; else echo "SOME DIFFER (of $ran cases)"; fi
 exit $fail

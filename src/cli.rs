@@ -1,14 +1,16 @@
 //! Command-line surface: `wick train <algo>`, `wick eval`, `wick sample`, `wick list`.
 
-use crate::density;
-use crate::reinforce;
-use crate::tabular;
-use crate::pretrain;
-use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use crate::flags::EvalArgs;
+use crate::launch::saved_algo;
+use crate::{density, pretrain, reinforce, tabular};
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use wick_core::run::{default_run_name, Outcome, RunDir, Runtime};
+use wick_core::run::RunDir;
+use wick_agents::reinforce::PolicyGradientAlgo;
+use wick_agents::tabular_train::TabularAlgo;
 use wick_core::{bail, Result};
+use wick_generative::train::DensityAlgo;
+use wick_pretrain::train::Objective;
 
 #[derive(Parser)]
 #[command(
@@ -44,245 +46,70 @@ enum Cmd {
     List,
 }
 
+/// One subcommand per algorithm; each one's help is its enum value's description (the line
+/// `wick list` prints).
 #[derive(Subcommand)]
 enum TrainCmd {
-    /// Fully visible sigmoid belief net (density model over binarised images)
+    #[command(about = DensityAlgo::Fvsbn.about())]
     Fvsbn(density::DensityFlags),
-    /// NADE: neural autoregressive distribution estimator (density model)
+    #[command(about = DensityAlgo::Nade.about())]
     Nade(density::DensityFlags),
-    /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
+    #[command(about = DensityAlgo::Made.about())]
     Made(density::DensityFlags),
-    /// REINFORCE: Monte Carlo policy gradient, optionally with a learned baseline (discrete-action envs)
+    #[command(about = PolicyGradientAlgo::Reinforce.about())]
     Reinforce(reinforce::ReinforceFlags),
-    /// Tabular MC prediction of v_pi, first- or every-visit (S&B 5.1)
+    #[command(about = TabularAlgo::McPrediction.about())]
     McPrediction(tabular::TabularFlags),
-    /// Tabular MC Basic: policy iteration with MC estimates (Zhao Alg. 5.1)
+    #[command(about = TabularAlgo::McBasic.about())]
     McBasic(tabular::TabularFlags),
-    /// Tabular Monte Carlo exploring starts (S&B 5.3)
+    #[command(about = TabularAlgo::McEs.about())]
     McEs(tabular::TabularFlags),
-    /// Tabular on-policy MC control with epsilon-greedy policies (S&B 5.4)
+    #[command(about = TabularAlgo::McEpsilonGreedy.about())]
     McEpsilonGreedy(tabular::TabularFlags),
-    /// Tabular off-policy MC prediction: ordinary and weighted importance sampling (S&B 5.5-5.6)
+    #[command(about = TabularAlgo::McOffPolicyPrediction.about())]
     McOffPolicyPrediction(tabular::TabularFlags),
-    /// Tabular off-policy MC control with weighted importance sampling (S&B 5.7)
+    #[command(about = TabularAlgo::McOffPolicyControl.about())]
     McOffPolicyControl(tabular::TabularFlags),
-    /// Masked prediction: pretrain an encoder by predicting hidden patches from the rest (self-supervised)
+    #[command(about = Objective::Masked.about())]
     Masked(pretrain::PretrainFlags),
-    /// SimCLR: pretrain an encoder by contrasting augmented views, NT-Xent loss (self-supervised)
+    #[command(about = Objective::Simclr.about())]
     Simclr(pretrain::PretrainFlags),
-    /// VICReg: pretrain an encoder by variance-invariance-covariance regularisation of augmented views (self-supervised)
+    #[command(about = Objective::Vicreg.about())]
     Vicreg(pretrain::PretrainFlags),
-}
-
-/// `wick eval <run-dir>`: the run's config.toml says which kind of run it is; each kind
-/// takes the flags that make sense for it and refuses the others with a one-line error.
-#[derive(Args, Debug)]
-pub struct EvalArgs {
-    /// The run directory (holds config.toml and its checkpoints)
-    pub run_dir: PathBuf,
-    /// Density models: evaluate on this data instead of the run's [digits, mnist5k or a path]
-    #[arg(long)]
-    pub data: Option<String>,
-    /// Density models: train, valid, test or all
-    #[arg(long, default_value = "test")]
-    pub split: String,
-    /// Density models: write one row per example (index, split, label, log_prob in nats) to this CSV file
-    #[arg(long, value_name = "FILE.csv")]
-    pub per_example: Option<PathBuf>,
-    /// RL agents: episodes to run with the learned policy [default: 100 for networks, 100000 for tables]
-    #[arg(long)]
-    pub episodes: Option<u64>,
-    /// RL agents: act greedily (argmax) instead of sampling from the policy
-    #[arg(long)]
-    pub greedy: bool,
-    /// RL agents: seed of the evaluation episodes
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-}
-
-/// The `algo` a run directory's config.toml names.
-pub fn run_algo(dir: &std::path::Path) -> Result<String> {
-    let table = RunDir::open(dir)?.read_config()?;
-    match table.get("algo").and_then(|v| v.as_str()) {
-        Some(a) => Ok(a.to_string()),
-        None => bail!("{}: config.toml names no algo; is this a wick run directory?", dir.display()),
-    }
-}
-
-/// Flags every trainer takes.
-#[derive(Args, Clone, Debug)]
-pub struct CommonFlags {
-    /// Seed of every random stream of the run [default: 0]
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda)
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Directory that holds run directories
-    #[arg(long, default_value = "runs")]
-    pub logdir: PathBuf,
-    /// Run directory name [default: <algo>__<data>__s<seed>__<UTC time>]
-    #[arg(long)]
-    pub run_name: Option<String>,
-    /// TOML file of hyperparameters (flags given on the command line override it)
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Continue the run in this directory from its last checkpoint, with its saved config
-    #[arg(long, value_name = "RUN_DIR")]
-    pub resume: Option<PathBuf>,
-    /// Replace an existing run directory of the same name
-    #[arg(long)]
-    pub force: bool,
-    /// CPU threads: for tensor kernels, or the episode collectors of the tabular agents [default:
-    /// all cores]; results do not depend on it
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// No progress output
-    #[arg(long, short)]
-    pub quiet: bool,
-}
-
-/// Pin the kernel thread count before any thread pool starts (Candle reads RAYON_NUM_THREADS).
-fn set_threads(threads: Option<usize>) -> Result<()> {
-    if let Some(t) = threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-    }
-    Ok(())
-}
-
-/// Fresh run or `--resume`: the run directory and the config table to use.
-pub struct Prepared {
-    pub runtime: Runtime,
-    /// The saved config (resume) or None (fresh: the caller resolves flags).
-    pub saved: Option<toml::Table>,
-    created: bool,
-}
-
-/// Open the run directory for a trainer. `overrides_given` tells whether any flag or file
-/// would change the config, which `--resume` does not allow.
-pub fn prepare(algo: &str, common: &CommonFlags, data_name: &str, seed: u64, overrides_given: bool) -> Result<Prepared> {
-    set_threads(common.threads)?;
-    let device = wick_core::device::parse_device(&common.device)?;
-    wick_core::signal::install();
-    if let Some(dir) = &common.resume {
-        if common.force {
-            bail!("--resume and --force cannot be used together: --resume continues a run, --force replaces it");
-        }
-        if overrides_given || common.config.is_some() || common.seed.is_some() {
-            bail!("--resume continues a run with its saved config.toml: drop the hyperparameter flags (and --config/--seed), or start a new run");
-        }
-        let run = RunDir::open(dir)?;
-        let table = run.read_config()?;
-        let saved_algo = table.get("algo").and_then(|v| v.as_str()).unwrap_or("?");
-        if saved_algo != algo {
-            bail!("'{}' is a {saved_algo} run, not {algo}: resume it with `wick train {saved_algo} --resume {}`", dir.display(), dir.display());
-        }
-        return Ok(Prepared { runtime: Runtime { dir: run, device, resume: true, quiet: common.quiet }, saved: Some(table), created: false });
-    }
-    let name = common.run_name.clone().unwrap_or_else(|| default_run_name(algo, data_name, seed));
-    let existed = common.logdir.join(&name).exists();
-    let dir = RunDir::create(&common.logdir, &name, common.force)?;
-    Ok(Prepared { runtime: Runtime { dir, device, resume: false, quiet: common.quiet }, saved: None, created: !existed })
-}
-
-/// A trainer's config and run directory. `flags` serialises to the hyperparameters the user
-/// gave (unset options skipped; an empty `[optim]` table counts as none). With `--resume` the
-/// run's saved config.toml is used and any hyperparameter flag is refused; otherwise the config
-/// is defaults ← `--config` file ← flags, and `fresh` checks (and may complete) it before the run
-/// directory exists, returning the name part (data or env) and the seed of the default run name.
-pub fn configure<C, F>(algo: &str, flags: &F, common: &CommonFlags, fresh: impl FnOnce(C) -> Result<(C, String, u64)>) -> Result<(C, Prepared)>
-where
-    C: serde::Serialize + serde::de::DeserializeOwned + Default,
-    F: serde::Serialize,
-{
-    let mut t = match toml::Value::try_from(flags).map_err(|e| wick_core::Error::new(e.to_string()))? {
-        toml::Value::Table(t) => t,
-        _ => toml::Table::new(),
-    };
-    if t.get("optim").and_then(|o| o.as_table()).is_some_and(|o| o.is_empty()) {
-        t.remove("optim");
-    }
-    let given = !t.is_empty();
-    if common.resume.is_some() {
-        let p = prepare(algo, common, "", 0, given)?;
-        let table = p.saved.clone().expect("resume has a saved config");
-        let cfg: C = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| wick_core::Error::new(format!("saved config.toml: {}", e.message().trim())))?;
-        return Ok((cfg, p));
-    }
-    t.insert("algo".into(), toml::Value::String(algo.into()));
-    if let Some(s) = common.seed {
-        t.insert("seed".into(), toml::Value::Integer(s as i64));
-    }
-    let cfg: C = wick_core::config::resolve(common.config.as_deref(), &t)?;
-    let (cfg, name, seed) = fresh(cfg)?;
-    let p = prepare(algo, common, &name, seed, given)?;
-    Ok((cfg, p))
-}
-
-/// Run a trainer and turn its outcome into an exit code; on failure of a fresh run that left
-/// its directory empty, remove the directory so a corrected retry can use the same name.
-pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode> {
-    let dir = p.runtime.dir.path();
-    match out {
-        Ok(Outcome::Finished(metrics)) => {
-            // The headline figures each kind of run reports, in this order, where present.
-            const SHOWN: &[&str] = &[
-                "test_nll", "best_epoch", "train_samples_per_s", "mean_return_last100", "steps_to_solve",
-                "eval_mean_return", "optimal_action_agreement", "value_rmse", "episodes_per_s", "train_steps_per_s",
-                "probe_acc_all", "probe_acc_100",
-            ];
-            let shown: String = SHOWN.iter().filter_map(|k| metrics.get(*k).map(|v| format!(" {k} {v}"))).collect();
-            println!("{algo}: done in {}:{shown}", dir.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(Outcome::Interrupted { step }) => {
-            eprintln!(
-                "wick: interrupted at step {step}; checkpoint saved. Continue with: wick train {algo} --resume {}",
-                dir.display()
-            );
-            Ok(ExitCode::from(130))
-        }
-        Err(e) => {
-            if p.created && std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false) {
-                let _ = std::fs::remove_dir(dir);
-            }
-            Err(e)
-        }
-    }
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Train { algo } => match algo {
-            TrainCmd::Fvsbn(f) => density::train("fvsbn", f),
-            TrainCmd::Nade(f) => density::train("nade", f),
-            TrainCmd::Made(f) => density::train("made", f),
+            TrainCmd::Fvsbn(f) => density::train(DensityAlgo::Fvsbn, f),
+            TrainCmd::Nade(f) => density::train(DensityAlgo::Nade, f),
+            TrainCmd::Made(f) => density::train(DensityAlgo::Made, f),
             TrainCmd::Reinforce(f) => reinforce::train(f),
-            TrainCmd::McPrediction(f) => tabular::train("mc-prediction", f),
-            TrainCmd::McBasic(f) => tabular::train("mc-basic", f),
-            TrainCmd::McEs(f) => tabular::train("mc-es", f),
-            TrainCmd::McEpsilonGreedy(f) => tabular::train("mc-epsilon-greedy", f),
-            TrainCmd::McOffPolicyPrediction(f) => tabular::train("mc-off-policy-prediction", f),
-            TrainCmd::McOffPolicyControl(f) => tabular::train("mc-off-policy-control", f),
-            TrainCmd::Masked(f) => pretrain::train("masked", f),
-            TrainCmd::Simclr(f) => pretrain::train("simclr", f),
-            TrainCmd::Vicreg(f) => pretrain::train("vicreg", f),
+            TrainCmd::McPrediction(f) => tabular::train(TabularAlgo::McPrediction, f),
+            TrainCmd::McBasic(f) => tabular::train(TabularAlgo::McBasic, f),
+            TrainCmd::McEs(f) => tabular::train(TabularAlgo::McEs, f),
+            TrainCmd::McEpsilonGreedy(f) => tabular::train(TabularAlgo::McEpsilonGreedy, f),
+            TrainCmd::McOffPolicyPrediction(f) => tabular::train(TabularAlgo::McOffPolicyPrediction, f),
+            TrainCmd::McOffPolicyControl(f) => tabular::train(TabularAlgo::McOffPolicyControl, f),
+            TrainCmd::Masked(f) => pretrain::train(Objective::Masked, f),
+            TrainCmd::Simclr(f) => pretrain::train(Objective::Simclr, f),
+            TrainCmd::Vicreg(f) => pretrain::train(Objective::Vicreg, f),
         },
-        Cmd::Eval(a) => match run_algo(&a.run_dir)?.as_str() {
-            "fvsbn" | "nade" | "made" => density::eval(a),
-            "reinforce" => reinforce::eval(a),
-            a2 if tabular::ALGOS.iter().any(|t| t.0 == a2) => tabular::eval(a),
-            "masked" | "simclr" | "vicreg" => bail!("'{}' is a pretraining run: evaluate it with `wick probe {}`", a.run_dir.display(), a.run_dir.display()),
-            other => bail!("'{}' is a {other} run; `wick eval` does not know that algorithm", a.run_dir.display()),
-        },
+        Cmd::Eval(a) => {
+            let algo = saved_algo(&RunDir::open(&a.run_dir)?)?;
+            let dir = a.run_dir.display().to_string();
+            if algo.parse::<DensityAlgo>().is_ok() {
+                density::eval(a)
+            } else if algo.parse::<PolicyGradientAlgo>().is_ok() {
+                reinforce::eval(a)
+            } else if algo.parse::<TabularAlgo>().is_ok() {
+                tabular::eval(a)
+            } else if algo.parse::<Objective>().is_ok() {
+                bail!("'{dir}' is a pretraining run: evaluate it with `wick probe {dir}`")
+            } else {
+                bail!("'{dir}' is a {algo} run; `wick eval` does not know that algorithm")
+            }
+        }
         Cmd::Sample(a) => density::sample(a),
         Cmd::Probe(a) => pretrain::probe(a),
         Cmd::Embed(a) => pretrain::embed(a),
@@ -295,14 +122,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn list() {
     println!("algorithms (wick train <algo>):");
-    for (name, what) in wick_generative::train::MODELS {
-        println!("  {name:<25} {what}");
-    }
-    println!("  {:<25} REINFORCE, Monte Carlo policy gradient (S&B 13.3), --baseline: with a learned v(s) (13.4); --env ID", "reinforce");
-    for (name, what) in tabular::ALGOS {
-        println!("  {name:<25} {what}");
-    }
-    for (name, what) in wick_pretrain::train::OBJECTIVES {
+    let algos = DensityAlgo::ALL.iter().map(|a| (a.name(), a.about()))
+        .chain(PolicyGradientAlgo::ALL.iter().map(|a| (a.name(), a.about())))
+        .chain(TabularAlgo::ALL.iter().map(|a| (a.name(), a.about())))
+        .chain(Objective::ALL.iter().map(|a| (a.name(), a.about())));
+    for (name, what) in algos {
         println!("  {name:<25} {what}");
     }
     println!("datasets (--data):");

@@ -1,19 +1,19 @@
 //! `wick train fvsbn`, `wick eval`, `wick sample` for the density models.
 
-use crate::cli::{configure, finish, CommonFlags, EvalArgs};
+use crate::flags::{CommonFlags, EvalArgs, OptimFlags};
+use crate::launch::{configure, finish};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
-use wick_core::optim::OptimKind;
 use wick_core::rng::Rng;
 use wick_core::run::RunDir;
 use wick_core::schedule::Schedule;
 use wick_core::{bail, Error, Result};
 use wick_generative::made::Order;
-use wick_generative::train::{self as dtrain, DensityConfig};
+use wick_generative::train::{self as dtrain, DensityAlgo, DensityConfig};
 
 /// Hyperparameters of a density model; unset flags take the --config file's value, then the default.
 #[derive(Args, Serialize, Debug, Clone)]
@@ -72,63 +72,24 @@ pub struct DensityFlags {
     #[command(flatten)]
     pub optim: OptimFlags,
     /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA [default: constant]
-    #[arg(long, value_parser = parse_schedule)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
 }
 
-fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
-    s.parse::<Schedule>().map_err(|e| e.to_string())
-}
-
-/// Optimizer flags, shared by every neural trainer.
-#[derive(Args, Serialize, Debug, Clone, Default)]
-pub struct OptimFlags {
-    /// sgd, adam (coupled L2 weight decay) or adamw (decoupled weight decay) [default: adam]
-    #[arg(long = "optimizer")]
-    #[serde(rename = "kind", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<OptimKind>,
-    /// Learning rate [default: 0.001; reinforce: 0.01]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lr: Option<f64>,
-    /// Weight decay λ (L2 for sgd/adam, decoupled for adamw) [default: 0]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub weight_decay: Option<f64>,
-    /// Adam β1 [default: 0.9]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub beta1: Option<f64>,
-    /// Adam β2 [default: 0.999]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub beta2: Option<f64>,
-    /// SGD momentum [default: 0]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub momentum: Option<f64>,
-    /// SGD Nesterov momentum
-    #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub nesterov: bool,
-}
-
-pub fn train(algo: &str, flags: DensityFlags) -> Result<ExitCode> {
-    let (cfg, prepared) = configure(algo, &flags, &flags.common, |cfg: DensityConfig| {
+pub fn train(algo: DensityAlgo, flags: DensityFlags) -> Result<ExitCode> {
+    let (cfg, prepared) = configure(algo.name(), &flags, &flags.common, |cfg: DensityConfig| {
         cfg.validate()?;
         let (data, seed) = (cfg.data.clone(), cfg.seed);
         Ok((cfg, data, seed))
     })?;
     let out = dtrain::train(&cfg, &prepared.runtime);
-    finish(&prepared, algo, out)
+    finish(&prepared, algo.name(), out)
 }
 
 fn load_run(dir: &std::path::Path) -> Result<(RunDir, DensityConfig)> {
     let run = RunDir::open(dir)?;
-    let cfg: DensityConfig = toml::Value::Table(run.read_config()?)
-        .try_into()
-        .map_err(|e: toml::de::Error| Error::new(format!("{}: config.toml: {}", dir.display(), e.message())))?;
+    let cfg = run.config()?;
     Ok((run, cfg))
 }
 
@@ -161,11 +122,11 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let mut rows = String::from("index,split,label,log_prob\n");
     for s in splits {
         let idx = data.indices(s);
-        let xs = dtrain::split_tensor(&data, &x, s, &device)?;
+        let xs = data.split_tensor(&x, s, &device)?;
         let nll = dtrain::per_example_nll(&*model, &xs, 1000)?;
         let mean = nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len().max(1) as f64;
         let k = match cfg.masks {
-            Some(k) if cfg.algo == "made" => format!(", mixture of K={k} mask sets"),
+            Some(k) if cfg.algo == DensityAlgo::Made => format!(", mixture of K={k} mask sets"),
             _ => String::new(),
         };
         println!("{s}_nll {mean:.4} nats ({} examples{k})", nll.len());
@@ -230,7 +191,7 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
         }
     };
     let n = samples.len() / model.dim();
-    let (px, gh, gw) = dtrain::image_grid(&samples, n, h, w);
+    let (px, gh, gw) = wick_core::image::display_grid(&samples, n, h, w, 0);
     wick_core::image::write_png(&a.out, &px, gh, gw, 1)?;
     println!("{n} {} written to {}", if a.complete_from.is_some() { "completions" } else { "samples" }, a.out.display());
     Ok(ExitCode::SUCCESS)

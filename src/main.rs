@@ -2,9 +2,10 @@
 
 mod cli;
 mod density;
+mod flags;
+mod launch;
 mod reinforce;
 mod tabular;
-mod tabular_images;
 mod pretrain;
 
 use clap::Parser;
@@ -35,7 +36,9 @@ fn main() -> ExitCode {
             }
             let text = e.render().to_string();
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad arguments");
-            eprintln!("wick: {} (see --help)", first.trim_start_matches("error: "));
+            // A value outside a closed set: say which values there are, on the same line.
+            let valid = text.lines().map(str::trim).find(|l| l.starts_with("[possible values:")).map(|l| format!(" {l}")).unwrap_or_default();
+            eprintln!("wick: {}{valid} (see --help)", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };

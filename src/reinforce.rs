@@ -1,7 +1,7 @@
 //! `wick train reinforce` and `wick eval` of a REINFORCE run.
 
-use crate::cli::{configure, finish, CommonFlags, EvalArgs};
-use crate::density::OptimFlags;
+use crate::flags::{CommonFlags, EvalArgs, OptimFlags};
+use crate::launch::{configure, finish};
 use clap::Args;
 use serde::Serialize;
 use std::process::ExitCode;
@@ -79,7 +79,7 @@ pub struct ReinforceFlags {
     #[command(flatten)]
     pub optim: OptimFlags,
     /// Learning-rate schedule over updates: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA [default: constant]
-    #[arg(long, value_parser = |s: &str| s.parse::<Schedule>().map_err(|e| e.to_string()))]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
 }

@@ -38,12 +38,19 @@ use wick_core::{bail, ensure, Result};
 use wick_envs::wrappers::DynOneHot;
 use wick_envs::DynEnv;
 
+wick_core::choice! {
+    /// The policy-gradient algorithms.
+    pub enum PolicyGradientAlgo("policy-gradient algorithm") {
+        /// REINFORCE, Monte Carlo policy gradient (S&B 13.3), --baseline: with a learned v(s) (13.4); discrete-action envs
+        Reinforce = "reinforce",
+    }
+}
+
 /// Every hyperparameter of a REINFORCE run; `config.toml` holds the resolved values.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReinforceConfig {
-    /// `reinforce`.
-    pub algo: String,
+    pub algo: PolicyGradientAlgo,
     /// A registry id with a discrete action space (`wick list`).
     pub env: String,
     /// Env options as `key=value,key=value`.
@@ -82,7 +89,7 @@ pub struct ReinforceConfig {
 impl Default for ReinforceConfig {
     fn default() -> Self {
         ReinforceConfig {
-            algo: "reinforce".into(),
+            algo: PolicyGradientAlgo::Reinforce,
             env: "CartPole-v1".into(),
             env_options: String::new(),
             seed: 0,
@@ -108,7 +115,6 @@ impl Default for ReinforceConfig {
 impl ReinforceConfig {
     /// Check every value; the error is one line naming the bad one.
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.algo == "reinforce", "unknown policy-gradient algorithm '{}': expected reinforce", self.algo);
         ensure!((0.0..=1.0).contains(&self.gamma), "gamma must be in [0, 1], got {}", self.gamma);
         ensure!(self.hidden >= 1, "hidden must be at least 1, got 0");
         ensure!(self.total_steps >= 1, "total-steps must be at least 1, got 0");

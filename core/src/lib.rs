@@ -3,6 +3,7 @@ pub mod error;
 
 pub use error::{Context, Error, Result};
 pub mod checkpoint;
+pub mod choice;
 pub mod params;
 pub mod rng;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod cpu;
 pub mod device;
 pub mod progress;
 pub mod run;
+pub mod session;
 pub mod signal;
 pub mod image;
 pub mod tb;

@@ -19,9 +19,11 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
+use wick_core::image::display_grid;
 use wick_core::optim::{clip_grad_norm, OptimConfig, Optimizer};
 use wick_core::rng::Rng;
 use wick_core::run::{Outcome, Runtime};
+use wick_core::session::Session;
 use wick_core::schedule::Schedule;
 use wick_core::tb::TbLogger;
 use wick_core::{bail, ensure, Result};
@@ -30,8 +32,8 @@ use wick_core::{bail, ensure, Result};
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DensityConfig {
-    /// Model: `fvsbn`.
-    pub algo: String,
+    /// The model.
+    pub algo: DensityAlgo,
     /// `digits`, `mnist5k` or a path (see `wick list`).
     pub data: String,
     /// Binarisation: pixel ≥ threshold → 1. Unset: the dataset's default (digits 8, mnist 128).
@@ -62,7 +64,7 @@ pub struct DensityConfig {
 impl Default for DensityConfig {
     fn default() -> Self {
         DensityConfig {
-            algo: "fvsbn".into(),
+            algo: DensityAlgo::Fvsbn,
             data: "digits".into(),
             threshold: None,
             hidden: None,
@@ -82,16 +84,20 @@ impl Default for DensityConfig {
     }
 }
 
-/// Models this trainer knows, with a line each for `wick list`.
-pub const MODELS: &[(&str, &str)] = &[
-    ("fvsbn", "fully visible sigmoid belief net: logistic regression of x_d on x_<d (density model)"),
-    ("nade", "neural autoregressive distribution estimator, tied weights, O(DH) (density model)"),
-    ("made", "masked autoencoder for distribution estimation, K masks, any ordering (density model)"),
-];
+wick_core::choice! {
+    /// The density models this trainer knows.
+    pub enum DensityAlgo("density model") {
+        /// Fully visible sigmoid belief net: logistic regression of x_d on x_<d (density model)
+        Fvsbn = "fvsbn",
+        /// NADE: neural autoregressive distribution estimator, tied weights, O(DH) (density model)
+        Nade = "nade",
+        /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
+        Made = "made",
+    }
+}
 
 impl DensityConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(MODELS.iter().any(|(m, _)| *m == self.algo), "unknown density model '{}': expected one of {}", self.algo, MODELS.iter().map(|m| m.0).collect::<Vec<_>>().join(", "));
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
         ensure!(self.batch >= 1, "batch size must be at least 1, got {}", self.batch);
         ensure!(self.clip_grad.is_finite() && self.clip_grad >= 0.0, "clip-grad must be a non-negative number, got {}", self.clip_grad);
@@ -104,10 +110,10 @@ impl DensityConfig {
             ensure!(!set, "--{name} does not apply to {} (it is for {})", self.algo, if name == "hidden" { "nade and made" } else { "made" });
             Ok(())
         };
-        if self.algo == "fvsbn" {
+        if self.algo == DensityAlgo::Fvsbn {
             given("hidden", self.hidden.is_some())?;
         }
-        if self.algo != "made" {
+        if self.algo != DensityAlgo::Made {
             given("layers", self.layers.is_some())?;
             given("masks", self.masks.is_some())?;
             given("order", self.order.is_some())?;
@@ -123,10 +129,10 @@ impl DensityConfig {
     /// saved config states every value.
     pub fn with_model_defaults(&self, dim: usize) -> DensityConfig {
         let mut c = self.clone();
-        if c.algo != "fvsbn" {
+        if c.algo != DensityAlgo::Fvsbn {
             c.hidden = Some(c.hidden.unwrap_or(if dim <= 100 { 100 } else { 500 }));
         }
-        if c.algo == "made" {
+        if c.algo == DensityAlgo::Made {
             c.layers = Some(c.layers.unwrap_or(1));
             c.masks = Some(c.masks.unwrap_or(1));
             c.order = Some(c.order.unwrap_or(Order::Natural));
@@ -142,10 +148,10 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
     let cfg = cfg.with_model_defaults(dim);
     let mut rng = Rng::stream(cfg.seed, "init");
     let hidden = cfg.hidden.unwrap_or(0);
-    match cfg.algo.as_str() {
-        "fvsbn" => Ok(Box::new(Fvsbn::new(dim, &mut rng, device)?)),
-        "nade" => Ok(Box::new(Nade::new(dim, hidden, &mut rng, device)?)),
-        "made" => Ok(Box::new(Made::new(
+    match cfg.algo {
+        DensityAlgo::Fvsbn => Ok(Box::new(Fvsbn::new(dim, &mut rng, device)?)),
+        DensityAlgo::Nade => Ok(Box::new(Nade::new(dim, hidden, &mut rng, device)?)),
+        DensityAlgo::Made => Ok(Box::new(Made::new(
             dim,
             hidden,
             cfg.layers.unwrap_or(1),
@@ -155,15 +161,7 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
             cfg.seed,
             device,
         )?)),
-        other => bail!("unknown density model '{other}'"),
     }
-}
-
-/// The binarised rows of one split as a `[n, D]` tensor.
-pub fn split_tensor(data: &Dataset, x: &[f32], split: Split, device: &Device) -> Result<Tensor> {
-    let idx = data.indices(split);
-    let v = Dataset::gather(x, data.dim, &idx);
-    Ok(Tensor::from_vec(v, (idx.len(), data.dim), device)?)
 }
 
 /// Per-example NLL (nats) of every row of `x`, in batches.
@@ -211,9 +209,9 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let data = Dataset::load(&cfg.data)?;
     let x = data.binarized(cfg.threshold);
     let (xtr, xva, xte) = (
-        split_tensor(&data, &x, Split::Train, dev)?,
-        split_tensor(&data, &x, Split::Valid, dev)?,
-        split_tensor(&data, &x, Split::Test, dev)?,
+        data.split_tensor(&x, Split::Train, dev)?,
+        data.split_tensor(&x, Split::Valid, dev)?,
+        data.split_tensor(&x, Split::Test, dev)?,
     );
     let ntr = xtr.dim(0)?;
     ensure!(ntr > 0 && xva.dim(0)? > 0, "dataset '{}' has an empty train or valid split", cfg.data);
@@ -225,30 +223,16 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     // drawn from it, so a run resumed mid-epoch redraws the same one.
     let mut epoch_rng = Rng::stream(cfg.seed, "data");
     let mut st = State { epoch: 1, batch: 0, step: 0, loss_sum: 0.0, loss_count: 0, best_valid: None, best_epoch: 0, bad_epochs: 0, done: false };
-    let ckpt_path = rt.dir.checkpoint();
-    let resumed = rt.resume && ckpt_path.exists();
-    if resumed {
-        let ck = Checkpoint::load(&ckpt_path)?;
-        model.params().load_from(&ck).map_err(|e| e.context(format!("resuming from '{}'", ckpt_path.display())))?;
+    let mut run = Session::open(rt, cfg)?;
+    if let Some(ck) = run.checkpoint()? {
+        model.params().load_from(&ck).map_err(|e| run.resume_error(e))?;
         opt.load_from(&ck, model.params())?;
         epoch_rng = ck.rng("data")?;
         st = ck.meta("train_state")?;
     }
-
-    if !rt.resume {
-        rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
-    }
-    let mut tb = TbLogger::create(rt.dir.path())?;
-    if rt.resume {
-        // Drop whatever the interrupted process logged after its checkpoint.
-        tb.resume_at(st.epoch)?;
-    } else {
-        tb.text("config", 0, &format!("```toml\n{}\n```", wick_core::config::to_toml(cfg)?))?;
-    }
-
     let nb = ntr.div_ceil(cfg.batch) as u64;
-    let mut progress = wick_core::progress::Progress::new(&cfg.algo, cfg.epochs * nb, rt.quiet);
-    progress.set_position((st.epoch - 1) * nb + st.batch as u64);
+    // A resumed run drops whatever the interrupted process logged after its checkpoint.
+    run.start(cfg.algo.name(), Some(st.epoch), cfg.epochs * nb, (st.epoch - 1) * nb + st.batch as u64)?;
     let t0 = Instant::now();
     let mut samples_here: u64 = 0;
     let log_every = if cfg.log_every == 0 { u64::MAX } else { cfg.log_every };
@@ -269,6 +253,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
                 lval = f64::NAN;
             }
             if !lval.is_finite() {
+                let ckpt_path = run.dir().checkpoint();
                 let kept = if ckpt_path.exists() {
                     format!("the last good checkpoint is '{}'", ckpt_path.display())
                 } else {
@@ -285,28 +270,26 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             st.loss_sum += lval * (hi - lo) as f64;
             st.loss_count += (hi - lo) as u64;
             epoch_samples += (hi - lo) as u64;
-            progress.inc(1);
-            if wick_core::signal::interrupted() {
-                save_checkpoint(&ckpt_path, &*model, &opt, &epoch_rng, &st, cfg)?;
-                tb.flush()?;
-                progress.finish();
-                return Ok(Outcome::Interrupted { step: st.step });
+            run.progress.inc(1);
+            if run.interrupted() {
+                run.save(checkpoint(&*model, &opt, &epoch_rng, &st)?)?;
+                return run.interrupt(st.step);
             }
         }
         samples_here += epoch_samples;
         let e = st.epoch;
         let train_nll = st.loss_sum / st.loss_count.max(1) as f64;
         let valid_nll = mean_nll(&*model, &xva)?;
-        tb.scalar("losses/train_nll", e, train_nll)?;
-        tb.scalar("eval/valid_nll", e, valid_nll)?;
-        tb.scalar("charts/learning_rate", e, lr)?;
-        tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9))?;
+        run.tb.scalar("losses/train_nll", e, train_nll)?;
+        run.tb.scalar("eval/valid_nll", e, valid_nll)?;
+        run.tb.scalar("charts/learning_rate", e, lr)?;
+        run.tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9))?;
         if e % log_every == 0 {
-            log_samples_and_weights(&mut tb, &*model, &data, &x, cfg.seed, e)?;
+            log_samples_and_weights(&mut run.tb, &*model, &data, &x, cfg.seed, e)?;
         }
-        tb.flush()?;
+        run.tb.flush()?;
         wick_core::fault::point("after-log");
-        progress.message(format!("epoch {e} train_nll {train_nll:.3} valid_nll {valid_nll:.3}"));
+        run.progress.message(format!("epoch {e} train_nll {train_nll:.3} valid_nll {valid_nll:.3}"));
         if st.best_valid.is_none_or(|b| valid_nll < b) {
             st.best_valid = Some(valid_nll);
             st.best_epoch = e;
@@ -318,8 +301,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             }
             best.set_meta("epoch", &e);
             best.set_meta("valid_nll", &valid_nll);
-            best.set_meta("config", cfg);
-            best.save(&rt.dir.best())?;
+            run.save_best(best)?;
         } else {
             st.bad_epochs += 1;
             if cfg.patience > 0 && st.bad_epochs >= cfg.patience {
@@ -331,22 +313,21 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         st.loss_sum = 0.0;
         st.loss_count = 0;
         epoch_rng = rng;
-        save_checkpoint(&ckpt_path, &*model, &opt, &epoch_rng, &st, cfg)?;
-        tb.flush()?;
+        run.save(checkpoint(&*model, &opt, &epoch_rng, &st)?)?;
+        run.tb.flush()?;
     }
-    progress.finish();
+    run.progress.finish();
     let train_secs = t0.elapsed().as_secs_f64();
 
     // Final figures come from the best model.
-    let best = Checkpoint::load(&rt.dir.best())?;
+    let best = Checkpoint::load(&run.dir().best())?;
     model.params().load_from(&best)?;
     let (train_nll, valid_nll, test_nll) = (mean_nll(&*model, &xtr)?, mean_nll(&*model, &xva)?, mean_nll(&*model, &xte)?);
     let last_epoch = st.epoch - 1;
     // Logged at step epochs_run + 1, past every epoch's step, so that a run killed during this
     // final phase purges it on resume (resume_at(st.epoch)) and logs it exactly once.
-    tb.scalar("eval/test_nll", st.epoch, test_nll)?;
-    log_samples_and_weights(&mut tb, &*model, &data, &x, cfg.seed, st.epoch)?;
-    tb.flush()?;
+    run.tb.scalar("eval/test_nll", st.epoch, test_nll)?;
+    log_samples_and_weights(&mut run.tb, &*model, &data, &x, cfg.seed, st.epoch)?;
     let metrics = serde_json::json!({
         "algo": cfg.algo,
         "data": cfg.data,
@@ -363,45 +344,18 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         "optimizer_steps": st.step,
         "train_samples_per_s": if samples_here > 0 { serde_json::json!(samples_here as f64 / train_secs.max(1e-9)) } else { serde_json::Value::Null },
     });
-    rt.dir.write_metrics(&metrics)?;
-    Ok(Outcome::Finished(metrics))
+    run.finish(metrics)
 }
 
-fn save_checkpoint(path: &std::path::Path, model: &dyn DensityModel, opt: &Optimizer, data_rng: &Rng, st: &State, cfg: &DensityConfig) -> Result<()> {
+/// The full state of a run: parameters, Adam's moments, the data stream, the counters.
+fn checkpoint(model: &dyn DensityModel, opt: &Optimizer, data_rng: &Rng, st: &State) -> Result<Checkpoint> {
     let mut ck = Checkpoint::new();
     model.params().save_to(&mut ck)?;
     opt.save_to(&mut ck, model.params())?;
     ck.put_rng("data", data_rng);
     ck.set_meta("train_state", st);
-    ck.set_meta("config", cfg);
-    ck.save(path)
+    Ok(ck)
 }
-
-/// Upscale factor so that small images (8×8 digits) are visible in TensorBoard.
-pub fn display_scale(h: usize) -> usize {
-    (64 / h.max(1)).max(1)
-}
-
-/// A `cols`-wide grid of images in [0,1], as grey u8 pixels upscaled for display: (pixels, height, width).
-pub fn image_grid(images: &[f32], n: usize, h: usize, w: usize) -> (Vec<u8>, usize, usize) {
-    let cols = (n as f64).sqrt().ceil() as usize;
-    let s = display_scale(h);
-    let up: Vec<f32> = if s == 1 {
-        images.to_vec()
-    } else {
-        let mut v = Vec::with_capacity(images.len() * s * s);
-        for k in 0..n {
-            for r in 0..h * s {
-                for c in 0..w * s {
-                    v.push(images[k * h * w + (r / s) * w + c / s]);
-                }
-            }
-        }
-        v
-    };
-    wick_core::image::grid(&up, n, h * s, w * s, cols, 128)
-}
-
 
 /// Completions of the first `n` test images with the top half observed, interleaved with the
 /// originals: (original, completion) pairs, `2n` images.
@@ -421,10 +375,10 @@ fn completion_pairs(model: &dyn DensityModel, data: &Dataset, x: &[f32], n: usiz
 fn log_samples_and_weights(tb: &mut TbLogger, model: &dyn DensityModel, data: &Dataset, x: &[f32], seed: u64, step: u64) -> Result<()> {
     let mut rng = Rng::stream_indexed(seed, "tb-samples", step);
     let s = model.sample(SAMPLE_GRID, &mut rng, None)?;
-    let (px, h, w) = image_grid(&s, SAMPLE_GRID, data.height, data.width);
+    let (px, h, w) = display_grid(&s, SAMPLE_GRID, data.height, data.width, 0);
     tb.image("samples", step, &px, h, w, 1)?;
     let (pairs, n) = completion_pairs(model, data, x, SAMPLE_GRID / 2, &mut rng)?;
-    let (px, h, w) = image_grid(&pairs, n, data.height, data.width);
+    let (px, h, w) = display_grid(&pairs, n, data.height, data.width, 0);
     tb.image("completions_top_half", step, &px, h, w, 1)?;
     for (name, var) in model.params().names().iter().zip(model.params().vars()) {
         let v = var.flatten_all()?.to_vec1::<f32>()?;

@@ -7,9 +7,9 @@
 //! - Grid worlds (GridWorld, FrozenLake, CliffWalking): each cell coloured by its value and an
 //!   arrow of the greedy action (a dot for GridWorld's stay). Tag `grid/values_and_policy`.
 
-use crate::tabular::TabularConfig;
+use crate::parallel::McAgent;
+use crate::tabular_train::{run_policy, TabularConfig};
 use std::path::Path;
-use wick_agents::McAgent;
 use wick_core::tb::TbLogger;
 use wick_core::Result;
 use wick_envs::blackjack::{BlackjackObs, HIT};
@@ -47,7 +47,7 @@ fn colour(v: f64, scale: f64) -> [u8; 3] {
 /// Log (and write) the run's picture, where there is one for its env.
 pub fn log_images<A: McAgent>(tb: &mut TbLogger, cfg: &TabularConfig, agent: &A, step: u64, dir: &Path) -> Result<()> {
     let values = agent.state_values();
-    let policy = crate::tabular::run_policy(agent, cfg);
+    let policy = run_policy(agent, cfg);
     let env = cfg.env.as_deref().unwrap_or("Blackjack-v1");
     let pic = if env == "Blackjack-v1" {
         Some(blackjack(&values, policy.as_deref()))

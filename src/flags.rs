@@ -1,0 +1,102 @@
+//! Flags more than one subcommand takes: every trainer's [`CommonFlags`], the neural trainers'
+//! [`OptimFlags`], and `wick eval`'s [`EvalArgs`].
+
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+use wick_core::optim::OptimKind;
+
+/// Flags every trainer takes.
+#[derive(Args, Clone, Debug)]
+pub struct CommonFlags {
+    /// Seed of every random stream of the run [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda)
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Directory that holds run directories
+    #[arg(long, default_value = "runs")]
+    pub logdir: PathBuf,
+    /// Run directory name [default: <algo>__<data>__s<seed>__<UTC time>]
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// TOML file of hyperparameters (flags given on the command line override it)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint, with its saved config
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Replace an existing run directory of the same name
+    #[arg(long)]
+    pub force: bool,
+    /// CPU threads: for tensor kernels, or the episode collectors of the tabular agents [default:
+    /// all cores]; results do not depend on it
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress output
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Optimizer flags, shared by every neural trainer.
+#[derive(Args, Serialize, Debug, Clone, Default)]
+pub struct OptimFlags {
+    /// sgd, adam (coupled L2 weight decay) or adamw (decoupled weight decay) [default: adam]
+    #[arg(long = "optimizer")]
+    #[serde(rename = "kind", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<OptimKind>,
+    /// Learning rate [default: 0.001; reinforce: 0.01]
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Weight decay λ (L2 for sgd/adam, decoupled for adamw) [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// Adam β1 [default: 0.9]
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta1: Option<f64>,
+    /// Adam β2 [default: 0.999]
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta2: Option<f64>,
+    /// SGD momentum [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// SGD Nesterov momentum
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nesterov: bool,
+}
+
+/// `wick eval <run-dir>`: the run's config.toml says which kind of run it is; each kind
+/// takes the flags that make sense for it and refuses the others with a one-line error.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The run directory (holds config.toml and its checkpoints)
+    pub run_dir: PathBuf,
+    /// Density models: evaluate on this data instead of the run's [digits, mnist5k or a path]
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Density models: train, valid, test or all
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Density models: write one row per example (index, split, label, log_prob in nats) to this CSV file
+    #[arg(long, value_name = "FILE.csv")]
+    pub per_example: Option<PathBuf>,
+    /// RL agents: episodes to run with the learned policy [default: 100 for networks, 100000 for tables]
+    #[arg(long)]
+    pub episodes: Option<u64>,
+    /// RL agents: act greedily (argmax) instead of sampling from the policy
+    #[arg(long)]
+    pub greedy: bool,
+    /// RL agents: seed of the evaluation episodes
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}

@@ -1,0 +1,141 @@
+//! Starting and ending a training run from the command line: flags → config → run directory
+//! ([`configure`]), and the run's outcome → a message and an exit code ([`finish`]).
+
+use crate::flags::CommonFlags;
+use std::process::ExitCode;
+use wick_core::run::{default_run_name, Outcome, RunDir, Runtime};
+use wick_agents::reinforce::PolicyGradientAlgo;
+use wick_agents::tabular_train::TabularAlgo;
+use wick_core::{bail, Result};
+use wick_generative::train::DensityAlgo;
+use wick_pretrain::train::Objective;
+
+/// The `algo` a run directory's config.toml names.
+pub fn saved_algo(run: &RunDir) -> Result<String> {
+    match run.read_config()?.get("algo").and_then(|v| v.as_str()) {
+        Some(a) => Ok(a.to_string()),
+        None => bail!("{}: config.toml names no algo; is this a wick run directory?", run.path().display()),
+    }
+}
+
+/// Whether `name` is an algorithm of some trainer.
+fn known_algo(name: &str) -> bool {
+    name.parse::<DensityAlgo>().is_ok() || name.parse::<PolicyGradientAlgo>().is_ok() || name.parse::<TabularAlgo>().is_ok() || name.parse::<Objective>().is_ok()
+}
+
+/// Pin the kernel thread count before any thread pool starts (Candle reads RAYON_NUM_THREADS).
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
+    Ok(())
+}
+
+/// Fresh run or `--resume`: the run directory and the config table to use.
+pub struct Prepared {
+    pub runtime: Runtime,
+    /// The saved config (resume) or None (fresh: the caller resolves flags).
+    pub saved: Option<toml::Table>,
+    created: bool,
+}
+
+/// Open the run directory for a trainer. `overrides_given` tells whether any flag or file
+/// would change the config, which `--resume` does not allow.
+pub fn prepare(algo: &str, common: &CommonFlags, data_name: &str, seed: u64, overrides_given: bool) -> Result<Prepared> {
+    set_threads(common.threads)?;
+    let device = wick_core::device::parse_device(&common.device)?;
+    wick_core::signal::install();
+    if let Some(dir) = &common.resume {
+        if common.force {
+            bail!("--resume and --force cannot be used together: --resume continues a run, --force replaces it");
+        }
+        if overrides_given || common.config.is_some() || common.seed.is_some() {
+            bail!("--resume continues a run with its saved config.toml: drop the hyperparameter flags (and --config/--seed), or start a new run");
+        }
+        let run = RunDir::open(dir)?;
+        let table = run.read_config()?;
+        let saved_algo = saved_algo(&run)?;
+        if saved_algo != algo && !known_algo(&saved_algo) {
+            bail!("'{}': its config.toml names algo '{saved_algo}', which is no wick algorithm (see `wick list`)", dir.display());
+        }
+        if saved_algo != algo {
+            bail!("'{}' is a {saved_algo} run, not {algo}: resume it with `wick train {saved_algo} --resume {}`", dir.display(), dir.display());
+        }
+        return Ok(Prepared { runtime: Runtime { dir: run, device, resume: true, quiet: common.quiet }, saved: Some(table), created: false });
+    }
+    let name = common.run_name.clone().unwrap_or_else(|| default_run_name(algo, data_name, seed));
+    let existed = common.logdir.join(&name).exists();
+    let dir = RunDir::create(&common.logdir, &name, common.force)?;
+    Ok(Prepared { runtime: Runtime { dir, device, resume: false, quiet: common.quiet }, saved: None, created: !existed })
+}
+
+/// A trainer's config and run directory. `flags` serialises to the hyperparameters the user
+/// gave (unset options skipped; an empty `[optim]` table counts as none). With `--resume` the
+/// run's saved config.toml is used and any hyperparameter flag is refused; otherwise the config
+/// is defaults ← `--config` file ← flags, and `fresh` checks (and may complete) it before the run
+/// directory exists, returning the name part (data or env) and the seed of the default run name.
+pub fn configure<C, F>(algo: &str, flags: &F, common: &CommonFlags, fresh: impl FnOnce(C) -> Result<(C, String, u64)>) -> Result<(C, Prepared)>
+where
+    C: serde::Serialize + serde::de::DeserializeOwned + Default,
+    F: serde::Serialize,
+{
+    let mut t = match toml::Value::try_from(flags).map_err(|e| wick_core::Error::new(e.to_string()))? {
+        toml::Value::Table(t) => t,
+        _ => toml::Table::new(),
+    };
+    if t.get("optim").and_then(|o| o.as_table()).is_some_and(|o| o.is_empty()) {
+        t.remove("optim");
+    }
+    let given = !t.is_empty();
+    if common.resume.is_some() {
+        let p = prepare(algo, common, "", 0, given)?;
+        let table = p.saved.clone().expect("resume has a saved config");
+        let cfg: C = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| wick_core::Error::new(format!("saved config.toml: {}", e.message().trim())))?;
+        return Ok((cfg, p));
+    }
+    t.insert("algo".into(), toml::Value::String(algo.into()));
+    if let Some(s) = common.seed {
+        t.insert("seed".into(), toml::Value::Integer(s as i64));
+    }
+    let cfg: C = wick_core::config::resolve(common.config.as_deref(), &t)?;
+    let (cfg, name, seed) = fresh(cfg)?;
+    let p = prepare(algo, common, &name, seed, given)?;
+    Ok((cfg, p))
+}
+
+/// Run a trainer and turn its outcome into an exit code; on failure of a fresh run that left
+/// its directory empty, remove the directory so a corrected retry can use the same name.
+pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode> {
+    let dir = p.runtime.dir.path();
+    match out {
+        Ok(Outcome::Finished(metrics)) => {
+            // The headline figures each kind of run reports, in this order, where present.
+            const SHOWN: &[&str] = &[
+                "test_nll", "best_epoch", "train_samples_per_s", "mean_return_last100", "steps_to_solve",
+                "eval_mean_return", "optimal_action_agreement", "value_rmse", "episodes_per_s", "train_steps_per_s",
+                "probe_acc_all", "probe_acc_100",
+            ];
+            let shown: String = SHOWN.iter().filter_map(|k| metrics.get(*k).map(|v| format!(" {k} {v}"))).collect();
+            println!("{algo}: done in {}:{shown}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Outcome::Interrupted { step }) => {
+            eprintln!(
+                "wick: interrupted at step {step}; checkpoint saved. Continue with: wick train {algo} --resume {}",
+                dir.display()
+            );
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => {
+            if p.created && std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false) {
+                let _ = std::fs::remove_dir(dir);
+            }
+            Err(e)
+        }
+    }
+}
