@@ -1,16 +1,16 @@
 //! Command-line surface: `wick train <algo>`, `wick eval`, `wick sample`, `wick list`.
 
-use crate::flags::EvalArgs;
+use crate::flags::{document_defaults, hide_others, EvalArgs};
 use crate::launch::saved_algo;
 use crate::{density, pretrain, reinforce, tabular};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 use wick_core::run::RunDir;
-use wick_agents::reinforce::PolicyGradientAlgo;
-use wick_agents::tabular_train::TabularAlgo;
+use wick_agents::reinforce::{PolicyGradientAlgo, ReinforceConfig};
+use wick_agents::tabular_train::{TabularAlgo, TabularConfig};
 use wick_core::{bail, Result};
-use wick_generative::train::DensityAlgo;
-use wick_pretrain::train::Objective;
+use wick_generative::train::{DensityAlgo, DensityConfig};
+use wick_pretrain::train::{Objective, PretrainConfig};
 
 #[derive(Parser)]
 #[command(
@@ -78,13 +78,35 @@ enum TrainCmd {
     Vicreg(pretrain::PretrainFlags),
 }
 
-pub fn run(cli: Cli) -> Result<ExitCode> {
+/// The command line, with each train subcommand's help completed from its trainer's defaults
+/// (see [`crate::flags::document_defaults`]).
+pub fn command() -> clap::Command {
+    let cmd = Cli::command();
+    cmd.mut_subcommand("train", |train| {
+        let mut train = train;
+        for &a in DensityAlgo::ALL {
+            train = train.mut_subcommand(a.name(), |c| hide_others(document_defaults(c, &DensityConfig::default()), |f| a.takes(f)));
+        }
+        train = train.mut_subcommand("reinforce", |c| document_defaults(c, &ReinforceConfig::default()));
+        for &a in TabularAlgo::ALL {
+            train = train.mut_subcommand(a.name(), |c| hide_others(document_defaults(c, &TabularConfig::default()), |f| a.takes(f)));
+        }
+        for &a in Objective::ALL {
+            train = train.mut_subcommand(a.name(), |c| hide_others(document_defaults(c, &PretrainConfig::default()), |f| a.takes(f)));
+        }
+        train
+    })
+}
+
+/// `m`: the matches of the whole command line.
+pub fn run(cli: Cli, m: &clap::ArgMatches) -> Result<ExitCode> {
+    let leaf = m.subcommand().and_then(|(_, t)| t.subcommand()).map(|(_, leaf)| leaf);
     match cli.cmd {
         Cmd::Train { algo } => match algo {
             TrainCmd::Fvsbn(f) => density::train(DensityAlgo::Fvsbn, f),
             TrainCmd::Nade(f) => density::train(DensityAlgo::Nade, f),
             TrainCmd::Made(f) => density::train(DensityAlgo::Made, f),
-            TrainCmd::Reinforce(f) => reinforce::train(f),
+            TrainCmd::Reinforce(f) => reinforce::train(f, leaf.expect("train reinforce has matches")),
             TrainCmd::McPrediction(f) => tabular::train(TabularAlgo::McPrediction, f),
             TrainCmd::McBasic(f) => tabular::train(TabularAlgo::McBasic, f),
             TrainCmd::McEs(f) => tabular::train(TabularAlgo::McEs, f),
@@ -137,5 +159,61 @@ fn list() {
     println!("environments (--env ID, options as key=value,...):");
     for (id, what) in wick_envs::registry::list() {
         println!("  {id:<24} {what}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// One home per hyperparameter: every field of each trainer's config has a flag of its
+    /// subcommands, and every flag of them (besides the run flags) a config field.
+    #[test]
+    fn every_config_field_has_a_flag_and_every_flag_a_field() {
+        let cmd = command();
+        let train = cmd.find_subcommand("train").unwrap();
+        let run_flags = ["device", "logdir", "run_name", "config", "resume", "force", "threads", "quiet", "help"];
+        let check = |name: &str, cfg: serde_json::Value| {
+            let sub = train.find_subcommand(name).unwrap_or_else(|| panic!("no subcommand {name}"));
+            let flags: BTreeSet<String> = sub.get_arguments().map(|a| a.get_id().to_string()).filter(|id| !run_flags.contains(&id.as_str())).collect();
+            let mut fields = BTreeSet::new();
+            for (k, v) in cfg.as_object().unwrap() {
+                match k.as_str() {
+                    "algo" => {} // the subcommand
+                    "optim" => fields.extend(v.as_object().unwrap().keys().cloned()),
+                    _ => {
+                        fields.insert(k.clone());
+                    }
+                }
+            }
+            assert_eq!(flags, fields, "wick train {name}: flags vs config fields");
+        };
+        for a in DensityAlgo::ALL {
+            check(a.name(), serde_json::to_value(DensityConfig::default()).unwrap());
+        }
+        check("reinforce", serde_json::to_value(ReinforceConfig::default()).unwrap());
+        for a in TabularAlgo::ALL {
+            check(a.name(), serde_json::to_value(TabularConfig::default()).unwrap());
+        }
+        for a in Objective::ALL {
+            check(a.name(), serde_json::to_value(PretrainConfig::default()).unwrap());
+        }
+    }
+
+    /// The "[default: …]" of a flag is its trainer's default, written from the value.
+    #[test]
+    fn help_defaults_come_from_the_config() {
+        let mut cmd = command();
+        let help = |cmd: &mut clap::Command, name: &str| cmd.find_subcommand_mut("train").unwrap().find_subcommand_mut(name).unwrap().render_help().to_string();
+        let reinforce = help(&mut cmd, "reinforce");
+        let nade = help(&mut cmd, "nade");
+        let lr = |h: &str| h.lines().find(|l| l.contains("Learning rate")).map(str::to_string).unwrap_or_default();
+        assert!(lr(&reinforce).contains("[default: 0.01]"), "{}", lr(&reinforce));
+        assert!(lr(&nade).contains("[default: 0.001]"), "{}", lr(&nade));
+        assert!(reinforce.contains("[default: 128]") && nade.contains("[default: 500]"), "hidden / epochs defaults");
+        // Each subcommand lists its own flags: MADE's are not NADE's.
+        let made = help(&mut cmd, "made");
+        assert!(made.contains("--masks") && !nade.contains("--masks") && !nade.contains("--order"), "{nade}");
     }
 }

@@ -1,7 +1,7 @@
 //! `wick train fvsbn`, `wick eval`, `wick sample` for the density models.
 
 use crate::flags::{CommonFlags, EvalArgs, OptimFlags};
-use crate::launch::{configure, finish};
+use crate::launch::{configure, finish, flags_table};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ pub struct DensityFlags {
     #[command(flatten)]
     #[serde(skip)]
     pub common: CommonFlags,
-    /// digits, mnist5k, or a path: .csv/.csv.gz, an MNIST IDX directory, .amat files [default: digits]
+    /// digits, mnist5k, or a path: .csv/.csv.gz, an MNIST IDX directory, .amat files
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
@@ -49,36 +49,36 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub order_agnostic: bool,
-    /// Maximum number of epochs [default: 500]
+    /// Maximum number of epochs
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epochs: Option<u64>,
-    /// Minibatch size [default: 100]
+    /// Minibatch size
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
-    /// Early stopping: epochs without a better valid NLL before stopping; 0 never stops early [default: 50]
+    /// Early stopping: epochs without a better valid NLL before stopping; 0 never stops early
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patience: Option<u64>,
-    /// Clip gradients to this global L2 norm; 0 disables [default: 0]
+    /// Clip gradients to this global L2 norm; 0 disables
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_grad: Option<f64>,
-    /// Epochs between sample grids and weight histograms in TensorBoard [default: 50]
+    /// Epochs between sample grids and weight histograms in TensorBoard
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_every: Option<u64>,
     #[command(flatten)]
     pub optim: OptimFlags,
-    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA [default: constant]
+    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
 }
 
 pub fn train(algo: DensityAlgo, flags: DensityFlags) -> Result<ExitCode> {
-    let (cfg, prepared) = configure(algo.name(), &flags, &flags.common, |cfg: DensityConfig| {
+    let (cfg, prepared) = configure(algo.name(), flags_table(&flags)?, &flags.common, |cfg: DensityConfig| {
         cfg.validate()?;
         let (data, seed) = (cfg.data.clone(), cfg.seed);
         Ok((cfg, data, seed))

@@ -1,15 +1,16 @@
 //! Flags more than one subcommand takes: every trainer's [`CommonFlags`], the neural trainers'
 //! [`OptimFlags`], and `wick eval`'s [`EvalArgs`].
 
-use clap::Args;
+use clap::{Args, Command};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use wick_core::optim::OptimKind;
 
 /// Flags every trainer takes.
 #[derive(Args, Clone, Debug)]
 pub struct CommonFlags {
-    /// Seed of every random stream of the run [default: 0]
+    /// Seed of every random stream of the run
     #[arg(long)]
     pub seed: Option<u64>,
     /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda)
@@ -42,27 +43,31 @@ pub struct CommonFlags {
 /// Optimizer flags, shared by every neural trainer.
 #[derive(Args, Serialize, Debug, Clone, Default)]
 pub struct OptimFlags {
-    /// sgd, adam (coupled L2 weight decay) or adamw (decoupled weight decay) [default: adam]
+    /// sgd, adam (coupled L2 weight decay) or adamw (decoupled weight decay)
     #[arg(long = "optimizer")]
     #[serde(rename = "kind", skip_serializing_if = "Option::is_none")]
     pub kind: Option<OptimKind>,
-    /// Learning rate [default: 0.001; reinforce: 0.01]
+    /// Learning rate
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
-    /// Weight decay λ (L2 for sgd/adam, decoupled for adamw) [default: 0]
+    /// Weight decay λ (L2 for sgd/adam, decoupled for adamw)
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
-    /// Adam β1 [default: 0.9]
+    /// Adam β1
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beta1: Option<f64>,
-    /// Adam β2 [default: 0.999]
+    /// Adam β2
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beta2: Option<f64>,
-    /// SGD momentum [default: 0]
+    /// Adam ε (added to the root of the second moment)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f64>,
+    /// SGD momentum
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub momentum: Option<f64>,
@@ -99,4 +104,52 @@ pub struct EvalArgs {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+/// Hide the flags of `cmd` that are not its algorithm's (`takes` says which are).
+pub fn hide_others(cmd: Command, takes: impl Fn(&str) -> bool) -> Command {
+    let ids: Vec<String> = cmd.get_arguments().map(|a| a.get_id().to_string()).filter(|id| !takes(id)).collect();
+    ids.into_iter().fold(cmd, |cmd, id| cmd.mut_arg(id, |a| a.hide(true)))
+}
+
+/// Complete a train subcommand's help from its trainer's default config: each flag whose config
+/// field has a default value gets `[default: V]` written from that value (the one home of the
+/// default), optimizer flags from the config's `[optim]`. Flags that declare their own default
+/// (clap's `default_value_t`) keep it; fields that default by a rule (of the data, the env)
+/// state the rule in their own help.
+pub fn document_defaults<C: Serialize>(cmd: Command, defaults: &C) -> Command {
+    let Ok(serde_json::Value::Object(top)) = serde_json::to_value(defaults) else { return cmd };
+    let mut values = BTreeMap::new();
+    let shown = |v: &serde_json::Value| match v {
+        // Unset (a rule decides) or a switch.
+        serde_json::Value::Null | serde_json::Value::Bool(_) => None,
+        serde_json::Value::String(s) if s.is_empty() => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        // A schedule: its kind ("constant").
+        serde_json::Value::Object(o) if o.len() == 1 => o.get("kind").and_then(|k| k.as_str()).map(String::from),
+        serde_json::Value::Object(_) => None,
+        other => Some(other.to_string()),
+    };
+    for (k, v) in &top {
+        match (k.as_str(), v) {
+            ("optim", serde_json::Value::Object(o)) => values.extend(o.iter().filter_map(|(k, v)| Some((k.clone(), shown(v)?)))),
+            _ => values.extend(shown(v).map(|s| (k.clone(), s))),
+        }
+    }
+    let ids: Vec<String> = cmd.get_arguments().map(|a| a.get_id().to_string()).collect();
+    ids.into_iter().fold(cmd, |cmd, id| match values.get(&id) {
+        Some(v) => cmd.mut_arg(id, |a| {
+            if !a.get_default_values().is_empty() {
+                return a;
+            }
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let long = a.get_long_help().map(|h| h.to_string());
+            let a = a.help(format!("{help} [default: {v}]"));
+            match long {
+                Some(l) => a.long_help(format!("{l}\n\n[default: {v}]")),
+                None => a,
+            }
+        }),
+        None => cmd,
+    })
 }

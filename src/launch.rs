@@ -72,16 +72,10 @@ pub fn prepare(algo: &str, common: &CommonFlags, data_name: &str, seed: u64, ove
     Ok(Prepared { runtime: Runtime { dir, device, resume: false, quiet: common.quiet }, saved: None, created: !existed })
 }
 
-/// A trainer's config and run directory. `flags` serialises to the hyperparameters the user
-/// gave (unset options skipped; an empty `[optim]` table counts as none). With `--resume` the
-/// run's saved config.toml is used and any hyperparameter flag is refused; otherwise the config
-/// is defaults ← `--config` file ← flags, and `fresh` checks (and may complete) it before the run
-/// directory exists, returning the name part (data or env) and the seed of the default run name.
-pub fn configure<C, F>(algo: &str, flags: &F, common: &CommonFlags, fresh: impl FnOnce(C) -> Result<(C, String, u64)>) -> Result<(C, Prepared)>
-where
-    C: serde::Serialize + serde::de::DeserializeOwned + Default,
-    F: serde::Serialize,
-{
+/// The hyperparameters a flags struct (fields `Option`s, serialised with
+/// `skip_serializing_if = "Option::is_none"`) says the user gave; an empty `[optim]` table counts
+/// as none.
+pub fn flags_table<F: serde::Serialize>(flags: &F) -> Result<toml::Table> {
     let mut t = match toml::Value::try_from(flags).map_err(|e| wick_core::Error::new(e.to_string()))? {
         toml::Value::Table(t) => t,
         _ => toml::Table::new(),
@@ -89,6 +83,18 @@ where
     if t.get("optim").and_then(|o| o.as_table()).is_some_and(|o| o.is_empty()) {
         t.remove("optim");
     }
+    Ok(t)
+}
+
+/// A trainer's config and run directory. `given` holds the hyperparameters the user gave on the
+/// command line (see [`flags_table`]). With `--resume` the
+/// run's saved config.toml is used and any hyperparameter flag is refused; otherwise the config
+/// is defaults ← `--config` file ← flags, and `fresh` checks (and may complete) it before the run
+/// directory exists, returning the name part (data or env) and the seed of the default run name.
+pub fn configure<C>(algo: &str, mut t: toml::Table, common: &CommonFlags, fresh: impl FnOnce(C) -> Result<(C, String, u64)>) -> Result<(C, Prepared)>
+where
+    C: serde::Serialize + serde::de::DeserializeOwned + Default,
+{
     let given = !t.is_empty();
     if common.resume.is_some() {
         let p = prepare(algo, common, "", 0, given)?;

@@ -8,7 +8,7 @@ mod reinforce;
 mod tabular;
 mod pretrain;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -26,7 +26,9 @@ fn main() -> ExitCode {
         eprintln!("wick: internal error: {}{loc} (this is a bug in wick; please report it)", msg.lines().next().unwrap_or(""));
     }));
 
-    let cli = match cli::Cli::try_parse() {
+    // The matches as well as the parsed flags: they tell a flag given from its default.
+    let parsed = cli::command().try_get_matches().and_then(|m| cli::Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind::*;
@@ -42,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli::run(cli) {
+    match cli::run(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("wick: {e}");

@@ -1,7 +1,7 @@
 //! `wick train masked|simclr|vicreg`, `wick probe`, `wick embed` for self-supervised encoders.
 
 use crate::flags::{CommonFlags, OptimFlags};
-use crate::launch::{configure, finish};
+use crate::launch::{configure, finish, flags_table};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -20,31 +20,31 @@ pub struct PretrainFlags {
     #[command(flatten)]
     #[serde(skip)]
     pub common: CommonFlags,
-    /// digits, mnist5k, or a labelled .csv/.csv.gz file or MNIST IDX directory [default: digits]
+    /// digits, mnist5k, or a labelled .csv/.csv.gz file or MNIST IDX directory
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
-    /// Encoder: mlp or cnn [default: mlp]
+    /// Encoder: mlp or cnn
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoder: Option<EncoderKind>,
-    /// Epochs [default: 50]
+    /// Epochs
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epochs: Option<u64>,
-    /// Minibatch size (SimCLR: images, each giving two views) [default: 256]
+    /// Minibatch size (SimCLR: images, each giving two views)
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
-    /// SimCLR: NT-Xent temperature τ > 0 [default: 0.5]
+    /// SimCLR: NT-Xent temperature τ > 0
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
-    /// Masked prediction: how many patches to hide: ratio (--mask-ratio of them) or order-agnostic (the last P−d of a random ordering, d uniform in 0..P) [default: ratio]
+    /// Masked prediction: how many patches to hide: ratio (--mask-ratio of them) or order-agnostic (the last P−d of a random ordering, d uniform in 0..P)
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask: Option<ptrain::MaskMode>,
-    /// Masked prediction: fraction of patches hidden, in (0, 1) [default: 0.5]
+    /// Masked prediction: fraction of patches hidden, in (0, 1)
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_ratio: Option<f64>,
@@ -52,28 +52,28 @@ pub struct PretrainFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_patch: Option<usize>,
-    /// Epochs between linear probes; 0 = only at the end [default: 10]
+    /// Epochs between linear probes; 0 = only at the end
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_every: Option<u64>,
-    /// Epochs between image grids in TensorBoard; 0 = only at the end [default: 10]
+    /// Epochs between image grids in TensorBoard; 0 = only at the end
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_every: Option<u64>,
-    /// Clip gradients to this global L2 norm; 0 disables [default: 0]
+    /// Clip gradients to this global L2 norm; 0 disables
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_grad: Option<f64>,
     #[command(flatten)]
     pub optim: OptimFlags,
-    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA [default: constant]
+    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
 }
 
 pub fn train(algo: Objective, flags: PretrainFlags) -> Result<ExitCode> {
-    let (cfg, prepared) = configure(algo.name(), &flags, &flags.common, |cfg: PretrainConfig| {
+    let (cfg, prepared) = configure(algo.name(), flags_table(&flags)?, &flags.common, |cfg: PretrainConfig| {
         cfg.validate()?;
         let (data, seed) = (cfg.data.clone(), cfg.seed);
         Ok((cfg, data, seed))

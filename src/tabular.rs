@@ -2,7 +2,7 @@
 //! [`wick_agents::tabular_train`].
 
 use crate::flags::{CommonFlags, EvalArgs};
-use crate::launch::{configure, finish};
+use crate::launch::{configure, finish, flags_table};
 use clap::Args;
 use serde::Serialize;
 use std::process::ExitCode;
@@ -93,7 +93,7 @@ pub fn train(algo: TabularAlgo, flags: TabularFlags) -> Result<ExitCode> {
     if flags.common.device.trim() != "cpu" {
         bail!("{algo} is a tabular agent and runs on the CPU only; drop --device {} (it is for the neural trainers)", flags.common.device);
     }
-    let (cfg, prepared) = configure(algo.name(), &flags, &flags.common, |cfg: TabularConfig| {
+    let (cfg, prepared) = configure(algo.name(), flags_table(&flags)?, &flags.common, |cfg: TabularConfig| {
         cfg.validate()?;
         let cfg = cfg.with_defaults();
         cfg.validate()?;

@@ -43,6 +43,21 @@ wick_core::choice! {
 }
 
 impl TabularAlgo {
+    /// Whether the option `field` (a config field, a flag's id) is one of this algorithm's:
+    /// the algorithm-only ones are refused elsewhere, and hidden from other algorithms' `--help`.
+    pub fn takes(self, field: &str) -> bool {
+        match field {
+            "epsilon" => matches!(self, McEpsilonGreedy | McOffPolicyControl),
+            "step_size" => self == McEpsilonGreedy,
+            "iterations" => self == McBasic,
+            "runs" | "start_state" => self == McOffPolicyPrediction,
+            "start" => matches!(self, McEpsilonGreedy | McOffPolicyControl | McPrediction),
+            "target" => self == McPrediction,
+            "policy" => self.is_prediction(),
+            _ => true,
+        }
+    }
+
     /// Prediction (of a given policy's values) rather than control.
     pub fn is_prediction(self) -> bool {
         matches!(self, McPrediction | McOffPolicyPrediction)
@@ -199,18 +214,18 @@ impl TabularConfig {
             ensure!(g.is_finite() && (0.0..=1.0).contains(&g), "--gamma must be in [0, 1], got {g}");
         }
         // Flags of some algorithms only: refused elsewhere rather than ignored.
-        let only: [(&str, bool, &[TabularAlgo]); 7] = [
-            ("epsilon", self.epsilon.is_some(), &[McEpsilonGreedy, McOffPolicyControl]),
-            ("step-size", self.step_size.is_some(), &[McEpsilonGreedy]),
-            ("iterations", self.iterations.is_some(), &[McBasic]),
-            ("runs", self.runs.is_some(), &[McOffPolicyPrediction]),
-            ("start-state", self.start_state.is_some(), &[McOffPolicyPrediction]),
-            ("start", self.start.is_some(), &[McEpsilonGreedy, McOffPolicyControl, McPrediction]),
-            ("target", self.target.is_some(), &[McPrediction]),
+        let set = [
+            ("epsilon", self.epsilon.is_some()),
+            ("step_size", self.step_size.is_some()),
+            ("iterations", self.iterations.is_some()),
+            ("runs", self.runs.is_some()),
+            ("start_state", self.start_state.is_some()),
+            ("start", self.start.is_some()),
+            ("target", self.target.is_some()),
         ];
-        for (flag, given, algos) in only {
-            let names: Vec<&str> = algos.iter().map(|a| a.name()).collect();
-            ensure!(!given || algos.contains(&self.algo), "--{flag} does not apply to {} (it is for {})", self.algo, names.join(", "));
+        for (field, given) in set {
+            let users: Vec<&str> = TabularAlgo::ALL.iter().filter(|a| a.takes(field)).map(|a| a.name()).collect();
+            ensure!(!given || self.algo.takes(field), "--{} does not apply to {} (it is for {})", field.replace('_', "-"), self.algo, users.join(", "));
         }
         if let Some(e) = &self.epsilon {
             let e = parse_epsilon(e)?;

@@ -96,6 +96,18 @@ wick_core::choice! {
     }
 }
 
+impl DensityAlgo {
+    /// Whether the option `field` (a config field, a flag's id) is one of this model's: the
+    /// model-specific ones are refused elsewhere, and hidden from other models' `--help`.
+    pub fn takes(self, field: &str) -> bool {
+        match field {
+            "hidden" => self != DensityAlgo::Fvsbn,
+            "layers" | "masks" | "order" | "order_agnostic" => self == DensityAlgo::Made,
+            _ => true,
+        }
+    }
+}
+
 impl DensityConfig {
     pub fn validate(&self) -> Result<()> {
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
@@ -106,18 +118,10 @@ impl DensityConfig {
         }
         self.optim.validate()?;
         self.schedule.validate()?;
-        let given = |name: &str, set: bool| -> Result<()> {
-            ensure!(!set, "--{name} does not apply to {} (it is for {})", self.algo, if name == "hidden" { "nade and made" } else { "made" });
-            Ok(())
-        };
-        if self.algo == DensityAlgo::Fvsbn {
-            given("hidden", self.hidden.is_some())?;
-        }
-        if self.algo != DensityAlgo::Made {
-            given("layers", self.layers.is_some())?;
-            given("masks", self.masks.is_some())?;
-            given("order", self.order.is_some())?;
-            given("order-agnostic", self.order_agnostic.is_some())?;
+        let set = [("hidden", self.hidden.is_some()), ("layers", self.layers.is_some()), ("masks", self.masks.is_some()), ("order", self.order.is_some()), ("order_agnostic", self.order_agnostic.is_some())];
+        for (field, set) in set {
+            let users: Vec<&str> = DensityAlgo::ALL.iter().filter(|a| a.takes(field)).map(|a| a.name()).collect();
+            ensure!(!set || self.algo.takes(field), "--{} does not apply to {} (it is for {})", field.replace('_', "-"), self.algo, users.join(" and "));
         }
         for (name, v) in [("hidden", self.hidden), ("layers", self.layers), ("masks", self.masks)] {
             ensure!(v != Some(0), "{name} must be at least 1, got 0");

@@ -123,6 +123,18 @@ wick_core::choice! {
     }
 }
 
+impl Objective {
+    /// Whether the option `field` (a config field, a flag's id) is one of this objective's
+    /// (the others' are hidden from its `--help`).
+    pub fn takes(self, field: &str) -> bool {
+        match field {
+            "temperature" => self == Objective::Simclr,
+            "mask" | "mask_ratio" | "mask_patch" => self == Objective::Masked,
+            _ => true,
+        }
+    }
+}
+
 impl PretrainConfig {
     pub fn validate(&self) -> Result<()> {
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
