@@ -3,7 +3,7 @@
 
 The same models, initialisation scheme, loss, optimizer, data split and early-stopping protocol
 as `wick train fvsbn|nade|made` (generative/src/{fvsbn,nade,made,train}.rs), so that the test
-NLLs and the training throughputs in the README and in issue 6 can be compared:
+NLLs and the training throughputs in docs/density.md and docs/performance.md can be compared:
 
 - data: `digits` (data/digits.csv.gz, 8x8, binarised at pixel >= 8) or `mnist5k`
   (data/mnist_5k.csv.gz, 28x28, binarised at pixel >= 128); CSV rows are pixels then the label,

@@ -126,7 +126,7 @@ pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode
                 "eval_mean_return", "optimal_action_agreement", "value_rmse", "episodes_per_s", "train_steps_per_s",
                 "probe_acc_all", "probe_acc_100",
             ];
-            let shown: String = SHOWN.iter().filter_map(|k| metrics.get(*k).map(|v| format!(" {k} {v}"))).collect();
+            let shown: String = SHOWN.iter().filter_map(|k| metrics.get(*k).map(|v| format!(" {k} {}", for_people(k, v)))).collect();
             println!("{algo}: done in {}:{shown}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -143,5 +143,33 @@ pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode
             }
             Err(e)
         }
+    }
+}
+
+/// A figure as a person reads it: rates to whole units, other fractions to four decimals, trailing
+/// zeros dropped (`metrics.json` keeps full precision).
+fn for_people(key: &str, v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(x) if v.is_f64() => {
+            let text = if key.ends_with("_per_s") { format!("{x:.0}") } else { format!("{x:.4}") };
+            if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text }
+        }
+        _ => v.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_people;
+    use serde_json::json;
+
+    #[test]
+    fn figures_for_people_are_rounded() {
+        assert_eq!(for_people("test_nll", &json!(18.103904570473563)), "18.1039");
+        assert_eq!(for_people("train_samples_per_s", &json!(630734.3729054254)), "630734");
+        assert_eq!(for_people("best_epoch", &json!(499)), "499");
+        assert_eq!(for_people("optimal_action_agreement", &json!(1.0)), "1");
+        assert_eq!(for_people("value_rmse", &json!(0.0330)), "0.033");
+        assert_eq!(for_people("eval_mean_return", &json!(-0.04241)), "-0.0424");
     }
 }

@@ -13,7 +13,7 @@ use wick_core::run::RunDir;
 use wick_core::{bail, ensure, Result};
 
 /// Flags of the tabular trainers; unset flags take the --config file's value, then the
-/// default for the algorithm and env (the defaults reproduce the README's results).
+/// default for the algorithm and env (the defaults reproduce the results in docs/rl.md).
 #[derive(Args, Serialize, Debug, Clone)]
 pub struct TabularFlags {
     #[command(flatten)]

@@ -118,6 +118,9 @@ fn bad_inputs_give_one_line_exit_2_and_touch_nothing() {
         ("eval bad split", own(&["eval", &good_s, "--split", "dev"]), "dev"),
         ("sample zero", own(&["sample", &good_s, "--n", "0", "--out", s(&d.join("o.png"))]), "--n"),
         ("sample bad observe", own(&["sample", &good_s, "--complete-from", "digits", "--observe", "middle", "--out", s(&d.join("o.png"))]), "middle"),
+        ("NADE too big for memory", own(&["train", "nade", "--data", "digits", "--hidden", "4000000000", "--quiet", "--logdir", &l, "--run-name", "big"]), "smaller --hidden"),
+        ("MADE too big for memory", own(&["train", "made", "--data", "mnist5k", "--hidden", "300000000", "--quiet", "--logdir", &l, "--run-name", "big"]), "smaller --hidden"),
+        ("REINFORCE too big for memory", own(&["train", "reinforce", "--env", "Blackjack-v1", "--hidden", "99999999999", "--quiet", "--logdir", &l, "--run-name", "big"]), "smaller --hidden"),
     ];
     assert!(cases.len() >= 30);
 

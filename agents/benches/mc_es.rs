@@ -57,7 +57,7 @@ fn main() {
     match std::env::var("WICK_PYTHON") {
         Ok(py) if !py.is_empty() => {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/mc_es_blackjack.py");
-            let out = Command::new(&py).args([script, "--episodes", "200000"]).output().expect("run Python");
+            let out = Command::new(wick_core::oracle::resolve(&py)).args([script, "--episodes", "200000"]).output().expect("run Python");
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from the script");
             let p = v["episodes_per_s"].as_f64().unwrap();

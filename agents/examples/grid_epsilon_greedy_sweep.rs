@@ -1,5 +1,5 @@
 //! MC ε-greedy on Zhao's grid world over seeds: the number of suboptimal states (against value
-//! iteration) per seed, for one setting. The README's grid-world sweep was run with this:
+//! iteration) per seed, for one setting. The grid-world sweep in docs/rl.md was run with this:
 //!
 //! `cargo run --release -p wick-agents --example grid_epsilon_greedy_sweep -- EPISODES LEN EPS ALPHA VISIT SEEDS`
 //!

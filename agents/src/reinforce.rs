@@ -326,6 +326,9 @@ pub struct UpdateStats {
 impl Reinforce {
     /// Networks initialised from the run's `init` stream.
     pub fn new(cfg: &ReinforceConfig, obs_dim: usize, num_actions: usize, dev: &Device) -> Result<Reinforce> {
+        let layer = wick_core::mem::product(&[obs_dim.max(num_actions) + 1, cfg.hidden]);
+        let need = wick_core::mem::training_bytes(layer.saturating_mul(4), wick_core::mem::product(&[cfg.hidden, 4]));
+        wick_core::mem::ensure_fits(&format!("reinforce with --hidden {}", cfg.hidden), need, "use a smaller --hidden")?;
         let mut rng = Rng::stream(cfg.seed, "init");
         let mut params = Params::new();
         let policy = Mlp::new(&mut params, "policy", [obs_dim, cfg.hidden, num_actions], &mut rng, dev)?;

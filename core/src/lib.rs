@@ -15,6 +15,8 @@ pub mod session;
 pub mod signal;
 pub mod image;
 pub mod tb;
+pub mod oracle;
+pub mod mem;
 pub mod data;
 pub mod fault;
 pub mod loss;

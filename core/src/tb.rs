@@ -624,21 +624,9 @@ mod tests {
 
     // ---- Python oracle: TensorBoard's own EventAccumulator reads what we wrote. ----
 
-    /// The python named by `WICK_PYTHON`, or None (skip) — but with `CI` set a
-    /// missing python is a failure.
+    /// The python named by `WICK_PYTHON` (see [`crate::oracle`]), or None (skip).
     fn oracle_python() -> Option<String> {
-        match std::env::var("WICK_PYTHON") {
-            Ok(p) if !p.is_empty() => Some(p),
-            _ => {
-                if std::env::var_os("CI").is_some() {
-                    panic!("CI is set but WICK_PYTHON does not name a python with the `tensorboard` package");
-                }
-                eprintln!(
-                    "skipping TensorBoard oracle test: set WICK_PYTHON to a python with the `tensorboard` package"
-                );
-                None
-            }
-        }
+        crate::oracle::python("the `tensorboard` package").map(|p| p.display().to_string())
     }
 
     /// Runs scripts/tb_read.py on `dir` and returns its JSON output, parsed.

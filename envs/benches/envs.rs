@@ -108,7 +108,7 @@ print(json.dumps({"version": gym.__version__, "rates": out}))
 
 fn gymnasium(ids: &[&str]) -> Option<(String, serde_json::Value)> {
     let py = std::env::var("WICK_PYTHON").ok().filter(|p| !p.is_empty())?;
-    let out = Command::new(py).arg("-c").arg(PY).args(ids).output().ok()?;
+    let out = Command::new(wick_core::oracle::resolve(&py)).arg("-c").arg(PY).args(ids).output().ok()?;
     if !out.status.success() {
         eprintln!("note: Gymnasium benchmark failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
         return None;

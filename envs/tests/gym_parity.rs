@@ -6,16 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn python() -> Option<String> {
-    match std::env::var("WICK_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI is set but WICK_PYTHON is not: the Gymnasium parity check needs a Python with gymnasium");
-            }
-            eprintln!("note: WICK_PYTHON not set; skipping the Gymnasium parity check (scripts/gym_parity.py)");
-            None
-        }
-    }
+    wick_core::oracle::python("gymnasium").map(|p| p.display().to_string())
 }
 
 #[test]

@@ -152,6 +152,7 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
     let cfg = cfg.with_model_defaults(dim);
     let mut rng = Rng::stream(cfg.seed, "init");
     let hidden = cfg.hidden.unwrap_or(0);
+    ensure_fits(&cfg, dim)?;
     match cfg.algo {
         DensityAlgo::Fvsbn => Ok(Box::new(Fvsbn::new(dim, &mut rng, device)?)),
         DensityAlgo::Nade => Ok(Box::new(Nade::new(dim, hidden, &mut rng, device)?)),
@@ -166,6 +167,24 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
             device,
         )?)),
     }
+}
+
+/// Refuse, in one line, a model that cannot fit in memory (see [`wick_core::mem`]): parameter
+/// counts from the models' shapes, activations of one batch (NADE keeps a hidden vector per
+/// dimension, `[B, D, H]`).
+fn ensure_fits(cfg: &DensityConfig, dim: usize) -> Result<()> {
+    use wick_core::mem::{ensure_fits, product, training_bytes};
+    let (h, b, layers, masks) = (cfg.hidden.unwrap_or(0), cfg.batch, cfg.layers.unwrap_or(1), cfg.masks.unwrap_or(1));
+    let (params, activations) = match cfg.algo {
+        DensityAlgo::Fvsbn => (product(&[dim, dim]), product(&[b, dim])),
+        DensityAlgo::Nade => (product(&[2, dim, h]), product(&[b, dim, h])),
+        DensityAlgo::Made => {
+            let weights = product(&[2, dim, h]).saturating_add(product(&[layers.saturating_sub(1), h, h]));
+            (weights.saturating_mul(1 + masks as u128), product(&[b, layers, h]).saturating_mul(3))
+        }
+    };
+    let what = format!("{} with --hidden {h} on {dim} inputs", cfg.algo);
+    ensure_fits(&what, training_bytes(params, activations), "use a smaller --hidden (or --batch)")
 }
 
 /// Per-example NLL (nats) of every row of `x`, in batches.

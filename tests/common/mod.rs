@@ -39,19 +39,10 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The Python with tensorboard/safetensors/numpy: `$WICK_PYTHON`. Without it the oracle tests
-/// skip with a note, except under CI (`CI` set), where a missing oracle is a failure.
+/// The Python with tensorboard/safetensors/numpy: `$WICK_PYTHON` (see `wick_core::oracle`).
+/// Without it the oracle tests skip with a note, except under CI (`CI` set).
 pub fn python() -> Option<String> {
-    match std::env::var("WICK_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI is set but WICK_PYTHON is not: .ci/run must provide the Python oracle");
-            }
-            eprintln!("note: WICK_PYTHON not set; skipping the Python oracle check");
-            None
-        }
-    }
+    wick_core::oracle::python("tensorboard, safetensors and numpy").map(|p| p.display().to_string())
 }
 
 pub fn script(name: &str) -> String {
