@@ -9,7 +9,7 @@ use crate::*;
 use std::time::Instant;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::run::Outcome;
-use wick_core::session::Session;
+use wick_core::session::Opening;
 use wick_core::{bail, ensure, Result};
 
 /// Example 5.4 / Figure 5.3: error curves of ordinary and weighted IS at one state, averaged
@@ -17,7 +17,7 @@ use wick_core::{bail, ensure, Result};
 /// `mse.csv` (episode, mse_ordinary, mse_weighted). Checkpointed after every run.
 pub fn error_curves(
     cfg: &TabularConfig,
-    mut run: Session,
+    run: Opening,
     envs: Vec<DynTabular>,
     target: &Policy,
     behaviour: &Policy,
@@ -38,7 +38,7 @@ pub fn error_curves(
         done = ck.meta("runs_done")?;
     }
     // The curves are logged once, at the end: nothing to drop on resume.
-    run.start(cfg.algo.name(), None, runs, done)?;
+    let mut run = run.start(cfg.algo.name(), None, runs, done)?;
     let t0 = Instant::now();
     let mut col = Collector::new(envs, c.seed, "mc-off-policy-prediction")?;
     let checkpoint = |ord: &[f64], wei: &[f64], done: u64| {

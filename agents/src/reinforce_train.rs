@@ -54,7 +54,7 @@ pub fn train(cfg: &ReinforceConfig, rt: &Runtime) -> Result<Outcome> {
     let mut policy_rng = Rng::stream(cfg.seed, "policy");
     let mut st = State::default();
 
-    let mut run = Session::open(rt, cfg)?;
+    let run = Session::open(rt, cfg)?;
     if let Some(ck) = run.checkpoint()? {
         let ctx = |e: Error| run.resume_error(e);
         agent.params.load_from(&ck).map_err(ctx)?;
@@ -64,7 +64,7 @@ pub fn train(cfg: &ReinforceConfig, rt: &Runtime) -> Result<Outcome> {
         st = ck.meta("train_state").map_err(ctx)?;
     }
     // A resumed run drops whatever the interrupted process logged after its checkpoint.
-    run.start("reinforce", Some(st.env_steps + 1), cfg.total_steps, st.env_steps.min(cfg.total_steps))?;
+    let mut run = run.start("reinforce", Some(st.env_steps + 1), cfg.total_steps, st.env_steps.min(cfg.total_steps))?;
     let t0 = Instant::now();
     let steps_at_start = st.env_steps;
     let mut batch = Batch::default();

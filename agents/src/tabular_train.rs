@@ -19,7 +19,7 @@ use std::time::Instant;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::rng::Rng;
 use wick_core::run::{Outcome, Runtime};
-use wick_core::session::Session;
+use wick_core::session::{Opening, Session};
 use wick_core::{bail, ensure, Error, Result};
 use wick_envs::blackjack::{BlackjackObs, HIT, STICK};
 use TabularAlgo::*;
@@ -488,7 +488,7 @@ fn checkpoint<A: McAgent>(agent: &A, st: &State, cfg: &TabularConfig) -> Checkpo
 }
 
 /// The generic training loop: batches, logging, checkpoints, final figures.
-fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, mut run: Session, envs: Vec<DynTabular>, total: u64) -> Result<Outcome> {
+fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, run: Opening, envs: Vec<DynTabular>, total: u64) -> Result<Outcome> {
     let batch = cfg.batch.unwrap_or(1).max(1);
     let reference = reference(&agent, cfg, &envs[0])?;
     let mut col = Collector::new(envs, cfg.seed, cfg.algo.name())?;
@@ -498,7 +498,7 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, mut run: Session, envs: 
         st = ck.meta("train_state")?;
     }
     // A resumed run drops whatever the interrupted process logged after its checkpoint.
-    run.start(cfg.algo.name(), Some(st.episodes + 1), total, st.episodes)?;
+    let mut run = run.start(cfg.algo.name(), Some(st.episodes + 1), total, st.episodes)?;
     let total_batches = total.div_ceil(batch);
     let log_every = total_batches.div_ceil(100).max(1);
     let t0 = Instant::now();

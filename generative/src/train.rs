@@ -246,7 +246,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     // drawn from it, so a run resumed mid-epoch redraws the same one.
     let mut epoch_rng = Rng::stream(cfg.seed, "data");
     let mut st = State { epoch: 1, batch: 0, step: 0, loss_sum: 0.0, loss_count: 0, best_valid: None, best_epoch: 0, bad_epochs: 0, done: false };
-    let mut run = Session::open(rt, cfg)?;
+    let run = Session::open(rt, cfg)?;
     if let Some(ck) = run.checkpoint()? {
         model.params().load_from(&ck).map_err(|e| run.resume_error(e))?;
         opt.load_from(&ck, model.params())?;
@@ -255,7 +255,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     }
     let nb = ntr.div_ceil(cfg.batch) as u64;
     // A resumed run drops whatever the interrupted process logged after its checkpoint.
-    run.start(cfg.algo.name(), Some(st.epoch), cfg.epochs * nb, (st.epoch - 1) * nb + st.batch as u64)?;
+    let mut run = run.start(cfg.algo.name(), Some(st.epoch), cfg.epochs * nb, (st.epoch - 1) * nb + st.batch as u64)?;
     let t0 = Instant::now();
     let mut samples_here: u64 = 0;
     let log_every = if cfg.log_every == 0 { u64::MAX } else { cfg.log_every };

@@ -261,7 +261,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     };
     let mut opt = Optimizer::new(cfg.optim.clone(), &params)?;
 
-    let mut run = Session::open(rt, cfg)?;
+    let run = Session::open(rt, cfg)?;
     let resumed = match run.checkpoint()? {
         Some(ck) => {
             params.load_from(&ck).map_err(|e| run.resume_error(e))?;
@@ -273,20 +273,17 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     // A resumed run drops whatever the interrupted process logged after its checkpoint (all
     // of it, baselines included, if it wrote none).
     let nb = ntr.div_ceil(cfg.batch) as u64;
-    let mut st = match resumed {
-        Some(st) => {
-            run.start(cfg.algo.name(), Some(st.epoch), cfg.epochs * nb, (st.epoch - 1) * nb + st.batch as u64)?;
-            st
-        }
+    let (mut run, mut st) = match resumed {
+        Some(st) => (run.start(cfg.algo.name(), Some(st.epoch), cfg.epochs * nb, (st.epoch - 1) * nb + st.batch as u64)?, st),
         None => {
-            run.start(cfg.algo.name(), Some(0), cfg.epochs * nb, 0)?;
+            let mut run = run.start(cfg.algo.name(), Some(0), cfg.epochs * nb, 0)?;
             // Baselines, once: raw pixels, and this encoder as initialised.
             let raw = probe_raw(&data, &x, dev)?;
             let rnd = probe_encoder(&enc, &data, &x, dev)?;
             for (tag, v) in [("eval/raw_probe_acc_all", raw.0), ("eval/raw_probe_acc_100", raw.1), ("eval/random_probe_acc_all", rnd.0), ("eval/random_probe_acc_100", rnd.1)] {
                 run.tb.scalar(tag, 0, v)?;
             }
-            State { epoch: 1, batch: 0, step: 0, loss_sum: F64(0.0), loss_count: 0, baselines: [F64(raw.0), F64(raw.1), F64(rnd.0), F64(rnd.1)] }
+            (run, State { epoch: 1, batch: 0, step: 0, loss_sum: F64(0.0), loss_count: 0, baselines: [F64(raw.0), F64(raw.1), F64(rnd.0), F64(rnd.1)] })
         }
     };
 
