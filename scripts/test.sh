@@ -44,4 +44,8 @@ else
   echo "scripts/test.sh: no python3 on PATH; the oracle checks will be skipped" >&2
 fi
 
+# The whole workspace, unless the arguments pick packages (`scripts/test.sh -p wick-envs`).
+for a in "$@"; do
+  case "$a" in -p|--package|--package=*) exec cargo test --release "$@" ;; esac
+done
 exec cargo test --release --workspace "$@"

@@ -8,6 +8,10 @@ NLLs and the training throughputs in docs/density.md and docs/performance.md can
 - data: `digits` (data/digits.csv.gz, 8x8, binarised at pixel >= 8) or `mnist5k`
   (data/mnist_5k.csv.gz, 28x28, binarised at pixel >= 128); CSV rows are pixels then the label,
   no header. Standard split: row i is test if i % 10 == 0, valid if i % 10 == 1, else train.
+  Or already binarized `.amat` files (one row of 0/1 per line): a folder holding
+  `binarized_<name>_{train,valid,test}.amat`, or one of the three files (its siblings are read),
+  split by file, as `wick data export mnist --binarize static --format amat --out DIR` writes
+  them, so that both sides train on identical bits.
 - FVSBN: z = x (W * M)^T + b, M strictly lower triangular; W's lower triangle ~ U(+-1/sqrt(D)),
   b = 0 (the masked entries get zero gradient, so Adam keeps them at zero).
 - NADE (Larochelle & Murray 2011): W [H,D] ~ U(+-1/sqrt(D)), c [H] = 0, V [D,H] ~ U(+-1/sqrt(H)),
@@ -96,8 +100,38 @@ def log(msg):
 # Data
 
 
+def amat_files(name):
+    """The (train, valid, test) .amat paths for a folder or one of the three files, else None."""
+    if os.path.isdir(name):
+        found = sorted(f for f in os.listdir(name) if f.endswith("_train.amat"))
+        if len(found) != 1:
+            raise SystemExit(f"{name}: expected one binarized_<name>_train.amat (and its valid/test siblings), found {found}")
+        train = os.path.join(name, found[0])
+    elif name.endswith(".amat"):
+        train = name
+        for s in ("_valid.amat", "_test.amat"):
+            if train.endswith(s):
+                train = train[: -len(s)] + "_train.amat"
+    else:
+        return None
+    paths = tuple(train[: -len("_train.amat")] + f"_{s}.amat" for s in ("train", "valid", "test"))
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)}")
+    return paths
+
+
 def load_data(name, threshold=None):
-    """Binarised (train, valid, test) float32 tensors of the standard split."""
+    """Binarised (train, valid, test) float32 tensors of the standard split (or the .amat files' split)."""
+    amat = amat_files(name)
+    if amat is not None:
+        if threshold is not None:
+            raise SystemExit("--threshold does not apply to .amat files: they are binarized already")
+        out = tuple(np.loadtxt(p, dtype=np.float32, ndmin=2) for p in amat)
+        for p, x in zip(amat, out):
+            if not np.isin(x, (0.0, 1.0)).all():
+                raise SystemExit(f"{p}: values other than 0 and 1")
+        return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in out)
     if name in DATASETS:
         fname, default_t = DATASETS[name]
         path = os.path.join(ROOT, "data", fname)
@@ -490,7 +524,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="See the module docstring (head of this file) for the models and modes.")
     p.add_argument("--model", required=True, choices=["fvsbn", "nade", "made"])
-    p.add_argument("--data", default="digits", help="digits, mnist5k, or a .csv/.csv.gz path (with --threshold)")
+    p.add_argument("--data", default="digits", help="digits, mnist5k, a .csv/.csv.gz path (with --threshold), or .amat files (a folder or a path)")
     p.add_argument("--threshold", type=float, default=None, help="binarisation: pixel >= threshold is 1 [digits 8, mnist5k 128]")
     p.add_argument("--hidden", type=int, default=None, help="NADE/MADE hidden units [100 if D <= 100, else 500]")
     p.add_argument("--layers", type=int, default=1, help="MADE hidden layers [1]")

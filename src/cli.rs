@@ -2,7 +2,7 @@
 
 use crate::flags::{document_defaults, hide_others, EvalArgs};
 use crate::launch::saved_algo;
-use crate::{density, pretrain, reinforce, tabular};
+use crate::{data, density, pretrain, reinforce, tabular};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 use wick_core::run::RunDir;
@@ -44,6 +44,11 @@ enum Cmd {
     Embed(pretrain::EmbedArgs),
     /// List algorithms, datasets and environments, one line each
     List,
+    /// Data sets: fetch MNIST, export binarized splits as .amat
+    Data {
+        #[command(subcommand)]
+        cmd: data::DataCmd,
+    },
 }
 
 /// One subcommand per algorithm; each one's help is its enum value's description (the line
@@ -56,6 +61,8 @@ enum TrainCmd {
     Nade(density::DensityFlags),
     #[command(about = DensityAlgo::Made.about())]
     Made(density::DensityFlags),
+    #[command(about = DensityAlgo::Oanade.about())]
+    Oanade(density::DensityFlags),
     #[command(about = PolicyGradientAlgo::Reinforce.about())]
     Reinforce(reinforce::ReinforceFlags),
     #[command(about = TabularAlgo::McPrediction.about())]
@@ -106,6 +113,7 @@ pub fn run(cli: Cli, m: &clap::ArgMatches) -> Result<ExitCode> {
             TrainCmd::Fvsbn(f) => density::train(DensityAlgo::Fvsbn, f),
             TrainCmd::Nade(f) => density::train(DensityAlgo::Nade, f),
             TrainCmd::Made(f) => density::train(DensityAlgo::Made, f),
+            TrainCmd::Oanade(f) => density::train(DensityAlgo::Oanade, f),
             TrainCmd::Reinforce(f) => reinforce::train(f, leaf.expect("train reinforce has matches")),
             TrainCmd::McPrediction(f) => tabular::train(TabularAlgo::McPrediction, f),
             TrainCmd::McBasic(f) => tabular::train(TabularAlgo::McBasic, f),
@@ -135,6 +143,7 @@ pub fn run(cli: Cli, m: &clap::ArgMatches) -> Result<ExitCode> {
         Cmd::Sample(a) => density::sample(a),
         Cmd::Probe(a) => pretrain::probe(a),
         Cmd::Embed(a) => pretrain::embed(a),
+        Cmd::Data { cmd } => data::run(cmd),
         Cmd::List => {
             list();
             Ok(ExitCode::SUCCESS)
@@ -187,6 +196,8 @@ mod tests {
                     }
                 }
             }
+            // Fields serialised only when set (`skip_serializing_if`), absent from the default.
+            fields.extend(["micro_batches"].iter().filter(|f| flags.contains(**f)).map(|f| f.to_string()));
             assert_eq!(flags, fields, "wick train {name}: flags vs config fields");
         };
         for a in DensityAlgo::ALL {

@@ -6,6 +6,7 @@ use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use wick_core::binarize::Binarize;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
 use wick_core::rng::Rng;
@@ -21,27 +22,39 @@ pub struct DensityFlags {
     #[command(flatten)]
     #[serde(skip)]
     pub common: CommonFlags,
-    /// digits, mnist5k, or a path: .csv/.csv.gz, an MNIST IDX directory, .amat files
+    /// digits, mnist5k, mnist, or a path: .csv/.csv.gz, an MNIST IDX directory, .amat files
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
-    /// Binarisation threshold: pixel >= threshold is 1 [default: digits 8, mnist 128]
+    /// Where --data mnist looks first (DIR or DIR/mnist), before $WICK_DATA_DIR/mnist and the cache folder
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// threshold, static (each pixel once ~ Bernoulli(grey/max), fixed stream) or dynamic (train redrawn each epoch) [default: static for mnist, else threshold]
+    #[arg(long, value_parser = parse_binarize)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binarize: Option<Binarize>,
+    /// With --binarize threshold: pixel >= threshold is 1 [default: digits 8, mnist 128]
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
-    /// NADE/MADE hidden units [default: 100 for digits-sized data (D ≤ 100), else 500]
+    /// NADE/MADE/oanade hidden units [default: 100 for digits-sized data (D ≤ 100), else 500]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hidden: Option<usize>,
-    /// MADE hidden layers [default: 1]
+    /// MADE and oanade hidden layers [default: 1]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layers: Option<usize>,
+    /// oanade: orderings K in the ensemble that valid and test NLL use, logsumexp_k log p_k(x) − log K [default: 1]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orderings: Option<usize>,
     /// MADE mask sets K: connectivity-agnostic training; the test-time model is the mixture of the K [default: 1]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub masks: Option<usize>,
-    /// MADE input ordering: natural or random [default: natural]
+    /// MADE input ordering: natural (raster) or random [default: random]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<Order>,
@@ -57,6 +70,12 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
+    /// Cut each batch into this many contiguous micro-batches and sum their gradients in order
+    /// (gradient accumulation; under mpirun the ranks share them, a multiple of the rank count)
+    /// [default: the number of ranks, 1 without mpirun]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batches: Option<usize>,
     /// Early stopping: epochs without a better valid NLL before stopping; 0 never stops early
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,6 +94,10 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
+}
+
+fn parse_binarize(s: &str) -> std::result::Result<Binarize, String> {
+    s.parse::<Binarize>().map_err(|e| e.to_string().trim_start_matches("--binarize: ").to_string())
 }
 
 pub fn train(algo: DensityAlgo, flags: DensityFlags) -> Result<ExitCode> {
@@ -108,33 +131,53 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         bail!("--episodes and --greedy are for RL runs; '{}' is a density-model run (it takes --data, --split, --per-example)", a.run_dir.display());
     }
     let device = wick_core::device::parse_device(&a.device)?;
-    let (run, cfg) = load_run(&a.run_dir)?;
+    let (run, mut cfg) = load_run(&a.run_dir)?;
+    if let Some(k) = a.orderings {
+        if cfg.algo != DensityAlgo::Oanade {
+            bail!("--orderings is for order-agnostic NADE runs; '{}' is a {} run", a.run_dir.display(), cfg.algo);
+        }
+        if k == 0 {
+            bail!("--orderings must be at least 1, got 0");
+        }
+        cfg.orderings = Some(k);
+    }
     let splits: Vec<Split> = match a.split.as_str() {
         "all" => vec![Split::Train, Split::Valid, Split::Test],
         s => vec![s.parse::<Split>().map_err(|_| Error::new(format!("--split: '{s}' is not one of train, valid, test, all")))?],
     };
-    let data = Dataset::load(a.data.as_deref().unwrap_or(&cfg.data))?;
+    let (data, x) = dtrain::load_data(&cfg, a.data.as_deref())?;
     let model = load_model(&run, &cfg, data.dim, &device)?;
     if data.dim != model.dim() {
         bail!("data has {} dimensions but the model was trained on {}", data.dim, model.dim());
     }
-    let x = data.binarized(cfg.threshold);
     let mut rows = String::from("index,split,label,log_prob\n");
+    // Progress in chunks of rows (an ensemble of many orderings can take minutes).
+    const CHUNK: usize = 250;
+    let total: usize = splits.iter().map(|&s| data.indices(s).len().div_ceil(CHUNK)).sum();
+    let mut progress = wick_core::progress::Progress::new("eval", total as u64, false);
     for s in splits {
         let idx = data.indices(s);
         let xs = data.split_tensor(&x, s, &device)?;
-        let nll = dtrain::per_example_nll(&*model, &xs, 1000)?;
+        let mut nll = Vec::with_capacity(idx.len());
+        for lo in (0..idx.len()).step_by(CHUNK) {
+            let n = CHUNK.min(idx.len() - lo);
+            nll.extend(dtrain::per_example_nll(&*model, &xs.narrow(0, lo, n)?, CHUNK)?);
+            progress.inc(1);
+        }
         let mean = nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len().max(1) as f64;
-        let k = match cfg.masks {
-            Some(k) if cfg.algo == DensityAlgo::Made => format!(", mixture of K={k} mask sets"),
+        let k = match (cfg.algo, cfg.masks, cfg.orderings) {
+            (DensityAlgo::Made, Some(k), _) => format!(", mixture of K={k} mask sets"),
+            (DensityAlgo::Oanade, _, Some(k)) => format!(", ensemble of K={k} orderings"),
             _ => String::new(),
         };
+        progress.message(format!("{s}_nll {mean:.4}"));
         println!("{s}_nll {mean:.4} nats ({} examples{k})", nll.len());
         for (i, v) in idx.iter().zip(&nll) {
             let label = data.labels.as_ref().map(|l| l[*i].to_string()).unwrap_or_default();
             rows.push_str(&format!("{i},{s},{label},{}\n", -v));
         }
     }
+    progress.finish();
     if let Some(p) = a.per_example {
         wick_core::checkpoint::write_atomic(&p, rows.as_bytes())?;
         println!("per-example log-likelihoods written to {}", p.display());
@@ -149,7 +192,7 @@ pub struct SampleArgs {
     /// Number of samples
     #[arg(long, default_value_t = 64)]
     pub n: usize,
-    /// Output PNG (a grid of the samples)
+    /// Output PNG (a grid of the samples), or FILE.csv (one 0/1 row per sample; the only choice for vector data)
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
     /// Seed of the sampling stream
@@ -158,7 +201,7 @@ pub struct SampleArgs {
     /// Complete the first N test images of this data instead of sampling from scratch
     #[arg(long, value_name = "DATA")]
     pub complete_from: Option<String>,
-    /// With --complete-from: which pixels are observed (top-half, bottom-half, left-half, right-half)
+    /// With --complete-from: which pixels are observed: top-half, bottom-half, left-half, right-half, random:FRACTION (a uniform subset drawn from --seed), or a mask file (D values 0/1, 1 = observed). Exact conditionals for any mask with oanade; the other models condition each pixel on the pixels before it in their ordering only
     #[arg(long, default_value = "top-half")]
     pub observe: String,
     /// cpu, cuda or cuda:N
@@ -172,27 +215,36 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
     }
     let device = wick_core::device::parse_device(&a.device)?;
     let (run, cfg) = load_run(&a.run_dir)?;
-    let train_data = Dataset::load(&cfg.data)?;
+    let (train_data, _) = dtrain::load_data(&cfg, None)?;
     let model = load_model(&run, &cfg, train_data.dim, &device)?;
     let mut rng = Rng::stream(a.seed, "sample");
     let (h, w) = (train_data.height, train_data.width);
     let samples = match &a.complete_from {
         None => model.sample(a.n, &mut rng, None)?,
         Some(d) => {
-            let data = Dataset::load(d)?;
+            let (data, x) = dtrain::load_data(&cfg, Some(d))?;
             if data.dim != model.dim() {
                 bail!("--complete-from: data has {} dimensions but the model was trained on {}", data.dim, model.dim());
             }
-            let mask = wick_core::mask::observed(&a.observe, h, w)?;
-            let x = data.binarized(cfg.threshold);
+            if !data.is_image() {
+                bail!("--complete-from observes image regions, but the data are {}-dimensional vectors, not images", data.dim);
+            }
+            let mask = wick_core::mask::observation(&a.observe, h, w, &mut Rng::stream(a.seed, "observe"))?;
             let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(a.n).collect();
             let vals = Dataset::gather(&x, data.dim, &idx);
             model.sample(idx.len(), &mut rng, Some((&vals, &mask)))?
         }
     };
     let n = samples.len() / model.dim();
-    let (px, gh, gw) = wick_core::image::display_grid(&samples, n, h, w, 0);
-    wick_core::image::write_png(&a.out, &px, gh, gw, 1)?;
+    if a.out.extension().is_some_and(|e| e == "csv") {
+        let rows: String = samples.chunks(model.dim()).map(|r| r.iter().map(|&b| if b >= 0.5 { "1" } else { "0" }).collect::<Vec<_>>().join(",") + "\n").collect();
+        wick_core::checkpoint::write_atomic(&a.out, rows.as_bytes())?;
+    } else if !train_data.is_image() {
+        bail!("the data are {}-dimensional vectors, not images: write the samples as CSV rows with --out FILE.csv", model.dim());
+    } else {
+        let (px, gh, gw) = wick_core::image::display_grid(&samples, n, h, w, 0);
+        wick_core::image::write_png(&a.out, &px, gh, gw, 1)?;
+    }
     println!("{n} {} written to {}", if a.complete_from.is_some() { "completions" } else { "samples" }, a.out.display());
     Ok(ExitCode::SUCCESS)
 }

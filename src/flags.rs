@@ -89,6 +89,9 @@ pub struct EvalArgs {
     /// Density models: train, valid, test or all
     #[arg(long, default_value = "test")]
     pub split: String,
+    /// Order-agnostic NADE: evaluate the ensemble of the first K orderings [default: the run's --orderings]
+    #[arg(long)]
+    pub orderings: Option<usize>,
     /// Density models: write one row per example (index, split, label, log_prob in nats) to this CSV file
     #[arg(long, value_name = "FILE.csv")]
     pub per_example: Option<PathBuf>,

@@ -55,9 +55,18 @@ pub fn prepare(algo: &str, common: &CommonFlags, data_name: &str, seed: u64, ove
         if overrides_given || common.config.is_some() || common.seed.is_some() {
             bail!("--resume continues a run with its saved config.toml: drop the hyperparameter flags (and --config/--seed), or start a new run");
         }
-        let run = RunDir::open(dir)?;
-        let table = run.read_config()?;
-        let saved_algo = saved_algo(&run)?;
+        // Rank 0 opens the directory and reads its config; the other ranks get the text from it.
+        let world = wick_core::dist::world();
+        let (run, mut text) = if world.is_root() {
+            let run = RunDir::open(dir)?;
+            let text = std::fs::read(run.file(wick_core::run::CONFIG_FILE))?;
+            (run, text)
+        } else {
+            (RunDir::of_root(dir), Vec::new())
+        };
+        world.broadcast_bytes(&mut text);
+        let table = wick_core::config::parse_toml(&String::from_utf8_lossy(&text), &run.file(wick_core::run::CONFIG_FILE))?;
+        let saved_algo = table.get("algo").and_then(|v| v.as_str()).unwrap_or("?").to_string();
         if saved_algo != algo && !known_algo(&saved_algo) {
             bail!("'{}': its config.toml names algo '{saved_algo}', which is no wick algorithm (see `wick list`)", dir.display());
         }
@@ -66,9 +75,13 @@ pub fn prepare(algo: &str, common: &CommonFlags, data_name: &str, seed: u64, ove
         }
         return Ok(Prepared { runtime: Runtime { dir: run, device, resume: true, quiet: common.quiet }, saved: Some(table), created: false });
     }
-    let name = common.run_name.clone().unwrap_or_else(|| default_run_name(algo, data_name, seed));
+    let world = wick_core::dist::world();
+    // The default name has the time in it: the other ranks take rank 0's, and only rank 0 creates it.
+    let mut name = common.run_name.clone().unwrap_or_else(|| default_run_name(algo, data_name, seed)).into_bytes();
+    world.broadcast_bytes(&mut name);
+    let name = String::from_utf8_lossy(&name).into_owned();
     let existed = common.logdir.join(&name).exists();
-    let dir = RunDir::create(&common.logdir, &name, common.force)?;
+    let dir = if world.is_root() { RunDir::create(&common.logdir, &name, common.force)? } else { RunDir::of_root(&common.logdir.join(&name)) };
     Ok(Prepared { runtime: Runtime { dir, device, resume: false, quiet: common.quiet }, saved: None, created: !existed })
 }
 
@@ -118,6 +131,10 @@ where
 /// its directory empty, remove the directory so a corrected retry can use the same name.
 pub fn finish(p: &Prepared, algo: &str, out: Result<Outcome>) -> Result<ExitCode> {
     let dir = p.runtime.dir.path();
+    if !wick_core::dist::world().is_root() {
+        // Rank 0 reports for the whole data-parallel run; the others print only their errors.
+        return out.map(|o| if matches!(o, Outcome::Interrupted { .. }) { ExitCode::from(130) } else { ExitCode::SUCCESS });
+    }
     match out {
         Ok(Outcome::Finished(metrics)) => {
             // The headline figures each kind of run reports, in this order, where present.

@@ -1,6 +1,7 @@
 //! `wick`: train, evaluate and sample Monte Carlo RL agents, density models and pretrained encoders.
 
 mod cli;
+mod data;
 mod density;
 mod flags;
 mod launch;
@@ -44,8 +45,34 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Under mpirun/srun: join the MPI world (dist.rs). Without the `mpi` feature, only rank 0
+    // says so; the others just stop.
+    let world = match wick_core::dist::init() {
+        Ok(w) => w,
+        Err(e) => {
+            if wick_core::dist::launched().is_none_or(|(rank, _)| rank == 0) {
+                eprintln!("wick: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
     match cli::run(cli, &matches) {
-        Ok(code) => code,
+        Ok(code) => {
+            wick_core::dist::finalize();
+            code
+        }
+        Err(e) if world.size() > 1 => {
+            // One rank failed: stop them all now, with one line naming it. An error every rank
+            // hits alike (a bad flag) is rank 0's to report: the others wait a moment, in which
+            // rank 0's abort usually ends them first.
+            if world.is_root() {
+                eprintln!("wick: {e}");
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                eprintln!("wick: rank {} of {}: {e}", world.rank(), world.size());
+            }
+            wick_core::dist::abort(2)
+        }
         Err(e) => {
             eprintln!("wick: {e}");
             ExitCode::from(2)

@@ -73,6 +73,9 @@ pub struct PretrainFlags {
 }
 
 pub fn train(algo: Objective, flags: PretrainFlags) -> Result<ExitCode> {
+    if wick_core::dist::world().size() > 1 {
+        bail!("{algo} does not train data-parallel yet (only fvsbn, nade and made do): run it without mpirun/srun");
+    }
     let (cfg, prepared) = configure(algo.name(), flags_table(&flags)?, &flags.common, |cfg: PretrainConfig| {
         cfg.validate()?;
         let (data, seed) = (cfg.data.clone(), cfg.seed);

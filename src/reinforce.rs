@@ -23,6 +23,9 @@ pub struct ReinforceFlags {
 
 /// `m`: the subcommand's matches, which tell the flags given from the defaults.
 pub fn train(flags: ReinforceFlags, m: &clap::ArgMatches) -> Result<ExitCode> {
+    if wick_core::dist::world().size() > 1 {
+        bail!("reinforce does not train data-parallel yet (only fvsbn, nade and made do): run it without mpirun/srun");
+    }
     let mut given = wick_core::config::given_flags(&flags.config, m)?;
     given.extend(flags_table(&OptimOnly { optim: &flags.optim })?);
     let (cfg, prepared) = configure("reinforce", given, &flags.common, |cfg: ReinforceConfig| {

@@ -90,6 +90,9 @@ pub struct TabularFlags {
 }
 
 pub fn train(algo: TabularAlgo, flags: TabularFlags) -> Result<ExitCode> {
+    if wick_core::dist::world().size() > 1 {
+        bail!("{algo} is tabular Monte Carlo and runs in one process (it is already thread-parallel and bit-identical for any --threads): run it without mpirun/srun");
+    }
     if flags.common.device.trim() != "cpu" {
         bail!("{algo} is a tabular agent and runs on the CPU only; drop --device {} (it is for the neural trainers)", flags.common.device);
     }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 const TRAINERS: &[(&str, &[&str])] = &[
     ("nade", &["--data", "digits", "--epochs", "12", "--hidden", "32", "--log-every", "2"]),
     ("made", &["--data", "digits", "--epochs", "12", "--hidden", "64", "--masks", "3", "--order-agnostic", "--log-every", "2"]),
+    ("oanade", &["--data", "digits", "--epochs", "12", "--hidden", "32", "--layers", "2", "--orderings", "2", "--log-every", "2"]),
     ("simclr", &["--data", "digits", "--epochs", "8", "--batch", "128", "--probe-every", "4", "--log-every", "4"]),
     ("masked", &["--data", "digits", "--encoder", "cnn", "--epochs", "6", "--probe-every", "3", "--log-every", "3"]),
     ("mc-es", &["--env", "Blackjack-v1", "--episodes", "25000000"]),
@@ -20,7 +21,19 @@ const TRAINERS: &[(&str, &[&str])] = &[
     ("mc-off-policy-control", &["--env", "Blackjack-v1", "--episodes", "6000000"]),
     ("mc-epsilon-greedy", &["--env", "FrozenLake-v1"]),
     ("reinforce", &["--env", "CartPole-v1", "--total-steps", "60000", "--baseline", "--checkpoint-every", "20", "--stop-on-solve", "false"]),
+    ("mc-es", &["--env", "Taxi-v4", "--episodes", "2000000"]),
+    ("mc-epsilon-greedy", &["--env", "Taxi-v4", "--env-options", "is_rainy=true,fickle_passenger=true", "--episodes", "300000"]),
+    ("reinforce", &["--env", "Acrobot-v1", "--total-steps", "60000", "--baseline", "--checkpoint-every", "10", "--stop-on-solve", "false"]),
+    ("reinforce", &["--env", "MountainCar-v0", "--total-steps", "60000", "--entropy-coef", "0.01", "--checkpoint-every", "20"]),
 ];
+
+/// A row's name in run directories and messages: the algorithm and its env (rows share algorithms).
+fn label(algo: &str, extra: &[&str]) -> String {
+    match extra.iter().position(|a| *a == "--env") {
+        Some(i) => format!("{algo}-{}", extra[i + 1]),
+        None => algo.to_string(),
+    }
+}
 
 fn args<'a>(algo: &'a str, extra: &'a [&'a str], dir: &'a Path, name: &'a str, more: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec!["train", algo];
@@ -58,14 +71,15 @@ fn same_run(a: &Path, b: &Path, what: &str) {
 fn same_seed_same_bits_on_any_thread_count_and_another_seed_differs() {
     let d = scratch("repro-seeds");
     for (algo, extra) in TRAINERS {
-        let name = |t: &str| format!("{algo}-{t}");
+        let label = label(algo, extra);
+        let name = |t: &str| format!("{label}-{t}");
         let (a, b, c) = (name("a"), name("b"), name("c"));
         run_ok(&args(algo, extra, &d, &a, &["--seed", "7", "--threads", "1"]));
         run_ok(&args(algo, extra, &d, &b, &["--seed", "7", "--threads", "2"]));
         run_ok(&args(algo, extra, &d, &c, &["--seed", "8", "--threads", "2"]));
-        same_run(&d.join(&a), &d.join(&b), &format!("{algo}: threads 1 vs 2"));
-        assert_ne!(checkpoints(&d.join(&a)), checkpoints(&d.join(&c)), "{algo}: seeds 7 and 8 gave the same checkpoint");
-        assert_ne!(metrics_sans_timing(&d.join(&a)), metrics_sans_timing(&d.join(&c)), "{algo}: seeds 7 and 8 gave the same metrics");
+        same_run(&d.join(&a), &d.join(&b), &format!("{label}: threads 1 vs 2"));
+        assert_ne!(checkpoints(&d.join(&a)), checkpoints(&d.join(&c)), "{label}: seeds 7 and 8 gave the same checkpoint");
+        assert_ne!(metrics_sans_timing(&d.join(&a)), metrics_sans_timing(&d.join(&c)), "{label}: seeds 7 and 8 gave the same metrics");
     }
 }
 
@@ -74,11 +88,12 @@ fn same_seed_same_bits_on_any_thread_count_and_another_seed_differs() {
 fn sigkill_at_several_points_then_resume_equals_the_uninterrupted_run() {
     let d = scratch("repro-kill");
     for (algo, extra) in TRAINERS {
-        let full = format!("{algo}-full");
+        let label = label(algo, extra);
+        let full = format!("{label}-full");
         run_ok(&args(algo, extra, &d, &full, &["--seed", "1"]));
         let mut interrupted = 0;
         for (k, wait_ms) in [0u64, 40, 150, 400].into_iter().enumerate() {
-            let name = format!("{algo}-kill{k}");
+            let name = format!("{label}-kill{k}");
             let run: PathBuf = d.join(&name);
             let mut child = wick()
                 .args(args(algo, extra, &d, &name, &["--seed", "1"]))
@@ -94,9 +109,9 @@ fn sigkill_at_several_points_then_resume_equals_the_uninterrupted_run() {
             child.wait().unwrap();
             interrupted += usize::from(!run.join("metrics.json").exists());
             run_ok(&["train", algo, "--resume", s(&run), "--quiet"]);
-            same_run(&d.join(&full), &run, &format!("{algo}: killed after {wait_ms} ms"));
+            same_run(&d.join(&full), &run, &format!("{label}: killed after {wait_ms} ms"));
         }
-        assert!(interrupted >= 2, "{algo}: only {interrupted} of 4 kills hit a running run; lengthen its row's run");
+        assert!(interrupted >= 2, "{label}: only {interrupted} of 4 kills hit a running run; lengthen its row's run");
     }
 }
 
@@ -146,9 +161,10 @@ fn ctrl_c_saves_a_checkpoint_says_how_to_resume_and_resume_completes_the_run() {
     let d = scratch("repro-sigint");
     let mut interrupted = Vec::new();
     for (algo, extra) in TRAINERS {
-        let full = format!("{algo}-full");
+        let label = label(algo, extra);
+        let full = format!("{label}-full");
         run_ok(&args(algo, extra, &d, &full, &["--seed", "3"]));
-        let name = format!("{algo}-int");
+        let name = format!("{label}-int");
         let run = d.join(&name);
         let child = wick()
             .args(args(algo, extra, &d, &name, &["--seed", "3"]))
@@ -176,7 +192,7 @@ fn ctrl_c_saves_a_checkpoint_says_how_to_resume_and_resume_completes_the_run() {
             run_ok(&["train", algo, "--resume", s(&run), "--quiet"]);
             interrupted.push(*algo);
         }
-        same_run(&d.join(&full), &run, &format!("{algo}: Ctrl-C then resume"));
+        same_run(&d.join(&full), &run, &format!("{label}: Ctrl-C then resume"));
     }
     eprintln!("interrupted mid-run: {interrupted:?}");
     assert!(interrupted.len() * 2 >= TRAINERS.len(), "only {interrupted:?} were still running at the signal");

@@ -142,6 +142,7 @@ impl TabularConfig {
         let env = c.env.get_or_insert_with(|| "Blackjack-v1".into()).clone();
         let bj = blackjack(&env);
         let grid = env == "GridWorld";
+        let taxi = env == "Taxi-v4";
         c.env_options.get_or_insert_with(String::new);
         c.gamma.get_or_insert(if grid { 0.9 } else { 1.0 });
         // Cut episodes where a policy can loop forever (GridWorld is continuing; CliffWalking ends
@@ -150,6 +151,12 @@ impl TabularConfig {
         if c.episode_length.is_none() && (grid || cliff || c.algo == McBasic) {
             c.episode_length = Some(if c.algo == McBasic && grid { 15 } else { 100 });
         }
+        // Taxi's exploring starts: a looping greedy policy's episodes are cut at 20 steps rather
+        // than at the 200-step limit (an optimal episode, from any state and first action, takes
+        // at most 19), so that their returns weigh less on the sample averages.
+        if c.episode_length.is_none() && taxi && c.algo == McEs {
+            c.episode_length = Some(20);
+        }
         let (episodes, batch, visit) = match (c.algo, bj, grid) {
             (McPrediction, true, _) => (500_000, 10_000, Visit::First),
             (McPrediction, _, _) => (10_000, 100, Visit::First),
@@ -157,9 +164,11 @@ impl TabularConfig {
             (McBasic, _, _) => (1000, 1, Visit::First),
             (McEs, true, _) => (5_000_000, 10_000, Visit::First),
             (McEs, _, true) => (100_000, 10, Visit::First),
+            (McEs, _, _) if taxi => (10_000_000, 1000, Visit::First),
             (McEs, _, _) => (1_000_000, 1000, Visit::First),
             (McEpsilonGreedy, true, _) => (5_000_000, 10_000, Visit::First),
             (McEpsilonGreedy, _, true) => (2_000_000, 1, Visit::First),
+            (McEpsilonGreedy, _, _) if taxi => (2_000_000, 1000, Visit::First),
             (McEpsilonGreedy, _, _) => (1_000_000, 1000, Visit::First),
             (McOffPolicyPrediction, true, _) => (10_000, 1000, Visit::Every),
             (McOffPolicyPrediction, _, _) => (100_000, 1000, Visit::Every),
@@ -178,6 +187,8 @@ impl TabularConfig {
                     "0.1"
                 } else if grid {
                     "exp:1:0.01:0.9,linear:0.01:0:0.1"
+                } else if taxi {
+                    "linear:1:0:0.5"
                 } else {
                     "linear:1:0.05:0.8"
                 };
@@ -185,6 +196,11 @@ impl TabularConfig {
                 c.start.get_or_insert(if grid { StartFrom::Uniform } else { StartFrom::Env });
                 if grid && c.step_size.is_none() {
                     c.step_size = Some(0.01);
+                }
+                // Taxi: sample averages drown in the random policy's early returns (about −700 per
+                // 200-step episode); a constant step size forgets them.
+                if taxi && c.step_size.is_none() {
+                    c.step_size = Some(0.02);
                 }
             }
             McOffPolicyControl => {
@@ -599,6 +615,16 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, run: Opening, envs: Vec<
         m.insert("eval_mean_return".into(), ret.0.into());
         m.insert("eval_return_stderr".into(), ret.1.into());
         m.insert("eval_episodes".into(), 10_000.into());
+        // The DP-optimal policy on the same evaluation episodes (same seed: where the env draws
+        // only at resets, as dry Taxi, the very same start states), and its exact expected return
+        // from the start distribution.
+        let env = make_env(cfg)?;
+        if let Some(model) = env.exact_model() {
+            let (v, pi_star) = model.value_iteration(cfg.gamma.unwrap_or(1.0), 1e-12);
+            let opt = evaluate_policy(cfg, &pi_star, 10_000, cfg.seed)?;
+            m.insert("optimal_eval_mean_return".into(), opt.0.into());
+            m.insert("optimal_start_value".into(), model.start().iter().map(|&(p, s)| p * v[s]).sum::<f64>().into());
+        }
     }
     run.finish(metrics)
 }
@@ -611,8 +637,12 @@ pub fn evaluate_policy(cfg: &TabularConfig, policy: &[usize], episodes: u64, see
     let mut rng = Rng::stream(seed, "eval");
     let mut ep = Vec::new();
     let (mut s1, mut s2) = (0.0, 0.0);
-    // Continuing tasks are cut at the run's episode length (or 100 steps).
-    let max_len = cfg.episode_length.or(if cfg.env_id() == "GridWorld" { Some(100) } else { None });
+    // Episodes end as the env's own do (its time limit, as Gymnasium's); envs without one are cut
+    // at the run's episode length (continuing tasks: or 100 steps).
+    let max_len = match env.env.max_episode_steps() {
+        Some(_) => None,
+        None => cfg.episode_length.or(if cfg.env_id() == "GridWorld" { Some(100) } else { None }),
+    };
     for _ in 0..episodes {
         generate_episode(&mut env, Start::Reset, max_len, &mut rng, &mut ep, |s, _| policy[s])?;
         let g: f64 = ep.iter().map(|t| t.r).sum();

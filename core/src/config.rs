@@ -43,6 +43,11 @@ pub fn read_toml(path: &Path) -> Result<toml::Table> {
         std::io::ErrorKind::NotFound => Error::new(format!("config file '{}' not found", path.display())),
         _ => Error::new(format!("reading config '{}': {e}", path.display())),
     })?;
+    parse_toml(&text, path)
+}
+
+/// Parse TOML text read from `path` (named in errors).
+pub fn parse_toml(text: &str, path: &Path) -> Result<toml::Table> {
     text.parse::<toml::Table>()
         .map_err(|e| Error::new(format!("config '{}' is not valid TOML: {}", path.display(), one_line(&e.to_string()))))
 }

@@ -7,7 +7,8 @@
 //! | --- | --- | --- | --- | --- |
 //! | `digits` | `data_dir()/digits.csv.gz`: 1,797 UCI optical digits | 8x8 | 16 | 8 |
 //! | `mnist5k` | `data_dir()/mnist_5k.csv.gz`: 5,000 MNIST digits, 500 per class | 28x28 | 255 | 128 |
-//! | `x.csv`, `x.csv.gz` | a CSV file, see below | k x k | 1, 16 or 255 | max / 2 |
+//! | `mnist` | the full MNIST (70,000) from the four IDX files, found by [`mnist_dir`] | 28x28 | 255 | 128 |
+//! | `x.csv`, `x.csv.gz` | a CSV file, see below | k x k, or 1 x D | 1, 16 or 255 | max / 2 |
 //! | a directory, or its `train-images-idx3-ubyte` | MNIST IDX files | as stored | 255 | 128 |
 //! | `binarized_mnist_*.amat`, or their directory | binarized MNIST of the NADE papers | 28x28 | 1 | 0.5 |
 //!
@@ -17,8 +18,9 @@
 //!
 //! **CSV**: no header line. One image per line: its pixel values, then the label in the
 //! last column, separated by commas. Pixels are finite, non-negative numbers; the label
-//! is an integer in 0..=255. Every line has the same number of columns, and the pixel
-//! count is a square k*k (row-major k x k image). Blank lines may only trail. The
+//! is an integer in 0..=255. Every line has the same number of columns. A pixel count
+//! that is a square k*k is a row-major k x k image; any other count D is a vector, held as
+//! a 1 x D "image" ([`Dataset::is_image`] is false). Blank lines may only trail. The
 //! maximum pixel value is taken to be 1 if no pixel exceeds 1, else 16 if none exceeds
 //! 16, else 255 if none exceeds 255, else the largest pixel.
 //!
@@ -31,7 +33,8 @@
 //! MNIST's 60,000), which becomes [`Split::Valid`]; the t10k images are [`Split::Test`].
 //!
 //! **Binarized MNIST `.amat`** (`binarized_mnist_{train,valid,test}.amat`): one image per
-//! line, its values 0 or 1 separated by spaces (784 for MNIST; any k*k is accepted).
+//! line, its values 0 or 1 separated by spaces (784 for MNIST; any count is accepted, a
+//! non-square one as a vector as for CSV).
 //! No labels. The split comes from the file name when all three files are present; a
 //! lone `.amat` file gets the standard split.
 //!
@@ -146,6 +149,7 @@ impl fmt::Debug for Dataset {
 const BUILTINS: &[(&str, &str)] = &[
     ("digits", "UCI optical digits: 1,797 8x8 images, pixels 0..16, labels 0..9 (digits.csv.gz)"),
     ("mnist5k", "5,000 MNIST digits, 500 per class: 28x28, pixels 0..255, labels 0..9 (mnist_5k.csv.gz)"),
+    ("mnist", "the full MNIST, 50,000 train / 10,000 valid / 10,000 test (IDX files: `wick data fetch mnist`, --data-dir)"),
 ];
 
 /// The built-in data sets as `(name, one-line description)`, for `wick list`.
@@ -166,13 +170,78 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../data"))
 }
 
+/// The platform's per-user cache directory for wick: `$XDG_CACHE_HOME/wick` (else
+/// `~/.cache/wick`) on Linux and other Unixes, `~/Library/Caches/wick` on macOS,
+/// `%LOCALAPPDATA%\\wick` on Windows. `None` if the home directory is unknown.
+pub fn cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = if cfg!(windows) {
+        env("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        env("HOME").map(|h| h.join("Library/Caches"))
+    } else {
+        env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache")))
+    };
+    base.map(|b| b.join("wick"))
+}
+
+/// Where `--data mnist` looks, in order: `--data-dir DIR` (DIR itself or `DIR/mnist`, if
+/// given, and then nowhere else), `$WICK_DATA_DIR/mnist`, `cache_dir()/mnist`.
+pub fn mnist_candidates(data_dir: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(d) = data_dir {
+        return vec![d.to_path_buf(), d.join("mnist")];
+    }
+    let mut v = Vec::new();
+    if let Some(d) = std::env::var_os("WICK_DATA_DIR").filter(|d| !d.is_empty()) {
+        v.push(PathBuf::from(d).join("mnist"));
+    }
+    v.extend(cache_dir().map(|c| c.join("mnist")));
+    v
+}
+
+/// Where `wick data fetch mnist` puts the files when no `--dir` is given: the first
+/// automatic place `--data mnist` looks (`$WICK_DATA_DIR/mnist`, else `cache_dir()/mnist`).
+pub fn mnist_default_dir() -> Option<PathBuf> {
+    mnist_candidates(None).into_iter().next()
+}
+
+/// The first of [`mnist_candidates`] that holds the training images file; a missing data set
+/// is a one-line error naming the places looked and the fetch command.
+pub fn mnist_dir(data_dir: Option<&Path>) -> Result<PathBuf> {
+    let places = mnist_candidates(data_dir);
+    if let Some(d) = places.iter().find(|d| find_file(d, &IDX_FILES[0].0).is_some()) {
+        return Ok(d.clone());
+    }
+    let shown: Vec<String> = places.iter().map(|p| p.display().to_string()).collect();
+    let fetch = match data_dir {
+        Some(d) => format!("wick data fetch mnist --dir {}", d.display()),
+        None => "wick data fetch mnist".to_string(),
+    };
+    bail!(
+        "MNIST not found (looked for train-images-idx3-ubyte[.gz] in {}): download it with `{fetch}`, or point --data-dir at a folder holding the four IDX files",
+        if shown.is_empty() { "no folder: set WICK_DATA_DIR or HOME".to_string() } else { shown.join(", ") }
+    )
+}
+
 const UNKNOWN_HINT: &str =
-    "expected digits, mnist5k, or a path to a .csv/.csv.gz file, an MNIST IDX directory, or .amat files";
+    "expected digits, mnist5k, mnist, or a path to a .csv/.csv.gz file, an MNIST IDX directory, or .amat files";
 
 impl Dataset {
     /// Load a built-in data set by name, or a data file or directory by path; see the
     /// module documentation for the formats.
     pub fn load(spec: &str) -> Result<Dataset> {
+        Dataset::load_from(spec, None)
+    }
+
+    /// [`Dataset::load`], with `--data-dir`: where `mnist` is looked for first (only `mnist`
+    /// takes one; it is an error for any other spec).
+    pub fn load_from(spec: &str, data_dir: Option<&Path>) -> Result<Dataset> {
+        if spec == "mnist" {
+            return load_idx(&mnist_dir(data_dir)?, "mnist");
+        }
+        if let Some(d) = data_dir {
+            bail!("--data-dir {} applies to --data mnist only; for '{spec}' give the path in --data", d.display());
+        }
         match spec {
             "digits" => return load_builtin("digits", "digits.csv.gz", 8, 16.0, 8.0),
             "mnist5k" => return load_builtin("mnist5k", "mnist_5k.csv.gz", 28, 255.0, 128.0),
@@ -198,6 +267,12 @@ impl Dataset {
             }
             None => bail!("unknown dataset '{spec}': {UNKNOWN_HINT}"),
         }
+    }
+
+    /// Whether the rows are images (at least 2x2) that can be drawn as grids and completed
+    /// by region; false for vectors (1 x D), which are logged as text instead.
+    pub fn is_image(&self) -> bool {
+        self.height >= 2 && self.width >= 2
     }
 
     /// The rows of split `s`, in order.
@@ -235,14 +310,15 @@ impl Dataset {
         Ok(candle_core::Tensor::from_vec(Dataset::gather(values, self.dim, &idx), (idx.len(), self.dim), device)?)
     }
 
-    /// Square images with the standard split.
-    fn from_table(name: &str, t: Table, side: usize, max_value: f32, threshold: f32) -> Dataset {
+    /// Square images (or 1 x D vectors) with the standard split.
+    fn from_table(name: &str, t: Table, max_value: f32, threshold: f32) -> Dataset {
+        let (height, width) = shape_of(t.dim);
         Dataset {
             name: name.to_string(),
             rows: t.rows,
             dim: t.dim,
-            height: side,
-            width: side,
+            height,
+            width,
             max_value,
             pixels: t.pixels,
             labels: t.labels,
@@ -309,17 +385,11 @@ fn load_builtin(name: &str, file: &str, side: usize, max: f32, threshold: f32) -
     if let Some(p) = t.pixels.iter().find(|&&p| p > max) {
         bail!("{shown}: pixel value {p} above the maximum {max} of '{name}'");
     }
-    Ok(Dataset::from_table(name, t, side, max, threshold))
+    Ok(Dataset::from_table(name, t, max, threshold))
 }
 
 fn load_csv(path: &Path, spec: &str) -> Result<Dataset> {
     let t = parse_csv(&read_bytes(path)?, spec)?;
-    let Some(side) = square_side(t.dim) else {
-        bail!(
-            "{spec}: {} pixel columns do not form a square image (expected k*k pixels, e.g. 64 for 8x8 or 784 for 28x28)",
-            t.dim
-        );
-    };
     let peak = t.pixels.iter().fold(0f32, |m, &p| m.max(p));
     let max = match peak {
         p if p <= 1.0 => 1.0,
@@ -327,7 +397,7 @@ fn load_csv(path: &Path, spec: &str) -> Result<Dataset> {
         p if p <= 255.0 => 255.0,
         p => p,
     };
-    Ok(Dataset::from_table(spec, t, side, max, max / 2.0))
+    Ok(Dataset::from_table(spec, t, max, max / 2.0))
 }
 
 fn load_dir(dir: &Path, spec: &str) -> Result<Dataset> {
@@ -430,8 +500,7 @@ fn load_amat_file(path: &Path, spec: &str) -> Result<Dataset> {
         return load_amat_files(spec, &files);
     }
     let t = parse_amat(&read_bytes(path)?, spec)?;
-    let side = square_side(t.dim).unwrap_or(0); // parse_amat checked it is square
-    Ok(Dataset::from_table(spec, t, side, 1.0, 0.5))
+    Ok(Dataset::from_table(spec, t, 1.0, 0.5))
 }
 
 /// For `.../prefix_{train,valid,test}suffix`, the three sibling paths if all exist.
@@ -460,13 +529,13 @@ fn load_amat_files(spec: &str, files: &[(Split, PathBuf)]) -> Result<Dataset> {
         split.extend(std::iter::repeat_n(*s, t.rows));
     }
     let dim = dim.map_or(0, |(d, _)| d);
-    let side = square_side(dim).unwrap_or(0);
+    let (height, width) = shape_of(dim);
     Ok(Dataset {
         name: spec.to_string(),
         rows: split.len(),
         dim,
-        height: side,
-        width: side,
+        height,
+        width,
         max_value: 1.0,
         pixels,
         labels: None,
@@ -584,10 +653,6 @@ pub fn parse_amat(bytes: &[u8], name: &str) -> Result<Table> {
         }
         let count = pixels.len() - start;
         if dim == 0 {
-            ensure!(
-                square_side(count).is_some(),
-                "{name} line {lineno}: {count} values do not form a square image (expected k*k, e.g. 784 for 28x28)"
-            );
             dim = count;
             first_line = lineno;
         } else {
@@ -692,6 +757,11 @@ fn show(cell: &[u8]) -> String {
 }
 
 /// `k` if `dim == k * k` for some `k >= 1`.
+/// (k, k) for a square count k*k, else (1, D): a vector.
+fn shape_of(dim: usize) -> (usize, usize) {
+    square_side(dim).map_or((1, dim), |k| (k, k))
+}
+
 fn square_side(dim: usize) -> Option<usize> {
     let k = (dim as f64).sqrt().round() as usize;
     (k > 0 && k.checked_mul(k) == Some(dim)).then_some(k)
@@ -825,7 +895,7 @@ mod tests {
         assert!(data_dir().join("digits.csv.gz").is_file(), "{}", data_dir().display());
         assert!(data_dir().join("mnist_5k.csv.gz").is_file());
         let names: Vec<&str> = builtin_names().iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, ["digits", "mnist5k"]);
+        assert_eq!(names, ["digits", "mnist5k", "mnist"]);
     }
 
     // ---- splits and helpers ----
@@ -915,7 +985,8 @@ mod tests {
 
         let dir = TempDir::new("csv-err");
         let p = dir.write("sq.csv", b"1,2,3,0\n");
-        assert_err(Dataset::load(&p), "3 pixel columns do not form a square image");
+        let d = Dataset::load(&p).unwrap();
+        assert_eq!((d.dim, d.height, d.width, d.is_image()), (3, 1, 3, false));
         let p = dir.write("bad.csv.gz", b"1,2,3,4,0\n");
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 6]).unwrap();
@@ -931,7 +1002,7 @@ mod tests {
     fn unknown_specs_are_explained() {
         assert_err(
             Dataset::load("foo"),
-            "unknown dataset 'foo': expected digits, mnist5k, or a path to a .csv/.csv.gz file, an MNIST IDX directory, or .amat files",
+            "unknown dataset 'foo': expected digits, mnist5k, mnist, or a path to a .csv/.csv.gz file, an MNIST IDX directory, or .amat files",
         );
         assert_err(Dataset::load("x.csv"), "data file 'x.csv' not found");
         assert_err(Dataset::load("no/such/dir"), "data file 'no/such/dir' not found");
@@ -973,6 +1044,27 @@ mod tests {
             let again = Dataset::load(&images).unwrap();
             assert_eq!((again.name, again.pixels), (images, d.pixels));
         }
+    }
+
+    #[test]
+    fn mnist_is_looked_up_in_data_dir_then_its_mnist_subfolder() {
+        let dir = TempDir::new("mnist-lookup");
+        let missing = mnist_dir(Some(&dir.0)).unwrap_err().to_string();
+        assert!(missing.starts_with("MNIST not found (looked for train-images-idx3-ubyte[.gz] in "), "{missing}");
+        assert!(missing.contains(&format!("download it with `wick data fetch mnist --dir {}`", dir.path())), "{missing}");
+        assert!(!missing.contains('\n'));
+        std::fs::create_dir_all(dir.0.join("mnist")).unwrap();
+        let sub = TempDir(dir.0.join("mnist"));
+        write_mnist(&sub, ".gz");
+        assert_eq!(mnist_dir(Some(&dir.0)).unwrap(), dir.0.join("mnist"));
+        let d = Dataset::load_from("mnist", Some(&dir.0)).unwrap();
+        assert_eq!((d.name.as_str(), d.rows, counts(&d)), ("mnist", 15, [10, 2, 3]));
+        write_mnist(&dir, "");
+        assert_eq!(mnist_dir(Some(&dir.0)).unwrap(), dir.0);
+        std::mem::forget(sub); // removed with dir
+        assert_err(Dataset::load_from("digits", Some(&dir.0)), "applies to --data mnist only");
+        let cands = mnist_candidates(None);
+        assert!(cands.iter().all(|c| c.ends_with("mnist")), "{cands:?}");
     }
 
     #[test]
@@ -1072,7 +1164,7 @@ mod tests {
             parse_amat(b"0 1 0 1\n0 1 1\n", "a.amat"),
             "a.amat line 2: expected 4 values (as on line 1), found 3",
         );
-        assert_err(parse_amat(b"0 1 0\n", "a.amat"), "a.amat line 1: 3 values do not form a square image");
+        assert_eq!(parse_amat(b"0 1 0\n", "a.amat").unwrap().dim, 3);
         assert_err(parse_amat(b"0 1 x 1\n", "a.amat"), "line 1 value 3: 'x' is not 0 or 1");
         assert_err(parse_amat(b" \n", "a.amat"), "a.amat: empty file");
         assert_err(

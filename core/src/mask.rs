@@ -146,6 +146,42 @@ pub fn observed(which: &str, h: usize, w: usize) -> Result<Vec<bool>> {
     Ok((0..h * w).map(|i| f(i / w, i % w, h, w)).collect())
 }
 
+/// The observation mask that `--observe SPEC` names, for an h×w image (true = observed):
+/// a name of [`observed`]; `random:FRACTION`, round(FRACTION · D) inputs (at least 1, at most
+/// D − 1), a uniform subset drawn from `rng`; or the path of a mask file, D values 0 or 1
+/// separated by whitespace or commas (1 = observed, row-major; e.g. h lines of w values).
+pub fn observation(spec: &str, h: usize, w: usize, rng: &mut Rng) -> Result<Vec<bool>> {
+    let d = h * w;
+    if let Some(f) = spec.strip_prefix("random:") {
+        let frac: f64 = f.parse().ok().filter(|v: &f64| *v > 0.0 && *v < 1.0).ok_or_else(|| {
+            crate::Error::new(format!("--observe random:{f}: the fraction observed must be a number in (0, 1), e.g. random:0.3"))
+        })?;
+        let k = ((frac * d as f64).round() as usize).clamp(1, d.saturating_sub(1).max(1));
+        let rank = ordering(d, rng);
+        return Ok(rank.iter().map(|&r| r < k).collect());
+    }
+    if OBSERVED.contains(&spec) {
+        return observed(spec, h, w);
+    }
+    let path = std::path::Path::new(spec);
+    ensure!(
+        path.exists(),
+        "--observe: '{spec}' is not one of {}, random:FRACTION, or an existing mask file",
+        OBSERVED.join(", ")
+    );
+    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::new(format!("--observe: cannot read mask file '{spec}': {e}")))?;
+    let vals: Vec<&str> = text.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).collect();
+    ensure!(vals.len() == d, "--observe: mask file '{spec}' has {} values, the model has {d} inputs (give D values 0 or 1)", vals.len());
+    vals.iter()
+        .enumerate()
+        .map(|(i, t)| match *t {
+            "0" => Ok(false),
+            "1" => Ok(true),
+            other => bail!("--observe: mask file '{spec}': value {} is '{other}', expected 0 or 1", i + 1),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +296,27 @@ mod tests {
         assert!(left.iter().zip(&right).all(|(a, b)| a != b));
         let e = observed("middle", 4, 4).unwrap_err().to_string();
         assert!(e.contains("'middle'") && e.contains("top-half"), "{e}");
+    }
+    #[test]
+    fn observation_masks_by_name_random_fraction_or_file() {
+        let mut r = Rng::stream(1, "observe");
+        assert_eq!(observation("top-half", 4, 4, &mut r).unwrap(), observed("top-half", 4, 4).unwrap());
+        let m = observation("random:0.3", 8, 8, &mut Rng::stream(2, "observe")).unwrap();
+        assert_eq!(m.iter().filter(|&&b| b).count(), 19, "round(0.3 · 64)");
+        assert_eq!(m, observation("random:0.3", 8, 8, &mut Rng::stream(2, "observe")).unwrap(), "seeded");
+        assert_ne!(m, observation("random:0.3", 8, 8, &mut Rng::stream(3, "observe")).unwrap());
+        for bad in ["random:0", "random:1", "random:x", "nowhere.txt"] {
+            assert!(observation(bad, 8, 8, &mut r).is_err(), "{bad}");
+        }
+        let dir = std::env::temp_dir().join(format!("wick-mask-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("m.txt");
+        std::fs::write(&f, "1 0\n0,1\n").unwrap();
+        assert_eq!(observation(f.to_str().unwrap(), 2, 2, &mut r).unwrap(), vec![true, false, false, true]);
+        std::fs::write(&f, "1 0 2 1").unwrap();
+        assert!(observation(f.to_str().unwrap(), 2, 2, &mut r).unwrap_err().to_string().contains("value 3 is '2'"));
+        std::fs::write(&f, "1 0 1").unwrap();
+        assert!(observation(f.to_str().unwrap(), 2, 2, &mut r).unwrap_err().to_string().contains("has 3 values"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -107,6 +107,12 @@ impl RunDir {
         Ok(RunDir { path: path.to_path_buf() })
     }
 
+    /// The run directory that rank 0 of a data-parallel run creates or opens, as the other
+    /// ranks name it: nothing is checked or written (they write no files; see dist.rs).
+    pub fn of_root(path: &Path) -> RunDir {
+        RunDir { path: path.to_path_buf() }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

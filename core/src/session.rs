@@ -14,8 +14,8 @@
 //! ```
 //!
 //! Every file a run writes goes through here ([`Session::save`], [`Session::save_best`],
-//! [`Session::write_file`], [`Session::finish`], the [`TbLogger`] it owns): the one place where a
-//! data-parallel run lets rank 0 alone write.
+//! [`Session::write_file`], [`Session::finish`], the [`TbLogger`] it owns): in a data-parallel
+//! run (`crate::dist`) rank 0 alone writes, and reads the checkpoint for every rank.
 
 use crate::checkpoint::{write_atomic, Checkpoint};
 use crate::error::{Error, Result};
@@ -57,7 +57,7 @@ impl Session {
     /// checkpoint leaves its directory as it was.
     pub fn open<C: Serialize>(rt: &Runtime, cfg: &C) -> Result<Opening> {
         let config_toml = crate::config::to_toml(cfg)?;
-        if !rt.resume {
+        if !rt.resume && crate::dist::world().is_root() {
             rt.dir.write_config(&config_toml)?;
         }
         let config = serde_json::to_value(cfg).map_err(|e| Error::new(format!("serialising config: {e}")))?;
@@ -83,12 +83,18 @@ impl Session {
     }
 
     fn save_as(&self, mut ck: Checkpoint, path: &std::path::Path) -> Result<()> {
+        if !crate::dist::world().is_root() {
+            return Ok(());
+        }
         ck.set_meta("config", &self.run.config);
         ck.save(path)
     }
 
     /// Write another file of the run (e.g. a CSV of curves) atomically.
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        if !crate::dist::world().is_root() {
+            return Ok(());
+        }
         write_atomic(&self.run.dir.file(name), bytes)
     }
 
@@ -108,7 +114,9 @@ impl Session {
     pub fn finish(mut self, metrics: serde_json::Value) -> Result<Outcome> {
         self.progress.finish();
         self.tb.flush()?;
-        self.run.dir.write_metrics(&metrics)?;
+        if crate::dist::world().is_root() {
+            self.run.dir.write_metrics(&metrics)?;
+        }
         Ok(Outcome::Finished(metrics))
     }
 }
@@ -132,13 +140,13 @@ impl Opening {
         self.run.resume
     }
 
-    /// The checkpoint to continue from: `Some` for a resumed run that wrote one.
+    /// The checkpoint to continue from: `Some` for a resumed run that wrote one (as rank 0
+    /// reads it, on every rank).
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>> {
-        let path = self.run.dir.checkpoint();
-        if !(self.run.resume && path.exists()) {
+        if !self.run.resume {
             return Ok(None);
         }
-        Ok(Some(Checkpoint::load(&path)?))
+        crate::dist::load_checkpoint_from_root(&self.run.dir.checkpoint())
     }
 
     /// An error in restoring from the checkpoint, said as such.
@@ -152,7 +160,7 @@ impl Opening {
     /// progress line counts `total` units (labelled `label`), `position` of them done.
     pub fn start(self, label: &str, resume_step: Option<u64>, total: u64, position: u64) -> Result<Session> {
         let run = self.run;
-        let mut tb = TbLogger::create(run.dir.path())?;
+        let mut tb = TbLogger::create_on_root(run.dir.path())?;
         if run.resume {
             if let Some(step) = resume_step {
                 tb.resume_at(step)?;
@@ -161,7 +169,7 @@ impl Opening {
         if !run.resume || resume_step == Some(0) {
             tb.text("config", 0, &format!("```toml\n{}\n```", run.config_toml))?;
         }
-        let mut progress = Progress::new(label, total, run.quiet);
+        let mut progress = Progress::new(label, total, run.quiet || !crate::dist::world().is_root());
         progress.set_position(position);
         Ok(Session { run, tb, progress })
     }

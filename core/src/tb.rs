@@ -31,7 +31,8 @@ const HISTOGRAM_BUCKETS: usize = 30;
 
 /// A TensorBoard event file being written.
 pub struct TbLogger {
-    file: BufWriter<File>,
+    /// None: a disabled logger (the non-zero ranks of a data-parallel run) that writes nothing.
+    file: Option<BufWriter<File>>,
     path: PathBuf,
 }
 
@@ -67,7 +68,7 @@ impl TbLogger {
             }
         };
         let mut logger = TbLogger {
-            file: BufWriter::new(file),
+            file: Some(BufWriter::new(file)),
             path,
         };
         let mut ev = new_event(0);
@@ -75,6 +76,21 @@ impl TbLogger {
         logger.write_event(&ev)?;
         logger.flush()?;
         Ok(logger)
+    }
+
+    /// A logger that writes nothing: every call succeeds and does nothing (the ranks other
+    /// than 0 of a data-parallel run, see dist.rs).
+    pub fn disabled() -> TbLogger {
+        TbLogger { file: None, path: PathBuf::new() }
+    }
+
+    /// [`TbLogger::create`] on rank 0 of the data-parallel world, [`TbLogger::disabled`] elsewhere.
+    pub fn create_on_root(dir: &Path) -> Result<TbLogger> {
+        if crate::dist::world().is_root() {
+            TbLogger::create(dir)
+        } else {
+            Ok(TbLogger::disabled())
+        }
     }
 
     /// For a resumed run: writes a SessionLog START event at `step` so TensorBoard purges events with step >= `step` that the interrupted run wrote after its last checkpoint (TensorBoard's EventAccumulator does this with purge_orphaned_data).
@@ -157,8 +173,9 @@ impl TbLogger {
 
     /// Flushes buffered events and fsyncs the file.
     pub fn flush(&mut self) -> Result<()> {
-        self.file.flush().map_err(|e| self.io_err(e))?;
-        self.file.get_ref().sync_all().map_err(|e| self.io_err(e))
+        let Some(file) = self.file.as_mut() else { return Ok(()) };
+        let r = file.flush().and_then(|_| file.get_ref().sync_all());
+        r.map_err(|e| self.io_err(e))
     }
 
     /// The event file being written.
@@ -173,6 +190,9 @@ impl TbLogger {
     }
 
     fn write_event(&mut self, ev: &Event) -> Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
         let data = ev.write_to_bytes().map_err(|e| {
             Error::new(format!(
                 "cannot encode TensorBoard event for '{}': {e}",
@@ -184,7 +204,8 @@ impl TbLogger {
         RecordWriter::new(&mut framed)
             .write(&data)
             .map_err(|e| self.io_err(e))?;
-        self.file.write_all(&framed).map_err(|e| self.io_err(e))
+        let r = self.file.as_mut().map_or(Ok(()), |f| f.write_all(&framed));
+        r.map_err(|e| self.io_err(e))
     }
 
     fn io_err(&self, e: std::io::Error) -> Error {

@@ -3,18 +3,22 @@
 //! limits). With `WICK_PYTHON` set (a Python with `gymnasium`), Gymnasium's figure for the same
 //! loop over `gym.make(id)` is measured in the same run and the ratio printed.
 //!
-//! `cargo bench -p wick-envs` (or `WICK_PYTHON=.venv/bin/python cargo bench -p wick-envs`).
+//! `cargo bench -p wick-envs` (or `WICK_PYTHON=.venv/bin/python cargo bench -p wick-envs`; add
+//! `-- Taxi Acrobot` to run only the envs whose id contains one of the words).
 
 use std::hint::black_box;
 use std::process::Command;
 use std::time::Instant;
 
 use wick_core::rng::Rng;
+use wick_envs::acrobot::Acrobot;
 use wick_envs::blackjack::{Blackjack, BlackjackConfig};
 use wick_envs::cartpole::CartPole;
 use wick_envs::cliff_walking::CliffWalking;
 use wick_envs::frozen_lake::{FrozenLake, FrozenLakeConfig};
 use wick_envs::grid_world::{GridWorld, GridWorldConfig};
+use wick_envs::mountain_car::MountainCar;
+use wick_envs::taxi::{Taxi, TaxiConfig};
 use wick_envs::wrappers::TimeLimit;
 use wick_envs::{make, Env};
 
@@ -118,19 +122,30 @@ fn gymnasium(ids: &[&str]) -> Option<(String, serde_json::Value)> {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing to parse.
-    let rows = vec![
-        bench("CartPole-v1", TimeLimit::new(CartPole::default(), 500)),
-        bench("Blackjack-v1", Blackjack::new(BlackjackConfig::default())),
-        bench("FrozenLake-v1", TimeLimit::new(FrozenLake::new(&FrozenLakeConfig::default()).unwrap(), 100)),
-        bench(
+    // `cargo bench` passes `--bench`; other arguments pick envs by substring
+    // (`cargo bench -p wick-envs -- Taxi Acrobot`); none: every env.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let want = |id: &str| filters.is_empty() || filters.iter().any(|f| id.contains(f.as_str()));
+    type Bench = Box<dyn Fn() -> Row>;
+    let all: Vec<(&str, Bench)> = vec![
+        ("CartPole-v1", Box::new(|| bench("CartPole-v1", TimeLimit::new(CartPole::default(), 500)))),
+        ("Blackjack-v1", Box::new(|| bench("Blackjack-v1", Blackjack::new(BlackjackConfig::default())))),
+        ("FrozenLake-v1", Box::new(|| bench("FrozenLake-v1", TimeLimit::new(FrozenLake::new(&FrozenLakeConfig::default()).unwrap(), 100)))),
+        (
             "FrozenLake8x8-v1",
-            TimeLimit::new(FrozenLake::new(&FrozenLakeConfig { map: FrozenLakeConfig::named_map("8x8").unwrap(), ..Default::default() }).unwrap(), 200),
+            Box::new(|| {
+                let cfg = FrozenLakeConfig { map: FrozenLakeConfig::named_map("8x8").unwrap(), ..Default::default() };
+                bench("FrozenLake8x8-v1", TimeLimit::new(FrozenLake::new(&cfg).unwrap(), 200))
+            }),
         ),
-        bench("CliffWalking-v1", CliffWalking::new(false)),
-        bench("GridWorld", TimeLimit::new(GridWorld::new(GridWorldConfig::default()), 100)),
+        ("CliffWalking-v1", Box::new(|| bench("CliffWalking-v1", CliffWalking::new(false)))),
+        ("GridWorld", Box::new(|| bench("GridWorld", TimeLimit::new(GridWorld::new(GridWorldConfig::default()), 100)))),
+        ("Taxi-v4", Box::new(|| bench("Taxi-v4", TimeLimit::new(Taxi::new(&TaxiConfig::default()).unwrap(), 200)))),
+        ("MountainCar-v0", Box::new(|| bench("MountainCar-v0", TimeLimit::new(MountainCar::default(), 200)))),
+        ("Acrobot-v1", Box::new(|| bench("Acrobot-v1", TimeLimit::new(Acrobot::default(), 500)))),
     ];
-    let dyn_rows = [bench_dyn("CartPole-v1"), bench_dyn("Blackjack-v1")];
+    let rows: Vec<Row> = all.iter().filter(|(id, _)| want(id)).map(|(_, f)| f()).collect();
+    let dyn_rows: Vec<Row> = ["CartPole-v1", "Blackjack-v1"].into_iter().filter(|id| want(id)).map(bench_dyn).collect();
     let ids: Vec<&str> = rows.iter().map(|r| r.id).filter(|id| *id != "GridWorld").collect();
     let gym = gymnasium(&ids);
     println!("wick-envs: single thread, random actions, {SECONDS} s per env (GridWorld with a 100-step limit)");

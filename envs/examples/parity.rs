@@ -4,17 +4,25 @@
 //! Job: `{"env": id, "options": {k: v}, "max_episode_steps": n | null, "episodes": [...]}`, each
 //! episode `{"actions": [...], "extra": k}` plus the randomness Gymnasium drew:
 //! CartPole `"state_bits"` (the initial state as f64 bit patterns), Blackjack `"cards"`,
-//! FrozenLake / CliffWalking `"uniform_bits"` (one uniform per step, as f64 bit patterns).
+//! FrozenLake / CliffWalking `"uniform_bits"` (one uniform per step, as f64 bit patterns);
+//! Taxi `"reset_bits"` (the start and fickleness uniforms), `"uniform_bits"` and `"choice"` (the
+//! fickle passenger's new destination, an index into the other three); MountainCar and Acrobot
+//! `"state_bits"` like CartPole.
 //! Actions are played until the episode ends, then `extra` more (stepping past termination).
 //! Output: `{"episodes": [{"reset": obs, "steps": [[obs, reward, terminated, truncated], ...]}]}`.
+//! A render job `{"env": id, "render_states": [[f64 bits], ...]}` (CartPole, MountainCar,
+//! Acrobot) prints `{"images": [{"height", "width", "hex"}]}` instead: each state's RGB render.
 
 use std::io::Read;
 
 use serde_json::{json, Value};
+use wick_envs::acrobot::{Acrobot, Dynamics};
 use wick_envs::blackjack::{Blackjack, BlackjackConfig, Cards};
 use wick_envs::cartpole::CartPole;
 use wick_envs::cliff_walking::CliffWalking;
 use wick_envs::frozen_lake::{parse_map, FrozenLake, FrozenLakeConfig};
+use wick_envs::mountain_car::MountainCar;
+use wick_envs::taxi::{Taxi, TaxiConfig};
 use wick_envs::wrappers::TimeLimit;
 use wick_envs::{Env, Step};
 
@@ -65,6 +73,37 @@ fn main() {
     std::io::stdin().read_to_string(&mut input).expect("stdin");
     let job: Value = serde_json::from_str(&input).expect("a JSON job");
     let id = job["env"].as_str().expect("env");
+    // A render job: `{"env": id, "render_states": [[f64 bits], ...]}` -> the RGB images as hex.
+    if let Some(states) = job["render_states"].as_array() {
+        let images: Vec<Value> = states
+            .iter()
+            .map(|st| {
+                let s = bits(st);
+                let im = match id {
+                    "CartPole-v1" => {
+                        let mut e = CartPole::default();
+                        e.set_state([s[0], s[1], s[2], s[3]]);
+                        e.render_rgb()
+                    }
+                    "MountainCar-v0" => {
+                        let mut e = MountainCar::default();
+                        e.set_state([s[0], s[1]]);
+                        e.render_rgb()
+                    }
+                    "Acrobot-v1" => {
+                        let mut e = Acrobot::default();
+                        e.set_state([s[0], s[1], s[2], s[3]]);
+                        e.render_rgb()
+                    }
+                    other => panic!("parity: no render for {other}"),
+                }
+                .unwrap();
+                json!({"height": im.height, "width": im.width, "hex": im.data.iter().map(|b| format!("{b:02x}")).collect::<String>()})
+            })
+            .collect();
+        println!("{}", json!({ "images": images }));
+        return;
+    }
     let mut episodes = Vec::new();
     for ep in job["episodes"].as_array().expect("episodes") {
         let acts = actions(ep);
@@ -112,6 +151,39 @@ fn main() {
                 let us = bits(&ep["uniform_bits"]);
                 let (o, _) = env.reset(Some(0));
                 (json!(o), play(&acts, extra, |o| json!(o), |i, a| env.step_with(|e| e.step_with_uniform(a, us[i]))))
+            }
+            "Taxi-v4" => {
+                let num = |k: &str, d: f64| opt(&job, k).map_or(d, |v| v.parse().unwrap());
+                let cfg = TaxiConfig {
+                    is_rainy: opt_bool(&job, "is_rainy", false),
+                    fickle_passenger: opt_bool(&job, "fickle_passenger", false),
+                    rainy_probability: num("rainy_probability", 0.8),
+                    fickle_probability: num("fickle_probability", 0.3),
+                };
+                let mut env = limit(Taxi::new(&cfg).unwrap(), &job);
+                let (r, us) = (bits(&ep["reset_bits"]), bits(&ep["uniform_bits"]));
+                let choice = ep["choice"].as_u64().unwrap() as usize;
+                env.reset(Some(0));
+                let (o, _) = env.inner_mut().reset_with_draws(r[0], r[1]);
+                (json!(o), play(&acts, extra, |o| json!(o), |i, a| env.step_with(|e| e.step_with_draws(a, us[i], choice))))
+            }
+            "MountainCar-v0" => {
+                let goal_velocity = opt(&job, "goal_velocity").map_or(0.0, |v| v.parse().unwrap());
+                let mut env = limit(MountainCar::new(goal_velocity), &job);
+                env.reset(Some(0));
+                let s = bits(&ep["state_bits"]);
+                let o = env.inner_mut().set_state([s[0], s[1]]);
+                let f = |o: &[f32; 2]| json!(o.iter().map(|&x| x as f64).collect::<Vec<_>>());
+                (f(&o), play(&acts, extra, f, |_, a| env.step(a)))
+            }
+            "Acrobot-v1" => {
+                let dynamics = if opt(&job, "book_or_nips") == Some("nips") { Dynamics::Nips } else { Dynamics::Book };
+                let mut env = limit(Acrobot::new(dynamics), &job);
+                env.reset(Some(0));
+                let s = bits(&ep["state_bits"]);
+                let o = env.inner_mut().set_state([s[0], s[1], s[2], s[3]]);
+                let f = |o: &[f32; 6]| json!(o.iter().map(|&x| x as f64).collect::<Vec<_>>());
+                (f(&o), play(&acts, extra, f, |_, a| env.step(a)))
             }
             other => panic!("parity: no driver for {other}"),
         };

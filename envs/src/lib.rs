@@ -1,7 +1,8 @@
 //! wick-envs: Gymnasium-identical environments in native Rust.
 //!
 //! `Blackjack-v1`, `FrozenLake-v1`, `FrozenLake8x8-v1`, `CliffWalking-v1`,
-//! `CliffWalkingSlippery-v1`, `CartPole-v1` and Zhao's `GridWorld`, with Gymnasium 1.x's API
+//! `CliffWalkingSlippery-v1`, `Taxi-v4`, `CartPole-v1`, `MountainCar-v0`, `Acrobot-v1` and
+//! Zhao's `GridWorld`, with Gymnasium 1.x's API
 //! ([`Env`]: `reset(seed)`, `step(action)` with `terminated` and `truncated` apart), spaces,
 //! ids, options and rules; exact models for the tabular ones ([`Model`]); wrappers (time
 //! limit, episode statistics, one-hot); vectorised stepping with auto-reset; a registry
@@ -33,6 +34,7 @@
 //! assert!(v[0] > 0.0);
 //! ```
 
+pub mod acrobot;
 pub mod blackjack;
 pub mod cartpole;
 pub mod cliff_walking;
@@ -41,9 +43,11 @@ pub mod frozen_lake;
 pub mod grid_world;
 #[cfg(feature = "gymnasium-rs")]
 pub mod gym_rs;
+pub mod mountain_car;
 pub mod registry;
 pub mod render;
 pub mod space;
+pub mod taxi;
 pub mod vector;
 pub mod wrappers;
 

@@ -16,12 +16,15 @@ use std::path::Path;
 
 use wick_core::{bail, Result};
 
+use crate::acrobot::{Acrobot, Dynamics};
 use crate::blackjack::{Blackjack, BlackjackConfig};
 use crate::cartpole::CartPole;
 use crate::cliff_walking::CliffWalking;
 use crate::env::{Dyn, DynEnv, Env};
 use crate::frozen_lake::{parse_map, FrozenLake, FrozenLakeConfig};
 use crate::grid_world::{GridWorld, GridWorldConfig};
+use crate::mountain_car::MountainCar;
+use crate::taxi::{Taxi, TaxiConfig};
 use crate::wrappers::TimeLimit;
 
 /// One option: name, default (as text), what it does.
@@ -94,10 +97,40 @@ const ENTRIES: &[Entry] = &[
         max_episode_steps: None,
     },
     Entry {
+        id: "Taxi-v4",
+        description: "Taxi (Dietterich 2000): pick up a passenger and drop them at their destination on a 5x5 grid, 200-step limit",
+        options: &[
+            ("is_rainy", "false", "moves go as intended with probability rainy_probability, else to a side"),
+            ("rainy_probability", "0.8", "probability of the intended move when rainy"),
+            ("fickle_passenger", "false", "the passenger may change destination on the first move after pickup"),
+            ("fickle_probability", "0.3", "probability that the passenger is fickle"),
+            ("max_episode_steps", "200", "time limit (none: no limit)"),
+        ],
+        max_episode_steps: Some(200),
+    },
+    Entry {
         id: "CartPole-v1",
         description: "CartPole: balance a pole on a cart, +1 a step, 500-step limit",
         options: &[
             ("sutton_barto_reward", "false", "0 a step and -1 on failure instead of +1 a step"),
+            ("max_episode_steps", "500", "time limit (none: no limit)"),
+        ],
+        max_episode_steps: Some(500),
+    },
+    Entry {
+        id: "MountainCar-v0",
+        description: "MountainCar: drive an underpowered car up a hill, -1 a step, 200-step limit",
+        options: &[
+            ("goal_velocity", "0", "the velocity needed at the goal position"),
+            ("max_episode_steps", "200", "time limit (none: no limit)"),
+        ],
+        max_episode_steps: Some(200),
+    },
+    Entry {
+        id: "Acrobot-v1",
+        description: "Acrobot: swing a two-link arm's tip above a bar, -1 a step, 500-step limit",
+        options: &[
+            ("book_or_nips", "book", "dynamics of joint 2: book (Sutton & Barto) or nips"),
             ("max_episode_steps", "500", "time limit (none: no limit)"),
         ],
         max_episode_steps: Some(500),
@@ -259,7 +292,25 @@ pub fn make(id: &str, options: &[(&str, &str)]) -> Result<Box<dyn DynEnv>> {
         "CliffWalking-v1" | "CliffWalkingSlippery-v1" => {
             boxed(CliffWalking::new(o.bool("is_slippery", e.id == "CliffWalkingSlippery-v1")?), limit)
         }
+        "Taxi-v4" => {
+            let cfg = TaxiConfig {
+                is_rainy: o.bool("is_rainy", false)?,
+                fickle_passenger: o.bool("fickle_passenger", false)?,
+                rainy_probability: o.f64("rainy_probability", 0.8)?,
+                fickle_probability: o.f64("fickle_probability", 0.3)?,
+            };
+            boxed(Taxi::new(&cfg)?, limit)
+        }
         "CartPole-v1" => boxed(CartPole::new(o.bool("sutton_barto_reward", false)?), limit),
+        "MountainCar-v0" => boxed(MountainCar::new(o.f64("goal_velocity", 0.0)?), limit),
+        "Acrobot-v1" => {
+            let dynamics = match o.get("book_or_nips").unwrap_or("book") {
+                "book" => Dynamics::Book,
+                "nips" => Dynamics::Nips,
+                v => return Err(o.bad("book_or_nips", v, "book or nips")),
+            };
+            boxed(Acrobot::new(dynamics), limit)
+        }
         "GridWorld" => {
             let mut cfg = if let Some(m) = o.get("map") {
                 GridWorldConfig::parse_map(&m.replace('/', "\n")).map_err(ctx)?
@@ -302,6 +353,15 @@ mod tests {
         assert_eq!(make("CartPole-v1", &[]).unwrap().max_episode_steps(), Some(500));
         assert_eq!(make("CartPole-v1", &[("max_episode_steps", "none")]).unwrap().max_episode_steps(), None);
         assert_eq!(make("Blackjack-v1", &[]).unwrap().max_episode_steps(), None);
+        assert_eq!(make("Taxi-v4", &[]).unwrap().max_episode_steps(), Some(200));
+        assert_eq!(make("MountainCar-v0", &[]).unwrap().max_episode_steps(), Some(200));
+        assert_eq!(make("Acrobot-v1", &[]).unwrap().max_episode_steps(), Some(500));
+        assert_eq!(make("Taxi-v4", &[]).unwrap().num_states(), Some(500));
+        assert_eq!(make("MountainCar-v0", &[]).unwrap().observation_space().to_string(), "Box([-1.2 -0.07], [0.6 0.07], (2,), float32)");
+        assert_eq!(
+            make("Acrobot-v1", &[]).unwrap().observation_space().to_string(),
+            "Box([-1 -1 -1 -1 -12.566371 -28.274334], [1 1 1 1 12.566371 28.274334], (6,), float32)"
+        );
         assert_eq!(make("FrozenLake-v1", &[("map_name", "8x8")]).unwrap().num_states(), Some(64));
         assert_eq!(make("CartPole-v1", &[]).unwrap().observation_space().to_string(), "Box([-4.8 -inf -0.41887903 -inf], [4.8 inf 0.41887903 inf], (4,), float32)");
     }
@@ -330,6 +390,11 @@ mod tests {
             ("FrozenLake-v1", &[][..]),
             ("FrozenLake8x8-v1", &[][..]),
             ("CliffWalkingSlippery-v1", &[][..]),
+            ("Taxi-v4", &[][..]),
+            ("Taxi-v4", &[("is_rainy", "true"), ("fickle_passenger", "true")][..]),
+            ("MountainCar-v0", &[][..]),
+            ("Acrobot-v1", &[][..]),
+            ("Acrobot-v1", &[("book_or_nips", "nips")][..]),
         ] {
             assert_eq!(trajectory(id, opts, 3), trajectory(id, opts, 3), "{id}");
             assert_ne!(trajectory(id, opts, 3), trajectory(id, opts, 4), "{id}");
@@ -341,7 +406,7 @@ mod tests {
 
     #[test]
     fn deterministic_models_match_steps() {
-        for id in ["GridWorld", "CliffWalking-v1"] {
+        for id in ["GridWorld", "CliffWalking-v1", "Taxi-v4"] {
             let mut env = make(id, &[]).unwrap();
             let m = env.model().unwrap().clone();
             let mut obs = vec![0.0; env.obs_dim()];
@@ -379,7 +444,7 @@ mod tests {
         let err = |id: &str, o: &str| make_str(id, o).err().unwrap().to_string();
         assert_eq!(
             err("Pong-v5", ""),
-            "unknown environment 'Pong-v5'; valid: Blackjack-v1, FrozenLake-v1, FrozenLake8x8-v1, CliffWalking-v1, CliffWalkingSlippery-v1, CartPole-v1, GridWorld"
+            "unknown environment 'Pong-v5'; valid: Blackjack-v1, FrozenLake-v1, FrozenLake8x8-v1, CliffWalking-v1, CliffWalkingSlippery-v1, Taxi-v4, CartPole-v1, MountainCar-v0, Acrobot-v1, GridWorld"
         );
         assert_eq!(err("Blackjack-v1", "sab=maybe"), "Blackjack-v1: option sab=maybe: expected true or false");
         assert_eq!(err("Blackjack-v1", "nat=1"), "Blackjack-v1: unknown option 'nat'; valid: natural, sab, max_episode_steps");
@@ -387,6 +452,8 @@ mod tests {
         assert_eq!(err("FrozenLake-v1", "desc=SX/FG"), "FrozenLake-v1: FrozenLake map row 1 column 2: 'X' is not one of S, F, H, G");
         assert_eq!(err("FrozenLake-v1", "success_rate=abc"), "FrozenLake-v1: option success_rate=abc: expected a number");
         assert_eq!(err("FrozenLake-v1", "success_rate=2"), "FrozenLake-v1: success_rate 2 is not in [0, 1]");
+        assert_eq!(err("Taxi-v4", "rainy_probability=1.5"), "Taxi-v4: rainy_probability 1.5 is not in [0, 1]");
+        assert_eq!(err("Acrobot-v1", "book_or_nips=paper"), "Acrobot-v1: option book_or_nips=paper: expected book or nips");
         assert_eq!(err("CartPole-v1", "max_episode_steps=0"), "CartPole-v1: option max_episode_steps=0: expected a positive integer or none");
         assert!(err("GridWorld", "map_file=/nonexistent/x.txt").starts_with("GridWorld: cannot read grid world map '/nonexistent/x.txt'"));
         assert_eq!(err("GridWorld", "oops"), "env option 'oops' is not key=value");

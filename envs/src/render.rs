@@ -88,6 +88,16 @@ impl Rgb {
         }
     }
 
+    /// Draw a one-pixel line from `(x0, y0)` to `(x1, y1)` (continuous coordinates, pixel
+    /// `(x, y)` covering `[x, x+1) × [y, y+1)`; a point per pixel along the longer axis).
+    pub fn draw_line(&mut self, x0: f64, y0: f64, x1: f64, y1: f64, c: [u8; 3]) {
+        let n = (x1 - x0).abs().max((y1 - y0).abs()).ceil().max(1.0) as i64;
+        for i in 0..=n {
+            let t = i as f64 / n as f64;
+            self.put((y0 + t * (y1 - y0)).floor() as i64, (x0 + t * (x1 - x0)).floor() as i64, c);
+        }
+    }
+
     /// PNG bytes (via `wick_core::image`).
     pub fn to_png(&self) -> Result<Vec<u8>> {
         wick_core::image::encode_png(&self.data, self.height, self.width, 3)
@@ -131,6 +141,8 @@ mod tests {
         assert_eq!(im.pixel(4, 12), [1, 2, 3]);
         im.fill_circle(5.0, 5.0, 2.0, [9, 9, 9]);
         assert_eq!(im.pixel(5, 5), [9, 9, 9]);
+        im.draw_line(0.0, 9.5, 19.5, 9.5, [7, 7, 7]);
+        assert!((0..20).all(|x| im.pixel(9, x) == [7, 7, 7]));
         assert!(im.to_png().unwrap().starts_with(b"\x89PNG"));
     }
 }

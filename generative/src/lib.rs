@@ -5,6 +5,7 @@ pub mod made;
 pub mod model;
 pub mod nade;
 pub mod nade_op;
+pub mod oanade;
 pub mod staircase;
 pub mod train;
 
@@ -12,3 +13,4 @@ pub use fvsbn::Fvsbn;
 pub use made::Made;
 pub use model::DensityModel;
 pub use nade::Nade;
+pub use oanade::OaNade;

@@ -30,6 +30,14 @@ pub trait DensityModel {
         let value = loss.to_scalar::<f32>()? as f64;
         Ok((value, loss.backward()?))
     }
+    /// [`DensityModel::loss_and_grads`] with one key per row of `x`, unique per (epoch, training
+    /// example): a model whose training draws per-example randomness (order-agnostic NADE's
+    /// masks) draws it from the key, so it does not depend on the batch split. By default the
+    /// keys are ignored.
+    fn loss_and_grads_keyed(&self, x: &Tensor, step: u64, keys: &[u64]) -> Result<(f64, GradStore)> {
+        let _ = keys;
+        self.loss_and_grads(x, step)
+    }
     /// Non-trainable tensors worth saving beside the parameters (MADE's masks and orderings).
     fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
         Ok(Vec::new())
@@ -202,6 +210,7 @@ mod normalisation {
             Box::new(Fvsbn::new(d, &mut Rng::stream(1, "init"), &dev).unwrap()),
             Box::new(Nade::new(d, 5, &mut Rng::stream(1, "init"), &dev).unwrap()),
             Box::new(Made::new(d, 16, 2, 3, Order::Random, true, 1, &dev).unwrap()),
+            Box::new(crate::OaNade::new(d, 16, 2, 3, 1, &dev).unwrap()),
         ];
         let mask: Vec<bool> = (0..d).map(|i| i % 3 != 1).collect();
         let mut r = Rng::stream(9, "vals");
@@ -229,6 +238,7 @@ mod normalisation {
             ("made", Box::new(Made::new(d, 16, 1, 1, Order::Natural, false, 1, &dev).unwrap())),
             ("made-2layer-random", Box::new(Made::new(d, 16, 2, 1, Order::Random, false, 2, &dev).unwrap())),
             ("made-k4-order-agnostic", Box::new(Made::new(d, 16, 2, 4, Order::Natural, true, 3, &dev).unwrap())),
+            ("oanade-2layer-k3", Box::new(crate::OaNade::new(d, 16, 2, 3, 4, &dev).unwrap())),
         ];
         for (name, m) in models {
             let before = total_probability(&*m);

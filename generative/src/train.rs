@@ -1,6 +1,7 @@
 //! The density-model trainer: minibatch maximum likelihood with early stopping on valid NLL.
 //!
-//! Per epoch: shuffle the train split with the run's `data` stream, take Adam/AdamW/SGD steps
+//! Per epoch: shuffle the train split with the run's `data` stream (with `--binarize dynamic`,
+//! first redraw the training bits from the epoch's stream, [`wick_core::binarize`]), take Adam/AdamW/SGD steps
 //! on the mean NLL of each batch, evaluate the exact valid NLL, keep the best model in
 //! `best.safetensors`, and write the full state (parameters, optimizer moments, the data
 //! stream, counters) to `checkpoint.safetensors`. After the last epoch, or when valid NLL has
@@ -9,17 +10,27 @@
 //!
 //! TensorBoard: `losses/train_nll` (mean over the epoch's batches), `eval/valid_nll`,
 //! `eval/test_nll` (once, for the best model), `charts/samples_per_s`, `charts/learning_rate`,
-//! sample grids under `samples`, parameter histograms under `params/…`; step = epoch.
+//! sample grids under `samples`, parameter histograms under `params/…`; step = epoch. Data of
+//! vectors rather than images (a CSV whose width is not a square) gets, instead of the grids,
+//! a text `samples` entry: per-dimension marginals of the samples beside the training data's,
+//! and sample rows as 0/1 strings.
+//!
+//! Data-parallel (`mpirun -np N`, core's dist.rs): `batch` is the global batch; each step's
+//! rows are cut into `micro_batches` contiguous parts, rank r computes its share, and the
+//! gradients are summed in part order, so N ranks give the bits of one process with
+//! `--micro-batches N`. Rank 0 alone evaluates, logs and writes files.
 
 use crate::made::{Made, Order};
 use crate::model::DensityModel;
-use crate::{Fvsbn, Nade};
+use crate::{Fvsbn, Nade, OaNade};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+use wick_core::binarize::{self, Binarize};
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
 use wick_core::image::display_grid;
+use wick_core::dist::{self, DataParallel};
 use wick_core::optim::{clip_grad_norm, OptimConfig, Optimizer};
 use wick_core::rng::Rng;
 use wick_core::run::{Outcome, Runtime};
@@ -34,23 +45,34 @@ use wick_core::{bail, ensure, Result};
 pub struct DensityConfig {
     /// The model.
     pub algo: DensityAlgo,
-    /// `digits`, `mnist5k` or a path (see `wick list`).
+    /// `digits`, `mnist5k`, `mnist` or a path (see `wick list`).
     pub data: String,
-    /// Binarisation: pixel ≥ threshold → 1. Unset: the dataset's default (digits 8, mnist 128).
+    /// Where `mnist` is looked for first (see [`wick_core::data::mnist_dir`]).
+    pub data_dir: Option<String>,
+    /// threshold, static or dynamic. Unset: static for `mnist`, threshold otherwise.
+    pub binarize: Option<Binarize>,
+    /// `--binarize threshold`: pixel ≥ threshold → 1. Unset: the dataset's default (digits 8, mnist 128).
     pub threshold: Option<f32>,
-    /// NADE/MADE hidden units. Unset: 100 for D ≤ 100 (digits), else 500.
+    /// NADE/MADE/order-agnostic NADE hidden units. Unset: 100 for D ≤ 100 (digits), else 500.
     pub hidden: Option<usize>,
-    /// MADE hidden layers [1].
+    /// MADE and order-agnostic NADE hidden layers [1].
     pub layers: Option<usize>,
+    /// Order-agnostic NADE: orderings in the ensemble that valid and test NLL use [1].
+    pub orderings: Option<usize>,
     /// MADE mask sets K (connectivity-agnostic training; the test-time model is their mixture) [1].
     pub masks: Option<usize>,
-    /// MADE input ordering: natural or random [natural].
+    /// MADE input ordering: natural (raster) or random [random: with raster order the hidden units
+    /// of low degree see only the blank top rows of an image; docs/density.md has the comparison].
     pub order: Option<Order>,
     /// MADE order-agnostic training: every mask set gets its own random ordering [false].
     pub order_agnostic: Option<bool>,
     pub seed: u64,
     pub epochs: u64,
     pub batch: usize,
+    /// Micro-batches per batch, all ranks together: gradient accumulation in one process, the
+    /// ranks' shares under mpirun. Unset: the number of ranks (1: the plain step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batches: Option<usize>,
     /// Stop after this many epochs without a better valid NLL (0: never stop early).
     pub patience: u64,
     /// Clip gradients to this global L2 norm (0: no clipping).
@@ -66,15 +88,19 @@ impl Default for DensityConfig {
         DensityConfig {
             algo: DensityAlgo::Fvsbn,
             data: "digits".into(),
+            data_dir: None,
+            binarize: None,
             threshold: None,
             hidden: None,
             layers: None,
+            orderings: None,
             masks: None,
             order: None,
             order_agnostic: None,
             seed: 0,
             epochs: 500,
             batch: 100,
+            micro_batches: None,
             patience: 50,
             clip_grad: 0.0,
             log_every: 50,
@@ -93,6 +119,8 @@ wick_core::choice! {
         Nade = "nade",
         /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
         Made = "made",
+        /// Order-agnostic NADE (DeepNADE): any conditional exact, ensembles of orderings (density model)
+        Oanade = "oanade",
     }
 }
 
@@ -100,9 +128,12 @@ impl DensityAlgo {
     /// Whether the option `field` (a config field, a flag's id) is one of this model's: the
     /// model-specific ones are refused elsewhere, and hidden from other models' `--help`.
     pub fn takes(self, field: &str) -> bool {
+        use DensityAlgo::*;
         match field {
-            "hidden" => self != DensityAlgo::Fvsbn,
-            "layers" | "masks" | "order" | "order_agnostic" => self == DensityAlgo::Made,
+            "hidden" => self != Fvsbn,
+            "layers" => matches!(self, Made | Oanade),
+            "masks" | "order" | "order_agnostic" => self == Made,
+            "orderings" => self == Oanade,
             _ => true,
         }
     }
@@ -112,21 +143,37 @@ impl DensityConfig {
     pub fn validate(&self) -> Result<()> {
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
         ensure!(self.batch >= 1, "batch size must be at least 1, got {}", self.batch);
+        ensure!(self.micro_batches != Some(0), "micro-batches must be at least 1, got 0");
         ensure!(self.clip_grad.is_finite() && self.clip_grad >= 0.0, "clip-grad must be a non-negative number, got {}", self.clip_grad);
         if let Some(t) = self.threshold {
             ensure!(t.is_finite(), "threshold must be a finite number, got {t}");
+            let how = self.binarize_mode();
+            let default = if self.binarize.is_none() { format!(" (the default for '{}')", self.data) } else { String::new() };
+            ensure!(how == Binarize::Threshold, "--threshold applies to --binarize threshold, not {how}{default}");
         }
         self.optim.validate()?;
         self.schedule.validate()?;
-        let set = [("hidden", self.hidden.is_some()), ("layers", self.layers.is_some()), ("masks", self.masks.is_some()), ("order", self.order.is_some()), ("order_agnostic", self.order_agnostic.is_some())];
+        let set = [
+            ("hidden", self.hidden.is_some()),
+            ("layers", self.layers.is_some()),
+            ("masks", self.masks.is_some()),
+            ("order", self.order.is_some()),
+            ("order_agnostic", self.order_agnostic.is_some()),
+            ("orderings", self.orderings.is_some()),
+        ];
         for (field, set) in set {
             let users: Vec<&str> = DensityAlgo::ALL.iter().filter(|a| a.takes(field)).map(|a| a.name()).collect();
-            ensure!(!set || self.algo.takes(field), "--{} does not apply to {} (it is for {})", field.replace('_', "-"), self.algo, users.join(" and "));
+            ensure!(!set || self.algo.takes(field), "--{} does not apply to {} (it is for {})", field.replace('_', "-"), self.algo, users.join(", "));
         }
-        for (name, v) in [("hidden", self.hidden), ("layers", self.layers), ("masks", self.masks)] {
+        for (name, v) in [("hidden", self.hidden), ("layers", self.layers), ("masks", self.masks), ("orderings", self.orderings)] {
             ensure!(v != Some(0), "{name} must be at least 1, got 0");
         }
         Ok(())
+    }
+
+    /// The binarization the run uses: `binarize`, else the dataset's default.
+    pub fn binarize_mode(&self) -> Binarize {
+        self.binarize.unwrap_or_else(|| Binarize::default_for(&self.data))
     }
 
     /// Fill the model's unset options with their defaults for `dim` inputs, so that the
@@ -139,8 +186,12 @@ impl DensityConfig {
         if c.algo == DensityAlgo::Made {
             c.layers = Some(c.layers.unwrap_or(1));
             c.masks = Some(c.masks.unwrap_or(1));
-            c.order = Some(c.order.unwrap_or(Order::Natural));
+            c.order = Some(c.order.unwrap_or(Order::Random));
             c.order_agnostic = Some(c.order_agnostic.unwrap_or(false));
+        }
+        if c.algo == DensityAlgo::Oanade {
+            c.layers = Some(c.layers.unwrap_or(1));
+            c.orderings = Some(c.orderings.unwrap_or(1));
         }
         c
     }
@@ -161,11 +212,12 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
             hidden,
             cfg.layers.unwrap_or(1),
             cfg.masks.unwrap_or(1),
-            cfg.order.unwrap_or(Order::Natural),
+            cfg.order.unwrap_or(Order::Random),
             cfg.order_agnostic.unwrap_or(false),
             cfg.seed,
             device,
         )?)),
+        DensityAlgo::Oanade => Ok(Box::new(OaNade::new(dim, hidden, cfg.layers.unwrap_or(1), cfg.orderings.unwrap_or(1), cfg.seed, device)?)),
     }
 }
 
@@ -178,6 +230,7 @@ fn ensure_fits(cfg: &DensityConfig, dim: usize) -> Result<()> {
     let (params, activations) = match cfg.algo {
         DensityAlgo::Fvsbn => (product(&[dim, dim]), product(&[b, dim])),
         DensityAlgo::Nade => (product(&[2, dim, h]), product(&[b, dim, h])),
+        DensityAlgo::Oanade => return Ok(()), // not estimated yet
         DensityAlgo::Made => {
             let weights = product(&[2, dim, h]).saturating_add(product(&[layers.saturating_sub(1), h, h]));
             (weights.saturating_mul(1 + masks as u128), product(&[b, layers, h]).saturating_mul(3))
@@ -185,6 +238,14 @@ fn ensure_fits(cfg: &DensityConfig, dim: usize) -> Result<()> {
     };
     let what = format!("{} with --hidden {h} on {dim} inputs", cfg.algo);
     ensure_fits(&what, training_bytes(params, activations), "use a smaller --hidden (or --batch)")
+}
+
+/// The run's data set and every row of it binarized as outside training (see
+/// [`binarize::binarize`]); `data` overrides the config's (for `wick eval --data`).
+pub fn load_data(cfg: &DensityConfig, data: Option<&str>) -> Result<(Dataset, Vec<f32>)> {
+    let d = Dataset::load_from(data.unwrap_or(&cfg.data), cfg.data_dir.as_deref().map(std::path::Path::new))?;
+    let x = binarize::binarize(&d, cfg.binarize_mode(), cfg.threshold);
+    Ok((d, x))
 }
 
 /// Per-example NLL (nats) of every row of `x`, in batches.
@@ -229,8 +290,8 @@ const SAMPLE_GRID: usize = 64;
 pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     cfg.validate()?;
     let dev = &rt.device;
-    let data = Dataset::load(&cfg.data)?;
-    let x = data.binarized(cfg.threshold);
+    let (data, x) = load_data(cfg, None)?;
+    let how = cfg.binarize_mode();
     let (xtr, xva, xte) = (
         data.split_tensor(&x, Split::Train, dev)?,
         data.split_tensor(&x, Split::Valid, dev)?,
@@ -238,7 +299,17 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     );
     let ntr = xtr.dim(0)?;
     ensure!(ntr > 0 && xva.dim(0)? > 0, "dataset '{}' has an empty train or valid split", cfg.data);
-    let cfg = &DensityConfig { threshold: Some(cfg.threshold.unwrap_or(data.default_threshold)), ..cfg.with_model_defaults(data.dim) };
+    let threshold = (how == Binarize::Threshold).then(|| cfg.threshold.unwrap_or(data.default_threshold));
+    let world = dist::world();
+    let m = cfg.micro_batches.unwrap_or(world.size());
+    let cfg = &DensityConfig {
+        binarize: Some(how),
+        threshold,
+        micro_batches: (m > 1).then_some(m),
+        ..cfg.with_model_defaults(data.dim)
+    };
+    let train_rows = data.indices(Split::Train);
+    let dp = DataParallel::new(m, cfg.batch, world)?;
     let model = build_model(cfg, data.dim, dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), model.params())?;
 
@@ -253,6 +324,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         epoch_rng = ck.rng("data")?;
         st = ck.meta("train_state")?;
     }
+    dist::check_start(&wick_core::config::to_toml(cfg)?, model.params())?;
     let nb = ntr.div_ceil(cfg.batch) as u64;
     // A resumed run drops whatever the interrupted process logged after its checkpoint.
     let mut run = run.start(cfg.algo.name(), Some(st.epoch), cfg.epochs * nb, (st.epoch - 1) * nb + st.batch as u64)?;
@@ -263,15 +335,25 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     while !st.done && st.epoch <= cfg.epochs {
         let mut rng = epoch_rng.clone();
         let perm = rng.permutation(ntr);
+        // Dynamic binarization: this epoch's draw of every training row (keyed by epoch and row).
+        let xtr_epoch = match how {
+            Binarize::Dynamic => Tensor::from_vec(binarize::dynamic_bits(&data, &train_rows, cfg.seed, st.epoch), (ntr, data.dim), dev)?,
+            _ => xtr.clone(),
+        };
         let t_epoch = Instant::now();
         let mut epoch_samples = 0u64;
         let lr = cfg.schedule.lr(cfg.optim.lr, st.step);
         while (st.batch as u64) < nb {
             let lo = st.batch * cfg.batch;
             let hi = (lo + cfg.batch).min(ntr);
-            let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
-            let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
-            let (mut lval, mut grads) = model.loss_and_grads(&xb, st.step)?;
+            let combined = dp.step(model.params(), hi - lo, |a, z| {
+                let idx: Vec<u32> = perm[lo + a..lo + z].iter().map(|&i| i as u32).collect();
+                let xb = xtr_epoch.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
+                // One key per (epoch, example), for models that draw per-example randomness.
+                let keys: Vec<u64> = idx.iter().map(|&i| (st.epoch - 1) * ntr as u64 + i as u64).collect();
+                model.loss_and_grads_keyed(&xb, st.step, &keys)
+            })?;
+            let (mut lval, mut grads) = (combined.loss, combined.grads);
             if wick_core::fault::poisoned("nan-loss") {
                 lval = f64::NAN;
             }
@@ -294,7 +376,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             st.loss_count += (hi - lo) as u64;
             epoch_samples += (hi - lo) as u64;
             run.progress.inc(1);
-            if run.interrupted() {
+            if combined.interrupted {
                 run.save(checkpoint(&*model, &opt, &epoch_rng, &st)?)?;
                 return run.interrupt(st.step);
             }
@@ -302,12 +384,13 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         samples_here += epoch_samples;
         let e = st.epoch;
         let train_nll = st.loss_sum / st.loss_count.max(1) as f64;
-        let valid_nll = mean_nll(&*model, &xva)?;
+        // Rank 0 evaluates; every rank needs the figure for early stopping.
+        let valid_nll = world.broadcast_f64(if world.is_root() { mean_nll(&*model, &xva)? } else { 0.0 });
         run.tb.scalar("losses/train_nll", e, train_nll)?;
         run.tb.scalar("eval/valid_nll", e, valid_nll)?;
         run.tb.scalar("charts/learning_rate", e, lr)?;
         run.tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9))?;
-        if e % log_every == 0 {
+        if e % log_every == 0 && world.is_root() {
             log_samples_and_weights(&mut run.tb, &*model, &data, &x, cfg.seed, e)?;
         }
         run.tb.flush()?;
@@ -341,6 +424,9 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     }
     run.progress.finish();
     let train_secs = t0.elapsed().as_secs_f64();
+    if !world.is_root() {
+        return run.finish(serde_json::Value::Null);
+    }
 
     // Final figures come from the best model.
     let best = Checkpoint::load(&run.dir().best())?;
@@ -354,10 +440,13 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let metrics = serde_json::json!({
         "algo": cfg.algo,
         "data": cfg.data,
+        "binarize": how.as_str(),
         "seed": cfg.seed,
         "params": model.params().numel(),
         "hidden": cfg.hidden,
         "masks": cfg.masks,
+        "layers": cfg.layers,
+        "orderings": cfg.orderings,
         "best_epoch": st.best_epoch,
         "epochs_run": last_epoch,
         "stopped_early": last_epoch < cfg.epochs,
@@ -395,14 +484,47 @@ fn completion_pairs(model: &dyn DensityModel, data: &Dataset, x: &[f32], n: usiz
     Ok((out, 2 * idx.len()))
 }
 
+/// Text for vector data: per-dimension marginals of `samples` beside those of the training
+/// rows of `x`, then the first 16 sample rows as 0/1 strings.
+pub fn vector_summary(samples: &[f32], data: &Dataset, x: &[f32]) -> String {
+    let d = data.dim;
+    let mean = |rows: &mut dyn Iterator<Item = &[f32]>| -> Vec<f64> {
+        let (mut m, mut n) = (vec![0f64; d], 0usize);
+        for r in rows {
+            m.iter_mut().zip(r).for_each(|(a, &b)| *a += b as f64);
+            n += 1;
+        }
+        m.iter().map(|v| v / n.max(1) as f64).collect()
+    };
+    let ms = mean(&mut samples.chunks(d));
+    let train = data.indices(Split::Train);
+    let mt = mean(&mut train.iter().map(|&i| &x[i * d..(i + 1) * d]));
+    let n = samples.len() / d.max(1);
+    let mut s = format!("| dim | P(x=1), {n} samples | P(x=1), train |\n| --- | --- | --- |\n");
+    for j in 0..d {
+        s.push_str(&format!("| {j} | {:.3} | {:.3} |\n", ms[j], mt[j]));
+    }
+    s.push_str("\nsamples:\n\n```\n");
+    for r in samples.chunks(d).take(16) {
+        s.extend(r.iter().map(|&b| if b >= 0.5 { '1' } else { '0' }));
+        s.push('\n');
+    }
+    s.push_str("```\n");
+    s
+}
+
 fn log_samples_and_weights(tb: &mut TbLogger, model: &dyn DensityModel, data: &Dataset, x: &[f32], seed: u64, step: u64) -> Result<()> {
     let mut rng = Rng::stream_indexed(seed, "tb-samples", step);
     let s = model.sample(SAMPLE_GRID, &mut rng, None)?;
-    let (px, h, w) = display_grid(&s, SAMPLE_GRID, data.height, data.width, 0);
-    tb.image("samples", step, &px, h, w, 1)?;
-    let (pairs, n) = completion_pairs(model, data, x, SAMPLE_GRID / 2, &mut rng)?;
-    let (px, h, w) = display_grid(&pairs, n, data.height, data.width, 0);
-    tb.image("completions_top_half", step, &px, h, w, 1)?;
+    if data.is_image() {
+        let (px, h, w) = display_grid(&s, SAMPLE_GRID, data.height, data.width, 0);
+        tb.image("samples", step, &px, h, w, 1)?;
+        let (pairs, n) = completion_pairs(model, data, x, SAMPLE_GRID / 2, &mut rng)?;
+        let (px, h, w) = display_grid(&pairs, n, data.height, data.width, 0);
+        tb.image("completions_top_half", step, &px, h, w, 1)?;
+    } else {
+        tb.text("samples", step, &vector_summary(&s, data, x))?;
+    }
     for (name, var) in model.params().names().iter().zip(model.params().vars()) {
         let v = var.flatten_all()?.to_vec1::<f32>()?;
         tb.histogram(&format!("params/{name}"), step, &v)?;

@@ -241,6 +241,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     let dev = &rt.device;
     let data = Dataset::load(&cfg.data)?;
     ensure!(data.labels.is_some(), "dataset '{}' has no labels; pretraining runs are judged by a linear probe that needs them", cfg.data);
+    ensure!(data.is_image(), "dataset '{}' holds {}-dimensional vectors, not images; pretraining needs images (patch masks, crops)", cfg.data, data.dim);
     let cfg = &cfg.with_data_defaults(data.height.min(data.width));
     let x = images(&data);
     let xtr = data.split_tensor(&x, Split::Train, dev)?;

@@ -1,0 +1,499 @@
+//! Data-parallel training over MPI: `mpirun -np N wick train …`, bit-identical to one process.
+//!
+//! N processes (ranks) each hold the whole model. Every global batch of B rows is cut into M
+//! contiguous *micro-batches* (M = `--micro-batches`, a multiple of N; by default M = N), rank r
+//! computes micro-batches r·M/N … (r+1)·M/N − 1, and the gradients are combined in a fixed order:
+//!
+//! ```text
+//! g = Σ_{s=0}^{M−1} (n_s / b) · g_s      summed left to right in f64, s = micro-batch index
+//! ℓ = Σ_{s=0}^{M−1} (n_s / b) · ℓ_s      (n_s rows of the b in this batch; g_s, ℓ_s its mean gradient and loss)
+//! ```
+//!
+//! Each rank flattens its gradients in **sorted parameter-name order** (never a hash map's),
+//! all-gathers every rank's flat vectors, and sums them in micro-batch order itself. MPI's own
+//! `MPI_Allreduce` is not used for this: its summation order is the implementation's and
+//! changes with N (OpenMPI 4.1 sums 4 ranks as (r0+r1)+(r2+r3)). So the result depends on
+//! (B, M) only: N ranks give the same bits as one process that runs the M micro-batches one
+//! after another (`--micro-batches M`, which is also plain gradient accumulation for a batch
+//! that does not fit in memory).
+//!
+//! With M = 1 (one process, no accumulation) the step is the plain one, untouched.
+//!
+//! The launcher is found from the environment (`OMPI_COMM_WORLD_SIZE` for OpenMPI's `mpirun`,
+//! `PMI_SIZE` for MPICH/Hydra and Slurm's PMI-2, `SLURM_STEP_NUM_TASKS` under `srun`). A build
+//! without the `mpi` feature started with more than one rank stops with one line naming the
+//! feature. Rank 0 alone writes files; the others only compute (see docs/distributed.md).
+
+use crate::error::{Error, Result};
+use crate::params::Params;
+use candle_core::backprop::GradStore;
+use candle_core::Tensor;
+use std::sync::OnceLock;
+
+/// This process's place among the ranks of a data-parallel run.
+#[derive(Debug)]
+pub struct World {
+    rank: usize,
+    size: usize,
+}
+
+static WORLD: OnceLock<World> = OnceLock::new();
+
+#[cfg(feature = "mpi")]
+static UNIVERSE: std::sync::Mutex<Option<mpi::environment::Universe>> = std::sync::Mutex::new(None);
+
+/// (rank, size) as the launcher announced them in the environment, if a launcher started us.
+pub fn launched() -> Option<(usize, usize)> {
+    let var = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<usize>().ok());
+    for (size, rank) in [("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"), ("PMI_SIZE", "PMI_RANK"), ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID")] {
+        if let Some(n) = var(size) {
+            return Some((var(rank).unwrap_or(0), n));
+        }
+    }
+    None
+}
+
+/// Join the MPI world if a launcher started this process with more than one rank; otherwise
+/// (or when called again) the single-process world. Call once, first thing in `main`.
+pub fn init() -> Result<&'static World> {
+    if let Some(w) = WORLD.get() {
+        return Ok(w);
+    }
+    let w = match launched() {
+        Some((_, n)) if n > 1 => join_mpi(n)?,
+        _ => World { rank: 0, size: 1 },
+    };
+    Ok(WORLD.get_or_init(|| w))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn join_mpi(n: usize) -> Result<World> {
+    Err(Error::new(format!(
+        "started as one of {n} MPI ranks, but this wick was built without the `mpi` feature: rebuild with `cargo build --release --features mpi` (needs libopenmpi-dev and libclang-dev), or run one process"
+    )))
+}
+
+#[cfg(feature = "mpi")]
+fn join_mpi(n: usize) -> Result<World> {
+    use mpi::traits::Communicator;
+    // Only the main thread calls MPI (Candle's worker threads never do).
+    let Some((universe, _)) = mpi::initialize_with_threading(mpi::Threading::Funneled) else {
+        return Err(Error::new("MPI was already initialised in this process"));
+    };
+    let comm = universe.world();
+    let (rank, size) = (comm.rank() as usize, comm.size() as usize);
+    if size != n {
+        return Err(Error::new(format!("the launcher announced {n} ranks but MPI's world has {size}")));
+    }
+    *UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()) = Some(universe);
+    Ok(World { rank, size })
+}
+
+/// The world [`init`] joined; the single-process world if `init` was never called (library
+/// users, unit tests).
+pub fn world() -> &'static World {
+    WORLD.get_or_init(|| World { rank: 0, size: 1 })
+}
+
+/// Leave the MPI world (`MPI_Finalize`); call before a successful exit. A no-op for one process.
+pub fn finalize() {
+    #[cfg(feature = "mpi")]
+    drop(UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()).take());
+}
+
+/// Stop every rank now (`MPI_Abort`) with exit code `code`; for one process, just exit.
+/// Call after printing the one-line reason.
+pub fn abort(code: i32) -> ! {
+    #[cfg(feature = "mpi")]
+    if world().size > 1 {
+        use mpi::traits::Communicator;
+        mpi::topology::SimpleCommunicator::world().abort(code);
+    }
+    std::process::exit(code)
+}
+
+impl World {
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Rank 0, the one that writes TensorBoard, metrics and checkpoints.
+    pub fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Every rank's `local` (all the same length), concatenated in rank order.
+    pub fn all_gather_f32(&self, local: &[f32]) -> Vec<f32> {
+        if self.size == 1 {
+            return local.to_vec();
+        }
+        self.gather_impl(local)
+    }
+
+    /// As [`World::all_gather_f32`], for f64.
+    pub fn all_gather_f64(&self, local: &[f64]) -> Vec<f64> {
+        if self.size == 1 {
+            return local.to_vec();
+        }
+        self.gather_impl(local)
+    }
+
+    /// As [`World::all_gather_f32`], for u64.
+    pub fn all_gather_u64(&self, local: &[u64]) -> Vec<u64> {
+        if self.size == 1 {
+            return local.to_vec();
+        }
+        self.gather_impl(local)
+    }
+
+    #[cfg(feature = "mpi")]
+    fn gather_impl<T: mpi::datatype::Equivalence + Copy + Default>(&self, local: &[T]) -> Vec<T> {
+        use mpi::traits::CommunicatorCollectives;
+        let mut all = vec![T::default(); local.len() * self.size];
+        mpi::topology::SimpleCommunicator::world().all_gather_into(local, &mut all[..]);
+        all
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    fn gather_impl<T: Copy>(&self, _local: &[T]) -> Vec<T> {
+        unreachable!("a world of more than one rank needs the mpi feature")
+    }
+
+    /// Rank 0's bytes on every rank (the others' `bytes` are replaced).
+    pub fn broadcast_bytes(&self, bytes: &mut Vec<u8>) {
+        if self.size == 1 {
+            return;
+        }
+        #[cfg(feature = "mpi")]
+        {
+            use mpi::traits::{Communicator, Root};
+            let comm = mpi::topology::SimpleCommunicator::world();
+            let root = comm.process_at_rank(0);
+            let mut len = bytes.len() as u64;
+            root.broadcast_into(&mut len);
+            bytes.resize(len as usize, 0);
+            root.broadcast_into(&mut bytes[..]);
+        }
+        #[cfg(not(feature = "mpi"))]
+        let _ = bytes;
+    }
+
+    /// Rank 0's value on every rank.
+    pub fn broadcast_f64(&self, v: f64) -> f64 {
+        let mut b = v.to_le_bytes().to_vec();
+        self.broadcast_bytes(&mut b);
+        f64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Stop with one line if `value` (a checksum of `what`) is not the same on every rank.
+    pub fn check_same(&self, what: &str, value: u64) -> Result<()> {
+        let all = self.all_gather_u64(&[value]);
+        if let Some(r) = all.iter().position(|&v| v != all[0]) {
+            return Err(Error::new(format!(
+                "rank {r}'s {what} differs from rank 0's (checksum {:016x} vs {:016x}): every rank must run the same wick build with the same config and data",
+                all[r], all[0]
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint at `path` as rank 0 reads it, on every rank (`None` if rank 0 has none), so
+/// the other ranks need no shared file system.
+pub fn load_checkpoint_from_root(path: &std::path::Path) -> Result<Option<crate::checkpoint::Checkpoint>> {
+    let w = world();
+    let mut bytes = Vec::new();
+    if w.is_root() && path.exists() {
+        bytes = std::fs::read(path).map_err(|e| Error::new(format!("reading checkpoint '{}': {e}", path.display())))?;
+    }
+    w.broadcast_bytes(&mut bytes);
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    crate::checkpoint::Checkpoint::from_bytes(&bytes, &format!("checkpoint '{}'", path.display())).map(Some)
+}
+
+/// At the start of a run, after init or resume: stop with one line unless every rank has the
+/// same resolved config and the same parameters.
+pub fn check_start(config_toml: &str, params: &Params) -> Result<()> {
+    let w = world();
+    if w.size() == 1 {
+        return Ok(());
+    }
+    w.check_same("config", bytes_checksum(config_toml.as_bytes()))?;
+    w.check_same("initial parameters", params_checksum(params)?)
+}
+
+/// Indices of `params` in sorted-name order: the order of every flat gradient vector.
+pub fn sorted_order(params: &Params) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..params.len()).collect();
+    idx.sort_by(|&a, &b| params.names()[a].cmp(&params.names()[b]));
+    idx
+}
+
+/// FNV-1a over every parameter's name, shape and f32 bits, in sorted-name order.
+pub fn params_checksum(params: &Params) -> Result<u64> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for i in sorted_order(params) {
+        let v = &params.vars()[i];
+        eat(params.names()[i].as_bytes());
+        for d in v.dims() {
+            eat(&(*d as u64).to_le_bytes());
+        }
+        for x in v.flatten_all()?.to_vec1::<f32>()? {
+            eat(&x.to_bits().to_le_bytes());
+        }
+    }
+    Ok(h)
+}
+
+/// FNV-1a of a byte string (a config's TOML, for [`World::check_same`]).
+pub fn bytes_checksum(bytes: &[u8]) -> u64 {
+    crate::rng::fnv1a64(&String::from_utf8_lossy(bytes))
+}
+
+/// The gradients of `grads` as one flat vector in sorted-name order; a parameter without a
+/// gradient contributes zeros.
+pub fn flatten_grads(params: &Params, grads: &GradStore) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(params.numel());
+    for i in sorted_order(params) {
+        let v = &params.vars()[i];
+        match grads.get(v.as_tensor()) {
+            Some(g) => out.extend(g.flatten_all()?.to_vec1::<f32>()?),
+            None => out.extend(std::iter::repeat_n(0.0f32, v.elem_count())),
+        }
+    }
+    Ok(out)
+}
+
+/// A `GradStore` holding `flat` (sorted-name order, as [`flatten_grads`]) for every parameter.
+pub fn unflatten_grads(params: &Params, flat: &[f32]) -> Result<GradStore> {
+    let mut grads = GradStore::default();
+    let mut off = 0;
+    for i in sorted_order(params) {
+        let v = &params.vars()[i];
+        let n = v.elem_count();
+        let t = Tensor::from_slice(&flat[off..off + n], v.dims(), v.device())?;
+        grads.insert(v.as_tensor(), t);
+        off += n;
+    }
+    Ok(grads)
+}
+
+/// Rows `[lo, hi)` of micro-batch `s` of `m` in a batch of `b` rows: contiguous, in order,
+/// sizes differing by at most one (equal when `m` divides `b`).
+pub fn micro_range(b: usize, m: usize, s: usize) -> (usize, usize) {
+    (s * b / m, (s + 1) * b / m)
+}
+
+/// The combined step of one global batch.
+pub struct Combined {
+    /// ℓ = Σ (n_s/b) ℓ_s, the batch's mean loss.
+    pub loss: f64,
+    pub grads: GradStore,
+    /// Some rank saw Ctrl-C (all ranks stop after this step, together).
+    pub interrupted: bool,
+}
+
+/// How one process takes part in a data-parallel step; see the module docs.
+#[derive(Clone, Debug)]
+pub struct DataParallel {
+    /// M, micro-batches per global batch (all ranks together).
+    pub micro_batches: usize,
+    rank: usize,
+    size: usize,
+}
+
+impl DataParallel {
+    /// M micro-batches per batch of `batch` rows, shared by the ranks of `world`.
+    pub fn new(micro_batches: usize, batch: usize, world: &World) -> Result<DataParallel> {
+        let (m, n) = (micro_batches, world.size());
+        if m == 0 {
+            return Err(Error::new("--micro-batches must be at least 1"));
+        }
+        if m % n != 0 {
+            let divisors: Vec<String> = (1..=m).filter(|d| m % d == 0).map(|d| d.to_string()).collect();
+            return Err(Error::new(format!(
+                "this run splits each batch into {m} micro-batches, which {n} ranks cannot share: launch a number of ranks that divides {m} ({}), or start a run with --micro-batches {n}",
+                divisors.join(", ")
+            )));
+        }
+        if batch % m != 0 {
+            return Err(Error::new(format!(
+                "--batch {batch} is not divisible into {m} micro-batches ({n} rank(s)): choose a batch that is a multiple of {m}"
+            )));
+        }
+        Ok(DataParallel { micro_batches: m, rank: world.rank(), size: n })
+    }
+
+    /// One global batch of `b` rows: `shard(lo, hi)` returns the mean loss and gradients of
+    /// rows `[lo, hi)` of the batch; it is called for this rank's micro-batches only. Returns
+    /// the ordered combination of all M micro-batches, the same on every rank.
+    pub fn step(&self, params: &Params, b: usize, mut shard: impl FnMut(usize, usize) -> Result<(f64, GradStore)>) -> Result<Combined> {
+        let m = self.micro_batches;
+        if m == 1 {
+            let (loss, grads) = shard(0, b)?;
+            return Ok(Combined { loss, grads, interrupted: crate::signal::interrupted() });
+        }
+        let per = m / self.size;
+        let p = params.numel();
+        // Per local micro-batch: [weight n_s/b, loss]; then this rank's Ctrl-C flag.
+        let mut head = Vec::with_capacity(2 * per + 1);
+        let mut flat = Vec::with_capacity(per * p);
+        for s in self.rank * per..(self.rank + 1) * per {
+            let (lo, hi) = micro_range(b, m, s);
+            if hi > lo {
+                let (loss, grads) = shard(lo, hi)?;
+                head.extend([(hi - lo) as f64 / b as f64, loss]);
+                flat.extend(flatten_grads(params, &grads)?);
+            } else {
+                head.extend([0.0, 0.0]);
+                flat.extend(std::iter::repeat_n(0.0f32, p));
+            }
+        }
+        head.push(crate::signal::interrupted() as u8 as f64);
+        let world = World { rank: self.rank, size: self.size };
+        let heads = world.all_gather_f64(&head);
+        let flats = world.all_gather_f32(&flat);
+        let mut acc = vec![0.0f64; p];
+        let mut loss = 0.0f64;
+        let mut interrupted = false;
+        for r in 0..self.size {
+            let h = &heads[r * (2 * per + 1)..(r + 1) * (2 * per + 1)];
+            interrupted |= h[2 * per] != 0.0;
+            for k in 0..per {
+                let (w, l) = (h[2 * k], h[2 * k + 1]);
+                if w == 0.0 {
+                    continue; // an empty micro-batch (the last batch of an epoch may be short)
+                }
+                loss += w * l;
+                let g = &flats[(r * per + k) * p..(r * per + k + 1) * p];
+                for (a, &x) in acc.iter_mut().zip(g) {
+                    *a += w * x as f64;
+                }
+            }
+        }
+        let g: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
+        Ok(Combined { loss, grads: unflatten_grads(params, &g)?, interrupted })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use candle_core::Device;
+
+    #[test]
+    fn micro_ranges_tile_the_batch_in_order() {
+        for (b, m) in [(100, 4), (7, 3), (2, 5), (1, 1)] {
+            let mut next = 0;
+            for s in 0..m {
+                let (lo, hi) = micro_range(b, m, s);
+                assert_eq!(lo, next);
+                assert!(hi >= lo && hi - lo <= b / m + 1);
+                next = hi;
+            }
+            assert_eq!(next, b);
+        }
+    }
+
+    #[test]
+    fn flat_gradients_follow_sorted_names_and_round_trip() {
+        let dev = Device::Cpu;
+        let mut p = Params::new();
+        let mut r = Rng::stream(0, "init");
+        let zb = p.uniform("z.bias", &[2], 1.0, &mut r, &dev).unwrap();
+        let aw = p.uniform("a.weight", &[3], 1.0, &mut r, &dev).unwrap();
+        let loss = (zb.sum_all().unwrap() * 2.0).unwrap().add(&(aw.sum_all().unwrap() * 3.0).unwrap()).unwrap();
+        let g = loss.backward().unwrap();
+        let flat = flatten_grads(&p, &g).unwrap();
+        assert_eq!(flat, vec![3.0, 3.0, 3.0, 2.0, 2.0], "a.weight first, then z.bias");
+        let back = unflatten_grads(&p, &flat).unwrap();
+        assert_eq!(back.get(&zb).unwrap().to_vec1::<f32>().unwrap(), vec![2.0, 2.0]);
+    }
+
+    #[test]
+    fn refuses_micro_batches_the_ranks_or_batch_cannot_share() {
+        let w3 = World { rank: 0, size: 3 };
+        let e = DataParallel::new(4, 100, &w3).unwrap_err().to_string();
+        assert!(e.contains("4 micro-batches") && e.contains("1, 2, 4"), "{e}");
+        let e = DataParallel::new(3, 100, &w3).unwrap_err().to_string();
+        assert!(e.contains("--batch 100 is not divisible into 3"), "{e}");
+        assert!(DataParallel::new(3, 99, &w3).is_ok());
+    }
+
+    /// The weighted ordered sum, with one short and one empty micro-batch, against an f64 loop.
+    #[test]
+    fn accumulation_is_the_weighted_ordered_sum() {
+        let dev = Device::Cpu;
+        let mut p = Params::new();
+        let w = p.uniform("w", &[4], 1.0, &mut Rng::stream(1, "init"), &dev).unwrap();
+        let x: Vec<f32> = (0..5 * 4).map(|i| (i as f32 * 0.37).sin()).collect();
+        let xt = Tensor::from_vec(x.clone(), (5, 4), &dev).unwrap();
+        let dp = DataParallel::new(6, 6, &World { rank: 0, size: 1 }).unwrap();
+        let mut seen = Vec::new();
+        // b = 5 rows in 6 micro-batches: sizes 0,1,1,1,1,1 — one empty.
+        let c = dp
+            .step(&p, 5, |lo, hi| {
+                seen.push((lo, hi));
+                let l = xt.narrow(0, lo, hi - lo)?.broadcast_mul(&w.unsqueeze(0)?)?.sqr()?.sum(1)?.mean_all()?;
+                Ok((l.to_scalar::<f32>()? as f64, l.backward()?))
+            })
+            .unwrap();
+        assert_eq!(seen, vec![(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]);
+        let wv = w.to_vec1::<f32>().unwrap();
+        // d/dw_j of mean_i (Σ_j (x_ij w_j)²) = mean_i 2 x_ij² w_j, each micro-batch's gradient in f32.
+        let mut want = [0.0f64; 4];
+        for i in 0..5 {
+            for j in 0..4 {
+                want[j] += 0.2 * (2.0 * x[i * 4 + j] * x[i * 4 + j] * wv[j]) as f64;
+            }
+        }
+        let got = c.grads.get(&w).unwrap().to_vec1::<f32>().unwrap();
+        for j in 0..4 {
+            assert!((got[j] as f64 - want[j]).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+        assert!(!c.interrupted);
+    }
+
+    #[test]
+    fn one_micro_batch_is_the_plain_step() {
+        let dev = Device::Cpu;
+        let mut p = Params::new();
+        let w = p.uniform("w", &[3], 1.0, &mut Rng::stream(2, "init"), &dev).unwrap();
+        let dp = DataParallel::new(1, 7, world()).unwrap();
+        let c = dp.step(&p, 7, |lo, hi| {
+            assert_eq!((lo, hi), (0, 7));
+            let l = w.sqr()?.sum_all()?;
+            Ok((1.5, l.backward()?))
+        });
+        let c = c.unwrap();
+        assert_eq!(c.loss, 1.5);
+        let g: Vec<f32> = c.grads.get(&w).unwrap().to_vec1().unwrap();
+        let wv: Vec<f32> = w.to_vec1().unwrap();
+        assert_eq!(g, wv.iter().map(|x| 2.0 * x).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn checksums_see_every_bit() {
+        let dev = Device::Cpu;
+        let mk = |seed| {
+            let mut p = Params::new();
+            p.uniform("w", &[3, 2], 1.0, &mut Rng::stream(seed, "init"), &dev).unwrap();
+            p
+        };
+        assert_eq!(params_checksum(&mk(1)).unwrap(), params_checksum(&mk(1)).unwrap());
+        assert_ne!(params_checksum(&mk(1)).unwrap(), params_checksum(&mk(2)).unwrap());
+    }
+}

@@ -1,0 +1,274 @@
+//! Data-parallel training under a real `mpirun` (OpenMPI): N ranks give the same checkpoint
+//! bytes, metrics and TensorBoard scalars as one process with `--micro-batches N`; a run resumes
+//! with another rank count; a failing rank stops every rank with one line naming it.
+//!
+//! Needs a build with `--features mpi` and `mpirun` on PATH (scripts/ci-mpi.sh installs
+//! OpenMPI and runs these). Without `mpirun` the tests skip with a note, except under CI.
+//! Without the feature, the one test left checks the one-line refusal.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// `mpirun`, or None (skip) when it is not installed; under CI its absence is a failure.
+fn mpirun() -> Option<String> {
+    let found = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("mpirun")).find(|f| f.is_file()));
+    match found {
+        Some(p) => Some(p.to_string_lossy().into_owned()),
+        None => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI is set but mpirun is not on PATH: scripts/ci-mpi.sh installs OpenMPI");
+            }
+            eprintln!("note: mpirun not found; skipping the data-parallel test (apt-get install openmpi-bin libopenmpi-dev)");
+            None
+        }
+    }
+}
+
+/// `mpirun -np n` running `program args…` (as root, oversubscribed when n > 2 cores' worth).
+fn mpi_command(mpirun: &str, n: usize, program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(mpirun);
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np", &n.to_string(), program]);
+    c.args(args);
+    c.env("WICK_DATA_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/data"));
+    c
+}
+
+/// Run under mpirun; (exit code, stdout, stderr, seconds).
+fn mpi_run(mpirun: &str, n: usize, args: &[&str]) -> (i32, String, String, f64) {
+    let t = Instant::now();
+    let out = mpi_command(mpirun, n, env!("CARGO_BIN_EXE_wick"), args).output().expect("run mpirun");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        t.elapsed().as_secs_f64(),
+    )
+}
+
+fn mpi_ok(mpirun: &str, n: usize, args: &[&str]) -> String {
+    let (code, out, err, _) = mpi_run(mpirun, n, args);
+    assert_eq!(code, 0, "mpirun -np {n} wick {args:?} failed:\nstdout: {out}\nstderr: {err}");
+    out
+}
+
+fn train_args<'a>(algo: &'a str, extra: &'a [&'a str], dir: &'a Path, name: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["train", algo];
+    a.extend(extra);
+    a.extend(["--quiet", "--threads", "1", "--logdir", s(dir), "--run-name", name]);
+    a.extend(more);
+    a
+}
+
+/// The files a run writes whose bytes must not depend on N: both checkpoints and the config.
+fn same_run(a: &Path, b: &Path, what: &str) {
+    for f in ["checkpoint.safetensors", "best.safetensors", "config.toml"] {
+        let (x, y) = (std::fs::read(a.join(f)), std::fs::read(b.join(f)));
+        let (x, y) = (x.unwrap_or_else(|e| panic!("{what}: {}: {e}", a.join(f).display())), y.unwrap_or_else(|e| panic!("{what}: {}: {e}", b.join(f).display())));
+        assert!(x == y, "{what}: {f} differs");
+    }
+    assert_eq!(metrics_sans_timing(a), metrics_sans_timing(b), "{what}: metrics.json");
+    let sa = scalars_sans_timing(a);
+    assert!(sa.contains_key("eval/valid_nll") && sa.contains_key("eval/test_nll"), "{what}: scalars {:?}", sa.keys());
+    assert_eq!(sa, scalars_sans_timing(b), "{what}: TensorBoard scalars");
+}
+
+/// Density models, small: batch 60 splits into 2, 3 and 4 micro-batches, and the digits train
+/// split (1078 rows? any size) ends each epoch with a short batch that exercises uneven shares.
+const MODELS: &[(&str, &[&str])] = &[
+    ("fvsbn", &["--data", "digits", "--epochs", "3", "--batch", "60", "--log-every", "2"]),
+    ("nade", &["--data", "digits", "--epochs", "3", "--hidden", "16", "--batch", "60", "--log-every", "2"]),
+    ("made", &["--data", "digits", "--epochs", "3", "--hidden", "32", "--masks", "2", "--order-agnostic", "--batch", "60", "--log-every", "2"]),
+];
+
+#[cfg(feature = "mpi")]
+#[test]
+fn n_ranks_give_the_bits_of_one_process_with_n_micro_batches() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-equal");
+    for (algo, extra) in MODELS {
+        let plain = format!("{algo}-plain");
+        run_ok(&train_args(algo, extra, &d, &plain, &[]));
+        for n in [2usize, 3] {
+            let (one, many) = (format!("{algo}-micro{n}"), format!("{algo}-np{n}"));
+            let ns = n.to_string();
+            run_ok(&train_args(algo, extra, &d, &one, &["--micro-batches", &ns]));
+            let out = mpi_ok(&mpirun, n, &train_args(algo, extra, &d, &many, &[]));
+            assert_eq!(out.lines().filter(|l| l.contains(": done in ")).count(), 1, "only rank 0 reports: {out}");
+            same_run(&d.join(&one), &d.join(&many), &format!("{algo}: mpirun -np {n} vs --micro-batches {n}"));
+            let cfg = std::fs::read_to_string(d.join(&many).join("config.toml")).unwrap();
+            assert!(cfg.contains(&format!("micro_batches = {n}")), "{cfg}");
+            // Only rank 0 wrote: one event file.
+            assert_eq!(wick_core::tb::event_files(&d.join(&many)).unwrap().len(), 1);
+        }
+        // Accumulation really changes the arithmetic (so the equality above is not vacuous).
+        let a = std::fs::read(d.join(&plain).join("checkpoint.safetensors")).unwrap();
+        let b = std::fs::read(d.join(format!("{algo}-micro2")).join("checkpoint.safetensors")).unwrap();
+        assert!(a != b, "{algo}: --micro-batches 2 gave the bits of the plain step");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Rank 1 reads a different copy of the data (the same path relative to another working
+/// directory): the result changes, so rank 1's share is really computed by rank 1 and used.
+#[cfg(feature = "mpi")]
+#[test]
+fn every_rank_computes_its_own_share() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-share");
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz");
+    let text = String::from_utf8(Command::new("gzip").arg("-dc").arg(&digits).output().expect("gzip").stdout).unwrap();
+    // The same rows with every pixel inverted about the threshold (the label kept).
+    let inverted: String = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let (px, label) = f.split_at(f.len() - 1);
+            let px: Vec<&str> = px.iter().map(|v| if v.parse::<f64>().unwrap() >= 8.0 { "0" } else { "16" }).collect();
+            format!("{},{}\n", px.join(","), label[0])
+        })
+        .collect();
+    let (same0, same1, other) = (d.join("r0"), d.join("r1"), d.join("r1-inverted"));
+    for (dir, t) in [(&same0, &text), (&same1, &text), (&other, &inverted)] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("digits.csv"), t).unwrap();
+    }
+
+    let logdir = d.join("runs");
+    let run = |tag: &str, rank1_dir: &Path| {
+        let script = format!(
+            "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then cd '{}'; else cd '{}'; fi; exec '{}' \"$@\"",
+            rank1_dir.display(),
+            same0.display(),
+            env!("CARGO_BIN_EXE_wick")
+        );
+        let args = train_args("nade", &["--data", "digits.csv", "--epochs", "2", "--hidden", "16", "--batch", "60"], &logdir, tag, &[]);
+        let mut full = vec!["-c", &script, "sh"];
+        full.extend(args.iter().copied());
+        let out = mpi_command(&mpirun, 2, "sh", &full).output().unwrap();
+        assert!(out.status.success(), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read(logdir.join(tag).join("checkpoint.safetensors")).unwrap()
+    };
+    let (a, b, c) = (run("same-a", &same1), run("same-b", &same1), run("other", &other));
+    assert!(a == b, "same data on both ranks: same bits");
+    assert!(a != c, "rank 1's data changed but the result did not: rank 1's share is not used");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Stopped by a crash under 2 ranks, resumed by 1 process; started by 1 process with 4
+/// micro-batches, crashed, resumed under 2 ranks: both equal the uninterrupted runs.
+#[cfg(feature = "mpi")]
+#[test]
+fn resume_continues_exactly_with_another_rank_count() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-resume");
+    let extra: &[&str] = &["--data", "digits", "--epochs", "4", "--hidden", "16", "--batch", "60", "--log-every", "2"];
+    for (m, first_n, then_n) in [(2usize, 2usize, 1usize), (4, 1, 2)] {
+        let ms = m.to_string();
+        let reference = format!("ref-m{m}");
+        run_ok(&train_args("nade", extra, &d, &reference, &["--micro-batches", &ms]));
+        let name = format!("crash-m{m}");
+        // Abort (as abruptly as SIGKILL) after epoch 2's logs, before its checkpoint.
+        let fresh = train_args("nade", extra, &d, &name, &["--micro-batches", &ms]);
+        let code = if first_n == 1 {
+            wick().args(&fresh).env("WICK_FAULT", "after-log:2").status().unwrap().code().unwrap_or(-1)
+        } else {
+            mpi_command(&mpirun, first_n, env!("CARGO_BIN_EXE_wick"), &fresh).env("WICK_FAULT", "after-log:2").output().unwrap().status.code().unwrap_or(-1)
+        };
+        assert_ne!(code, 0, "the fault was injected");
+        let dir = d.join(&name);
+        let resume = ["train", "nade", "--quiet", "--threads", "1", "--resume", s(&dir)];
+        if then_n == 1 {
+            run_ok(&resume);
+        } else {
+            mpi_ok(&mpirun, then_n, &resume);
+        }
+        same_run(&d.join(&reference), &dir, &format!("micro-batches {m}: {first_n} rank(s), crash, resume with {then_n}"));
+    }
+    // A run of 4 micro-batches cannot be shared by 3 ranks: one line saying which counts can.
+    let (code, _, err, _) = mpi_run(&mpirun, 3, &["train", "nade", "--quiet", "--resume", s(&d.join("crash-m4"))]);
+    assert_eq!(code, 2.max(code), "{err}");
+    assert_ne!(code, 0);
+    assert!(err.contains("4 micro-batches, which 3 ranks cannot share") && err.contains("(1, 2, 4)"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A rank that fails stops every rank within seconds, with one line naming the rank; the run's
+/// last checkpoint stays loadable.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_failing_rank_stops_every_rank_with_one_line() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-fail");
+    let wick_bin = env!("CARGO_BIN_EXE_wick");
+
+    // Bad input on one host: rank 1's data file is missing.
+    let script = format!("if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then cd /; else cd '{}'; fi; exec '{wick_bin}' \"$@\"", Path::new(env!("CARGO_MANIFEST_DIR")).join("data").display());
+    let args = train_args("nade", &["--data", "digits.csv.gz", "--epochs", "2", "--hidden", "16"], &d, "bad-input", &[]);
+    let mut full = vec!["-c", script.as_str(), "sh"];
+    full.extend(args.iter().copied());
+    let t = Instant::now();
+    let out = mpi_command(&mpirun, 3, "sh", &full).output().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("wick:")).collect();
+    assert_eq!(ours.len(), 1, "one line from wick: {err}");
+    assert!(ours[0].starts_with("wick: rank 1 of 3: ") && ours[0].contains("digits.csv.gz"), "{err}");
+    assert!(secs < 30.0, "took {secs:.1} s to stop");
+
+    // A crash: rank 1 is killed with SIGKILL mid-training.
+    let logdir = d.join("runs");
+    let script = format!("if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then (sleep 4; kill -9 $$) & fi; exec '{wick_bin}' \"$@\"");
+    let args = train_args("nade", &["--data", "digits", "--epochs", "100000", "--patience", "0", "--hidden", "16", "--batch", "60", "--log-every", "0"], &logdir, "killed", &[]);
+    let mut full = vec!["-c", script.as_str(), "sh"];
+    full.extend(args.iter().copied());
+    let t = Instant::now();
+    let out = mpi_command(&mpirun, 2, "sh", &full).output().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(secs < 4.0 + 30.0, "took {secs:.1} s to stop after the kill");
+    assert!(err.contains("rank 1") && err.contains("signal 9"), "mpirun names the rank: {err}");
+    let run = logdir.join("killed");
+    let ck = run.join("checkpoint.safetensors");
+    assert!(ck.exists(), "some epochs were checkpointed before the kill");
+    wick_core::checkpoint::Checkpoint::load(&ck).expect("the last checkpoint loads");
+    let evaluated = run_ok(&["eval", s(&run)]);
+    assert!(evaluated.contains("test_nll"), "{evaluated}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Trainers that do not run data-parallel say so in one line under N > 1 ranks.
+#[cfg(feature = "mpi")]
+#[test]
+fn single_process_trainers_refuse_more_ranks() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-single");
+    for (algo, want) in [("mc-es", "runs in one process"), ("reinforce", "does not train data-parallel yet")] {
+        let (code, _, err, _) = mpi_run(&mpirun, 2, &["train", algo, "--quiet", "--logdir", s(&d)]);
+        assert_eq!(code, 2.max(code));
+        assert_ne!(code, 0);
+        let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("wick:")).collect();
+        assert_eq!(ours.len(), 1, "{err}");
+        assert!(ours[0].contains(want), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Without the `mpi` feature, more than one rank is a one-line error naming the feature.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn without_the_feature_more_ranks_are_refused_in_one_line() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-nofeature");
+    let (code, _, err, _) = mpi_run(&mpirun, 2, &["train", "nade", "--quiet", "--logdir", s(&d)]);
+    assert_ne!(code, 0);
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("wick:")).collect();
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(ours[0].contains("without the `mpi` feature") && ours[0].contains("--features mpi"), "{err}");
+    assert!(std::fs::read_dir(&d).unwrap().next().is_none(), "no run directory was made");
+    let _ = std::fs::remove_dir_all(&d);
+}
