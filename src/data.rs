@@ -131,7 +131,7 @@ fn get(agent: &ureq::Agent, url: &str) -> std::result::Result<Vec<u8>, String> {
 }
 
 fn fetch(a: FetchArgs) -> Result<ExitCode> {
-    ensure!(a.name == "mnist", "wick data fetch: unknown data set '{}': expected mnist", a.name);
+    ensure!(a.name == "mnist", "data fetch: unknown data set '{}': expected mnist", a.name);
     let dir = match a.dir.clone().or_else(data::mnist_default_dir) {
         Some(d) => d,
         None => bail!("no folder to fetch into: pass --dir DIR (neither WICK_DATA_DIR nor HOME is set)"),

@@ -63,12 +63,12 @@ fn main() -> ExitCode {
         }
         Err(e) if world.size() > 1 => {
             // One rank failed: stop them all now, with one line naming it. An error every rank
-            // hits alike (a bad flag) is rank 0's to report: the others wait a moment, in which
-            // rank 0's abort usually ends them first.
+            // hits alike (a bad flag) is rank 0's to report: the others wait two seconds, in
+            // which rank 0's abort ends them first (300 ms was not always enough).
             if world.is_root() {
                 eprintln!("wick: {e}");
             } else {
-                std::thread::sleep(std::time::Duration::from_millis(300));
+                std::thread::sleep(std::time::Duration::from_secs(2));
                 eprintln!("wick: rank {} of {}: {e}", world.rank(), world.size());
             }
             wick_core::dist::abort(2)

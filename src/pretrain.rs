@@ -20,7 +20,7 @@ pub struct PretrainFlags {
     #[command(flatten)]
     #[serde(skip)]
     pub common: CommonFlags,
-    /// digits, mnist5k, or a labelled .csv/.csv.gz file or MNIST IDX directory
+    /// digits, mnist5k, mnist (found as for the density models: $WICK_DATA_DIR/mnist, the cache folder), or a labelled .csv/.csv.gz file or MNIST IDX directory
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,

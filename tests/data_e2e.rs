@@ -273,6 +273,40 @@ fn dynamic_binarization_is_reproducible_across_threads() {
     assert!(err.contains("'random' is not one of threshold, static, dynamic"), "{err}");
 }
 
+/// `--data mnist` end to end with dynamic binarization: 3 short epochs at 1 thread, and at 2
+/// threads killed after epoch 2's log (before its checkpoint) and resumed: the same bits.
+#[test]
+fn mnist_dynamic_run_is_the_same_across_threads_and_resume() {
+    let Some(mnist) = shared_mnist() else { return };
+    let d = scratch("mnist-run");
+    let args = |name: &'static str, threads: &'static str| -> Vec<String> {
+        ["train", "fvsbn", "--data", "mnist", "--data-dir", s(&mnist), "--binarize", "dynamic", "--epochs", "3", "--batch", "1000"]
+            .iter()
+            .map(|a| a.to_string())
+            .chain(["--log-every", "0", "--quiet", "--logdir", s(&d), "--run-name", name, "--threads", threads].map(String::from))
+            .collect()
+    };
+    let a: Vec<String> = args("a", "1");
+    run_ok(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    let b: Vec<String> = args("b", "2");
+    let status = wick().args(&b).env("WICK_FAULT", "after-log:2").stderr(std::process::Stdio::null()).status().unwrap();
+    assert!(!status.success(), "WICK_FAULT should have aborted the run");
+    // Resume from another folder: the saved --data-dir is absolute.
+    let out = wick().current_dir(&d).args(["train", "fvsbn", "--resume", "b", "--quiet"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ra, rb) = (d.join("a"), d.join("b"));
+    for f in ["checkpoint.safetensors", "best.safetensors"] {
+        assert_eq!(std::fs::read(ra.join(f)).unwrap(), std::fs::read(rb.join(f)).unwrap(), "{f} differs");
+    }
+    let m = metrics_sans_timing(&ra);
+    assert_eq!(m, metrics_sans_timing(&rb));
+    assert_eq!((m["data"].as_str(), m["binarize"].as_str(), m["epochs_run"].as_u64()), (Some("mnist"), Some("dynamic"), Some(3)));
+    let nll = m["test_nll"].as_f64().unwrap();
+    assert!(nll < 784.0 * std::f64::consts::LN_2, "test_nll {nll} is no better than uniform");
+    let cfg = std::fs::read_to_string(ra.join("config.toml")).unwrap();
+    assert!(cfg.contains(&format!("data_dir = \"{}\"", std::path::absolute(&mnist).unwrap().display())), "{cfg}");
+}
+
 /// 10-column binary vectors (not a square): trained, evaluated, sampled to CSV; TensorBoard
 /// gets marginals and sample rows as text instead of image grids.
 #[test]

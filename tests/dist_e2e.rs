@@ -6,6 +6,8 @@
 //! OpenMPI and runs these). Without `mpirun` the tests skip with a note, except under CI.
 //! Without the feature, the one test left checks the one-line refusal.
 
+#![cfg_attr(not(feature = "mpi"), allow(dead_code, unused_imports))]
+
 mod common;
 use common::*;
 use std::path::Path;
@@ -187,11 +189,48 @@ fn resume_continues_exactly_with_another_rank_count() {
         }
         same_run(&d.join(&reference), &dir, &format!("micro-batches {m}: {first_n} rank(s), crash, resume with {then_n}"));
     }
+    // A plain run (one micro-batch) resumed under 2 ranks keeps its arithmetic: refused.
+    run_ok(&train_args("nade", &["--data", "digits", "--epochs", "1", "--hidden", "16", "--batch", "60"], &d, "plain", &[]));
+    let (code, _, err, _) = mpi_run(&mpirun, 2, &["train", "nade", "--quiet", "--resume", s(&d.join("plain"))]);
+    assert_ne!(code, 0);
+    assert!(err.contains("1 micro-batches, which 2 ranks cannot share"), "{err}");
     // A run of 4 micro-batches cannot be shared by 3 ranks: one line saying which counts can.
     let (code, _, err, _) = mpi_run(&mpirun, 3, &["train", "nade", "--quiet", "--resume", s(&d.join("crash-m4"))]);
     assert_eq!(code, 2.max(code), "{err}");
     assert_ne!(code, 0);
     assert!(err.contains("4 micro-batches, which 3 ranks cannot share") && err.contains("(1, 2, 4)"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Ctrl-C under mpirun (which sends the ranks SIGTERM): all ranks stop after the same step,
+/// rank 0 saves the checkpoint and prints the resume command once; one process resumes it to the
+/// bits of the uninterrupted run.
+#[cfg(feature = "mpi")]
+#[test]
+fn ctrl_c_under_mpirun_checkpoints_and_resumes_exactly() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-ctrlc");
+    let extra: &[&str] = &["--data", "digits", "--epochs", "150", "--patience", "0", "--hidden", "16", "--batch", "60", "--log-every", "50"];
+    run_ok(&train_args("nade", extra, &d, "reference", &["--micro-batches", "2"]));
+    let child = mpi_command(&mpirun, 2, env!("CARGO_BIN_EXE_wick"), &train_args("nade", extra, &d, "int", &[]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = d.join("int");
+    let t = Instant::now();
+    while !dir.join("checkpoint.safetensors").exists() && t.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Ctrl-C to the mpirun this test started (by its pid).
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("wick:")).collect();
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(ours[0].starts_with("wick: interrupted at step ") && ours[0].ends_with(&format!("Continue with: wick train nade --resume {}", dir.display())), "{err}");
+    run_ok(&["train", "nade", "--quiet", "--threads", "1", "--resume", s(&dir)]);
+    same_run(&d.join("reference"), &dir, "Ctrl-C under mpirun -np 2, resumed by one process");
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -206,7 +245,7 @@ fn a_failing_rank_stops_every_rank_with_one_line() {
 
     // Bad input on one host: rank 1's data file is missing.
     let script = format!("if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then cd /; else cd '{}'; fi; exec '{wick_bin}' \"$@\"", Path::new(env!("CARGO_MANIFEST_DIR")).join("data").display());
-    let args = train_args("nade", &["--data", "digits.csv.gz", "--epochs", "2", "--hidden", "16"], &d, "bad-input", &[]);
+    let args = train_args("nade", &["--data", "digits.csv.gz", "--epochs", "2", "--hidden", "16", "--batch", "60"], &d, "bad-input", &[]);
     let mut full = vec!["-c", script.as_str(), "sh"];
     full.extend(args.iter().copied());
     let t = Instant::now();
@@ -218,6 +257,13 @@ fn a_failing_rank_stops_every_rank_with_one_line() {
     assert_eq!(ours.len(), 1, "one line from wick: {err}");
     assert!(ours[0].starts_with("wick: rank 1 of 3: ") && ours[0].contains("digits.csv.gz"), "{err}");
     assert!(secs < 30.0, "took {secs:.1} s to stop");
+
+    // An error every rank hits alike is reported once, by rank 0.
+    let (code, _, err, _) = mpi_run(&mpirun, 3, &train_args("nade", &["--data", "digits", "--batch", "100"], &d, "indivisible", &[]));
+    assert_eq!(code, 2.max(code));
+    assert_ne!(code, 0);
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("wick:")).collect();
+    assert_eq!(ours, ["wick: --batch 100 is not divisible into 3 micro-batches (3 rank(s)): choose a batch that is a multiple of 3"], "{err}");
 
     // A crash: rank 1 is killed with SIGKILL mid-training.
     let logdir = d.join("runs");

@@ -312,6 +312,10 @@ pub struct DataParallel {
     pub micro_batches: usize,
     rank: usize,
     size: usize,
+    /// With the `nccl` feature, on a CUDA device and more than one rank: gradients are
+    /// gathered on the GPUs by NCCL instead of through the host by MPI.
+    #[cfg(feature = "nccl")]
+    nccl: Option<nccl::Nccl>,
 }
 
 impl DataParallel {
@@ -333,7 +337,24 @@ impl DataParallel {
                 "--batch {batch} is not divisible into {m} micro-batches ({n} rank(s)): choose a batch that is a multiple of {m}"
             )));
         }
-        Ok(DataParallel { micro_batches: m, rank: world.rank(), size: n })
+        Ok(DataParallel {
+            micro_batches: m,
+            rank: world.rank(),
+            size: n,
+            #[cfg(feature = "nccl")]
+            nccl: None,
+        })
+    }
+
+    /// Gather gradients with NCCL when `device` is a GPU and there is more than one rank (the
+    /// `nccl` feature); otherwise, or without the feature, through the host with MPI.
+    pub fn on_device(self, device: &candle_core::Device) -> Result<DataParallel> {
+        #[cfg(feature = "nccl")]
+        if device.is_cuda() && self.size > 1 {
+            return Ok(DataParallel { nccl: Some(nccl::connect(device)?), ..self });
+        }
+        let _ = device;
+        Ok(self)
     }
 
     /// One global batch of `b` rows: `shard(lo, hi)` returns the mean loss and gradients of
@@ -344,6 +365,10 @@ impl DataParallel {
         if m == 1 {
             let (loss, grads) = shard(0, b)?;
             return Ok(Combined { loss, grads, interrupted: crate::signal::interrupted() });
+        }
+        #[cfg(feature = "nccl")]
+        if let Some(nccl) = &self.nccl {
+            return nccl.step(self, params, b, shard);
         }
         let per = m / self.size;
         let p = params.numel();
@@ -385,6 +410,155 @@ impl DataParallel {
         }
         let g: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
         Ok(Combined { loss, grads: unflatten_grads(params, &g)?, interrupted })
+    }
+}
+
+/// The gradients of `grads` as one flat f32 tensor on their device, in sorted-name order.
+pub fn flatten_grads_tensor(params: &Params, grads: &GradStore) -> Result<Tensor> {
+    let mut parts = Vec::with_capacity(params.len());
+    for i in sorted_order(params) {
+        let v = &params.vars()[i];
+        parts.push(match grads.get(v.as_tensor()) {
+            Some(g) => g.flatten_all()?,
+            None => Tensor::zeros(v.elem_count(), candle_core::DType::F32, v.device())?,
+        });
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// A `GradStore` from a flat tensor in sorted-name order (on the parameters' device).
+pub fn unflatten_grads_tensor(params: &Params, flat: &Tensor) -> Result<GradStore> {
+    let mut grads = GradStore::default();
+    let mut off = 0;
+    for i in sorted_order(params) {
+        let v = &params.vars()[i];
+        let n = v.elem_count();
+        grads.insert(v.as_tensor(), flat.narrow(0, off, n)?.reshape(v.dims())?);
+        off += n;
+    }
+    Ok(grads)
+}
+
+/// NCCL between GPUs (feature `nccl`): rank 0 creates the unique id, MPI broadcasts its 128
+/// bytes, every rank opens a communicator on its device's stream; gradients are all-gathered
+/// on the GPUs and summed there in micro-batch order, as the host path does. NCCL refuses two
+/// ranks on one GPU. Untested on a GPU so far (docs/distributed.md).
+#[cfg(feature = "nccl")]
+pub mod nccl {
+    use super::*;
+    use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id};
+    use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, Shape};
+    use std::sync::Arc;
+
+    /// An NCCL communicator over the MPI world's ranks, one CUDA device each.
+    #[derive(Clone, Debug)]
+    pub struct Nccl(Arc<CommCell>);
+
+    struct CommCell(Comm);
+
+    impl std::fmt::Debug for CommCell {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Comm(rank {} of {})", self.0.rank(), self.0.world_size())
+        }
+    }
+
+    // SAFETY: wick drives training from one thread; the communicator is only used there
+    // (Candle runs a custom op's cuda_fwd on the calling thread), one call at a time.
+    unsafe impl Send for CommCell {}
+    unsafe impl Sync for CommCell {}
+
+    /// Open the communicator; every rank of the world must call this together.
+    pub fn connect(device: &Device) -> Result<Nccl> {
+        let Device::Cuda(cuda) = device else {
+            return Err(Error::new("NCCL needs a CUDA device: use --device cuda"));
+        };
+        let w = world();
+        let mut bytes = Vec::new();
+        if w.is_root() {
+            let id = Id::new().map_err(|e| Error::new(format!("creating the NCCL unique id: {e:?}")))?;
+            bytes = id.internal().iter().map(|&c| c as u8).collect();
+        }
+        w.broadcast_bytes(&mut bytes);
+        let mut internal = [0 as std::ffi::c_char; 128];
+        for (d, b) in internal.iter_mut().zip(&bytes) {
+            *d = *b as std::ffi::c_char;
+        }
+        let comm = Comm::from_rank(cuda.cuda_stream(), w.rank(), w.size(), Id::uninit(internal))
+            .map_err(|e| Error::new(format!("opening the NCCL communicator on rank {} of {}: {e:?} (one GPU per rank: check CUDA_VISIBLE_DEVICES or --device cuda:N)", w.rank(), w.size())))?;
+        Ok(Nccl(Arc::new(CommCell(comm))))
+    }
+
+    impl Nccl {
+        /// Every rank's `t` (f32, flattened), concatenated in rank order, on the GPU.
+        pub fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
+            Ok(t.flatten_all()?.contiguous()?.apply_op1_no_bwd(&AllGather(self.0.clone()))?)
+        }
+
+        /// [`DataParallel::step`] with the gradients gathered and summed on the GPU.
+        pub(super) fn step(&self, dp: &DataParallel, params: &Params, b: usize, mut shard: impl FnMut(usize, usize) -> Result<(f64, GradStore)>) -> Result<Combined> {
+            let (m, n) = (dp.micro_batches, dp.size);
+            let per = m / n;
+            let p = params.numel();
+            let dev = params.vars()[0].device().clone();
+            let mut head = Vec::with_capacity(2 * per + 1);
+            let mut local = Vec::with_capacity(per);
+            for s in dp.rank * per..(dp.rank + 1) * per {
+                let (lo, hi) = micro_range(b, m, s);
+                if hi > lo {
+                    let (loss, grads) = shard(lo, hi)?;
+                    head.extend([(hi - lo) as f64 / b as f64, loss]);
+                    local.push(flatten_grads_tensor(params, &grads)?);
+                } else {
+                    head.extend([0.0, 0.0]);
+                    local.push(Tensor::zeros(p, DType::F32, &dev)?);
+                }
+            }
+            head.push(crate::signal::interrupted() as u8 as f64);
+            let heads = world().all_gather_f64(&head);
+            let all = self.all_gather(&Tensor::cat(&local, 0)?)?;
+            let mut acc = Tensor::zeros(p, DType::F64, &dev)?;
+            let (mut loss, mut interrupted) = (0.0f64, false);
+            for r in 0..n {
+                let h = &heads[r * (2 * per + 1)..(r + 1) * (2 * per + 1)];
+                interrupted |= h[2 * per] != 0.0;
+                for k in 0..per {
+                    let (w, l) = (h[2 * k], h[2 * k + 1]);
+                    if w == 0.0 {
+                        continue;
+                    }
+                    loss += w * l;
+                    let g = all.narrow(0, (r * per + k) * p, p)?.to_dtype(DType::F64)?;
+                    acc = (acc + (g * w)?)?;
+                }
+            }
+            let g = acc.to_dtype(DType::F32)?;
+            Ok(Combined { loss, grads: unflatten_grads_tensor(params, &g)?, interrupted })
+        }
+    }
+
+    struct AllGather(Arc<CommCell>);
+
+    impl CustomOp1 for AllGather {
+        fn name(&self) -> &'static str {
+            "wick-nccl-all-gather"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("the NCCL all-gather needs a CUDA tensor")
+        }
+
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let comm = &self.0 .0;
+            let Some((lo, hi)) = l.contiguous_offsets() else {
+                candle_core::bail!("the NCCL all-gather needs a contiguous tensor")
+            };
+            let src = s.as_cuda_slice::<f32>()?.slice(lo..hi);
+            let n = (hi - lo) * comm.world_size();
+            // SAFETY: the all-gather writes every element before anything reads it.
+            let mut dst = unsafe { s.device.alloc::<f32>(n) }?;
+            comm.all_gather(&src, &mut dst).map_err(|e| candle_core::Error::Msg(format!("NCCL all-gather: {e:?}")))?;
+            Ok((CudaStorage::wrap_cuda_slice(dst, s.device.clone()), Shape::from(n)))
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Ctrl-C (SIGINT/SIGTERM): trainers poll [`interrupted`] between batches, save a checkpoint,
+//! Ctrl-C (SIGINT; also SIGTERM and SIGHUP, which mpirun/srun send the ranks): trainers poll [`interrupted`] between batches, save a checkpoint,
 //! flush their logs and exit with a message saying how to resume.
 
 use std::sync::atomic::{AtomicBool, Ordering};

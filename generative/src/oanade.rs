@@ -217,23 +217,32 @@ impl OaNade {
 
     /// [`OaNade::log_prob_ordering`] in D batched steps of Candle ops (any device, any depth):
     /// step t reads z_{o_t} from the carried first-layer pre-activation, then adds x_{o_t}.
+    /// Every per-step op is a matmul or a same-shape add (Candle's broadcasting ops take a slow
+    /// strided path on the CPU): the update `a += [x_i, 1] [W_x[i]; W_m[i]]` is a `[B,2]×[2,H]`
+    /// product, the biases are broadcast once, and `z_i = h V[:, i]` is a `[B,H]×[H,1]` product.
+    /// The parameters are detached first: through D steps an autograd graph would keep every
+    /// step's activations alive (gigabytes at D = 784).
     pub fn log_prob_ordering_steps(&self, x: &Tensor, order: &[usize]) -> Result<Vec<f64>> {
-        let bsz = x.dim(0)?;
-        let mut a = self.b1.unsqueeze(0)?.broadcast_as((bsz, self.hidden))?.contiguous()?;
+        let (bsz, dev) = (x.dim(0)?, x.device());
+        let rows = |b: &Tensor| -> Result<Tensor> { Ok(b.detach().unsqueeze(0)?.broadcast_as((bsz, self.hidden))?.contiguous()?) };
+        let xs1 = Tensor::cat(&[x, &Tensor::ones((bsz, 1), x.dtype(), dev)?], 1)?; // [B, D+1]
+        let w2 = Tensor::stack(&[&self.wx.detach(), &self.wm.detach()], 1)?; // [D, 2, H]
+        let vt = self.v.detach().t()?.contiguous()?; // [D, H]: row i is output i's weights
+        let upper: Vec<(Tensor, Tensor)> = self.upper.iter().map(|(w, b)| Ok((w.detach(), rows(b)?))).collect::<Result<_>>()?;
+        let mut a = rows(&self.b1)?;
         let mut zs = Vec::with_capacity(self.dim);
         for &i in order {
             let mut h = a.relu()?;
-            for (w, b) in &self.upper {
-                h = h.matmul(w)?.broadcast_add(b)?.relu()?;
+            for (w, b) in &upper {
+                h = (h.matmul(w)? + b)?.relu()?;
             }
-            zs.push(h.matmul(&self.v.narrow(1, i, 1)?)?.broadcast_add(&self.c.narrow(0, i, 1)?)?);
-            let xi = x.narrow(1, i, 1)?;
-            a = (a + xi.broadcast_mul(&self.wx.narrow(0, i, 1)?)?)?.broadcast_add(&self.wm.narrow(0, i, 1)?)?;
+            zs.push(h.matmul(&vt.narrow(0, i, 1)?.t()?)?);
+            let cols = Tensor::new(&[i as u32, self.dim as u32], dev)?;
+            a = (a + xs1.index_select(&cols, 1)?.matmul(&w2.get(i)?)?)?;
         }
-        let z = Tensor::cat(&zs, 1)?;
-        let idx = Tensor::from_vec(order.iter().map(|&i| i as u32).collect::<Vec<_>>(), self.dim, x.device())?;
-        let xo = x.index_select(&idx, 1)?;
-        let nll = bce_rows(&z, &xo)?.to_vec1::<f32>()?;
+        let idx = Tensor::from_vec(order.iter().map(|&i| i as u32).collect::<Vec<_>>(), self.dim, dev)?;
+        let z = Tensor::cat(&zs, 1)?.broadcast_add(&self.c.detach().index_select(&idx, 0)?)?;
+        let nll = bce_rows(&z, &x.index_select(&idx, 1)?)?.to_vec1::<f32>()?;
         Ok(nll.iter().map(|&v| -(v as f64)).collect())
     }
 

@@ -301,15 +301,20 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     ensure!(ntr > 0 && xva.dim(0)? > 0, "dataset '{}' has an empty train or valid split", cfg.data);
     let threshold = (how == Binarize::Threshold).then(|| cfg.threshold.unwrap_or(data.default_threshold));
     let world = dist::world();
-    let m = cfg.micro_batches.unwrap_or(world.size());
+    // Unset in a fresh run: one micro-batch per rank. Unset in a saved config: the run had one
+    // (a resumed run keeps its arithmetic whatever the number of ranks).
+    let m = cfg.micro_batches.unwrap_or(if rt.resume { 1 } else { world.size() });
+    // An absolute --data-dir, so that --resume and `wick eval` find the data from any folder.
+    let data_dir = cfg.data_dir.as_ref().map(|d| std::path::absolute(d).map_or(d.clone(), |p| p.display().to_string()));
     let cfg = &DensityConfig {
         binarize: Some(how),
         threshold,
+        data_dir,
         micro_batches: (m > 1).then_some(m),
         ..cfg.with_model_defaults(data.dim)
     };
     let train_rows = data.indices(Split::Train);
-    let dp = DataParallel::new(m, cfg.batch, world)?;
+    let dp = DataParallel::new(m, cfg.batch, world)?.on_device(dev)?;
     let model = build_model(cfg, data.dim, dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), model.params())?;
 
