@@ -19,6 +19,8 @@ cases=(
   "nade|train nade --epochs 2 --log-every 1 --hidden 20"
   "made|train made --epochs 2 --log-every 1 --hidden 30 --masks 2 --order random"
   "made-oa|train made --epochs 2 --log-every 1 --hidden 30 --masks 2 --order-agnostic --layers 2"
+  "oanade|train oanade --epochs 2 --log-every 1 --hidden 20 --orderings 2"
+  "nade-microbatches|train nade --epochs 2 --log-every 1 --hidden 20 --micro-batches 4"
   "reinforce|train reinforce --total-steps 3000 --checkpoint-every 3 --log-every 5 --stop-on-solve false --baseline"
   "mc-es|train mc-es --episodes 20000 --batch 1000"
   "mc-es-grid|train mc-es --env GridWorld --episodes 2000"
