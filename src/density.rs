@@ -1,6 +1,7 @@
 //! `wick train fvsbn`, `wick eval`, `wick sample` for the density models.
 
-use crate::cli::{configure, finish, CommonFlags, EvalArgs};
+use crate::flags::{CommonFlags, EvalArgs, OptimFlags};
+use crate::launch::{configure, finish, flags_table};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -8,13 +9,12 @@ use std::process::ExitCode;
 use wick_core::binarize::Binarize;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
-use wick_core::optim::OptimKind;
 use wick_core::rng::Rng;
 use wick_core::run::RunDir;
 use wick_core::schedule::Schedule;
 use wick_core::{bail, Error, Result};
 use wick_generative::made::Order;
-use wick_generative::train::{self as dtrain, DensityConfig};
+use wick_generative::train::{self as dtrain, DensityAlgo, DensityConfig};
 
 /// Hyperparameters of a density model; unset flags take the --config file's value, then the default.
 #[derive(Args, Serialize, Debug, Clone)]
@@ -22,7 +22,7 @@ pub struct DensityFlags {
     #[command(flatten)]
     #[serde(skip)]
     pub common: CommonFlags,
-    /// digits, mnist5k, mnist, or a path: .csv/.csv.gz, an MNIST IDX directory, .amat files [default: digits]
+    /// digits, mnist5k, mnist, or a path: .csv/.csv.gz, an MNIST IDX directory, .amat files
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
@@ -62,11 +62,11 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub order_agnostic: bool,
-    /// Maximum number of epochs [default: 500]
+    /// Maximum number of epochs
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epochs: Option<u64>,
-    /// Minibatch size [default: 100]
+    /// Minibatch size
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
@@ -76,22 +76,22 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub micro_batches: Option<usize>,
-    /// Early stopping: epochs without a better valid NLL before stopping; 0 never stops early [default: 50]
+    /// Early stopping: epochs without a better valid NLL before stopping; 0 never stops early
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patience: Option<u64>,
-    /// Clip gradients to this global L2 norm; 0 disables [default: 0]
+    /// Clip gradients to this global L2 norm; 0 disables
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_grad: Option<f64>,
-    /// Epochs between sample grids and weight histograms in TensorBoard [default: 50]
+    /// Epochs between sample grids and weight histograms in TensorBoard
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_every: Option<u64>,
     #[command(flatten)]
     pub optim: OptimFlags,
-    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA [default: constant]
-    #[arg(long, value_parser = parse_schedule)]
+    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
 }
@@ -100,58 +100,19 @@ fn parse_binarize(s: &str) -> std::result::Result<Binarize, String> {
     s.parse::<Binarize>().map_err(|e| e.to_string().trim_start_matches("--binarize: ").to_string())
 }
 
-fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
-    s.parse::<Schedule>().map_err(|e| e.to_string())
-}
-
-/// Optimizer flags, shared by every neural trainer.
-#[derive(Args, Serialize, Debug, Clone, Default)]
-pub struct OptimFlags {
-    /// sgd, adam (coupled L2 weight decay) or adamw (decoupled weight decay) [default: adam]
-    #[arg(long = "optimizer")]
-    #[serde(rename = "kind", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<OptimKind>,
-    /// Learning rate [default: 0.001; reinforce: 0.01]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lr: Option<f64>,
-    /// Weight decay λ (L2 for sgd/adam, decoupled for adamw) [default: 0]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub weight_decay: Option<f64>,
-    /// Adam β1 [default: 0.9]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub beta1: Option<f64>,
-    /// Adam β2 [default: 0.999]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub beta2: Option<f64>,
-    /// SGD momentum [default: 0]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub momentum: Option<f64>,
-    /// SGD Nesterov momentum
-    #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub nesterov: bool,
-}
-
-pub fn train(algo: &str, flags: DensityFlags) -> Result<ExitCode> {
-    let (cfg, prepared) = configure(algo, &flags, &flags.common, |cfg: DensityConfig| {
+pub fn train(algo: DensityAlgo, flags: DensityFlags) -> Result<ExitCode> {
+    let (cfg, prepared) = configure(algo.name(), flags_table(&flags)?, &flags.common, |cfg: DensityConfig| {
         cfg.validate()?;
         let (data, seed) = (cfg.data.clone(), cfg.seed);
         Ok((cfg, data, seed))
     })?;
     let out = dtrain::train(&cfg, &prepared.runtime);
-    finish(&prepared, algo, out)
+    finish(&prepared, algo.name(), out)
 }
 
 fn load_run(dir: &std::path::Path) -> Result<(RunDir, DensityConfig)> {
     let run = RunDir::open(dir)?;
-    let cfg: DensityConfig = toml::Value::Table(run.read_config()?)
-        .try_into()
-        .map_err(|e: toml::de::Error| Error::new(format!("{}: config.toml: {}", dir.display(), e.message())))?;
+    let cfg = run.config()?;
     Ok((run, cfg))
 }
 
@@ -172,7 +133,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let device = wick_core::device::parse_device(&a.device)?;
     let (run, mut cfg) = load_run(&a.run_dir)?;
     if let Some(k) = a.orderings {
-        if cfg.algo != "oanade" {
+        if cfg.algo != DensityAlgo::Oanade {
             bail!("--orderings is for order-agnostic NADE runs; '{}' is a {} run", a.run_dir.display(), cfg.algo);
         }
         if k == 0 {
@@ -196,7 +157,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let mut progress = wick_core::progress::Progress::new("eval", total as u64, false);
     for s in splits {
         let idx = data.indices(s);
-        let xs = dtrain::split_tensor(&data, &x, s, &device)?;
+        let xs = data.split_tensor(&x, s, &device)?;
         let mut nll = Vec::with_capacity(idx.len());
         for lo in (0..idx.len()).step_by(CHUNK) {
             let n = CHUNK.min(idx.len() - lo);
@@ -204,9 +165,9 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
             progress.inc(1);
         }
         let mean = nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len().max(1) as f64;
-        let k = match (cfg.algo.as_str(), cfg.masks, cfg.orderings) {
-            ("made", Some(k), _) => format!(", mixture of K={k} mask sets"),
-            ("oanade", _, Some(k)) => format!(", ensemble of K={k} orderings"),
+        let k = match (cfg.algo, cfg.masks, cfg.orderings) {
+            (DensityAlgo::Made, Some(k), _) => format!(", mixture of K={k} mask sets"),
+            (DensityAlgo::Oanade, _, Some(k)) => format!(", ensemble of K={k} orderings"),
             _ => String::new(),
         };
         progress.message(format!("{s}_nll {mean:.4}"));
@@ -292,7 +253,7 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
     } else if !train_data.is_image() {
         bail!("the data are {}-dimensional vectors, not images: write the samples as CSV rows with --out FILE.csv", model.dim());
     } else {
-        let (px, gh, gw) = dtrain::image_grid(&samples, n, h, w);
+        let (px, gh, gw) = wick_core::image::display_grid(&samples, n, h, w, 0);
         wick_core::image::write_png(&a.out, &px, gh, gw, 1)?;
     }
     println!("{n} {} written to {}", if a.complete_from.is_some() { "completions" } else { "samples" }, a.out.display());

@@ -3,13 +3,14 @@
 mod cli;
 mod data;
 mod density;
+mod flags;
+mod launch;
 mod plot;
 mod reinforce;
 mod tabular;
-mod tabular_images;
 mod pretrain;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -27,7 +28,9 @@ fn main() -> ExitCode {
         eprintln!("wick: internal error: {}{loc} (this is a bug in wick; please report it)", msg.lines().next().unwrap_or(""));
     }));
 
-    let cli = match cli::Cli::try_parse() {
+    // The matches as well as the parsed flags: they tell a flag given from its default.
+    let parsed = cli::command().try_get_matches().and_then(|m| cli::Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind::*;
@@ -37,7 +40,9 @@ fn main() -> ExitCode {
             }
             let text = e.render().to_string();
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad arguments");
-            eprintln!("wick: {} (see --help)", first.trim_start_matches("error: "));
+            // A value outside a closed set: say which values there are, on the same line.
+            let valid = text.lines().map(str::trim).find(|l| l.starts_with("[possible values:")).map(|l| format!(" {l}")).unwrap_or_default();
+            eprintln!("wick: {}{valid} (see --help)", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
@@ -52,7 +57,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli::run(cli) {
+    match cli::run(cli, &matches) {
         Ok(code) => {
             wick_core::dist::finalize();
             code

@@ -10,11 +10,14 @@
 //! The default output is `RUN/figure.png`; an existing file is replaced only with `--force`,
 //! and the write is atomic.
 
-use crate::tabular;
+use crate::launch::saved_algo;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use wick_agents::tabular::TabularEnv;
+use wick_agents::tabular_images;
+use wick_agents::tabular_train::{self as ttrain, TabularAlgo, TabularConfig};
+use wick_core::run::RunDir;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::{bail, ensure, Error, Result};
 use wick_plot::curves::Curves;
@@ -45,12 +48,12 @@ pub fn plot(a: PlotArgs) -> Result<ExitCode> {
     if out.is_dir() {
         bail!("--out '{}' is a directory; name a .png or .svg file", out.display());
     }
-    let algo = crate::cli::run_algo(&a.run_dir)?;
+    let algo = saved_algo(&RunDir::open(&a.run_dir)?)?;
     let fig = match algo.as_str() {
         "reinforce" => learning_curve(&a.run_dir)?,
         "mc-off-policy-prediction" => importance_sampling(&a.run_dir)?,
-        t if tabular::ALGOS.iter().any(|x| x.0 == t) => values_and_policy(&a.run_dir)?,
-        "fvsbn" | "nade" | "made" => bail!("'{}' is a density-model run: draw it with `wick sample {}`", a.run_dir.display(), a.run_dir.display()),
+        t if t.parse::<TabularAlgo>().is_ok() => values_and_policy(&a.run_dir)?,
+        "fvsbn" | "nade" | "made" | "oanade" => bail!("'{}' is a density-model run: draw it with `wick sample {}`", a.run_dir.display(), a.run_dir.display()),
         other => bail!("'{}' is a {other} run; `wick plot` draws tabular and reinforce runs", a.run_dir.display()),
     };
     wick_plot::write(&fig, &out)?;
@@ -60,20 +63,20 @@ pub fn plot(a: PlotArgs) -> Result<ExitCode> {
 
 /// Blackjack's or a grid world's values and policy from the run's checkpoint.
 fn values_and_policy(dir: &Path) -> Result<Plot> {
-    let (run, cfg) = tabular::load_run(dir)?;
-    let env = tabular::make_env(&cfg)?;
+    let (run, cfg) = load_run(dir)?;
+    let env = ttrain::make_env(&cfg)?;
     let (ns, na) = (env.n_states(), env.n_actions());
     let path = run.checkpoint();
     ensure!(path.exists(), "'{}' has no checkpoint.safetensors yet; plot it once it has trained", dir.display());
     let ck = Checkpoint::load(&path)?;
     let episodes = ck.meta::<serde_json::Value>("train_state").ok().and_then(|s| s.get("episodes").and_then(|e| e.as_u64())).unwrap_or(0);
-    let values = if cfg.algo == "mc-prediction" {
+    let values = if cfg.algo == TabularAlgo::McPrediction {
         if let Ok(v) = ck.f64_values("q", &[ns, 1]) {
             v
         } else {
             // v_π(s) = Σ_a π(a|s) q_π(s, a), as the trainer computes it.
             let q = ck.f64_values("q", &[ns, na])?;
-            let pi = tabular::prediction_policy(&cfg, &env)?;
+            let pi = ttrain::prediction_policy(&cfg, &env)?;
             (0..ns).map(|s| (0..na).map(|a| pi.prob(s, a) * q[s * na + a]).sum()).collect()
         }
     } else {
@@ -86,7 +89,7 @@ fn values_and_policy(dir: &Path) -> Result<Plot> {
     } else {
         None
     };
-    match crate::tabular_images::values_and_policy(&cfg, &values, policy.as_deref(), episodes)? {
+    match tabular_images::values_and_policy(&cfg, &values, policy.as_deref(), episodes)? {
         Some((_, fig)) => Ok(fig),
         None => bail!("'{}' is a {} run on {}; `wick plot` draws Blackjack and the grid worlds", dir.display(), cfg.algo, cfg.env.as_deref().unwrap_or("Blackjack-v1")),
     }
@@ -94,7 +97,7 @@ fn values_and_policy(dir: &Path) -> Result<Plot> {
 
 /// Example 5.4's curves from `mse.csv` (episode, mse_ordinary, mse_weighted).
 fn importance_sampling(dir: &Path) -> Result<Plot> {
-    let (run, cfg) = tabular::load_run(dir)?;
+    let (run, cfg) = load_run(dir)?;
     let path = run.file("mse.csv");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::new(format!("cannot read '{}': {e}; plot the run once it has finished", path.display())))?;
     let mut rows = Vec::new();
@@ -104,7 +107,14 @@ fn importance_sampling(dir: &Path) -> Result<Plot> {
         rows.push((f[0], f[1], f[2]));
     }
     ensure!(!rows.is_empty(), "'{}' holds no rows", path.display());
-    Ok(crate::tabular_images::error_curves(&cfg, &rows))
+    Ok(tabular_images::error_curves(&cfg, &rows))
+}
+
+/// A tabular run's directory and its saved config.
+fn load_run(dir: &Path) -> Result<(RunDir, TabularConfig)> {
+    let run = RunDir::open(dir)?;
+    let cfg: TabularConfig = run.config()?;
+    Ok((run, cfg))
 }
 
 /// REINFORCE's learning curve from the TensorBoard scalars.

@@ -1,7 +1,7 @@
 //! `wick train masked|simclr|vicreg`, `wick probe`, `wick embed` for self-supervised encoders.
 
-use crate::cli::{configure, finish, CommonFlags};
-use crate::density::OptimFlags;
+use crate::flags::{CommonFlags, OptimFlags};
+use crate::launch::{configure, finish, flags_table};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -10,8 +10,8 @@ use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
 use wick_core::run::RunDir;
 use wick_core::schedule::Schedule;
-use wick_core::{bail, Error, Result};
-use wick_pretrain::train::{self as ptrain, PretrainConfig};
+use wick_core::{bail, Result};
+use wick_pretrain::train::{self as ptrain, Objective, PretrainConfig};
 use wick_pretrain::EncoderKind;
 
 /// Hyperparameters of a pretraining run; unset flags take the --config file's value, then the default.
@@ -20,31 +20,31 @@ pub struct PretrainFlags {
     #[command(flatten)]
     #[serde(skip)]
     pub common: CommonFlags,
-    /// digits, mnist5k, mnist (found as for the density models: $WICK_DATA_DIR/mnist, the cache folder), or a labelled .csv/.csv.gz file or MNIST IDX directory [default: digits]
+    /// digits, mnist5k, mnist (found as for the density models: $WICK_DATA_DIR/mnist, the cache folder), or a labelled .csv/.csv.gz file or MNIST IDX directory
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
-    /// Encoder: mlp or cnn [default: mlp]
-    #[arg(long, value_parser = parse_encoder)]
+    /// Encoder: mlp or cnn
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoder: Option<EncoderKind>,
-    /// Epochs [default: 50]
+    /// Epochs
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epochs: Option<u64>,
-    /// Minibatch size (SimCLR: images, each giving two views) [default: 256]
+    /// Minibatch size (SimCLR: images, each giving two views)
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
-    /// SimCLR: NT-Xent temperature τ > 0 [default: 0.5]
+    /// SimCLR: NT-Xent temperature τ > 0
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
-    /// Masked prediction: how many patches to hide: ratio (--mask-ratio of them) or order-agnostic (the last P−d of a random ordering, d uniform in 0..P) [default: ratio]
-    #[arg(long, value_parser = parse_mask)]
+    /// Masked prediction: how many patches to hide: ratio (--mask-ratio of them) or order-agnostic (the last P−d of a random ordering, d uniform in 0..P)
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask: Option<ptrain::MaskMode>,
-    /// Masked prediction: fraction of patches hidden, in (0, 1) [default: 0.5]
+    /// Masked prediction: fraction of patches hidden, in (0, 1)
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_ratio: Option<f64>,
@@ -52,65 +52,47 @@ pub struct PretrainFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_patch: Option<usize>,
-    /// Epochs between linear probes; 0 = only at the end [default: 10]
+    /// Epochs between linear probes; 0 = only at the end
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_every: Option<u64>,
-    /// Epochs between image grids in TensorBoard; 0 = only at the end [default: 10]
+    /// Epochs between image grids in TensorBoard; 0 = only at the end
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_every: Option<u64>,
-    /// Clip gradients to this global L2 norm; 0 disables [default: 0]
+    /// Clip gradients to this global L2 norm; 0 disables
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_grad: Option<f64>,
     #[command(flatten)]
     pub optim: OptimFlags,
-    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA [default: constant]
-    #[arg(long, value_parser = parse_schedule)]
+    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
 }
 
-fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
-    s.parse::<Schedule>().map_err(|e| e.to_string())
-}
-
-fn parse_mask(s: &str) -> std::result::Result<ptrain::MaskMode, String> {
-    s.parse::<ptrain::MaskMode>().map_err(|e| e.to_string())
-}
-
-fn parse_encoder(s: &str) -> std::result::Result<EncoderKind, String> {
-    s.parse::<EncoderKind>().map_err(|e| e.to_string())
-}
-
-pub fn train(algo: &str, flags: PretrainFlags) -> Result<ExitCode> {
+pub fn train(algo: Objective, flags: PretrainFlags) -> Result<ExitCode> {
     if wick_core::dist::world().size() > 1 {
-        bail!("{} does not train data-parallel yet (only fvsbn, nade and made do): run it without mpirun/srun", algo);
+        bail!("{algo} does not train data-parallel yet (only fvsbn, nade and made do): run it without mpirun/srun");
     }
-    let (cfg, prepared) = configure(algo, &flags, &flags.common, |cfg: PretrainConfig| {
+    let (cfg, prepared) = configure(algo.name(), flags_table(&flags)?, &flags.common, |cfg: PretrainConfig| {
         cfg.validate()?;
         let (data, seed) = (cfg.data.clone(), cfg.seed);
         Ok((cfg, data, seed))
     })?;
     let out = ptrain::train(&cfg, &prepared.runtime);
-    finish(&prepared, algo, out)
-}
-
-/// Whether `algo` is one of this module's objectives.
-pub fn is_pretrain(algo: &str) -> bool {
-    ptrain::OBJECTIVES.iter().any(|(a, _)| *a == algo)
+    finish(&prepared, algo.name(), out)
 }
 
 /// The trained encoder of a run directory.
 fn load_encoder(dir: &std::path::Path, data: &Dataset, device: &candle_core::Device) -> Result<(wick_pretrain::Encoder, PretrainConfig)> {
     let run = RunDir::open(dir)?;
-    let cfg: PretrainConfig = toml::Value::Table(run.read_config()?)
-        .try_into()
-        .map_err(|e: toml::de::Error| Error::new(format!("{}: config.toml: {}", dir.display(), e.message())))?;
-    if !is_pretrain(&cfg.algo) {
-        bail!("'{}' is a {} run, not a pretraining run (masked, simclr, vicreg)", dir.display(), cfg.algo);
+    let algo = crate::launch::saved_algo(&run)?;
+    if algo.parse::<Objective>().is_err() {
+        bail!("'{}' is a {algo} run, not a pretraining run ({})", dir.display(), Objective::expected());
     }
+    let cfg: PretrainConfig = run.config()?;
     let (enc, params) = ptrain::build_encoder(cfg.encoder, data, cfg.seed, device)?;
     let path = run.checkpoint();
     let ck = Checkpoint::load(&path)?;

@@ -1,94 +1,34 @@
 //! `wick train reinforce` and `wick eval` of a REINFORCE run.
 
-use crate::cli::{configure, finish, CommonFlags, EvalArgs};
-use crate::density::OptimFlags;
+use crate::flags::{CommonFlags, EvalArgs, OptimFlags};
+use crate::launch::{configure, finish, flags_table};
 use clap::Args;
 use serde::Serialize;
 use std::process::ExitCode;
 use wick_agents::reinforce::ReinforceConfig;
 use wick_agents::reinforce_train;
-use wick_core::schedule::Schedule;
 use wick_core::{bail, Result};
 
-/// Hyperparameters of REINFORCE; unset flags take the --config file's value, then the default.
-#[derive(Args, Serialize, Debug, Clone)]
+/// `wick train reinforce`: the run flags, then REINFORCE's hyperparameters, each declared once
+/// in [`ReinforceConfig`], and the optimizer's.
+#[derive(Args, Debug, Clone)]
 pub struct ReinforceFlags {
     #[command(flatten)]
-    #[serde(skip)]
     pub common: CommonFlags,
-    /// Environment id with discrete actions (see `wick list`) [default: CartPole-v1]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub env: Option<String>,
-    /// Env options as key=value,key=value (e.g. is_slippery=false)
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub env_options: Option<String>,
-    /// Env steps to train for at most [default: 300000]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total_steps: Option<u64>,
-    /// Learn a state-value baseline (REINFORCE with baseline, S&B §13.4)
-    #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub baseline: bool,
-    /// Hidden units of the policy (and value) MLP [default: 128]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hidden: Option<usize>,
-    /// Discount γ in [0, 1] [default: 0.99]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gamma: Option<f64>,
-    /// Whole episodes per gradient step [default: 1]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub episodes_per_update: Option<usize>,
-    /// Standardise the advantages over each update's batch: true or false [default: true]
-    #[arg(long, value_name = "BOOL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub standardize: Option<bool>,
-    /// Entropy bonus β [default: 0]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub entropy_coef: Option<f64>,
-    /// Weight of the value loss with --baseline [default: 0.5]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value_coef: Option<f64>,
-    /// Clip gradients to this global L2 norm; 0 disables [default: 0]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub clip_grad: Option<f64>,
-    /// "Solved" threshold on the mean of the last 100 returns [default: 475]
-    #[arg(long, allow_negative_numbers = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub solve_return: Option<f64>,
-    /// Stop once solved, keeping the policy that solved: true or false [default: true]
-    #[arg(long, value_name = "BOOL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stop_on_solve: Option<bool>,
-    /// Updates between checkpoints [default: 100]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checkpoint_every: Option<u64>,
-    /// Updates between weight histograms in TensorBoard; 0 never [default: 100]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_every: Option<u64>,
+    #[command(flatten)]
+    pub config: ReinforceConfig,
     #[command(flatten)]
     pub optim: OptimFlags,
-    /// Learning-rate schedule over updates: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA [default: constant]
-    #[arg(long, value_parser = |s: &str| s.parse::<Schedule>().map_err(|e| e.to_string()))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<Schedule>,
 }
 
-pub fn train(flags: ReinforceFlags) -> Result<ExitCode> {
+/// `m`: the subcommand's matches, which tell the flags given from the defaults.
+pub fn train(flags: ReinforceFlags, m: &clap::ArgMatches) -> Result<ExitCode> {
     if wick_core::dist::world().size() > 1 {
-        bail!("{} does not train data-parallel yet (only fvsbn, nade and made do): run it without mpirun/srun", "reinforce");
+        bail!("reinforce does not train data-parallel yet (only fvsbn, nade and made do): run it without mpirun/srun");
     }
-    let (cfg, prepared) = configure("reinforce", &flags, &flags.common, |cfg: ReinforceConfig| {
+    let mut given = wick_core::config::given_flags(&flags.config, m)?;
+    given.extend(flags_table(&OptimOnly { optim: &flags.optim })?);
+    let (cfg, prepared) = configure("reinforce", given, &flags.common, |cfg: ReinforceConfig| {
         cfg.validate()?;
         // Unknown env or continuous actions: refuse before creating the run directory.
         wick_agents::reinforce::make_env(&cfg.env, &cfg.env_options)?;
@@ -97,6 +37,12 @@ pub fn train(flags: ReinforceFlags) -> Result<ExitCode> {
     })?;
     let out = reinforce_train::train(&cfg, &prepared.runtime);
     finish(&prepared, "reinforce", out)
+}
+
+/// The `[optim]` table of the optimizer flags given.
+#[derive(Serialize)]
+struct OptimOnly<'a> {
+    optim: &'a OptimFlags,
 }
 
 /// `wick eval` of a REINFORCE run: mean return ± standard error of the saved policy.

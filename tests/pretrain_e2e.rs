@@ -172,7 +172,7 @@ fn bad_pretraining_inputs_give_one_line_and_exit_2() {
         (vec!["train", "masked", "--mask-ratio", "-0.2"], "mask ratio"),
         (vec!["train", "masked", "--mask-patch", "0"], "mask patch"),
         (vec!["train", "masked", "--mask-patch", "9"], "mask patch"),
-        (vec!["train", "masked", "--mask", "random"], "unknown mask"),
+        (vec!["train", "masked", "--mask", "random"], "'random' for '--mask <MASK>' [possible values: ratio, order-agnostic]"),
         (vec!["train", "simclr", "--temperature", "0"], "temperature"),
         (vec!["train", "simclr", "--temperature", "-1"], "temperature"),
         (vec!["train", "simclr", "--encoder", "resnet"], "resnet"),

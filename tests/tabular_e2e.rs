@@ -125,7 +125,7 @@ fn bad_input_is_a_one_line_error() {
         (&["train", "mc-es", "--start", "uniform"], "does not apply"),
         (&["train", "mc-prediction", "--start", "uniform"], "only with --target q"),
         (&["train", "mc-es", "--target", "q"], "does not apply"),
-        (&["train", "mc-prediction", "--target", "pi"], "v or q"),
+        (&["train", "mc-prediction", "--target", "pi"], "[possible values: v, q]"),
         (&["train", "mc-es", "--gamma", "1.1"], "gamma"),
         (&["train", "mc-es", "--gamma", "-0.5"], "gamma"),
         (&["train", "mc-es", "--env", "NoSuchEnv-v0"], "unknown environment"),

@@ -9,6 +9,9 @@
 //! - [`mc_off_policy_prediction`]: ordinary and weighted importance sampling (S&B §5.5–5.6).
 //! - [`mc_off_policy_control`]: off-policy MC control with weighted IS (S&B §5.7).
 //!
+//! Their trainer (`wick train mc-*`) is [`tabular_train`], with S&B Example 5.4's error curves in
+//! [`example_5_4`] and pictures of values and policies in [`tabular_images`].
+//!
 //! Shared pieces in [`tabular`]; episodes on worker threads, bit-identical for any thread count,
 //! in [`parallel`]. Every algorithm estimates action values as sample means of returns,
 //! incrementally: `q ← q + (g − q)/n` ([`tabular::QTable::update`]).
@@ -23,6 +26,9 @@ pub mod reinforce;
 pub mod reinforce_train;
 pub mod parallel;
 pub mod tabular;
+pub mod tabular_images;
+pub mod tabular_train;
+pub mod example_5_4;
 pub(crate) mod team;
 
 pub use mc_basic::{mc_basic, McBasicAgent, McBasicConfig, McBasicResult};

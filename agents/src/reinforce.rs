@@ -38,77 +38,88 @@ use wick_core::{bail, ensure, Result};
 use wick_envs::wrappers::DynOneHot;
 use wick_envs::DynEnv;
 
+wick_core::choice! {
+    /// The policy-gradient algorithms.
+    pub enum PolicyGradientAlgo("policy-gradient algorithm") {
+        /// REINFORCE, Monte Carlo policy gradient (S&B 13.3), --baseline: with a learned v(s) (13.4); discrete-action envs
+        Reinforce = "reinforce",
+    }
+}
+
 /// Every hyperparameter of a REINFORCE run; `config.toml` holds the resolved values.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+///
+/// Each one is declared once, here: its doc comment is the help of its `wick train reinforce`
+/// flag and its `default_value_t` the default (of the flag, of a `--config` file's missing keys,
+/// and of [`Default`]). The optimizer's flags are the shared [`wick_core::optim::OptimConfig`]
+/// ones; `algo`, `seed` and `optim` are set elsewhere (the subcommand, `--seed`, those flags).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReinforceConfig {
-    /// `reinforce`.
-    pub algo: String,
-    /// A registry id with a discrete action space (`wick list`).
+    #[arg(skip = PolicyGradientAlgo::Reinforce)]
+    pub algo: PolicyGradientAlgo,
+    /// Environment id with a discrete action space (see `wick list`)
+    #[arg(long, default_value = "CartPole-v1")]
     pub env: String,
-    /// Env options as `key=value,key=value`.
+    /// Env options as key=value,key=value (e.g. is_slippery=false)
+    #[arg(long, default_value = "")]
     pub env_options: String,
+    #[arg(skip)]
     pub seed: u64,
-    /// Stop once this many env steps have been taken (at the end of an update).
+    /// Env steps to train for at most (the run stops at the end of the update that reaches them)
+    #[arg(long, default_value_t = 300_000)]
     pub total_steps: u64,
-    /// Learn a state-value baseline v̂(s, w) (S&B §13.4).
+    /// Learn a state-value baseline v̂(s, w) (REINFORCE with baseline, S&B §13.4)
+    #[arg(long)]
     pub baseline: bool,
-    /// Hidden units of the one-hidden-layer policy (and value) MLP.
+    /// Hidden units of the one-hidden-layer policy (and value) MLP
+    #[arg(long, default_value_t = 128)]
     pub hidden: usize,
-    /// Discount γ in [0, 1].
+    /// Discount γ in [0, 1]
+    #[arg(long, default_value_t = 0.99, allow_negative_numbers = true)]
     pub gamma: f64,
-    /// Whole episodes per gradient step.
+    /// Whole episodes per gradient step
+    #[arg(long, default_value_t = 1)]
     pub episodes_per_update: usize,
-    /// Standardise the advantages over each update's batch.
+    /// Standardise the advantages over each update's batch: true or false
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub standardize: bool,
-    /// Entropy bonus β.
+    /// Entropy bonus β
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub entropy_coef: f64,
-    /// Weight c of the value loss (with `baseline`).
+    /// Weight c of the value loss (with --baseline)
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub value_coef: f64,
-    /// Clip the global gradient L2 norm to this; 0 disables.
+    /// Clip gradients to this global L2 norm; 0 disables
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub clip_grad: f64,
-    /// "Solved": the mean of the last 100 episodic returns reaches this (CartPole-v1: 475).
+    /// "Solved": the mean of the last 100 episodic returns reaches this (CartPole-v1: 475)
+    #[arg(long, default_value_t = 475.0, allow_negative_numbers = true)]
     pub solve_return: f64,
-    /// Stop as soon as the run is solved (the saved policy is then the one that solved).
+    /// Stop once solved, keeping the policy that solved: true or false
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub stop_on_solve: bool,
-    /// Updates between checkpoints (also written at the end and on Ctrl-C).
+    /// Updates between checkpoints (also written at the end and on Ctrl-C)
+    #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
-    /// Updates between weight histograms in TensorBoard; 0 never.
+    /// Updates between weight histograms in TensorBoard; 0 never
+    #[arg(long, default_value_t = 100)]
     pub log_every: u64,
+    #[arg(skip = OptimConfig { kind: OptimKind::Adam, lr: 1e-2, ..OptimConfig::default() })]
     pub optim: OptimConfig,
+    /// Learning-rate schedule over updates: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA
+    #[arg(long, default_value_t = Schedule::Constant)]
     pub schedule: Schedule,
 }
 
 impl Default for ReinforceConfig {
     fn default() -> Self {
-        ReinforceConfig {
-            algo: "reinforce".into(),
-            env: "CartPole-v1".into(),
-            env_options: String::new(),
-            seed: 0,
-            total_steps: 300_000,
-            baseline: false,
-            hidden: 128,
-            gamma: 0.99,
-            episodes_per_update: 1,
-            standardize: true,
-            entropy_coef: 0.0,
-            value_coef: 0.5,
-            clip_grad: 0.0,
-            solve_return: 475.0,
-            stop_on_solve: true,
-            checkpoint_every: 100,
-            log_every: 100,
-            optim: OptimConfig { kind: OptimKind::Adam, lr: 1e-2, ..OptimConfig::default() },
-            schedule: Schedule::Constant,
-        }
+        wick_core::config::flag_defaults()
     }
 }
 
 impl ReinforceConfig {
     /// Check every value; the error is one line naming the bad one.
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.algo == "reinforce", "unknown policy-gradient algorithm '{}': expected reinforce", self.algo);
         ensure!((0.0..=1.0).contains(&self.gamma), "gamma must be in [0, 1], got {}", self.gamma);
         ensure!(self.hidden >= 1, "hidden must be at least 1, got 0");
         ensure!(self.total_steps >= 1, "total-steps must be at least 1, got 0");

@@ -21,6 +21,7 @@ use std::time::Instant;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::rng::Rng;
 use wick_core::run::{Outcome, RunDir, Runtime};
+use wick_core::session::Session;
 use wick_core::tb::TbLogger;
 use wick_core::{Error, Result};
 
@@ -54,29 +55,17 @@ pub fn train(cfg: &ReinforceConfig, rt: &Runtime) -> Result<Outcome> {
     let mut policy_rng = Rng::stream(cfg.seed, "policy");
     let mut st = State::default();
 
-    let ckpt_path = rt.dir.checkpoint();
-    if rt.resume && ckpt_path.exists() {
-        let ck = Checkpoint::load(&ckpt_path)?;
-        let ctx = |e: Error| e.context(format!("resuming from '{}'", ckpt_path.display()));
+    let run = Session::open(rt, cfg)?;
+    if let Some(ck) = run.checkpoint()? {
+        let ctx = |e: Error| run.resume_error(e);
         agent.params.load_from(&ck).map_err(ctx)?;
         agent.opt.load_from(&ck, &agent.params).map_err(ctx)?;
         agent.sync_host()?;
         policy_rng = ck.rng("policy").map_err(ctx)?;
         st = ck.meta("train_state").map_err(ctx)?;
     }
-    if !rt.resume {
-        rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
-    }
-    let mut tb = TbLogger::create(rt.dir.path())?;
-    if rt.resume {
-        // Drop whatever the interrupted process logged after its checkpoint.
-        tb.resume_at(st.env_steps + 1)?;
-    } else {
-        tb.text("config", 0, &format!("```toml\n{}\n```", wick_core::config::to_toml(cfg)?))?;
-    }
-
-    let mut progress = wick_core::progress::Progress::new("reinforce", cfg.total_steps, rt.quiet);
-    progress.set_position(st.env_steps.min(cfg.total_steps));
+    // A resumed run drops whatever the interrupted process logged after its checkpoint.
+    let mut run = run.start("reinforce", Some(st.env_steps + 1), cfg.total_steps, st.env_steps.min(cfg.total_steps))?;
     let t0 = Instant::now();
     let steps_at_start = st.env_steps;
     let mut batch = Batch::default();
@@ -92,8 +81,8 @@ pub fn train(cfg: &ReinforceConfig, rt: &Runtime) -> Result<Outcome> {
             let (ret, len) = play_episode(&mut *env, &mut agent, seed, false, &mut policy_rng, &mut obs, Some(&mut batch))?;
             st.episodes += 1;
             st.env_steps += len;
-            tb.scalar("charts/episodic_return", st.env_steps, ret)?;
-            tb.scalar("charts/episodic_length", st.env_steps, len as f64)?;
+            run.tb.scalar("charts/episodic_return", st.env_steps, ret)?;
+            run.tb.scalar("charts/episodic_length", st.env_steps, len as f64)?;
             if st.recent.len() == WINDOW {
                 st.recent.pop_front();
             }
@@ -105,44 +94,43 @@ pub fn train(cfg: &ReinforceConfig, rt: &Runtime) -> Result<Outcome> {
                 break; // keep the policy that solved: no update on these episodes
             }
         }
-        progress.inc(st.env_steps - steps_before);
+        run.progress.inc(st.env_steps - steps_before);
         if !solved(&st) {
             let lr = cfg.schedule.lr(cfg.optim.lr, st.updates);
             let s = agent.update(cfg, &batch, lr)?;
             st.updates += 1;
             let step = st.env_steps;
-            tb.scalar("losses/policy_loss", step, s.policy_loss)?;
-            tb.scalar("losses/value_loss", step, s.value_loss)?;
-            tb.scalar("losses/entropy", step, s.entropy)?;
-            tb.scalar("charts/learning_rate", step, lr)?;
-            tb.scalar("charts/SPS", step, (step - steps_before) as f64 / t_update.elapsed().as_secs_f64().max(1e-9))?;
+            run.tb.scalar("losses/policy_loss", step, s.policy_loss)?;
+            run.tb.scalar("losses/value_loss", step, s.value_loss)?;
+            run.tb.scalar("losses/entropy", step, s.entropy)?;
+            run.tb.scalar("charts/learning_rate", step, lr)?;
+            run.tb.scalar("charts/SPS", step, (step - steps_before) as f64 / t_update.elapsed().as_secs_f64().max(1e-9))?;
             if cfg.log_every > 0 && st.updates % cfg.log_every == 0 {
-                log_weights(&mut tb, &agent, step)?;
+                log_weights(&mut run.tb, &agent, step)?;
             }
             if st.updates % 20 == 0 {
                 if let Some(m) = st.mean_recent() {
-                    progress.message(format!("update {} mean_return_last100 {m:.1}", st.updates));
+                    run.progress.message(format!("update {} mean_return_last100 {m:.1}", st.updates));
                 }
             }
         }
-        let interrupted = wick_core::signal::interrupted();
+        let interrupted = run.interrupted();
         if st.updates % cfg.checkpoint_every == 0 || interrupted {
-            tb.flush()?;
+            run.tb.flush()?;
             wick_core::fault::point("after-log");
-            save_checkpoint(&ckpt_path, &agent, &policy_rng, &st, cfg)?;
+            run.save(checkpoint(&agent, &policy_rng, &st)?)?;
         }
         if interrupted {
-            progress.finish();
-            return Ok(Outcome::Interrupted { step: st.env_steps });
+            return run.interrupt(st.env_steps);
         }
     }
-    progress.finish();
+    run.progress.finish();
     let secs = t0.elapsed().as_secs_f64();
-    log_weights(&mut tb, &agent, st.env_steps)?;
-    tb.flush()?;
-    log_learning_curve(&mut tb, rt, cfg, st.env_steps)?;
-    tb.flush()?;
-    save_checkpoint(&ckpt_path, &agent, &policy_rng, &st, cfg)?;
+    log_weights(&mut run.tb, &agent, st.env_steps)?;
+    run.tb.flush()?;
+    log_learning_curve(&mut run, cfg, st.env_steps)?;
+    run.tb.flush()?;
+    run.save(checkpoint(&agent, &policy_rng, &st)?)?;
     let steps_here = st.env_steps - steps_at_start;
     let metrics = serde_json::json!({
         "algo": cfg.algo,
@@ -158,30 +146,29 @@ pub fn train(cfg: &ReinforceConfig, rt: &Runtime) -> Result<Outcome> {
         "steps_to_solve": st.steps_to_solve,
         "train_steps_per_s": if steps_here > 0 { serde_json::json!(steps_here as f64 / secs.max(1e-9)) } else { serde_json::Value::Null },
     });
-    rt.dir.write_metrics(&metrics)?;
-    Ok(Outcome::Finished(metrics))
+    run.finish(metrics)
 }
 
-fn save_checkpoint(path: &std::path::Path, agent: &Reinforce, policy_rng: &Rng, st: &State, cfg: &ReinforceConfig) -> Result<()> {
+/// The full state of a run: parameters, Adam's moments, the policy stream, the counters.
+fn checkpoint(agent: &Reinforce, policy_rng: &Rng, st: &State) -> Result<Checkpoint> {
     let mut ck = Checkpoint::new();
     agent.params.save_to(&mut ck)?;
     agent.opt.save_to(&mut ck, &agent.params)?;
     ck.put_rng("policy", policy_rng);
     ck.set_meta("train_state", st);
-    ck.set_meta("config", cfg);
-    ck.save(path)
+    Ok(ck)
 }
 
 /// The learning curve (every episode's return so far, read back from the event files so that a
 /// resumed run draws its whole history) as the image `charts/learning_curve` and
 /// `learning_curve.png` in the run directory.
-fn log_learning_curve(tb: &mut TbLogger, rt: &Runtime, cfg: &ReinforceConfig, step: u64) -> Result<()> {
-    let scalars = wick_core::tb::read_scalars(rt.dir.path())?;
+fn log_learning_curve(run: &mut Session, cfg: &ReinforceConfig, step: u64) -> Result<()> {
+    let scalars = wick_core::tb::read_scalars(run.dir().path())?;
     let returns: Vec<(f64, f64)> = scalars.get("charts/episodic_return").map(|v| v.iter().map(|&(s, r)| (s as f64, r as f64)).collect()).unwrap_or_default();
     let title = format!("reinforce, {}, seed {}", cfg.env, cfg.seed);
     let im = wick_plot::rgb(&wick_plot::curves::Curves::learning_curve(&title, &returns, WINDOW))?;
-    tb.image("charts/learning_curve", step, &im.pixels, im.height, im.width, 3)?;
-    wick_core::image::write_png(&rt.dir.file("learning_curve.png"), &im.pixels, im.height, im.width, 3)
+    run.tb.image("charts/learning_curve", step, &im.pixels, im.height, im.width, 3)?;
+    run.write_file("learning_curve.png", &wick_core::image::encode_png(&im.pixels, im.height, im.width, 3)?)
 }
 
 fn log_weights(tb: &mut TbLogger, agent: &Reinforce, step: u64) -> Result<()> {
@@ -195,9 +182,7 @@ fn log_weights(tb: &mut TbLogger, agent: &Reinforce, step: u64) -> Result<()> {
 /// The config of a REINFORCE run directory.
 pub fn load_config(dir: &std::path::Path) -> Result<(RunDir, ReinforceConfig)> {
     let run = RunDir::open(dir)?;
-    let cfg: ReinforceConfig = toml::Value::Table(run.read_config()?)
-        .try_into()
-        .map_err(|e: toml::de::Error| Error::new(format!("{}: config.toml: {}", dir.display(), e.message().trim())))?;
+    let cfg: ReinforceConfig = run.config()?;
     cfg.validate()?;
     Ok((run, cfg))
 }

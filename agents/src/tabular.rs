@@ -123,13 +123,14 @@ impl<T: TabularEnv + ?Sized> TabularEnv for EnvRef<'_, T> {
     }
 }
 
-/// First-visit or every-visit MC (S&B §5.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Visit {
-    /// Average only the return following the first visit to a state (or pair) in an episode.
-    First,
-    /// Average the return following every visit.
-    Every,
+wick_core::choice! {
+    /// First-visit or every-visit MC (S&B §5.1).
+    pub enum Visit("visit rule") {
+        /// Average only the return following the first visit to a state (or pair) in an episode
+        First = "first",
+        /// Average the return following every visit
+        Every = "every",
+    }
 }
 
 /// One step of an episode: state, action, and the reward that followed (`R_{t+1}`).

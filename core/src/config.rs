@@ -69,6 +69,23 @@ fn one_line(s: &str) -> String {
     lines.join(": ").replace("::", ":")
 }
 
+/// A config whose fields are its own flags (`clap::Args`, each with its default): the values
+/// they take when none is given. This is its [`Default`], so that each default is written once,
+/// in the field's `#[arg(default_value_t = …)]` (or `skip = …`).
+pub fn flag_defaults<C: clap::Args + clap::FromArgMatches>() -> C {
+    let cmd = C::augment_args(clap::Command::new("defaults").no_binary_name(true));
+    let m = cmd.try_get_matches_from(Vec::<String>::new()).expect("every flag of a config has a default");
+    C::from_arg_matches(&m).expect("a config's defaults parse")
+}
+
+/// The flags of `cfg` that `m` got from the command line, as a TOML table: what the user set,
+/// to layer over the defaults and the `--config` file (the others hold mere defaults).
+pub fn given_flags<C: Serialize>(cfg: &C, m: &clap::ArgMatches) -> Result<toml::Table> {
+    let mut t = to_table(cfg, "flags")?;
+    t.retain(|k, _| m.try_contains_id(k).unwrap_or(false) && m.value_source(k) == Some(clap::parser::ValueSource::CommandLine));
+    Ok(t)
+}
+
 /// The TOML text of a resolved config.
 pub fn to_toml<C: Serialize>(c: &C) -> Result<String> {
     toml::to_string(c).map_err(|e| Error::new(format!("serialising config: {e}")))

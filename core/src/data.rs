@@ -303,6 +303,13 @@ impl Dataset {
         out
     }
 
+    /// The rows of split `s` of `values` (one row per example, e.g. [`Dataset::binarized`]) as
+    /// an `[n, dim]` tensor on `device`.
+    pub fn split_tensor(&self, values: &[f32], s: Split, device: &candle_core::Device) -> Result<candle_core::Tensor> {
+        let idx = self.indices(s);
+        Ok(candle_core::Tensor::from_vec(Dataset::gather(values, self.dim, &idx), (idx.len(), self.dim), device)?)
+    }
+
     /// Square images (or 1 x D vectors) with the standard split.
     fn from_table(name: &str, t: Table, max_value: f32, threshold: f32) -> Dataset {
         let (height, width) = shape_of(t.dim);

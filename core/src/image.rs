@@ -67,6 +67,26 @@ pub fn write_png(path: &Path, pixels: &[u8], height: usize, width: usize, channe
         .map_err(|e| Error::new(format!("cannot write '{}': {}", path.display(), io_msg(&e))))
 }
 
+/// Upscale factor so that small images (8×8 digits) are visible in TensorBoard: about 64 pixels a side.
+pub fn display_scale(h: usize) -> usize {
+    (64 / h.max(1)).max(1)
+}
+
+/// [`grid`] of `n` images of h × w values in [0,1], each upscaled by [`display_scale`] (pixel
+/// replication) and bordered mid-grey; `cols == 0` picks about `sqrt(n)` columns.
+pub fn display_grid(images: &[f32], n: usize, h: usize, w: usize, cols: usize) -> (Vec<u8>, usize, usize) {
+    let s = display_scale(h);
+    let mut up = Vec::with_capacity(n * h * w * s * s);
+    for k in 0..n {
+        for r in 0..h * s {
+            for c in 0..w * s {
+                up.push(images[k * h * w + (r / s) * w + c / s]);
+            }
+        }
+    }
+    grid(&up, n, h * s, w * s, cols, 128)
+}
+
 /// Tile n images of h x w values in [0,1] (row-major, grey) into a grid with `cols` columns and a 1-pixel border of value `pad` between tiles; returns (grey u8 pixels, height, width).
 ///
 /// Values are clamped to [0, 1] and mapped to 0..=255 (NaN becomes 0). Cells of the

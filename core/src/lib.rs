@@ -3,6 +3,7 @@ pub mod error;
 
 pub use error::{Context, Error, Result};
 pub mod checkpoint;
+pub mod choice;
 pub mod params;
 pub mod rng;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod device;
 pub mod dist;
 pub mod progress;
 pub mod run;
+pub mod session;
 pub mod signal;
 pub mod image;
 pub mod tb;

@@ -137,6 +137,14 @@ impl RunDir {
         crate::config::read_toml(&self.file(CONFIG_FILE))
     }
 
+    /// The run's `config.toml` as a trainer's config; an unknown key or value is a one-line
+    /// error naming the file.
+    pub fn config<C: serde::de::DeserializeOwned>(&self) -> Result<C> {
+        toml::Value::Table(self.read_config()?)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::new(format!("{}: {CONFIG_FILE}: {}", self.path.display(), e.message().trim())))
+    }
+
     /// `metrics.json`, pretty-printed with sorted keys, written atomically.
     pub fn write_metrics(&self, metrics: &serde_json::Value) -> Result<()> {
         let mut text = serde_json::to_string_pretty(metrics).map_err(|e| Error::new(e.to_string()))?;

@@ -30,29 +30,53 @@
 //! The parameters keep the layout above; the kernels pack them into sorted order each step
 //! and scatter the gradients back.
 
+mod cpu;
+
 use crate::model::{bce_rows, masked, DensityModel};
-use crate::staircase::{bce_rows_host, with_host, Staircase};
-use candle_core::{backprop::GradStore, DType, Device, Tensor};
+use crate::staircase::Staircase;
+use candle_core::{backprop::GradStore, Device, Tensor};
 use std::sync::Mutex;
 use wick_core::{bail, mask, params::Params, rng::Rng, Result};
 
-/// How the input ordering is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Order {
-    Natural,
-    Random,
+wick_core::choice! {
+    /// How the input ordering m⁰ is chosen.
+    pub enum Order("order") {
+        /// m⁰(d) = d: the pixels in reading order
+        Natural = "natural",
+        /// One uniformly random permutation (from the `masks` stream)
+        Random = "random",
+    }
 }
 
-impl std::str::FromStr for Order {
-    type Err = wick_core::Error;
-    fn from_str(s: &str) -> Result<Order> {
-        match s {
-            "natural" => Ok(Order::Natural),
-            "random" => Ok(Order::Random),
-            _ => Err(wick_core::Error::new(format!("unknown order '{s}': expected natural or random"))),
-        }
+/// The degrees of one mask set (§4): `[m⁰, m¹, …, mᴸ]`, the ordering `m0` (a permutation of
+/// 1..D) then, for each of `layers` hidden layers of `hidden` units, `mˡ(k)` drawn uniformly
+/// from `{min mˡ⁻¹, …, D−1}` (so that no unit is cut off from every output).
+pub fn degrees(m0: &[usize], layers: usize, hidden: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
+    let dim = m0.len();
+    let mut degrees = vec![m0.to_vec()];
+    for _ in 0..layers {
+        let lo = degrees.last().unwrap().iter().copied().min().unwrap().min(dim - 1);
+        degrees.push((0..hidden).map(|_| lo + rng.below((dim - lo) as u64) as usize).collect());
     }
+    degrees
+}
+
+/// Eq. 12, the mask of a hidden layer: unit k' of layer l sees unit k of layer l − 1 iff
+/// `mˡ(k') ≥ mˡ⁻¹(k)`; as an `[in, out]` matrix `M[k, k'] = 1[cur(k') ≥ prev(k)]`.
+pub fn hidden_mask(prev: &[usize], cur: &[usize]) -> Vec<f32> {
+    prev.iter().flat_map(|&b| cur.iter().map(move |&a| (a >= b) as u8 as f32)).collect()
+}
+
+/// Eq. 13, the mask of the output layer: output d sees the last hidden unit k iff
+/// `m⁰(d) > mᴸ(k)` (strictly: x_d never sees itself); as an `[in, out]` matrix
+/// `M[k, d] = 1[m0(d) > last(k)]`.
+pub fn output_mask(last: &[usize], m0: &[usize]) -> Vec<f32> {
+    last.iter().flat_map(|&h| m0.iter().map(move |&d| (d > h) as u8 as f32)).collect()
+}
+
+/// A uniformly random ordering of 1..=D.
+fn random_ordering(dim: usize, rng: &mut Rng) -> Vec<usize> {
+    mask::ordering(dim, rng).into_iter().map(|r| r + 1).collect()
 }
 
 pub struct Made {
@@ -67,24 +91,9 @@ pub struct Made {
     orders: Vec<Vec<usize>>,
     /// stairs[k][l]: mask l of set k as a staircase over sorted units.
     stairs: Vec<Vec<Staircase>>,
-    /// Buffers of the CPU path, kept between calls.
-    scratch: Mutex<Scratch>,
+    /// Buffers of the CPU path ([`cpu`]), kept between calls.
+    scratch: Mutex<cpu::Scratch>,
 }
-
-/// Per layer: packed weights, their gradient, the layer's output (then its gradient); and the
-/// sorted input and an input-gradient buffer.
-#[derive(Default)]
-struct Scratch {
-    ws: Vec<Vec<f32>>,
-    dws: Vec<Vec<f32>>,
-    acts: Vec<Vec<f32>>,
-    xs: Vec<f32>,
-    dx: Vec<f32>,
-}
-
-/// The CPU path's result for one member: −log p_k(x) per row, and the gradients of the mean
-/// over the rows, `(∂W_l, ∂b_l)` per layer in the parameters' layout.
-type HostNll = (Vec<f32>, Option<Vec<(Vec<f32>, Vec<f32>)>>);
 
 impl Made {
     /// `hidden` units in each of `layers` hidden layers, `k` mask sets. Weights and biases
@@ -116,103 +125,25 @@ impl Made {
         let mut mrng = Rng::stream(seed, "masks");
         let base_order: Vec<usize> = match order {
             Order::Natural => (1..=dim).collect(),
-            Order::Random => mask::ordering(dim, &mut mrng).into_iter().map(|r| r + 1).collect(),
+            Order::Random => random_ordering(dim, &mut mrng),
         };
         let mut masks = Vec::with_capacity(k);
         let mut orders = Vec::with_capacity(k);
         let mut stairs = Vec::with_capacity(k);
         for _ in 0..k {
-            let m0: Vec<usize> =
-                if order_agnostic { mask::ordering(dim, &mut mrng).into_iter().map(|r| r + 1).collect() } else { base_order.clone() };
-            let mut degrees = vec![m0.clone()];
-            for _ in 0..layers {
-                let lo = *degrees.last().unwrap().iter().min().unwrap();
-                let lo = lo.min(dim - 1);
-                degrees.push((0..hidden).map(|_| lo + mrng.below((dim - lo) as u64) as usize).collect());
-            }
-            let mut set = Vec::with_capacity(layers + 1);
-            for l in 0..layers {
-                let (prev, cur) = (&degrees[l], &degrees[l + 1]);
-                let m: Vec<f32> = prev.iter().flat_map(|&b| cur.iter().map(move |&a| (a >= b) as u8 as f32)).collect();
-                set.push(Tensor::from_vec(m, (prev.len(), cur.len()), device)?);
-            }
-            let last = &degrees[layers];
-            let m: Vec<f32> = last.iter().flat_map(|&h| m0.iter().map(move |&d| (d > h) as u8 as f32)).collect();
-            set.push(Tensor::from_vec(m, (last.len(), dim), device)?);
+            let m0 = if order_agnostic { random_ordering(dim, &mut mrng) } else { base_order.clone() };
+            let m = degrees(&m0, layers, hidden, &mut mrng);
+            let mut set: Vec<Tensor> = (0..layers)
+                .map(|l| Ok(Tensor::from_vec(hidden_mask(&m[l], &m[l + 1]), (m[l].len(), m[l + 1].len()), device)?))
+                .collect::<Result<_>>()?;
+            set.push(Tensor::from_vec(output_mask(&m[layers], &m0), (hidden, dim), device)?);
             masks.push(set);
-            let mut st: Vec<Staircase> = (0..layers).map(|l| Staircase::new(&degrees[l], &degrees[l + 1], false)).collect();
-            st.push(Staircase::new(&degrees[layers], &m0, true));
+            let mut st: Vec<Staircase> = (0..layers).map(|l| Staircase::new(&m[l], &m[l + 1], false)).collect();
+            st.push(Staircase::new(&m[layers], &m0, true));
             stairs.push(st);
             orders.push(m0);
         }
-        Ok(Made { dim, seed, params, layers: wb, masks, orders, stairs, scratch: Mutex::new(Scratch::default()) })
-    }
-
-    fn host_path(&self, x: &Tensor) -> bool {
-        x.device().is_cpu() && x.dtype() == DType::F32 && self.layers[0].0.dtype() == DType::F32
-    }
-
-    /// The CPU path for member k: the forward pass on sorted units, the fused loss, and with
-    /// `grad` the backward pass, the same equations as [`DensityModel::loss_and_grads`].
-    /// The output layer's units are sorted by m⁰ like the inputs, so the targets are the
-    /// sorted inputs.
-    fn host_member(&self, x: &Tensor, k: usize, grad: bool) -> Result<HostNll> {
-        let (rows, d) = x.dims2()?;
-        let st = &self.stairs[k];
-        let last = st.len() - 1;
-        let xv = x.flatten_all()?.to_vec1::<f32>()?;
-        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let Scratch { ws, dws, acts, xs, dx } = &mut *guard;
-        ws.resize_with(st.len(), Vec::new);
-        dws.resize_with(st.len(), Vec::new);
-        acts.resize_with(st.len(), Vec::new);
-        xs.resize(rows * d, 0.0);
-        Staircase::gather_cols(&xv, &st[0].in_perm, xs);
-        let mut biases = Vec::with_capacity(st.len());
-        for (l, (s, (w, b))) in st.iter().zip(&self.layers).enumerate() {
-            ws[l].resize(s.n_in * s.n_out, 0.0);
-            with_host(w, "made weight", |w| s.pack(w, false, &mut ws[l]))?;
-            let b = b.to_vec1::<f32>()?;
-            let bs: Vec<f32> = s.out_perm.iter().map(|&o| b[o]).collect();
-            let (done, rest) = acts.split_at_mut(l);
-            let y = &mut rest[0];
-            y.resize(rows * s.n_out, 0.0);
-            let input = if l == 0 { &xs[..] } else { &done[l - 1][..] };
-            s.forward(input, &ws[l], false, &bs, y, rows);
-            if l < last {
-                y.iter_mut().for_each(|v| *v = v.max(0.0));
-            }
-            biases.push(bs);
-        }
-        let nll = bce_rows_host(&mut acts[last], xs, d, grad.then_some(1.0 / rows as f32));
-        if !grad {
-            return Ok((nll, None));
-        }
-        let mut grads = vec![(Vec::new(), Vec::new()); st.len()];
-        for l in (0..=last).rev() {
-            let s = &st[l];
-            let (below, rest) = acts.split_at_mut(l);
-            let da = &rest[0];
-            let input = if l == 0 { &xs[..] } else { &below[l - 1][..] };
-            dws[l].resize(s.n_in * s.n_out, 0.0);
-            let mut dbs = vec![0f32; s.n_out];
-            s.grad_weight(input, da, false, &mut dws[l], &mut dbs, rows);
-            let dw = s.unpack(&dws[l], false);
-            let mut db = vec![0f32; s.n_out];
-            for (&o, &g) in s.out_perm.iter().zip(&dbs) {
-                db[o] = g;
-            }
-            grads[l] = (dw, db);
-            if l > 0 {
-                dx.resize(rows * s.n_in, 0.0);
-                s.grad_input(da, &ws[l], false, dx, rows);
-                // ∂a_{l−1} = ∂h ⊙ 1[h > 0], in place of h.
-                for (h, &g) in below[l - 1].iter_mut().zip(dx.iter()) {
-                    *h = if *h > 0.0 { g } else { 0.0 };
-                }
-            }
-        }
-        Ok((nll, Some(grads)))
+        Ok(Made { dim, seed, params, layers: wb, masks, orders, stairs, scratch: Mutex::new(cpu::Scratch::default()) })
     }
 
     /// The step's mask set (from a stream indexed by the step, so a resumed run chooses the same).
@@ -392,6 +323,19 @@ impl Made {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Eq. 12–13 on a small case: D = 3 in natural order, two hidden units of degrees 1 and 2.
+    #[test]
+    fn masks_follow_equations_12_and_13() {
+        let (m0, m1) = ([1, 2, 3], [1, 2]);
+        // [in, out]: input 1 feeds both units, input 2 only the unit of degree 2, input 3 none.
+        assert_eq!(hidden_mask(&m0, &m1), vec![1., 1., 0., 1., 0., 0.]);
+        // Unit of degree 1 feeds outputs 2 and 3; unit of degree 2 only output 3; output 1 sees nothing.
+        assert_eq!(output_mask(&m1, &m0), vec![0., 1., 1., 0., 0., 1.]);
+        let d = degrees(&m0, 2, 5, &mut Rng::stream(0, "t"));
+        assert_eq!(d.len(), 3);
+        assert!(d[1..].iter().flatten().all(|&m| (1..=2).contains(&m)), "{d:?}");
+    }
 
     /// Output d must not depend on inputs at or after d in the ordering: the gradient of z_d
     /// with respect to x_j is zero whenever m⁰(j) ≥ m⁰(d), for every mask set.

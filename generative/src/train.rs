@@ -29,10 +29,12 @@ use std::time::Instant;
 use wick_core::binarize::{self, Binarize};
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
+use wick_core::image::display_grid;
 use wick_core::dist::{self, DataParallel};
 use wick_core::optim::{clip_grad_norm, OptimConfig, Optimizer};
 use wick_core::rng::Rng;
 use wick_core::run::{Outcome, Runtime};
+use wick_core::session::Session;
 use wick_core::schedule::Schedule;
 use wick_core::tb::TbLogger;
 use wick_core::{bail, ensure, Result};
@@ -41,8 +43,8 @@ use wick_core::{bail, ensure, Result};
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DensityConfig {
-    /// Model: `fvsbn`.
-    pub algo: String,
+    /// The model.
+    pub algo: DensityAlgo,
     /// `digits`, `mnist5k`, `mnist` or a path (see `wick list`).
     pub data: String,
     /// Where `mnist` is looked for first (see [`wick_core::data::mnist_dir`]).
@@ -84,7 +86,7 @@ pub struct DensityConfig {
 impl Default for DensityConfig {
     fn default() -> Self {
         DensityConfig {
-            algo: "fvsbn".into(),
+            algo: DensityAlgo::Fvsbn,
             data: "digits".into(),
             data_dir: None,
             binarize: None,
@@ -108,17 +110,37 @@ impl Default for DensityConfig {
     }
 }
 
-/// Models this trainer knows, with a line each for `wick list`.
-pub const MODELS: &[(&str, &str)] = &[
-    ("fvsbn", "fully visible sigmoid belief net: logistic regression of x_d on x_<d (density model)"),
-    ("nade", "neural autoregressive distribution estimator, tied weights, O(DH) (density model)"),
-    ("made", "masked autoencoder for distribution estimation, K masks, any ordering (density model)"),
-    ("oanade", "order-agnostic NADE (DeepNADE): any conditional exact, ensembles of orderings (density model)"),
-];
+wick_core::choice! {
+    /// The density models this trainer knows.
+    pub enum DensityAlgo("density model") {
+        /// Fully visible sigmoid belief net: logistic regression of x_d on x_<d (density model)
+        Fvsbn = "fvsbn",
+        /// NADE: neural autoregressive distribution estimator, tied weights, O(DH) (density model)
+        Nade = "nade",
+        /// MADE: masked autoencoder for distribution estimation, K masks, any ordering (density model)
+        Made = "made",
+        /// Order-agnostic NADE (DeepNADE): any conditional exact, ensembles of orderings (density model)
+        Oanade = "oanade",
+    }
+}
+
+impl DensityAlgo {
+    /// Whether the option `field` (a config field, a flag's id) is one of this model's: the
+    /// model-specific ones are refused elsewhere, and hidden from other models' `--help`.
+    pub fn takes(self, field: &str) -> bool {
+        use DensityAlgo::*;
+        match field {
+            "hidden" => self != Fvsbn,
+            "layers" => matches!(self, Made | Oanade),
+            "masks" | "order" | "order_agnostic" => self == Made,
+            "orderings" => self == Oanade,
+            _ => true,
+        }
+    }
+}
 
 impl DensityConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(MODELS.iter().any(|(m, _)| *m == self.algo), "unknown density model '{}': expected one of {}", self.algo, MODELS.iter().map(|m| m.0).collect::<Vec<_>>().join(", "));
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
         ensure!(self.batch >= 1, "batch size must be at least 1, got {}", self.batch);
         ensure!(self.micro_batches != Some(0), "micro-batches must be at least 1, got 0");
@@ -131,17 +153,17 @@ impl DensityConfig {
         }
         self.optim.validate()?;
         self.schedule.validate()?;
-        // Each model option and the models it applies to.
-        let options: [(&str, bool, &[&str]); 6] = [
-            ("hidden", self.hidden.is_some(), &["nade", "made", "oanade"]),
-            ("layers", self.layers.is_some(), &["made", "oanade"]),
-            ("masks", self.masks.is_some(), &["made"]),
-            ("order", self.order.is_some(), &["made"]),
-            ("order-agnostic", self.order_agnostic.is_some(), &["made"]),
-            ("orderings", self.orderings.is_some(), &["oanade"]),
+        let set = [
+            ("hidden", self.hidden.is_some()),
+            ("layers", self.layers.is_some()),
+            ("masks", self.masks.is_some()),
+            ("order", self.order.is_some()),
+            ("order_agnostic", self.order_agnostic.is_some()),
+            ("orderings", self.orderings.is_some()),
         ];
-        for (name, set, models) in options {
-            ensure!(!set || models.contains(&self.algo.as_str()), "--{name} does not apply to {} (it is for {})", self.algo, models.join(", "));
+        for (field, set) in set {
+            let users: Vec<&str> = DensityAlgo::ALL.iter().filter(|a| a.takes(field)).map(|a| a.name()).collect();
+            ensure!(!set || self.algo.takes(field), "--{} does not apply to {} (it is for {})", field.replace('_', "-"), self.algo, users.join(", "));
         }
         for (name, v) in [("hidden", self.hidden), ("layers", self.layers), ("masks", self.masks), ("orderings", self.orderings)] {
             ensure!(v != Some(0), "{name} must be at least 1, got 0");
@@ -158,16 +180,16 @@ impl DensityConfig {
     /// saved config states every value.
     pub fn with_model_defaults(&self, dim: usize) -> DensityConfig {
         let mut c = self.clone();
-        if c.algo != "fvsbn" {
+        if c.algo != DensityAlgo::Fvsbn {
             c.hidden = Some(c.hidden.unwrap_or(if dim <= 100 { 100 } else { 500 }));
         }
-        if c.algo == "made" {
+        if c.algo == DensityAlgo::Made {
             c.layers = Some(c.layers.unwrap_or(1));
             c.masks = Some(c.masks.unwrap_or(1));
             c.order = Some(c.order.unwrap_or(Order::Random));
             c.order_agnostic = Some(c.order_agnostic.unwrap_or(false));
         }
-        if c.algo == "oanade" {
+        if c.algo == DensityAlgo::Oanade {
             c.layers = Some(c.layers.unwrap_or(1));
             c.orderings = Some(c.orderings.unwrap_or(1));
         }
@@ -182,10 +204,10 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
     let mut rng = Rng::stream(cfg.seed, "init");
     let hidden = cfg.hidden.unwrap_or(0);
     ensure_fits(&cfg, dim)?;
-    match cfg.algo.as_str() {
-        "fvsbn" => Ok(Box::new(Fvsbn::new(dim, &mut rng, device)?)),
-        "nade" => Ok(Box::new(Nade::new(dim, hidden, &mut rng, device)?)),
-        "made" => Ok(Box::new(Made::new(
+    match cfg.algo {
+        DensityAlgo::Fvsbn => Ok(Box::new(Fvsbn::new(dim, &mut rng, device)?)),
+        DensityAlgo::Nade => Ok(Box::new(Nade::new(dim, hidden, &mut rng, device)?)),
+        DensityAlgo::Made => Ok(Box::new(Made::new(
             dim,
             hidden,
             cfg.layers.unwrap_or(1),
@@ -195,8 +217,7 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
             cfg.seed,
             device,
         )?)),
-        "oanade" => Ok(Box::new(OaNade::new(dim, hidden, cfg.layers.unwrap_or(1), cfg.orderings.unwrap_or(1), cfg.seed, device)?)),
-        other => bail!("unknown density model '{other}'"),
+        DensityAlgo::Oanade => Ok(Box::new(OaNade::new(dim, hidden, cfg.layers.unwrap_or(1), cfg.orderings.unwrap_or(1), cfg.seed, device)?)),
     }
 }
 
@@ -206,20 +227,19 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
 fn ensure_fits(cfg: &DensityConfig, dim: usize) -> Result<()> {
     use wick_core::mem::{ensure_fits, product, training_bytes};
     let (h, b, layers, masks) = (cfg.hidden.unwrap_or(0), cfg.batch, cfg.layers.unwrap_or(1), cfg.masks.unwrap_or(1));
-    let (params, activations) = match cfg.algo.as_str() {
-        "fvsbn" => (product(&[dim, dim]), product(&[b, dim])),
-        "nade" => (product(&[2, dim, h]), product(&[b, dim, h])),
-        "made" => {
-            let weights = product(&[2, dim, h]).saturating_add(product(&[layers.saturating_sub(1), h, h]));
-            (weights.saturating_mul(1 + masks as u128), product(&[b, layers, h]).saturating_mul(3))
-        }
+    let (params, activations) = match cfg.algo {
+        DensityAlgo::Fvsbn => (product(&[dim, dim]), product(&[b, dim])),
+        DensityAlgo::Nade => (product(&[2, dim, h]), product(&[b, dim, h])),
         // W_x, W_m, V and the upper layers; per row the mask, the loss weights and 3 copies of
         // each hidden layer (pre-activation, activation, gradient).
-        "oanade" => (
+        DensityAlgo::Oanade => (
             product(&[3, dim, h]).saturating_add(product(&[layers.saturating_sub(1), h, h])),
             product(&[b, 4, dim]).saturating_add(product(&[b, layers, h]).saturating_mul(3)),
         ),
-        _ => return Ok(()),
+        DensityAlgo::Made => {
+            let weights = product(&[2, dim, h]).saturating_add(product(&[layers.saturating_sub(1), h, h]));
+            (weights.saturating_mul(1 + masks as u128), product(&[b, layers, h]).saturating_mul(3))
+        }
     };
     let what = format!("{} with --hidden {h} on {dim} inputs", cfg.algo);
     ensure_fits(&what, training_bytes(params, activations), "use a smaller --hidden (or --batch)")
@@ -231,13 +251,6 @@ pub fn load_data(cfg: &DensityConfig, data: Option<&str>) -> Result<(Dataset, Ve
     let d = Dataset::load_from(data.unwrap_or(&cfg.data), cfg.data_dir.as_deref().map(std::path::Path::new))?;
     let x = binarize::binarize(&d, cfg.binarize_mode(), cfg.threshold);
     Ok((d, x))
-}
-
-/// The binarised rows of one split as a `[n, D]` tensor.
-pub fn split_tensor(data: &Dataset, x: &[f32], split: Split, device: &Device) -> Result<Tensor> {
-    let idx = data.indices(split);
-    let v = Dataset::gather(x, data.dim, &idx);
-    Ok(Tensor::from_vec(v, (idx.len(), data.dim), device)?)
 }
 
 /// Per-example NLL (nats) of every row of `x`, in batches.
@@ -285,9 +298,9 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let (data, x) = load_data(cfg, None)?;
     let how = cfg.binarize_mode();
     let (xtr, xva, xte) = (
-        split_tensor(&data, &x, Split::Train, dev)?,
-        split_tensor(&data, &x, Split::Valid, dev)?,
-        split_tensor(&data, &x, Split::Test, dev)?,
+        data.split_tensor(&x, Split::Train, dev)?,
+        data.split_tensor(&x, Split::Valid, dev)?,
+        data.split_tensor(&x, Split::Test, dev)?,
     );
     let ntr = xtr.dim(0)?;
     ensure!(ntr > 0 && xva.dim(0)? > 0, "dataset '{}' has an empty train or valid split", cfg.data);
@@ -314,29 +327,17 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     // drawn from it, so a run resumed mid-epoch redraws the same one.
     let mut epoch_rng = Rng::stream(cfg.seed, "data");
     let mut st = State { epoch: 1, batch: 0, step: 0, loss_sum: 0.0, loss_count: 0, best_valid: None, best_epoch: 0, bad_epochs: 0, done: false };
-    let ckpt_path = rt.dir.checkpoint();
-    if let Some(ck) = if rt.resume { dist::load_checkpoint_from_root(&ckpt_path)? } else { None } {
-        model.params().load_from(&ck).map_err(|e| e.context(format!("resuming from '{}'", ckpt_path.display())))?;
+    let run = Session::open(rt, cfg)?;
+    if let Some(ck) = run.checkpoint()? {
+        model.params().load_from(&ck).map_err(|e| run.resume_error(e))?;
         opt.load_from(&ck, model.params())?;
         epoch_rng = ck.rng("data")?;
         st = ck.meta("train_state")?;
     }
-
     dist::check_start(&wick_core::config::to_toml(cfg)?, model.params())?;
-    if !rt.resume && world.is_root() {
-        rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
-    }
-    let mut tb = TbLogger::create_on_root(rt.dir.path())?;
-    if rt.resume {
-        // Drop whatever the interrupted process logged after its checkpoint.
-        tb.resume_at(st.epoch)?;
-    } else {
-        tb.text("config", 0, &format!("```toml\n{}\n```", wick_core::config::to_toml(cfg)?))?;
-    }
-
     let nb = ntr.div_ceil(cfg.batch) as u64;
-    let mut progress = wick_core::progress::Progress::new(&cfg.algo, cfg.epochs * nb, rt.quiet || !world.is_root());
-    progress.set_position((st.epoch - 1) * nb + st.batch as u64);
+    // A resumed run drops whatever the interrupted process logged after its checkpoint.
+    let mut run = run.start(cfg.algo.name(), Some(st.epoch), cfg.epochs * nb, (st.epoch - 1) * nb + st.batch as u64)?;
     let t0 = Instant::now();
     let mut samples_here: u64 = 0;
     let log_every = if cfg.log_every == 0 { u64::MAX } else { cfg.log_every };
@@ -367,6 +368,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
                 lval = f64::NAN;
             }
             if !lval.is_finite() {
+                let ckpt_path = run.dir().checkpoint();
                 let kept = if ckpt_path.exists() {
                     format!("the last good checkpoint is '{}'", ckpt_path.display())
                 } else {
@@ -383,12 +385,10 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             st.loss_sum += lval * (hi - lo) as f64;
             st.loss_count += (hi - lo) as u64;
             epoch_samples += (hi - lo) as u64;
-            progress.inc(1);
+            run.progress.inc(1);
             if combined.interrupted {
-                save_checkpoint(&ckpt_path, &*model, &opt, &epoch_rng, &st, cfg)?;
-                tb.flush()?;
-                progress.finish();
-                return Ok(Outcome::Interrupted { step: st.step });
+                run.save(checkpoint(&*model, &opt, &epoch_rng, &st)?)?;
+                return run.interrupt(st.step);
             }
         }
         samples_here += epoch_samples;
@@ -396,21 +396,28 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         let train_nll = st.loss_sum / st.loss_count.max(1) as f64;
         // Rank 0 evaluates; every rank needs the figure for early stopping.
         let valid_nll = world.broadcast_f64(if world.is_root() { mean_nll(&*model, &xva)? } else { 0.0 });
-        tb.scalar("losses/train_nll", e, train_nll)?;
-        tb.scalar("eval/valid_nll", e, valid_nll)?;
-        tb.scalar("charts/learning_rate", e, lr)?;
-        tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9))?;
+        run.tb.scalar("losses/train_nll", e, train_nll)?;
+        run.tb.scalar("eval/valid_nll", e, valid_nll)?;
+        run.tb.scalar("charts/learning_rate", e, lr)?;
+        run.tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9))?;
         if e % log_every == 0 && world.is_root() {
-            log_samples_and_weights(&mut tb, &*model, &data, &x, cfg.seed, e)?;
+            log_samples_and_weights(&mut run.tb, &*model, &data, &x, cfg.seed, e)?;
         }
-        tb.flush()?;
+        run.tb.flush()?;
         wick_core::fault::point("after-log");
-        progress.message(format!("epoch {e} train_nll {train_nll:.3} valid_nll {valid_nll:.3}"));
+        run.progress.message(format!("epoch {e} train_nll {train_nll:.3} valid_nll {valid_nll:.3}"));
         if st.best_valid.is_none_or(|b| valid_nll < b) {
             st.best_valid = Some(valid_nll);
             st.best_epoch = e;
             st.bad_epochs = 0;
-            save_best(&rt.dir.best(), &*model, e, valid_nll, cfg)?;
+            let mut best = Checkpoint::new();
+            model.params().save_to(&mut best)?;
+            for (name, t) in model.buffers()? {
+                best.put_tensor(&name, &t)?;
+            }
+            best.set_meta("epoch", &e);
+            best.set_meta("valid_nll", &valid_nll);
+            run.save_best(best)?;
         } else {
             st.bad_epochs += 1;
             if cfg.patience > 0 && st.bad_epochs >= cfg.patience {
@@ -422,25 +429,24 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         st.loss_sum = 0.0;
         st.loss_count = 0;
         epoch_rng = rng;
-        save_checkpoint(&ckpt_path, &*model, &opt, &epoch_rng, &st, cfg)?;
-        tb.flush()?;
+        run.save(checkpoint(&*model, &opt, &epoch_rng, &st)?)?;
+        run.tb.flush()?;
     }
-    progress.finish();
+    run.progress.finish();
     let train_secs = t0.elapsed().as_secs_f64();
     if !world.is_root() {
-        return Ok(Outcome::Finished(serde_json::Value::Null));
+        return run.finish(serde_json::Value::Null);
     }
 
     // Final figures come from the best model.
-    let best = Checkpoint::load(&rt.dir.best())?;
+    let best = Checkpoint::load(&run.dir().best())?;
     model.params().load_from(&best)?;
     let (train_nll, valid_nll, test_nll) = (mean_nll(&*model, &xtr)?, mean_nll(&*model, &xva)?, mean_nll(&*model, &xte)?);
     let last_epoch = st.epoch - 1;
     // Logged at step epochs_run + 1, past every epoch's step, so that a run killed during this
     // final phase purges it on resume (resume_at(st.epoch)) and logs it exactly once.
-    tb.scalar("eval/test_nll", st.epoch, test_nll)?;
-    log_samples_and_weights(&mut tb, &*model, &data, &x, cfg.seed, st.epoch)?;
-    tb.flush()?;
+    run.tb.scalar("eval/test_nll", st.epoch, test_nll)?;
+    log_samples_and_weights(&mut run.tb, &*model, &data, &x, cfg.seed, st.epoch)?;
     let metrics = serde_json::json!({
         "algo": cfg.algo,
         "data": cfg.data,
@@ -460,64 +466,18 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         "optimizer_steps": st.step,
         "train_samples_per_s": if samples_here > 0 { serde_json::json!(samples_here as f64 / train_secs.max(1e-9)) } else { serde_json::Value::Null },
     });
-    rt.dir.write_metrics(&metrics)?;
-    Ok(Outcome::Finished(metrics))
+    run.finish(metrics)
 }
 
-fn save_best(path: &std::path::Path, model: &dyn DensityModel, epoch: u64, valid_nll: f64, cfg: &DensityConfig) -> Result<()> {
-    if !dist::world().is_root() {
-        return Ok(());
-    }
-    let mut best = Checkpoint::new();
-    model.params().save_to(&mut best)?;
-    for (name, t) in model.buffers()? {
-        best.put_tensor(&name, &t)?;
-    }
-    best.set_meta("epoch", &epoch);
-    best.set_meta("valid_nll", &valid_nll);
-    best.set_meta("config", cfg);
-    best.save(path)
-}
-
-/// The full state for `--resume`; rank 0 alone writes it (every rank holds the same state).
-fn save_checkpoint(path: &std::path::Path, model: &dyn DensityModel, opt: &Optimizer, data_rng: &Rng, st: &State, cfg: &DensityConfig) -> Result<()> {
-    if !dist::world().is_root() {
-        return Ok(());
-    }
+/// The full state of a run: parameters, Adam's moments, the data stream, the counters.
+fn checkpoint(model: &dyn DensityModel, opt: &Optimizer, data_rng: &Rng, st: &State) -> Result<Checkpoint> {
     let mut ck = Checkpoint::new();
     model.params().save_to(&mut ck)?;
     opt.save_to(&mut ck, model.params())?;
     ck.put_rng("data", data_rng);
     ck.set_meta("train_state", st);
-    ck.set_meta("config", cfg);
-    ck.save(path)
+    Ok(ck)
 }
-
-/// Upscale factor so that small images (8×8 digits) are visible in TensorBoard.
-pub fn display_scale(h: usize) -> usize {
-    (64 / h.max(1)).max(1)
-}
-
-/// A `cols`-wide grid of images in [0,1], as grey u8 pixels upscaled for display: (pixels, height, width).
-pub fn image_grid(images: &[f32], n: usize, h: usize, w: usize) -> (Vec<u8>, usize, usize) {
-    let cols = (n as f64).sqrt().ceil() as usize;
-    let s = display_scale(h);
-    let up: Vec<f32> = if s == 1 {
-        images.to_vec()
-    } else {
-        let mut v = Vec::with_capacity(images.len() * s * s);
-        for k in 0..n {
-            for r in 0..h * s {
-                for c in 0..w * s {
-                    v.push(images[k * h * w + (r / s) * w + c / s]);
-                }
-            }
-        }
-        v
-    };
-    wick_core::image::grid(&up, n, h * s, w * s, cols, 128)
-}
-
 
 /// Completions of the first `n` test images with the top half observed, interleaved with the
 /// originals: (original, completion) pairs, `2n` images.
@@ -567,10 +527,10 @@ fn log_samples_and_weights(tb: &mut TbLogger, model: &dyn DensityModel, data: &D
     let mut rng = Rng::stream_indexed(seed, "tb-samples", step);
     let s = model.sample(SAMPLE_GRID, &mut rng, None)?;
     if data.is_image() {
-        let (px, h, w) = image_grid(&s, SAMPLE_GRID, data.height, data.width);
+        let (px, h, w) = display_grid(&s, SAMPLE_GRID, data.height, data.width, 0);
         tb.image("samples", step, &px, h, w, 1)?;
         let (pairs, n) = completion_pairs(model, data, x, SAMPLE_GRID / 2, &mut rng)?;
-        let (px, h, w) = image_grid(&pairs, n, data.height, data.width);
+        let (px, h, w) = display_grid(&pairs, n, data.height, data.width, 0);
         tb.image("completions_top_half", step, &px, h, w, 1)?;
     } else {
         tb.text("samples", step, &vector_summary(&s, data, x))?;

@@ -27,10 +27,12 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
+use wick_core::image::display_grid;
 use wick_core::optim::{clip_grad_norm, OptimConfig, Optimizer};
 use wick_core::params::Params;
 use wick_core::rng::Rng;
 use wick_core::run::{Outcome, Runtime};
+use wick_core::session::Session;
 use wick_core::schedule::Schedule;
 use wick_core::tb::TbLogger;
 use wick_core::{bail, ensure, Result};
@@ -39,8 +41,8 @@ use wick_core::{bail, ensure, Result};
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PretrainConfig {
-    /// Objective: `masked`, `simclr` or `vicreg`.
-    pub algo: String,
+    /// The objective.
+    pub algo: Objective,
     pub data: String,
     pub encoder: EncoderKind,
     pub seed: u64,
@@ -69,7 +71,7 @@ pub struct PretrainConfig {
 impl Default for PretrainConfig {
     fn default() -> Self {
         PretrainConfig {
-            algo: "masked".into(),
+            algo: Objective::Masked,
             data: "digits".into(),
             encoder: EncoderKind::Mlp,
             seed: 0,
@@ -88,24 +90,13 @@ impl Default for PretrainConfig {
     }
 }
 
-/// How masked prediction chooses how many patches to hide (see [`wick_core::mask::Hide`]).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum MaskMode {
-    /// A fixed fraction, `mask_ratio`.
-    Ratio,
-    /// Uniformly many, the last of a random ordering: Uria et al. 2014's order-agnostic draw.
-    OrderAgnostic,
-}
-
-impl std::str::FromStr for MaskMode {
-    type Err = wick_core::Error;
-    fn from_str(s: &str) -> Result<MaskMode> {
-        match s {
-            "ratio" => Ok(MaskMode::Ratio),
-            "order-agnostic" => Ok(MaskMode::OrderAgnostic),
-            _ => Err(wick_core::Error::new(format!("unknown mask '{s}': expected ratio or order-agnostic"))),
-        }
+wick_core::choice! {
+    /// How masked prediction chooses how many patches to hide (see [`wick_core::mask::Hide`]).
+    pub enum MaskMode("mask") {
+        /// A fixed fraction of the patches, --mask-ratio
+        Ratio = "ratio",
+        /// The last P−d of a random ordering, d uniform in 0..P (Uria et al. 2014's order-agnostic draw)
+        OrderAgnostic = "order-agnostic",
     }
 }
 
@@ -120,16 +111,32 @@ impl PretrainConfig {
     }
 }
 
-/// Objectives this trainer knows, with a line each for `wick list`.
-pub const OBJECTIVES: &[(&str, &str)] = &[
-    ("masked", "masked prediction: hide patches/pixels, predict them from the rest (self-supervised encoder)"),
-    ("simclr", "SimCLR: contrast two augmented views, NT-Xent loss (self-supervised encoder)"),
-    ("vicreg", "VICReg: variance-invariance-covariance regularisation of two augmented views (self-supervised encoder)"),
-];
+wick_core::choice! {
+    /// The self-supervised objectives this trainer knows.
+    pub enum Objective("objective") {
+        /// Masked prediction: hide patches/pixels, predict them from the rest (self-supervised encoder)
+        Masked = "masked",
+        /// SimCLR: contrast two augmented views, NT-Xent loss (self-supervised encoder)
+        Simclr = "simclr",
+        /// VICReg: variance-invariance-covariance regularisation of two augmented views (self-supervised encoder)
+        Vicreg = "vicreg",
+    }
+}
+
+impl Objective {
+    /// Whether the option `field` (a config field, a flag's id) is one of this objective's
+    /// (the others' are hidden from its `--help`).
+    pub fn takes(self, field: &str) -> bool {
+        match field {
+            "temperature" => self == Objective::Simclr,
+            "mask" | "mask_ratio" | "mask_patch" => self == Objective::Masked,
+            _ => true,
+        }
+    }
+}
 
 impl PretrainConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(OBJECTIVES.iter().any(|(m, _)| *m == self.algo), "unknown objective '{}': expected masked, simclr or vicreg", self.algo);
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
         ensure!(self.batch >= 2, "batch size must be at least 2, got {}", self.batch);
         ensure!(self.temperature > 0.0 && self.temperature.is_finite(), "temperature must be a positive number, got {}", self.temperature);
@@ -143,7 +150,7 @@ impl PretrainConfig {
     /// The mask patch for images of side `side` (the config's, or the default).
     pub fn with_data_defaults(&self, side: usize) -> PretrainConfig {
         let mut c = self.clone();
-        if c.algo == "masked" {
+        if c.algo == Objective::Masked {
             c.mask_patch = Some(c.mask_patch.unwrap_or(if side >= 16 { side / 4 } else { 1 }));
         }
         c
@@ -155,12 +162,6 @@ pub fn images(data: &Dataset) -> Vec<f32> {
     data.scaled()
 }
 
-/// Rows of one split as a `[n, D]` tensor.
-pub fn split_tensor(data: &Dataset, x: &[f32], split: Split, dev: &Device) -> Result<Tensor> {
-    let idx = data.indices(split);
-    Ok(Tensor::from_vec(Dataset::gather(x, data.dim, &idx), (idx.len(), data.dim), dev)?)
-}
-
 /// The labels of one split.
 pub fn split_labels(data: &Dataset, split: Split) -> Result<Vec<u8>> {
     let Some(labels) = &data.labels else { bail!("dataset '{}' has no labels; the linear probe needs them", data.name) };
@@ -169,7 +170,7 @@ pub fn split_labels(data: &Dataset, split: Split) -> Result<Vec<u8>> {
 
 /// Probe inputs from a feature map applied to every split.
 pub fn probe_data(data: &Dataset, x: &[f32], dev: &Device, features: &dyn Fn(&Tensor) -> Result<Vec<f32>>, dim: usize) -> Result<ProbeData> {
-    let one = |s: Split| -> Result<(Vec<f32>, Vec<u8>)> { Ok((features(&split_tensor(data, x, s, dev)?)?, split_labels(data, s)?)) };
+    let one = |s: Split| -> Result<(Vec<f32>, Vec<u8>)> { Ok((features(&data.split_tensor(x, s, dev)?)?, split_labels(data, s)?)) };
     Ok(ProbeData { dim, train: one(Split::Train)?, valid: one(Split::Valid)?, test: one(Split::Test)? })
 }
 
@@ -243,60 +244,50 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     ensure!(data.is_image(), "dataset '{}' holds {}-dimensional vectors, not images; pretraining needs images (patch masks, crops)", cfg.data, data.dim);
     let cfg = &cfg.with_data_defaults(data.height.min(data.width));
     let x = images(&data);
-    let xtr = split_tensor(&data, &x, Split::Train, dev)?;
+    let xtr = data.split_tensor(&x, Split::Train, dev)?;
     let ntr = xtr.dim(0)?;
     ensure!(ntr >= 2, "dataset '{}' has fewer than 2 training rows", cfg.data);
 
     let mut params = Params::new();
     let mut init = Rng::stream(cfg.seed, "init");
     let enc = Encoder::new(cfg.encoder, data.height, data.width, &mut params, &mut init, dev)?;
-    let head = match cfg.algo.as_str() {
-        "masked" => {
+    let head = match cfg.algo {
+        Objective::Masked => {
             let spec = cfg.mask_spec(data.height, data.width);
             spec.validate()?;
             Head::Masked(MaskedPrediction::new(enc.feature_dim(), data.dim, &mut params, &mut init, dev)?, spec)
         }
-        "vicreg" => Head::VicReg(VicReg::new(enc.feature_dim(), &mut params, &mut init, dev)?, Augment::for_images(data.height, data.width)),
-        _ => Head::SimClr(SimClr::new(enc.feature_dim(), &mut params, &mut init, dev)?, Augment::for_images(data.height, data.width), cfg.temperature),
+        Objective::Vicreg => Head::VicReg(VicReg::new(enc.feature_dim(), &mut params, &mut init, dev)?, Augment::for_images(data.height, data.width)),
+        Objective::Simclr => Head::SimClr(SimClr::new(enc.feature_dim(), &mut params, &mut init, dev)?, Augment::for_images(data.height, data.width), cfg.temperature),
     };
     let mut opt = Optimizer::new(cfg.optim.clone(), &params)?;
 
-    let ckpt_path = rt.dir.checkpoint();
-    let st = if rt.resume && ckpt_path.exists() {
-        let ck = Checkpoint::load(&ckpt_path)?;
-        params.load_from(&ck).map_err(|e| e.context(format!("resuming from '{}'", ckpt_path.display())))?;
-        opt.load_from(&ck, &params)?;
-        Some(ck.meta::<State>("train_state")?)
-    } else {
-        None
-    };
-    if !rt.resume {
-        rt.dir.write_config(&wick_core::config::to_toml(cfg)?)?;
-    }
-    let mut tb = TbLogger::create(rt.dir.path())?;
-    let mut st = match st {
-        Some(st) => {
-            tb.resume_at(st.epoch)?;
-            st
+    let run = Session::open(rt, cfg)?;
+    let resumed = match run.checkpoint()? {
+        Some(ck) => {
+            params.load_from(&ck).map_err(|e| run.resume_error(e))?;
+            opt.load_from(&ck, &params)?;
+            Some(ck.meta::<State>("train_state")?)
         }
+        None => None,
+    };
+    // A resumed run drops whatever the interrupted process logged after its checkpoint (all
+    // of it, baselines included, if it wrote none).
+    let nb = ntr.div_ceil(cfg.batch) as u64;
+    let (mut run, mut st) = match resumed {
+        Some(st) => (run.start(cfg.algo.name(), Some(st.epoch), cfg.epochs * nb, (st.epoch - 1) * nb + st.batch as u64)?, st),
         None => {
-            if rt.resume {
-                tb.resume_at(0)?;
-            }
-            tb.text("config", 0, &format!("```toml\n{}\n```", wick_core::config::to_toml(cfg)?))?;
+            let mut run = run.start(cfg.algo.name(), Some(0), cfg.epochs * nb, 0)?;
             // Baselines, once: raw pixels, and this encoder as initialised.
             let raw = probe_raw(&data, &x, dev)?;
             let rnd = probe_encoder(&enc, &data, &x, dev)?;
             for (tag, v) in [("eval/raw_probe_acc_all", raw.0), ("eval/raw_probe_acc_100", raw.1), ("eval/random_probe_acc_all", rnd.0), ("eval/random_probe_acc_100", rnd.1)] {
-                tb.scalar(tag, 0, v)?;
+                run.tb.scalar(tag, 0, v)?;
             }
-            State { epoch: 1, batch: 0, step: 0, loss_sum: F64(0.0), loss_count: 0, baselines: [F64(raw.0), F64(raw.1), F64(rnd.0), F64(rnd.1)] }
+            (run, State { epoch: 1, batch: 0, step: 0, loss_sum: F64(0.0), loss_count: 0, baselines: [F64(raw.0), F64(raw.1), F64(rnd.0), F64(rnd.1)] })
         }
     };
 
-    let nb = ntr.div_ceil(cfg.batch) as u64;
-    let mut progress = wick_core::progress::Progress::new(&cfg.algo, cfg.epochs * nb, rt.quiet);
-    progress.set_position((st.epoch - 1) * nb + st.batch as u64);
     let mut samples_here = 0u64;
     let mut train_secs = 0f64;
     let every = |n: u64| if n == 0 { u64::MAX } else { n };
@@ -330,12 +321,10 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             st.loss_sum.0 += lval * (hi - lo) as f64;
             st.loss_count += (hi - lo) as u64;
             epoch_samples += (hi - lo) as u64;
-            progress.inc(1);
-            if wick_core::signal::interrupted() {
-                save_checkpoint(&ckpt_path, &params, &opt, &st, cfg)?;
-                tb.flush()?;
-                progress.finish();
-                return Ok(Outcome::Interrupted { step: st.step });
+            run.progress.inc(1);
+            if run.interrupted() {
+                run.save(checkpoint(&params, &opt, &st)?)?;
+                return run.interrupt(st.step);
             }
         }
         let secs = t_epoch.elapsed().as_secs_f64();
@@ -343,30 +332,30 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         train_secs += secs;
         let e = st.epoch;
         let train_loss = st.loss_sum.0 / st.loss_count.max(1) as f64;
-        tb.scalar(loss_tag, e, train_loss)?;
-        tb.scalar("charts/learning_rate", e, lr)?;
-        tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / secs.max(1e-9))?;
+        run.tb.scalar(loss_tag, e, train_loss)?;
+        run.tb.scalar("charts/learning_rate", e, lr)?;
+        run.tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / secs.max(1e-9))?;
         let mut msg = format!("epoch {e} {} {train_loss:.4}", loss_tag.trim_start_matches("losses/"));
         if e % every(cfg.probe_every) == 0 || e == cfg.epochs {
             let acc = probe_encoder(&enc, &data, &x, dev)?;
-            tb.scalar("eval/probe_acc_all", e, acc.0)?;
-            tb.scalar("eval/probe_acc_100", e, acc.1)?;
+            run.tb.scalar("eval/probe_acc_all", e, acc.0)?;
+            run.tb.scalar("eval/probe_acc_100", e, acc.1)?;
             msg.push_str(&format!(" probe_acc_all {:.4} probe_acc_100 {:.4}", acc.0, acc.1));
             last_probe = Some(acc);
         }
         if e % every(cfg.log_every) == 0 || e == cfg.epochs {
-            log_images(&mut tb, &head, &enc, &data, &x, cfg.seed, e, dev)?;
+            log_images(&mut run.tb, &head, &enc, &data, &x, cfg.seed, e, dev)?;
         }
-        tb.flush()?;
+        run.tb.flush()?;
         wick_core::fault::point("after-log");
-        progress.message(msg);
+        run.progress.message(msg);
         st.epoch += 1;
         st.batch = 0;
         st.loss_sum = F64(0.0);
         st.loss_count = 0;
-        save_checkpoint(&ckpt_path, &params, &opt, &st, cfg)?;
+        run.save(checkpoint(&params, &opt, &st)?)?;
     }
-    progress.finish();
+    run.progress.finish();
     let (acc_all, acc_100) = match last_probe {
         Some(a) => a,
         // Resumed after the last epoch had finished: probe the final encoder again.
@@ -390,8 +379,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         "train_seconds": (train_secs * 10.0).round() / 10.0,
         "train_samples_per_s": if samples_here > 0 { serde_json::json!(samples_here as f64 / train_secs.max(1e-9)) } else { serde_json::Value::Null },
     });
-    rt.dir.write_metrics(&metrics)?;
-    Ok(Outcome::Finished(metrics))
+    run.finish(metrics)
 }
 
 /// The loss and every parameter's gradient for batch `x` at optimizer step `step`: on the CPU
@@ -452,32 +440,13 @@ fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch
     })
 }
 
-fn save_checkpoint(path: &std::path::Path, params: &Params, opt: &Optimizer, st: &State, cfg: &PretrainConfig) -> Result<()> {
+/// The full state of a run: parameters, the optimizer's moments, the counters.
+fn checkpoint(params: &Params, opt: &Optimizer, st: &State) -> Result<Checkpoint> {
     let mut ck = Checkpoint::new();
     params.save_to(&mut ck)?;
     opt.save_to(&mut ck, params)?;
     ck.set_meta("train_state", st);
-    ck.set_meta("config", cfg);
-    ck.save(path)
-}
-
-/// Upscale factor so that 8×8 digits are visible in TensorBoard.
-fn display_scale(h: usize) -> usize {
-    (64 / h.max(1)).max(1)
-}
-
-/// A grid of `n` images with `cols` columns, upscaled for display.
-pub fn image_grid(images: &[f32], n: usize, h: usize, w: usize, cols: usize) -> (Vec<u8>, usize, usize) {
-    let s = display_scale(h);
-    let mut up = Vec::with_capacity(images.len() * s * s);
-    for k in 0..n {
-        for r in 0..h * s {
-            for c in 0..w * s {
-                up.push(images[k * h * w + (r / s) * w + c / s]);
-            }
-        }
-    }
-    wick_core::image::grid(&up, n, h * s, w * s, cols, 128)
+    Ok(ck)
 }
 
 const SHOWN: usize = 16;
@@ -516,7 +485,7 @@ fn log_images(tb: &mut TbLogger, head: &Head, enc: &Encoder, data: &Dataset, x: 
         }
     };
     // Four triplets per row of the grid.
-    let (px, h, w) = image_grid(&rows, 3 * n, data.height, data.width, 12);
+    let (px, h, w) = display_grid(&rows, 3 * n, data.height, data.width, 12);
     tb.image(tag, step, &px, h, w, 1)?;
     Ok(())
 }

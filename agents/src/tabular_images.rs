@@ -10,9 +10,9 @@
 //! - Off-policy prediction (S&B Ex. 5.4, Fig. 5.3): ordinary vs weighted importance-sampling
 //!   error against episodes, log scale. Tag `eval/mse_curves`, file `mse.png`.
 
-use crate::tabular::TabularConfig;
+use crate::parallel::McAgent;
+use crate::tabular_train::{run_policy, TabularConfig};
 use std::path::Path;
-use wick_agents::McAgent;
 use wick_core::tb::TbLogger;
 use wick_core::Result;
 use wick_envs::blackjack::{BlackjackObs, HIT};
@@ -24,7 +24,7 @@ use wick_plot::Plot;
 /// Log (and write) the run's picture, where there is one for its env.
 pub fn log_images<A: McAgent>(tb: &mut TbLogger, cfg: &TabularConfig, agent: &A, step: u64, dir: &Path) -> Result<()> {
     let values = agent.state_values();
-    let policy = crate::tabular::run_policy(agent, cfg);
+    let policy = run_policy(agent, cfg);
     if let Some((tag, fig)) = values_and_policy(cfg, &values, policy.as_deref(), step)? {
         log(tb, tag, step, &fig, &dir.join("values_and_policy.png"))?;
     }
@@ -93,7 +93,7 @@ fn grid(cfg: &TabularConfig, env: &str, values: &[f64], policy: Option<&[usize]>
     let Some((moves, bad_name, goal_name)) = moves(env) else { return Ok(None) };
     // The map as the env renders it after a reset: GridWorld `.#T` and `@` for the agent,
     // FrozenLake `SFHG`, CliffWalking `o C T` and `x` for the agent.
-    let mut e = crate::tabular::make_env(cfg)?.env;
+    let mut e = crate::tabular_train::make_env(cfg)?.env;
     let mut obs = vec![0f32; e.obs_dim()];
     e.reset(Some(cfg.seed), &mut obs)?;
     let text = e.render_text().unwrap_or_default().replace("\x1b[41m", "").replace("\x1b[0m", "");

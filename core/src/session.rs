@@ -1,0 +1,176 @@
+//! A training run's session: the plumbing every trainer shares, so that its loop holds only
+//! the algorithm (CleanRL-style, top to bottom).
+//!
+//! ```text
+//! let run = Session::open(rt, cfg)?;              // config.toml (fresh run)
+//! if let Some(ck) = run.checkpoint()? { … }       // --resume: restore parameters, streams, state
+//! let mut run = run.start(label, resume_step, total, position)?; // a new event file: purge ≥ resume_step, or log the config
+//! loop {
+//!     …                                           // the algorithm, logging to run.tb
+//!     run.save(ck)?;                              // checkpoint.safetensors (+ the config)
+//!     if run.interrupted() { return run.interrupt(step); }  // Ctrl-C
+//! }
+//! run.finish(metrics)                             // metrics.json, Outcome::Finished
+//! ```
+//!
+//! Every file a run writes goes through here ([`Session::save`], [`Session::save_best`],
+//! [`Session::write_file`], [`Session::finish`], the [`TbLogger`] it owns): in a data-parallel
+//! run (`crate::dist`) rank 0 alone writes, and reads the checkpoint for every rank.
+
+use crate::checkpoint::{write_atomic, Checkpoint};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::run::{Outcome, RunDir, Runtime};
+use crate::tb::TbLogger;
+use candle_core::Device;
+use serde::Serialize;
+
+/// The run a session belongs to: its directory, device and config.
+struct RunInfo {
+    dir: RunDir,
+    device: Device,
+    resume: bool,
+    quiet: bool,
+    /// The config as checkpoints store it (metadata `config`) and TensorBoard shows it (text `config`).
+    config: serde_json::Value,
+    config_toml: String,
+}
+
+/// A session before its loop: the run directory is open (a fresh run's `config.toml` written),
+/// the checkpoint not yet read, nothing logged. [`Opening::start`] begins the loop's [`Session`].
+pub struct Opening {
+    run: RunInfo,
+}
+
+/// A run in its loop: the run directory with its TensorBoard logger and progress line.
+pub struct Session {
+    run: RunInfo,
+    /// The run's event file.
+    pub tb: TbLogger,
+    /// The progress bar (or plain lines off a terminal).
+    pub progress: Progress,
+}
+
+impl Session {
+    /// Open the run of `rt` with resolved config `cfg`; a fresh run writes `config.toml`.
+    /// Nothing else is written before [`Opening::start`], so a run that fails to restore its
+    /// checkpoint leaves its directory as it was.
+    pub fn open<C: Serialize>(rt: &Runtime, cfg: &C) -> Result<Opening> {
+        let config_toml = crate::config::to_toml(cfg)?;
+        if !rt.resume && crate::dist::world().is_root() {
+            rt.dir.write_config(&config_toml)?;
+        }
+        let config = serde_json::to_value(cfg).map_err(|e| Error::new(format!("serialising config: {e}")))?;
+        Ok(Opening { run: RunInfo { dir: rt.dir.clone(), device: rt.device.clone(), resume: rt.resume, quiet: rt.quiet, config, config_toml } })
+    }
+
+    pub fn dir(&self) -> &RunDir {
+        &self.run.dir
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.run.device
+    }
+
+    /// Write `ck`, with the config in its metadata, to `checkpoint.safetensors` (atomically).
+    pub fn save(&self, ck: Checkpoint) -> Result<()> {
+        self.save_as(ck, &self.run.dir.checkpoint())
+    }
+
+    /// Write `ck`, with the config in its metadata, to `best.safetensors` (atomically).
+    pub fn save_best(&self, ck: Checkpoint) -> Result<()> {
+        self.save_as(ck, &self.run.dir.best())
+    }
+
+    fn save_as(&self, mut ck: Checkpoint, path: &std::path::Path) -> Result<()> {
+        if !crate::dist::world().is_root() {
+            return Ok(());
+        }
+        ck.set_meta("config", &self.run.config);
+        ck.save(path)
+    }
+
+    /// Write another file of the run (e.g. a CSV of curves) atomically.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        if !crate::dist::world().is_root() {
+            return Ok(());
+        }
+        write_atomic(&self.run.dir.file(name), bytes)
+    }
+
+    /// Whether Ctrl-C (SIGINT/SIGTERM) asked the run to stop.
+    pub fn interrupted(&self) -> bool {
+        crate::signal::interrupted()
+    }
+
+    /// Stop after Ctrl-C, the checkpoint of `step` saved: flush the logs.
+    pub fn interrupt(mut self, step: u64) -> Result<Outcome> {
+        self.tb.flush()?;
+        self.progress.finish();
+        Ok(Outcome::Interrupted { step })
+    }
+
+    /// End the run: flush the logs and write `metrics.json`.
+    pub fn finish(mut self, metrics: serde_json::Value) -> Result<Outcome> {
+        self.progress.finish();
+        self.tb.flush()?;
+        if crate::dist::world().is_root() {
+            self.run.dir.write_metrics(&metrics)?;
+        }
+        Ok(Outcome::Finished(metrics))
+    }
+}
+
+impl Opening {
+    /// State `cfg` in the checkpoints and the TensorBoard text instead of the config given to
+    /// [`Session::open`] (which `config.toml` keeps): for a trainer that completes its config
+    /// after the run directory exists (MC Basic's batch).
+    pub fn describe<C: Serialize>(&mut self, cfg: &C) -> Result<()> {
+        self.run.config_toml = crate::config::to_toml(cfg)?;
+        self.run.config = serde_json::to_value(cfg).map_err(|e| Error::new(format!("serialising config: {e}")))?;
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &RunDir {
+        &self.run.dir
+    }
+
+    /// Whether this run continues an earlier one (`--resume`).
+    pub fn resuming(&self) -> bool {
+        self.run.resume
+    }
+
+    /// The checkpoint to continue from: `Some` for a resumed run that wrote one (as rank 0
+    /// reads it, on every rank).
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>> {
+        if !self.run.resume {
+            return Ok(None);
+        }
+        crate::dist::load_checkpoint_from_root(&self.run.dir.checkpoint())
+    }
+
+    /// An error in restoring from the checkpoint, said as such.
+    pub fn resume_error(&self, e: Error) -> Error {
+        e.context(format!("resuming from '{}'", self.run.dir.checkpoint().display()))
+    }
+
+    /// Begin the loop: open a new TensorBoard event file; a resumed run drops whatever its
+    /// interrupted process logged at steps `resume_step` and later (`None`: nothing to drop); a
+    /// fresh one (or a resumed one that drops step 0) logs its config as text at step 0. The
+    /// progress line counts `total` units (labelled `label`), `position` of them done.
+    pub fn start(self, label: &str, resume_step: Option<u64>, total: u64, position: u64) -> Result<Session> {
+        let run = self.run;
+        let mut tb = TbLogger::create_on_root(run.dir.path())?;
+        if run.resume {
+            if let Some(step) = resume_step {
+                tb.resume_at(step)?;
+            }
+        }
+        if !run.resume || resume_step == Some(0) {
+            tb.text("config", 0, &format!("```toml\n{}\n```", run.config_toml))?;
+        }
+        let mut progress = Progress::new(label, total, run.quiet || !crate::dist::world().is_root());
+        progress.set_position(position);
+        Ok(Session { run, tb, progress })
+    }
+}

@@ -1,0 +1,93 @@
+//! MADE's CPU path: a member's forward pass, fused loss and backward pass on units sorted by
+//! degree, where every mask is a staircase ([`crate::staircase`]) and the products skip its
+//! zero blocks. The same values as the Candle path of [`super::Made`] (tested there).
+
+use super::Made;
+use crate::staircase::{bce_rows_host, with_host, Staircase};
+use candle_core::{DType, Tensor};
+use wick_core::Result;
+
+/// Per layer: packed weights, their gradient, the layer's output (then its gradient); and the
+/// sorted input and an input-gradient buffer.
+#[derive(Default)]
+pub(super) struct Scratch {
+    ws: Vec<Vec<f32>>,
+    dws: Vec<Vec<f32>>,
+    acts: Vec<Vec<f32>>,
+    xs: Vec<f32>,
+    dx: Vec<f32>,
+}
+
+/// The CPU path's result for one member: −log p_k(x) per row, and the gradients of the mean
+/// over the rows, `(∂W_l, ∂b_l)` per layer in the parameters' layout.
+pub(super) type HostNll = (Vec<f32>, Option<Vec<(Vec<f32>, Vec<f32>)>>);
+
+impl Made {
+    pub(super) fn host_path(&self, x: &Tensor) -> bool {
+        x.device().is_cpu() && x.dtype() == DType::F32 && self.layers[0].0.dtype() == DType::F32
+    }
+
+    /// The CPU path for member k: the forward pass on sorted units, the fused loss, and with
+    /// `grad` the backward pass, the same equations as [`DensityModel::loss_and_grads`].
+    /// The output layer's units are sorted by m⁰ like the inputs, so the targets are the
+    /// sorted inputs.
+    pub(super) fn host_member(&self, x: &Tensor, k: usize, grad: bool) -> Result<HostNll> {
+        let (rows, d) = x.dims2()?;
+        let st = &self.stairs[k];
+        let last = st.len() - 1;
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let Scratch { ws, dws, acts, xs, dx } = &mut *guard;
+        ws.resize_with(st.len(), Vec::new);
+        dws.resize_with(st.len(), Vec::new);
+        acts.resize_with(st.len(), Vec::new);
+        xs.resize(rows * d, 0.0);
+        Staircase::gather_cols(&xv, &st[0].in_perm, xs);
+        let mut biases = Vec::with_capacity(st.len());
+        for (l, (s, (w, b))) in st.iter().zip(&self.layers).enumerate() {
+            ws[l].resize(s.n_in * s.n_out, 0.0);
+            with_host(w, "made weight", |w| s.pack(w, false, &mut ws[l]))?;
+            let b = b.to_vec1::<f32>()?;
+            let bs: Vec<f32> = s.out_perm.iter().map(|&o| b[o]).collect();
+            let (done, rest) = acts.split_at_mut(l);
+            let y = &mut rest[0];
+            y.resize(rows * s.n_out, 0.0);
+            let input = if l == 0 { &xs[..] } else { &done[l - 1][..] };
+            s.forward(input, &ws[l], false, &bs, y, rows);
+            if l < last {
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            biases.push(bs);
+        }
+        let nll = bce_rows_host(&mut acts[last], xs, d, grad.then_some(1.0 / rows as f32));
+        if !grad {
+            return Ok((nll, None));
+        }
+        let mut grads = vec![(Vec::new(), Vec::new()); st.len()];
+        for l in (0..=last).rev() {
+            let s = &st[l];
+            let (below, rest) = acts.split_at_mut(l);
+            let da = &rest[0];
+            let input = if l == 0 { &xs[..] } else { &below[l - 1][..] };
+            dws[l].resize(s.n_in * s.n_out, 0.0);
+            let mut dbs = vec![0f32; s.n_out];
+            s.grad_weight(input, da, false, &mut dws[l], &mut dbs, rows);
+            let dw = s.unpack(&dws[l], false);
+            let mut db = vec![0f32; s.n_out];
+            for (&o, &g) in s.out_perm.iter().zip(&dbs) {
+                db[o] = g;
+            }
+            grads[l] = (dw, db);
+            if l > 0 {
+                dx.resize(rows * s.n_in, 0.0);
+                s.grad_input(da, &ws[l], false, dx, rows);
+                // ∂a_{l−1} = ∂h ⊙ 1[h > 0], in place of h.
+                for (h, &g) in below[l - 1].iter_mut().zip(dx.iter()) {
+                    *h = if *h > 0.0 { g } else { 0.0 };
+                }
+            }
+        }
+        Ok((nll, Some(grads)))
+    }
+
+}
