@@ -207,6 +207,7 @@ fn resume_continues_exactly_with_another_rank_count() {
 /// bits of the uninterrupted run.
 #[cfg(feature = "mpi")]
 #[test]
+#[ignore = "flaky (seen 2026-12-05): on a quiet machine the SIGINT sent to mpirun after the first checkpoint often does not stop the ranks before the 2-second run ends; run with --ignored"]
 fn ctrl_c_under_mpirun_checkpoints_and_resumes_exactly() {
     let Some(mpirun) = mpirun() else { return };
     let d = scratch("dist-ctrlc");
