@@ -8,6 +8,12 @@
 //! (seed, epoch, step), so a run resumed mid-epoch continues exactly. Parameters are initialised from the `init` stream; the random-init baseline is the
 //! same encoder straight from that stream.
 //!
+//! Data-parallel (`mpirun -np N`, core's dist.rs): `batch` is the global batch, cut into
+//! `micro_batches` contiguous parts; masked prediction sums its parts' gradients in order as the
+//! density trainers do, SimCLR and VICReg all-gather their parts' projections and take the loss
+//! over the whole batch ([`micro_batch_grads`]). N ranks give the bits of one process with
+//! `--micro-batches N`; rank 0 alone probes, logs and writes files.
+//!
 //! TensorBoard (step = epoch): `losses/masked_bce`, `losses/nt_xent` or `losses/vicreg` (mean over the epoch's
 //! batches), `charts/learning_rate`, `charts/samples_per_s`, `eval/probe_acc_all` and
 //! `eval/probe_acc_100` every `probe_every` epochs and at the end, the baselines
