@@ -754,6 +754,55 @@ mod tests {
         assert!(!c.interrupted);
     }
 
+    /// A loss that couples all rows (the variance of z = x·w over the batch), through the
+    /// gathered step in 1, 2, 3 and 6 micro-batches (5 rows: uneven, one empty), against
+    /// Candle's backward of the whole batch.
+    #[test]
+    fn gathered_step_gives_the_whole_batch_gradient() {
+        struct Variance<'a> {
+            x: &'a Tensor,
+            w: &'a candle_core::Var,
+        }
+        impl GatheredLoss for Variance<'_> {
+            type State = Tensor;
+            fn width(&self) -> usize {
+                1
+            }
+            fn forward(&mut self, lo: usize, hi: usize) -> Result<(Vec<f32>, Tensor)> {
+                let z = self.x.narrow(0, lo, hi - lo)?.matmul(&self.w.unsqueeze(1)?)?.squeeze(1)?;
+                Ok((z.to_vec1::<f32>()?, z))
+            }
+            fn loss(&mut self, outputs: &[f32], b: usize) -> Result<(f64, Vec<f32>)> {
+                let z = candle_core::Var::from_slice(outputs, b, &Device::Cpu)?;
+                let l = z.broadcast_sub(&z.mean_all()?)?.sqr()?.mean_all()?;
+                let g = l.backward()?.get(&z).expect("a gradient").to_vec1::<f32>()?;
+                Ok((l.to_scalar::<f32>()? as f64, g))
+            }
+            fn backward(&mut self, z: Tensor, _lo: usize, _hi: usize, grad: &[f32]) -> Result<GradStore> {
+                Ok((z * Tensor::from_slice(grad, grad.len(), &Device::Cpu)?)?.sum_all()?.backward()?)
+            }
+        }
+        let dev = Device::Cpu;
+        let mut p = Params::new();
+        let w = p.uniform("w", &[3], 1.0, &mut Rng::stream(3, "init"), &dev).unwrap();
+        let x = Tensor::from_vec((0..5 * 3).map(|i| (i as f32 * 0.71).cos()).collect::<Vec<_>>(), (5, 3), &dev).unwrap();
+        let z = x.matmul(&w.unsqueeze(1).unwrap()).unwrap().squeeze(1).unwrap();
+        let whole = z.broadcast_sub(&z.mean_all().unwrap()).unwrap().sqr().unwrap().mean_all().unwrap();
+        let want = whole.backward().unwrap().get(&w).unwrap().to_vec1::<f32>().unwrap();
+        let wl = whole.to_scalar::<f32>().unwrap() as f64;
+        let wv = candle_core::Var::from_tensor(&w).unwrap();
+        assert!(want.iter().any(|g| g.abs() > 1e-3), "{want:?}");
+        for m in [1, 2, 3, 6] {
+            let dp = DataParallel::new(m, 6, world()).unwrap();
+            let c = dp.step_gathered(&p, 5, &mut Variance { x: &x, w: &wv }).unwrap();
+            assert!((c.loss - wl).abs() < 1e-6, "M={m}: {} vs {wl}", c.loss);
+            let got = c.grads.get(&w).unwrap().to_vec1::<f32>().unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-6, "M={m}: {got:?} vs {want:?}");
+            }
+        }
+    }
+
     #[test]
     fn one_micro_batch_is_the_plain_step() {
         let dev = Device::Cpu;
