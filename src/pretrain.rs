@@ -36,6 +36,12 @@ pub struct PretrainFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
+    /// Cut each batch into this many contiguous micro-batches and sum their gradients in order
+    /// (gradient accumulation; SimCLR and VICReg still take their loss over the whole batch; under
+    /// mpirun the ranks share them, a multiple of the rank count) [default: the number of ranks, 1 without mpirun]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batches: Option<usize>,
     /// SimCLR: NT-Xent temperature τ > 0
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,9 +79,6 @@ pub struct PretrainFlags {
 }
 
 pub fn train(algo: Objective, flags: PretrainFlags) -> Result<ExitCode> {
-    if wick_core::dist::world().size() > 1 {
-        bail!("{algo} does not train data-parallel yet (only fvsbn, nade and made do): run it without mpirun/srun");
-    }
     let (cfg, prepared) = configure(algo.name(), flags_table(&flags)?, &flags.common, |cfg: PretrainConfig| {
         cfg.validate()?;
         let (data, seed) = (cfg.data.clone(), cfg.seed);

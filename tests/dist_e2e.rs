@@ -319,3 +319,89 @@ fn without_the_feature_more_ranks_are_refused_in_one_line() {
     assert!(std::fs::read_dir(&d).unwrap().next().is_none(), "no run directory was made");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Pretraining, small: batch 48 splits into 2 and 3 micro-batches, and the digits train split
+/// ends each epoch with a short batch (uneven shares). Masked prediction with 3×3 patches on
+/// 8×8 images hides a different pixel count per image (the shares' normalisers differ).
+const PRETRAIN: &[(&str, &[&str])] = &[
+    ("masked", &["--data", "digits", "--epochs", "2", "--batch", "48", "--mask-patch", "3", "--probe-every", "1", "--log-every", "2"]),
+    ("simclr", &["--data", "digits", "--epochs", "2", "--batch", "48", "--probe-every", "1", "--log-every", "2"]),
+    ("vicreg", &["--data", "digits", "--epochs", "2", "--batch", "48", "--probe-every", "1", "--log-every", "2"]),
+];
+
+/// A pretraining run's files whose bytes must not depend on N (it writes no best.safetensors).
+fn same_pretrain_run(a: &Path, b: &Path, what: &str) {
+    for f in ["checkpoint.safetensors", "config.toml"] {
+        let (x, y) = (std::fs::read(a.join(f)), std::fs::read(b.join(f)));
+        let (x, y) = (x.unwrap_or_else(|e| panic!("{what}: {}: {e}", a.join(f).display())), y.unwrap_or_else(|e| panic!("{what}: {}: {e}", b.join(f).display())));
+        assert!(x == y, "{what}: {f} differs");
+    }
+    assert_eq!(metrics_sans_timing(a), metrics_sans_timing(b), "{what}: metrics.json");
+    let sa = scalars_sans_timing(a);
+    assert!(sa.contains_key("eval/probe_acc_all") && sa.keys().any(|k| k.starts_with("losses/")), "{what}: scalars {:?}", sa.keys());
+    assert_eq!(sa, scalars_sans_timing(b), "{what}: TensorBoard scalars");
+}
+
+/// Masked prediction, SimCLR and VICReg: N ranks give the bits of one process with N
+/// micro-batches (SimCLR's and VICReg's loss over the whole global batch, projections
+/// all-gathered).
+#[cfg(feature = "mpi")]
+#[test]
+fn pretraining_n_ranks_give_the_bits_of_one_process_with_n_micro_batches() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-pretrain-equal");
+    for (algo, extra) in PRETRAIN {
+        let plain = format!("{algo}-plain");
+        run_ok(&train_args(algo, extra, &d, &plain, &[]));
+        for n in [2usize, 3] {
+            let (one, many) = (format!("{algo}-micro{n}"), format!("{algo}-np{n}"));
+            let ns = n.to_string();
+            run_ok(&train_args(algo, extra, &d, &one, &["--micro-batches", &ns]));
+            let out = mpi_ok(&mpirun, n, &train_args(algo, extra, &d, &many, &[]));
+            assert_eq!(out.lines().filter(|l| l.contains(": done in ")).count(), 1, "only rank 0 reports: {out}");
+            same_pretrain_run(&d.join(&one), &d.join(&many), &format!("{algo}: mpirun -np {n} vs --micro-batches {n}"));
+            let cfg = std::fs::read_to_string(d.join(&many).join("config.toml")).unwrap();
+            assert!(cfg.contains(&format!("micro_batches = {n}")), "{cfg}");
+            assert_eq!(wick_core::tb::event_files(&d.join(&many)).unwrap().len(), 1, "only rank 0 wrote");
+        }
+        // Accumulation really changes the arithmetic (so the equality above is not vacuous).
+        let a = std::fs::read(d.join(&plain).join("checkpoint.safetensors")).unwrap();
+        let b = std::fs::read(d.join(format!("{algo}-micro2")).join("checkpoint.safetensors")).unwrap();
+        assert!(a != b, "{algo}: --micro-batches 2 gave the bits of the plain step");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// SimCLR stopped by a crash under 2 ranks and resumed by one process; started by one process
+/// with 6 micro-batches, crashed, resumed under 3 ranks: both equal the uninterrupted runs.
+#[cfg(feature = "mpi")]
+#[test]
+fn pretraining_resumes_exactly_with_another_rank_count() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-pretrain-resume");
+    let extra: &[&str] = &["--data", "digits", "--epochs", "3", "--batch", "48", "--probe-every", "2", "--log-every", "2"];
+    for (m, first_n, then_n) in [(2usize, 2usize, 1usize), (6, 1, 3)] {
+        let ms = m.to_string();
+        let reference = format!("ref-m{m}");
+        run_ok(&train_args("simclr", extra, &d, &reference, &["--micro-batches", &ms]));
+        let name = format!("crash-m{m}");
+        // Abort (as abruptly as SIGKILL) after epoch 2's logs, before its checkpoint.
+        let fresh = train_args("simclr", extra, &d, &name, &["--micro-batches", &ms]);
+        let code = if first_n == 1 {
+            wick().args(&fresh).env("WICK_FAULT", "after-log:2").stderr(std::process::Stdio::null()).status().unwrap().code().unwrap_or(-1)
+        } else {
+            mpi_command(&mpirun, first_n, env!("CARGO_BIN_EXE_wick"), &fresh).env("WICK_FAULT", "after-log:2").output().unwrap().status.code().unwrap_or(-1)
+        };
+        assert_ne!(code, 0, "the fault was injected");
+        let dir = d.join(&name);
+        assert!(!dir.join("metrics.json").exists());
+        let resume = ["train", "simclr", "--quiet", "--threads", "1", "--resume", s(&dir)];
+        if then_n == 1 {
+            run_ok(&resume);
+        } else {
+            mpi_ok(&mpirun, then_n, &resume);
+        }
+        same_pretrain_run(&d.join(&reference), &dir, &format!("simclr, micro-batches {m}: {first_n} rank(s), crash, resume with {then_n}"));
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

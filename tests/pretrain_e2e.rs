@@ -198,3 +198,35 @@ fn bad_pretraining_inputs_give_one_line_and_exit_2() {
     }
     assert!(std::fs::read_dir(&d).unwrap().next().is_none(), "no run directory was left behind");
 }
+
+/// `--micro-batches` in one process (the default build; gradient accumulation, and what N ranks
+/// under mpirun reproduce: tests/dist_e2e.rs): SimCLR's loss stays the whole batch's NT-Xent
+/// (its curve follows the plain run's closely), the bits do not depend on the thread count or
+/// on a crash and resume, and they differ from the plain step's.
+#[test]
+fn simclr_micro_batches_in_one_process() {
+    let d = scratch("pt-micro");
+    let args: &[&str] = &["simclr", "--data", "digits", "--epochs", "3", "--probe-every", "2", "--log-every", "2", "--batch", "48"];
+    let plain = train(&d, "plain", &[args, &["--threads", "1"]].concat());
+    let m2 = train(&d, "m2", &[args, &["--micro-batches", "2", "--threads", "1"]].concat());
+    let m2t = train(&d, "m2-threads2", &[args, &["--micro-batches", "2", "--threads", "2"]].concat());
+    compare(&m2, &m2t, "--micro-batches 2, 1 vs 2 threads");
+    assert!(std::fs::read_to_string(m2.join("config.toml")).unwrap().contains("micro_batches = 2"));
+    assert!(!std::fs::read_to_string(plain.join("config.toml")).unwrap().contains("micro_batches"));
+    assert!(std::fs::read(plain.join("checkpoint.safetensors")).unwrap() != std::fs::read(m2.join("checkpoint.safetensors")).unwrap());
+    // Each micro-batch's own NT-Xent (24 images' negatives instead of 48) would be far lower.
+    let (lp, lm) = (scalars_sans_timing(&plain)["losses/nt_xent"].clone(), scalars_sans_timing(&m2)["losses/nt_xent"].clone());
+    for ((_, a), (_, b)) in lp.iter().zip(&lm) {
+        assert!((a - b).abs() < 0.01 * a.abs(), "nt_xent curves: plain {lp:?} vs micro-batches 2 {lm:?}");
+    }
+
+    let crashed = d.join("crashed");
+    let mut a: Vec<&str> = vec!["train"];
+    a.extend(args);
+    a.extend(["--micro-batches", "2", "--quiet", "--logdir", s(&d), "--run-name", "crashed"]);
+    let status = wick().args(&a).env("WICK_FAULT", "after-log:2").stderr(std::process::Stdio::null()).status().unwrap();
+    assert!(!status.success(), "WICK_FAULT should abort the run");
+    run_ok(&["train", "simclr", "--resume", s(&crashed), "--quiet"]);
+    compare(&m2, &crashed, "--micro-batches 2: crash and resume");
+    let _ = std::fs::remove_dir_all(&d);
+}

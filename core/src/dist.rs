@@ -413,6 +413,119 @@ impl DataParallel {
     }
 }
 
+/// A loss over the whole global batch (SimCLR's NT-Xent, VICReg's batch statistics), taken
+/// data-parallel: the outputs of every micro-batch are all-gathered, every rank computes the one
+/// loss and its gradient with respect to every output, and each micro-batch backpropagates its
+/// own rows of that gradient; see [`DataParallel::step_gathered`].
+///
+/// ```text
+/// Z = [z_0; z_1; …; z_{M−1}]                 z_s = f_θ(rows of micro-batch s), `width` f32s per row
+/// ℓ = L(Z),   G = ∂L/∂Z                        the same bits on every rank (same Z, same code)
+/// g = Σ_{s=0}^{M−1} J_s(θ)ᵀ G_s              summed left to right in f64, s = micro-batch index
+/// ```
+///
+/// Bytes moved per step and rank: the outputs (b · width f32s, each micro-batch padded to
+/// ⌈b/M⌉ rows) and, as for [`DataParallel::step`], every micro-batch's flat gradient.
+pub trait GatheredLoss {
+    /// What a micro-batch's backward needs from its forward (a graph's output, a tape).
+    type State;
+    /// f32s per row in the gathered outputs.
+    fn width(&self) -> usize;
+    /// Rows `[lo, hi)` of the batch forward: `(hi − lo) · width` outputs, row-major.
+    fn forward(&mut self, lo: usize, hi: usize) -> Result<(Vec<f32>, Self::State)>;
+    /// The loss of all `b` rows' outputs and its gradient with respect to each of them.
+    fn loss(&mut self, outputs: &[f32], b: usize) -> Result<(f64, Vec<f32>)>;
+    /// The parameter gradients of rows `[lo, hi)` given the loss's gradient `grad` with respect to
+    /// their outputs (`(hi − lo) · width` f32s).
+    fn backward(&mut self, state: Self::State, lo: usize, hi: usize, grad: &[f32]) -> Result<GradStore>;
+}
+
+impl DataParallel {
+    /// One global batch of `b` rows under a loss of the whole batch ([`GatheredLoss`]): this
+    /// rank forwards its micro-batches, the outputs are all-gathered in micro-batch order, every
+    /// rank computes the loss and its gradient, backpropagates its own micro-batches, and the
+    /// gradients are all-gathered and summed in micro-batch order (weight 1: each is a part of
+    /// the one loss's gradient). One process with `--micro-batches M` runs the same steps one
+    /// micro-batch after another, so N ranks give its bits. With M = 1 it is forward, loss,
+    /// backward of the whole batch.
+    pub fn step_gathered<L: GatheredLoss>(&self, params: &Params, b: usize, job: &mut L) -> Result<Combined> {
+        let (m, n) = (self.micro_batches, self.size);
+        let per = m / n;
+        let width = job.width();
+        // Every micro-batch's outputs padded to the largest one's rows, so that ranks send equal lengths.
+        let pad = b.div_ceil(m) * width;
+        let mine = self.rank * per..(self.rank + 1) * per;
+        let mut sent = Vec::with_capacity(per * pad);
+        let mut states = Vec::with_capacity(per);
+        for s in mine.clone() {
+            let (lo, hi) = micro_range(b, m, s);
+            let mut out = Vec::new();
+            if hi > lo {
+                let (o, st) = job.forward(lo, hi)?;
+                if o.len() != (hi - lo) * width {
+                    return Err(Error::new(format!("micro-batch {s}: {} outputs for {} rows of width {width}", o.len(), hi - lo)));
+                }
+                out = o;
+                states.push(Some(st));
+            } else {
+                states.push(None);
+            }
+            out.resize(pad, 0.0);
+            sent.extend(out);
+        }
+        let world = World { rank: self.rank, size: n };
+        let padded = world.all_gather_f32(&sent);
+        let mut outputs = Vec::with_capacity(b * width);
+        for s in 0..m {
+            let (lo, hi) = micro_range(b, m, s);
+            outputs.extend_from_slice(&padded[s * pad..s * pad + (hi - lo) * width]);
+        }
+        let (loss, dout) = job.loss(&outputs, b)?;
+        let p = params.numel();
+        let mut flat = Vec::with_capacity(per * p);
+        let mut head = Vec::with_capacity(per + 1);
+        for (s, st) in mine.zip(states) {
+            let (lo, hi) = micro_range(b, m, s);
+            match st {
+                Some(st) => {
+                    let grads = job.backward(st, lo, hi, &dout[lo * width..hi * width])?;
+                    flat.extend(flatten_grads(params, &grads)?);
+                    head.push(1.0);
+                }
+                None => {
+                    flat.extend(std::iter::repeat_n(0.0f32, p));
+                    head.push(0.0);
+                }
+            }
+        }
+        head.push(crate::signal::interrupted() as u8 as f64);
+        if m == 1 {
+            // One micro-batch: its gradient as it is (no f64 round trip).
+            let grads = unflatten_grads(params, &flat)?;
+            return Ok(Combined { loss, grads, interrupted: head[1] != 0.0 });
+        }
+        let heads = world.all_gather_f64(&head);
+        let flats = world.all_gather_f32(&flat);
+        let mut acc = vec![0.0f64; p];
+        let mut interrupted = false;
+        for r in 0..n {
+            let h = &heads[r * (per + 1)..(r + 1) * (per + 1)];
+            interrupted |= h[per] != 0.0;
+            for k in 0..per {
+                if h[k] == 0.0 {
+                    continue; // an empty micro-batch
+                }
+                let g = &flats[(r * per + k) * p..(r * per + k + 1) * p];
+                for (a, &x) in acc.iter_mut().zip(g) {
+                    *a += x as f64;
+                }
+            }
+        }
+        let g: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
+        Ok(Combined { loss, grads: unflatten_grads(params, &g)?, interrupted })
+    }
+}
+
 /// The gradients of `grads` as one flat f32 tensor on their device, in sorted-name order.
 pub fn flatten_grads_tensor(params: &Params, grads: &GradStore) -> Result<Tensor> {
     let mut parts = Vec::with_capacity(params.len());
@@ -639,6 +752,55 @@ mod tests {
             assert!((got[j] as f64 - want[j]).abs() < 1e-6, "{got:?} vs {want:?}");
         }
         assert!(!c.interrupted);
+    }
+
+    /// A loss that couples all rows (the variance of z = x·w over the batch), through the
+    /// gathered step in 1, 2, 3 and 6 micro-batches (5 rows: uneven, one empty), against
+    /// Candle's backward of the whole batch.
+    #[test]
+    fn gathered_step_gives_the_whole_batch_gradient() {
+        struct Variance<'a> {
+            x: &'a Tensor,
+            w: &'a candle_core::Var,
+        }
+        impl GatheredLoss for Variance<'_> {
+            type State = Tensor;
+            fn width(&self) -> usize {
+                1
+            }
+            fn forward(&mut self, lo: usize, hi: usize) -> Result<(Vec<f32>, Tensor)> {
+                let z = self.x.narrow(0, lo, hi - lo)?.matmul(&self.w.unsqueeze(1)?)?.squeeze(1)?;
+                Ok((z.to_vec1::<f32>()?, z))
+            }
+            fn loss(&mut self, outputs: &[f32], b: usize) -> Result<(f64, Vec<f32>)> {
+                let z = candle_core::Var::from_slice(outputs, b, &Device::Cpu)?;
+                let l = z.broadcast_sub(&z.mean_all()?)?.sqr()?.mean_all()?;
+                let g = l.backward()?.get(&z).expect("a gradient").to_vec1::<f32>()?;
+                Ok((l.to_scalar::<f32>()? as f64, g))
+            }
+            fn backward(&mut self, z: Tensor, _lo: usize, _hi: usize, grad: &[f32]) -> Result<GradStore> {
+                Ok((z * Tensor::from_slice(grad, grad.len(), &Device::Cpu)?)?.sum_all()?.backward()?)
+            }
+        }
+        let dev = Device::Cpu;
+        let mut p = Params::new();
+        let w = p.uniform("w", &[3], 1.0, &mut Rng::stream(3, "init"), &dev).unwrap();
+        let x = Tensor::from_vec((0..5 * 3).map(|i| (i as f32 * 0.71).cos()).collect::<Vec<_>>(), (5, 3), &dev).unwrap();
+        let z = x.matmul(&w.unsqueeze(1).unwrap()).unwrap().squeeze(1).unwrap();
+        let whole = z.broadcast_sub(&z.mean_all().unwrap()).unwrap().sqr().unwrap().mean_all().unwrap();
+        let want = whole.backward().unwrap().get(&w).unwrap().to_vec1::<f32>().unwrap();
+        let wl = whole.to_scalar::<f32>().unwrap() as f64;
+        let wv = candle_core::Var::from_tensor(&w).unwrap();
+        assert!(want.iter().any(|g| g.abs() > 1e-3), "{want:?}");
+        for m in [1, 2, 3, 6] {
+            let dp = DataParallel::new(m, 6, world()).unwrap();
+            let c = dp.step_gathered(&p, 5, &mut Variance { x: &x, w: &wv }).unwrap();
+            assert!((c.loss - wl).abs() < 1e-6, "M={m}: {} vs {wl}", c.loss);
+            let got = c.grads.get(&w).unwrap().to_vec1::<f32>().unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-6, "M={m}: {got:?} vs {want:?}");
+            }
+        }
     }
 
     #[test]

@@ -75,15 +75,21 @@ impl MaskedPrediction {
     /// masks `m` (host values), computed by hand on the CPU ([`crate::host`]): the same values
     /// as `loss(..).backward()` through the fused ops, without Candle's autograd.
     pub fn loss_and_grads_host(&self, enc: &Encoder, x: &[f32], m: &[f32], n: usize) -> Result<(f32, GradStore)> {
+        // Σm is an integer below 2^24: exact in f32 whatever the order of summation.
+        let count: f32 = m.iter().sum();
+        self.loss_and_grads_host_over(enc, x, m, n, (count as f64).max(1e-30))
+    }
+
+    /// As [`MaskedPrediction::loss_and_grads_host`] with the sum over hidden pixels divided by
+    /// `denom` instead of this batch's Σm: a micro-batch's part of a larger batch's loss.
+    pub fn loss_and_grads_host_over(&self, enc: &Encoder, x: &[f32], m: &[f32], n: usize, denom: f64) -> Result<(f32, GradStore)> {
         let mut layers = enc.host_layers();
         layers.push(crate::host::HostLayer { w: &self.fc1.w, b: &self.fc1.b, relu: true, conv: None });
         layers.push(crate::host::HostLayer { w: &self.fc2.w, b: &self.fc2.b, relu: false, conv: None });
         let visible: Vec<f32> = x.iter().zip(m).map(|(&x, &m)| x * (1.0 - m)).collect();
         let (z, tape) = crate::host::forward(&layers, visible, n)?;
-        let loss = masked_bce_host(&z, x, m);
-        // Σm is an integer below 2^24: exact in f32 whatever the order of summation.
-        let count: f32 = m.iter().sum();
-        let dz = masked_bce_grad_host(&z, x, m, 1.0 / (count as f64).max(1e-30));
+        let loss = (masked_bce_sum_host(&z, x, m).0 / denom) as f32;
+        let dz = masked_bce_grad_host(&z, x, m, 1.0 / denom);
         let mut grads = GradStore::default();
         crate::host::backward(&layers, &tape, dz, &mut grads)?;
         Ok((loss, grads))
@@ -92,6 +98,12 @@ impl MaskedPrediction {
 
 /// The value of [`masked_bce`] on host buffers (sum in f64).
 pub fn masked_bce_host(z: &[f32], x: &[f32], m: &[f32]) -> f32 {
+    let (sum, count) = masked_bce_sum_host(z, x, m);
+    (sum / count.max(1e-30)) as f32
+}
+
+/// `(Σ m·bce, Σ m)` on host buffers, summed in f64 in order.
+fn masked_bce_sum_host(z: &[f32], x: &[f32], m: &[f32]) -> (f64, f64) {
     let (mut sum, mut count) = (0f64, 0f64);
     for ((&z, &x), &m) in z.iter().zip(x).zip(m) {
         if m != 0.0 {
@@ -99,7 +111,7 @@ pub fn masked_bce_host(z: &[f32], x: &[f32], m: &[f32]) -> f32 {
             count += m as f64;
         }
     }
-    (sum / count.max(1e-30)) as f32
+    (sum, count)
 }
 
 /// `(σ(z) − x) · m · scale`, elementwise.

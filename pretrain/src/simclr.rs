@@ -29,7 +29,8 @@ use wick_core::rng::Rng;
 use wick_core::Result;
 
 const PROJ_HIDDEN: usize = 256;
-const PROJ_OUT: usize = 128;
+/// Width of the projections z.
+pub const PROJ_OUT: usize = 128;
 
 /// The projection head g, parameters `projection.*`.
 pub struct SimClr {
@@ -64,14 +65,35 @@ impl SimClr {
     /// parameter of `enc` and the head, computed by hand on the CPU ([`crate::host`]): the
     /// same values as `loss(..).backward()` through the fused ops, without Candle's autograd.
     pub fn loss_and_grads_host(&self, enc: &Encoder, a: &[f32], b: &[f32], n: usize, temperature: f64) -> Result<(f32, candle_core::backprop::GradStore)> {
+        let (p, tape) = self.project_host(enc, [a, b].concat(), 2 * n)?;
+        let (loss, dp) = nt_xent_host(&p, 2 * n, PROJ_OUT, temperature as f32, Some(1.0));
+        Ok((loss, self.backward_host(enc, &tape, dp.expect("gradient asked for"))?))
+    }
+
+    /// The encoder's and the head's layers, for the CPU path.
+    fn host_layers<'a>(&'a self, enc: &'a Encoder) -> Vec<crate::host::HostLayer<'a>> {
         let mut layers = enc.host_layers();
         layers.push(crate::host::HostLayer { w: &self.fc1.w, b: &self.fc1.b, relu: true, conv: None });
         layers.push(crate::host::HostLayer { w: &self.fc2.w, b: &self.fc2.b, relu: false, conv: None });
-        let (p, tape) = crate::host::forward(&layers, [a, b].concat(), 2 * n)?;
-        let (loss, dp) = nt_xent_host(&p, 2 * n, PROJ_OUT, temperature as f32, Some(1.0));
+        layers
+    }
+
+    /// Un-normalised projections g(f(x)) `[rows, PROJ_OUT]` of `rows` images `x` on the CPU
+    /// ([`crate::host`]), and the tape for [`SimClr::backward_host`].
+    pub fn project_host(&self, enc: &Encoder, x: Vec<f32>, rows: usize) -> Result<(Vec<f32>, crate::host::Tape)> {
+        crate::host::forward(&self.host_layers(enc), x, rows)
+    }
+
+    /// Every parameter's gradient given `dp` = ∂L/∂(the projections of [`SimClr::project_host`]).
+    pub fn backward_host(&self, enc: &Encoder, tape: &crate::host::Tape, dp: Vec<f32>) -> Result<candle_core::backprop::GradStore> {
         let mut grads = candle_core::backprop::GradStore::default();
-        crate::host::backward(&layers, &tape, dp.expect("gradient asked for"), &mut grads)?;
-        Ok((loss, grads))
+        crate::host::backward(&self.host_layers(enc), tape, dp, &mut grads)?;
+        Ok(grads)
+    }
+
+    /// Un-normalised projections g(f(x)) `[B, PROJ_OUT]` of images `x` (Candle ops, with a backward).
+    pub fn project_raw(&self, enc: &Encoder, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.fc2.forward(&self.fc1.forward_relu(&enc.forward(x)?)?)
     }
 }
 

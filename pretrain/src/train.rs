@@ -8,6 +8,12 @@
 //! (seed, epoch, step), so a run resumed mid-epoch continues exactly. Parameters are initialised from the `init` stream; the random-init baseline is the
 //! same encoder straight from that stream.
 //!
+//! Data-parallel (`mpirun -np N`, core's dist.rs): `batch` is the global batch, cut into
+//! `micro_batches` contiguous parts; masked prediction sums its parts' gradients in order as the
+//! density trainers do, SimCLR and VICReg all-gather their parts' projections and take the loss
+//! over the whole batch ([`micro_batch_grads`]). N ranks give the bits of one process with
+//! `--micro-batches N`; rank 0 alone probes, logs and writes files.
+//!
 //! TensorBoard (step = epoch): `losses/masked_bce`, `losses/nt_xent` or `losses/vicreg` (mean over the epoch's
 //! batches), `charts/learning_rate`, `charts/samples_per_s`, `eval/probe_acc_all` and
 //! `eval/probe_acc_100` every `probe_every` epochs and at the end, the baselines
@@ -27,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::data::{Dataset, Split};
+use wick_core::dist::{self, DataParallel};
 use wick_core::image::display_grid;
 use wick_core::optim::{clip_grad_norm, OptimConfig, Optimizer};
 use wick_core::params::Params;
@@ -48,6 +55,11 @@ pub struct PretrainConfig {
     pub seed: u64,
     pub epochs: u64,
     pub batch: usize,
+    /// Micro-batches per batch, all ranks together: gradient accumulation in one process, the
+    /// ranks' shares under mpirun (docs/distributed.md). Unset: the number of ranks (1: the
+    /// plain step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batches: Option<usize>,
     /// SimCLR temperature τ.
     pub temperature: f64,
     /// Masked prediction: `ratio` hides `mask_ratio` of the patches; `order-agnostic` hides the
@@ -77,6 +89,7 @@ impl Default for PretrainConfig {
             seed: 0,
             epochs: 50,
             batch: 256,
+            micro_batches: None,
             temperature: 0.5,
             mask: MaskMode::Ratio,
             mask_ratio: 0.5,
@@ -139,6 +152,7 @@ impl PretrainConfig {
     pub fn validate(&self) -> Result<()> {
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
         ensure!(self.batch >= 2, "batch size must be at least 2, got {}", self.batch);
+        ensure!(self.micro_batches != Some(0), "micro-batches must be at least 1, got 0");
         ensure!(self.temperature > 0.0 && self.temperature.is_finite(), "temperature must be a positive number, got {}", self.temperature);
         ensure!(self.mask_ratio > 0.0 && self.mask_ratio < 1.0, "mask ratio must be in (0, 1), got {}", self.mask_ratio);
         ensure!(self.mask_patch != Some(0), "mask patch must be at least 1, got 0");
@@ -242,7 +256,12 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     let data = Dataset::load(&cfg.data)?;
     ensure!(data.labels.is_some(), "dataset '{}' has no labels; pretraining runs are judged by a linear probe that needs them", cfg.data);
     ensure!(data.is_image(), "dataset '{}' holds {}-dimensional vectors, not images; pretraining needs images (patch masks, crops)", cfg.data, data.dim);
-    let cfg = &cfg.with_data_defaults(data.height.min(data.width));
+    let world = dist::world();
+    // Unset in a fresh run: one micro-batch per rank. Unset in a saved config: the run had one
+    // (a resumed run keeps its arithmetic whatever the number of ranks).
+    let m = cfg.micro_batches.unwrap_or(if rt.resume { 1 } else { world.size() });
+    let cfg = &PretrainConfig { micro_batches: (m > 1).then_some(m), ..cfg.with_data_defaults(data.height.min(data.width)) };
+    let dp = DataParallel::new(m, cfg.batch, world)?.on_device(dev)?;
     let x = images(&data);
     let xtr = data.split_tensor(&x, Split::Train, dev)?;
     let ntr = xtr.dim(0)?;
@@ -271,6 +290,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         }
         None => None,
     };
+    dist::check_start(&wick_core::config::to_toml(cfg)?, &params)?;
     // A resumed run drops whatever the interrupted process logged after its checkpoint (all
     // of it, baselines included, if it wrote none).
     let nb = ntr.div_ceil(cfg.batch) as u64;
@@ -278,9 +298,9 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         Some(st) => (run.start(cfg.algo.name(), Some(st.epoch), cfg.epochs * nb, (st.epoch - 1) * nb + st.batch as u64)?, st),
         None => {
             let mut run = run.start(cfg.algo.name(), Some(0), cfg.epochs * nb, 0)?;
-            // Baselines, once: raw pixels, and this encoder as initialised.
-            let raw = probe_raw(&data, &x, dev)?;
-            let rnd = probe_encoder(&enc, &data, &x, dev)?;
+            // Baselines, once: raw pixels, and this encoder as initialised (rank 0 alone: the
+            // other ranks write nothing, and a probe changes no parameter).
+            let (raw, rnd) = if world.is_root() { (probe_raw(&data, &x, dev)?, probe_encoder(&enc, &data, &x, dev)?) } else { ((0.0, 0.0), (0.0, 0.0)) };
             for (tag, v) in [("eval/raw_probe_acc_all", raw.0), ("eval/raw_probe_acc_100", raw.1), ("eval/random_probe_acc_all", rnd.0), ("eval/random_probe_acc_100", rnd.1)] {
                 run.tb.scalar(tag, 0, v)?;
             }
@@ -308,7 +328,13 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             let hi = (lo + cfg.batch).min(ntr);
             let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
             let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
-            let (lval, mut grads) = step_grads(&head, &enc, &xb, cfg.seed, st.step, cfg.batch)?;
+            let combined = if dp.micro_batches == 1 {
+                let (loss, grads) = step_grads(&head, &enc, &xb, cfg.seed, st.step, cfg.batch)?;
+                dist::Combined { loss, grads, interrupted: run.interrupted() }
+            } else {
+                micro_batch_grads(&dp, &params, &head, &enc, &xb, cfg.seed, st.step, cfg.batch)?
+            };
+            let (lval, mut grads) = (combined.loss, combined.grads);
             if !lval.is_finite() {
                 bail!("training diverged at epoch {} batch {} (loss {lval}); try a lower --lr or --clip-grad", st.epoch, st.batch + 1);
             }
@@ -322,7 +348,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             st.loss_count += (hi - lo) as u64;
             epoch_samples += (hi - lo) as u64;
             run.progress.inc(1);
-            if run.interrupted() {
+            if combined.interrupted {
                 run.save(checkpoint(&params, &opt, &st)?)?;
                 return run.interrupt(st.step);
             }
@@ -336,14 +362,15 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         run.tb.scalar("charts/learning_rate", e, lr)?;
         run.tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / secs.max(1e-9))?;
         let mut msg = format!("epoch {e} {} {train_loss:.4}", loss_tag.trim_start_matches("losses/"));
-        if e % every(cfg.probe_every) == 0 || e == cfg.epochs {
+        // Rank 0 alone probes and draws (the others log nothing).
+        if world.is_root() && (e % every(cfg.probe_every) == 0 || e == cfg.epochs) {
             let acc = probe_encoder(&enc, &data, &x, dev)?;
             run.tb.scalar("eval/probe_acc_all", e, acc.0)?;
             run.tb.scalar("eval/probe_acc_100", e, acc.1)?;
             msg.push_str(&format!(" probe_acc_all {:.4} probe_acc_100 {:.4}", acc.0, acc.1));
             last_probe = Some(acc);
         }
-        if e % every(cfg.log_every) == 0 || e == cfg.epochs {
+        if world.is_root() && (e % every(cfg.log_every) == 0 || e == cfg.epochs) {
             log_images(&mut run.tb, &head, &enc, &data, &x, cfg.seed, e, dev)?;
         }
         run.tb.flush()?;
@@ -356,6 +383,9 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         run.save(checkpoint(&params, &opt, &st)?)?;
     }
     run.progress.finish();
+    if !world.is_root() {
+        return run.finish(serde_json::Value::Null);
+    }
     let (acc_all, acc_100) = match last_probe {
         Some(a) => a,
         // Resumed after the last epoch had finished: probe the final encoder again.
@@ -438,6 +468,161 @@ fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch
             h.loss(enc, &Tensor::from_vec(a, (n, d), dev)?, &Tensor::from_vec(b, (n, d), dev)?)?.loss
         }
     })
+}
+
+/// The loss and gradients of global batch `x` cut into `dp`'s micro-batches (more than one),
+/// this rank computing its share (core's dist.rs; docs/distributed.md). Every random draw is the
+/// one-process step's: the step's masks are drawn for the whole batch and each micro-batch takes
+/// its rows; image i's views come from its own stream `step·batch + i`. So the result depends on
+/// the number of micro-batches, never on the number of ranks.
+///
+/// - Masked prediction, a mean over hidden pixels: micro-batch s of n_s rows divides its sum by
+///   `Σm · n_s/b` (Σm the whole batch's hidden count), so its weight n_s/b in the ordered sum
+///   makes it its share of the batch's loss (order-agnostic masks: a mean over images already).
+/// - SimCLR and VICReg need the whole batch (NT-Xent's negatives, VICReg's variance and
+///   covariance): [`TwoViews`] through [`DataParallel::step_gathered`].
+#[allow(clippy::too_many_arguments)]
+fn micro_batch_grads(dp: &DataParallel, params: &Params, head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch: usize) -> Result<dist::Combined> {
+    let (b, d) = x.dims2()?;
+    let dev = x.device();
+    let xv = x.flatten_all()?.to_vec1::<f32>()?;
+    match head {
+        Head::Masked(h, spec) => {
+            let masks = spec.draw(b, &mut Rng::stream_indexed(seed, "mask", step));
+            let hidden: f64 = masks.iter().map(|&v| v as f64).sum();
+            dp.step(params, b, |lo, hi| {
+                let n = hi - lo;
+                let (xs, ms) = (&xv[lo * d..hi * d], &masks[lo * d..hi * d]);
+                if let Hide::Ratio(_) = spec.hide {
+                    let denom = (hidden * n as f64 / b as f64).max(1e-30);
+                    if crate::host::available(enc, dev) {
+                        let (l, g) = h.loss_and_grads_host_over(enc, xs, ms, n, denom)?;
+                        return Ok((l as f64, g));
+                    }
+                    let own: f64 = ms.iter().map(|&v| v as f64).sum();
+                    let (xt, mt) = (Tensor::from_slice(xs, (n, d), dev)?, Tensor::from_slice(ms, (n, d), dev)?);
+                    let loss = (h.loss(enc, &xt, &mt)? * (own / denom))?;
+                    return Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?));
+                }
+                let (xt, mt) = (Tensor::from_slice(xs, (n, d), dev)?, Tensor::from_slice(ms, (n, d), dev)?);
+                let loss = h.loss_weighted(enc, &xt, &mt, &mt.broadcast_div(&mt.sum_keepdim(1)?)?)?;
+                Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?))
+            })
+        }
+        Head::SimClr(..) | Head::VicReg(..) => {
+            let host = matches!(head, Head::SimClr(..)) && crate::host::available(enc, dev);
+            let mut job = TwoViews { head, enc, x: &xv, d, seed, first: step * batch as u64, dev, host };
+            dp.step_gathered(params, b, &mut job)
+        }
+    }
+}
+
+/// SimCLR or VICReg over a whole batch whose rows are forwarded in micro-batches
+/// ([`dist::GatheredLoss`]): row i's output is its two views' projections (SimCLR, before the
+/// normalisation) or embeddings (VICReg) side by side, `[z_a(i), z_b(i)]`.
+struct TwoViews<'a> {
+    head: &'a Head,
+    enc: &'a Encoder,
+    /// The batch's images, row-major.
+    x: &'a [f32],
+    d: usize,
+    seed: u64,
+    /// Image i's views come from stream `first + i`.
+    first: u64,
+    dev: &'a Device,
+    /// SimCLR through the CPU path ([`crate::host`]), else Candle's autograd.
+    host: bool,
+}
+
+/// What a micro-batch's backward needs: the CPU path's tape, or the outputs of a graph.
+enum ViewsState {
+    Tape(crate::host::Tape),
+    Graph(Tensor),
+}
+
+impl TwoViews<'_> {
+    /// Output width of one view.
+    fn dim(&self) -> usize {
+        match self.head {
+            Head::SimClr(..) => crate::simclr::PROJ_OUT,
+            _ => crate::vicreg::EXPANDER,
+        }
+    }
+
+    /// `[z_a(i), z_b(i)]` rows from the stacked `[Z_a; Z_b]` (`2n` rows of `k`), and back.
+    fn side_by_side(stacked: &[f32], n: usize, k: usize) -> Vec<f32> {
+        (0..n).flat_map(|i| stacked[i * k..(i + 1) * k].iter().chain(&stacked[(n + i) * k..(n + i + 1) * k])).copied().collect()
+    }
+
+    fn stacked(rows: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let a = rows.chunks_exact(2 * k).flat_map(|r| &r[..k]);
+        let b = rows.chunks_exact(2 * k).flat_map(|r| &r[k..]);
+        a.chain(b).copied().take(2 * n * k).collect()
+    }
+}
+
+impl dist::GatheredLoss for TwoViews<'_> {
+    type State = ViewsState;
+
+    fn width(&self) -> usize {
+        2 * self.dim()
+    }
+
+    fn forward(&mut self, lo: usize, hi: usize) -> Result<(Vec<f32>, ViewsState)> {
+        let (n, d, k) = (hi - lo, self.d, self.dim());
+        let aug = match self.head {
+            Head::SimClr(_, aug, _) | Head::VicReg(_, aug) => aug,
+            Head::Masked(..) => unreachable!("masked prediction is not a two-view loss"),
+        };
+        let (a, b) = aug.view_pairs(&self.x[lo * d..hi * d], self.seed, "augment", self.first + lo as u64);
+        if self.host {
+            let Head::SimClr(h, ..) = self.head else { unreachable!("the CPU path is SimCLR's") };
+            let (p, tape) = h.project_host(self.enc, [a, b].concat(), 2 * n)?;
+            return Ok((Self::side_by_side(&p, n, k), ViewsState::Tape(tape)));
+        }
+        let views = Tensor::from_vec([a, b].concat(), (2 * n, d), self.dev)?;
+        let z = match self.head {
+            Head::SimClr(h, ..) => h.project_raw(self.enc, &views)?,
+            Head::VicReg(h, _) => h.embed(self.enc, &views)?,
+            Head::Masked(..) => unreachable!(),
+        };
+        Ok((Self::side_by_side(&z.flatten_all()?.to_vec1::<f32>()?, n, k), ViewsState::Graph(z)))
+    }
+
+    fn loss(&mut self, outputs: &[f32], b: usize) -> Result<(f64, Vec<f32>)> {
+        let k = self.dim();
+        let z = Self::stacked(outputs, b, k);
+        let (loss, grad) = match self.head {
+            Head::SimClr(_, _, tau) if self.host => {
+                let (l, g) = crate::simclr::nt_xent_host(&z, 2 * b, k, *tau as f32, Some(1.0));
+                (l as f64, g.expect("gradient asked for"))
+            }
+            _ => {
+                let zv = candle_core::Var::from_tensor(&Tensor::from_vec(z, (2 * b, k), self.dev)?)?;
+                let l = match self.head {
+                    Head::SimClr(_, _, tau) => crate::simclr::nt_xent_of_projections(zv.as_tensor(), *tau)?,
+                    Head::VicReg(..) => crate::vicreg::vicreg(&zv.narrow(0, 0, b)?, &zv.narrow(0, b, b)?)?.loss,
+                    Head::Masked(..) => unreachable!(),
+                };
+                let g = l.backward()?.get(zv.as_tensor()).map(|g| g.flatten_all()?.to_vec1::<f32>()).transpose()?.unwrap_or_else(|| vec![0.0; 2 * b * k]);
+                (l.to_scalar::<f32>()? as f64, g)
+            }
+        };
+        Ok((loss, Self::side_by_side(&grad, b, k)))
+    }
+
+    fn backward(&mut self, state: ViewsState, lo: usize, hi: usize, grad: &[f32]) -> Result<GradStore> {
+        let (n, k) = (hi - lo, self.dim());
+        let g = Self::stacked(grad, n, k);
+        match state {
+            ViewsState::Tape(tape) => {
+                let Head::SimClr(h, ..) = self.head else { unreachable!("the CPU path is SimCLR's") };
+                h.backward_host(self.enc, &tape, g)
+            }
+            // ∂/∂θ of Σ z ⊙ G (G held constant) is J(θ)ᵀ G: this micro-batch's part of the gradient.
+            ViewsState::Graph(z) => Ok((&z * Tensor::from_vec(g, (2 * n, k), self.dev)?)?.sum_all()?.backward()?),
+        }
+    }
 }
 
 /// The full state of a run: parameters, the optimizer's moments, the counters.
@@ -525,6 +710,70 @@ mod tests {
                         let gv = g.get(v).unwrap_or_else(|| panic!("{kind}/{algo}: no gradient for {name}"));
                         let norm = gv.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
                         assert!(norm > 0.0 && norm.is_finite(), "{kind}/{algo}: gradient of {name} is {norm}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Micro-batches change only the rounding: the loss and every gradient equal the whole
+    /// batch's within f32 rounding — for SimCLR and VICReg too, whose loss couples all rows (a
+    /// micro-batch's own NT-Xent or variance would differ grossly) — with uneven and empty
+    /// micro-batches and masks whose hidden count varies between images (3×3 patches of an 8×8
+    /// image). One micro-batch through the gathered step is the plain CPU step bit for bit.
+    #[test]
+    fn micro_batches_give_the_whole_batch_loss_and_gradient() {
+        let dev = Device::Cpu;
+        let (h, w, n) = (8, 8, 7);
+        let mut r = Rng::stream(0, "x");
+        let x = Tensor::from_vec((0..n * 64).map(|_| r.uniform() as f32).collect::<Vec<_>>(), (n, 64), &dev).unwrap();
+        let world = dist::world();
+        for algo in ["masked-uneven", "masked-order-agnostic", "simclr", "vicreg"] {
+            let mut p = Params::new();
+            let mut init = Rng::stream(1, "init");
+            let enc = Encoder::new(EncoderKind::Mlp, h, w, &mut p, &mut init, &dev).unwrap();
+            let head = match algo {
+                "masked-uneven" => Head::Masked(MaskedPrediction::new(256, 64, &mut p, &mut init, &dev).unwrap(), MaskSpec { height: h, width: w, patch: 3, hide: Hide::Ratio(0.5) }),
+                "masked-order-agnostic" => Head::Masked(MaskedPrediction::new(256, 64, &mut p, &mut init, &dev).unwrap(), MaskSpec { height: h, width: w, patch: 1, hide: Hide::OrderAgnostic }),
+                "vicreg" => Head::VicReg(VicReg::new(256, &mut p, &mut init, &dev).unwrap(), Augment::for_images(h, w)),
+                _ => Head::SimClr(SimClr::new(256, &mut p, &mut init, &dev).unwrap(), Augment::for_images(h, w), 0.5),
+            };
+            if let Head::Masked(_, spec) = &head {
+                let m = spec.draw(n, &mut Rng::stream_indexed(3, "mask", 5));
+                let counts: Vec<usize> = m.chunks(64).map(|r| r.iter().filter(|&&v| v == 1.0).count()).collect();
+                assert!(counts.windows(2).any(|c| c[0] != c[1]), "{algo}: hidden counts should vary: {counts:?}");
+            }
+            let (l1, g1) = step_grads(&head, &enc, &x, 3, 5, n).unwrap();
+            if algo == "simclr" {
+                let c = micro_batch_grads(&DataParallel::new(1, n, world).unwrap(), &p, &head, &enc, &x, 3, 5, n).unwrap();
+                assert_eq!(c.loss, l1);
+                for v in p.vars() {
+                    assert_eq!(c.grads.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), g1.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                }
+            }
+            // 7 rows in 2, 3 and 8 micro-batches: sizes 3+4, 2+2+3, and one empty; SimCLR also
+            // through Candle's autograd (the path of other devices) instead of the CPU path.
+            let graph_too = if algo == "simclr" { vec![(2, true), (3, true), (8, true), (3, false)] } else { vec![(2, true), (3, true), (8, true)] };
+            for (m, cpu_path) in graph_too {
+                let dp = DataParallel::new(m, 24, world).unwrap();
+                let c = if cpu_path {
+                    micro_batch_grads(&dp, &p, &head, &enc, &x, 3, 5, n).unwrap()
+                } else {
+                    let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let mut job = TwoViews { head: &head, enc: &enc, x: &xv, d: 64, seed: 3, first: 5 * n as u64, dev: &dev, host: false };
+                    dp.step_gathered(&p, n, &mut job).unwrap()
+                };
+                assert!((c.loss - l1).abs() < 1e-5 * (1.0 + l1.abs()), "{algo} M={m}: loss {} vs {l1}", c.loss);
+                let all = |g: &GradStore, v: &candle_core::Var| g.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let largest = |g: &[f32]| g.iter().fold(0f32, |s, v| s.max(v.abs()));
+                let overall = p.vars().iter().map(|v| largest(&all(&g1, v))).fold(0f32, f32::max);
+                assert!(overall > 0.0 && overall.is_finite(), "{algo}");
+                for (name, v) in p.names().iter().zip(p.vars()) {
+                    let (a, b) = (all(&c.grads, v), all(&g1, v));
+                    // VICReg's last bias gets ~0 (the loss ignores a shift of both views).
+                    let scale = largest(&b).max(1e-2 * overall);
+                    for (x, y) in a.iter().zip(&b) {
+                        assert!((x - y).abs() <= 1e-4 * scale, "{algo} M={m}: {name}: {x} vs {y}");
                     }
                 }
             }

@@ -22,7 +22,8 @@ use wick_core::params::Params;
 use wick_core::rng::Rng;
 use wick_core::Result;
 
-const EXPANDER: usize = 512;
+/// Width of the expander's embeddings (and its hidden layers).
+pub const EXPANDER: usize = 512;
 /// λ, μ, ν of the paper (§4.1).
 pub const LAMBDA: f64 = 25.0;
 pub const MU: f64 = 25.0;
