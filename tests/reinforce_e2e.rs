@@ -216,6 +216,9 @@ fn bad_inputs_give_one_line_and_exit_2() {
         (&["--lr", "-1"], "learning rate must be a positive number"),
         (&["--entropy-coef", "-0.1"], "entropy-coef must be a non-negative number"),
         (&["--total-steps", "0"], "total-steps must be at least 1"),
+        (&["--micro-batches", "0"], "micro-batches must be at least 1"),
+        (&["--episodes-per-update", "5", "--micro-batches", "2"], "--episodes-per-update 5 does not split into 2 equal shares"),
+        (&["--allreduce", "tree"], "invalid value 'tree' for '--allreduce"),
     ];
     for (extra, want) in cases {
         let mut args = vec!["train", "reinforce", "--quiet", "--logdir", &ld, "--run-name", "x"];
