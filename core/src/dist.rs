@@ -19,6 +19,10 @@
 //!
 //! With M = 1 (one process, no accumulation) the step is the plain one, untouched.
 //!
+//! Opt-in [`Allreduce::Ring`] (`--allreduce ring`) uses `MPI_Allreduce` instead: each rank's
+//! weighted sum of its micro-batches, rounded to f32, summed in MPI's order. It receives
+//! 2·(N−1)/N·4P bytes per rank instead of (N−1)·4P, and gives up bit-identity across N.
+//!
 //! The launcher is found from the environment (`OMPI_COMM_WORLD_SIZE` for OpenMPI's `mpirun`,
 //! `PMI_SIZE` for MPICH/Hydra and Slurm's PMI-2, `SLURM_STEP_NUM_TASKS` under `srun`). A build
 //! without the `mpi` feature started with more than one rank stops with one line naming the
