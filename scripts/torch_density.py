@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch (CPU) reference for wick's density models: FVSBN, NADE and MADE, side by side with wick.
+"""PyTorch (CPU) reference for wick's density models: FVSBN, NADE, MADE and order-agnostic NADE, side by side with wick.
 
 The same models, initialisation scheme, loss, optimizer, data split and early-stopping protocol
 as `wick train fvsbn|nade|made` (generative/src/{fvsbn,nade,made,train}.rs), so that the test
@@ -25,6 +25,11 @@ NLLs and the training throughputs in docs/density.md and docs/performance.md can
   1[m^l(k') >= m^{l-1}(k)], output mask 1[m0(d) > m^L(k)]. --masks K: connectivity-agnostic
   training, one of the K mask sets chosen at random per step; the test-time model is the mixture,
   log p(x) = logsumexp_k log p_k(x) - log K.
+- order-agnostic NADE (Uria et al. 2014; `oanade`): see the OaNade class; --layers L, --orderings K
+  (the valid/test model is the ensemble of K orderings, as `wick train oanade --orderings K`);
+  with more than one hidden layer early stopping compares the order-agnostic loss on valid with
+  the same draws every epoch, as wick's default `--valid estimate`, and train_nll covers the first
+  10,000 training rows.
 - loss: the mean over the batch of the per-example NLL in nats,
   sum_d BCE-with-logits(z_d, x_d) (PyTorch's stable form).
 - training: Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8), batch 100 (the last, partial batch of an
@@ -283,6 +288,61 @@ class Made(torch.nn.Module):
         return self.nll_member(x, kk)
 
 
+class OaNade(torch.nn.Module):
+    """Order-agnostic NADE (Uria, Murray & Larochelle 2014), as generative/src/oanade.rs:
+    h1 = relu(Wx (x*m) + Wm m + b1), hl = relu(Wl h(l-1) + bl), z = V hL + c; init U(+-1/sqrt(fan_in))
+    (fan_in 2D for the first layer). Training: per example d ~ U{0..D-1} and a uniformly random
+    observed subset of size d; loss (D/(D-d)) sum over the unobserved of BCE. Test: the ensemble of
+    K orderings drawn at init, logsumexp_k log p_k(x) - log K, each log p_k exact (D conditionals):
+    the first layer's pre-activation for all D prefixes at once by an exclusive cumsum over the
+    ordering (B x D x H, the usual PyTorch way), the upper layers as one [B*D, H] x [H, H] product."""
+
+    def __init__(self, dim, hidden, layers, k, gen):
+        super().__init__()
+        if dim < 2 or hidden < 1 or layers < 1 or k < 1:
+            raise SystemExit("oanade needs D >= 2, hidden >= 1, layers >= 1 and orderings >= 1")
+        self.dim, self.hidden, self.k = dim, hidden, k
+        b_in, b_h = 1.0 / math.sqrt(2 * dim), 1.0 / math.sqrt(hidden)
+        self.wx = torch.nn.Parameter(uniform_(torch.empty(dim, hidden), b_in, gen))
+        self.wm = torch.nn.Parameter(uniform_(torch.empty(dim, hidden), b_in, gen))
+        self.b1 = torch.nn.Parameter(uniform_(torch.empty(hidden), b_in, gen))
+        self.upper = torch.nn.ParameterList()
+        for _ in range(layers - 1):
+            self.upper.append(torch.nn.Parameter(uniform_(torch.empty(hidden, hidden), b_h, gen)))
+            self.upper.append(torch.nn.Parameter(uniform_(torch.empty(hidden), b_h, gen)))
+        self.v = torch.nn.Parameter(uniform_(torch.empty(hidden, dim), b_h, gen))
+        self.c = torch.nn.Parameter(uniform_(torch.empty(dim), b_h, gen))
+        self.orders = [torch.randperm(dim, generator=gen) for _ in range(k)]
+
+    def _top(self, h):
+        for l in range(0, len(self.upper), 2):
+            h = torch.relu(h @ self.upper[l] + self.upper[l + 1])
+        return h
+
+    def train_nll(self, x, gen):
+        b, d = x.shape[0], self.dim
+        cut = torch.randint(d, (b, 1), generator=gen)  # observed count d ~ U{0..D-1}
+        rank = torch.rand(b, d, generator=gen).argsort(1).argsort(1)  # a uniformly random ordering
+        m = (rank < cut).float()
+        h = self._top(torch.relu((x * m) @ self.wx + m @ self.wm + self.b1))
+        z = h @ self.v + self.c
+        bce = F.binary_cross_entropy_with_logits(z, x, reduction="none")
+        return (bce * (1 - m)).sum(1) * (d / (d - cut.squeeze(1).float()))
+
+    def log_p_order(self, x, order):
+        xo = x[:, order]  # [B, D] in the ordering
+        contrib = xo.unsqueeze(2) * self.wx[order].unsqueeze(0) + self.wm[order].unsqueeze(0)  # [B, D, H]
+        csum = contrib.cumsum(1)
+        a = torch.cat([torch.zeros_like(csum[:, :1]), csum[:, :-1]], 1) + self.b1  # prefix o_<t
+        h = self._top(torch.relu(a))
+        z = (h * self.v[:, order].t().unsqueeze(0)).sum(2) + self.c[order]
+        return -F.binary_cross_entropy_with_logits(z, xo, reduction="none").sum(1)
+
+    def nll(self, x):
+        lp = torch.stack([self.log_p_order(x, o) for o in self.orders], 1)  # [B, K]
+        return -(torch.logsumexp(lp, 1) - math.log(self.k))
+
+
 def default_hidden(dim):
     return 100 if dim <= 100 else 500  # wick's default
 
@@ -292,7 +352,21 @@ def build_model(args, dim, gen):
         return Fvsbn(dim, gen)
     if args.model == "nade":
         return Nade(dim, args.hidden, gen, loop=args.nade_loop)
+    if args.model == "oanade":
+        return OaNade(dim, args.hidden, args.layers, args.orderings, gen)
     return Made(dim, args.hidden, args.layers, args.masks, gen, order=args.order, order_agnostic=args.order_agnostic)
+
+
+@torch.no_grad()
+def selection_nll(args, model, x, batch):
+    """What early stopping compares: the exact mean NLL, or for order-agnostic NADE with more than
+    one hidden layer (as wick's default --valid estimate) the order-agnostic loss on the valid rows
+    with the same draws every epoch (a generator reseeded each time), one forward pass per row."""
+    if args.model == "oanade" and args.layers > 1:
+        gen = torch.Generator().manual_seed(args.seed + 3)
+        total = sum(model.train_nll(x[i : i + 1000], gen).double().sum().item() for i in range(0, x.shape[0], 1000))
+        return total / max(1, x.shape[0])
+    return mean_nll(model, x, batch)
 
 
 @torch.no_grad()
@@ -306,7 +380,7 @@ def mean_nll(model, x, batch):
 def eval_batch(args, dim):
     if args.eval_batch:
         return args.eval_batch
-    if args.model == "nade" and not args.nade_loop:
+    if args.model == "oanade" or (args.model == "nade" and not args.nade_loop):
         # The cumsum path materialises B x D x H floats several times over; keep B*D*H <= 4e7.
         return max(1, min(1000, int(4e7 // (dim * args.hidden))))
     return 1000
@@ -318,6 +392,8 @@ def peak_rss_mb():
 
 def describe(args, dim):
     d = {"model": args.model, "data": args.data, "dim": dim, "hidden": args.hidden}
+    if args.model == "oanade":
+        d.update(layers=args.layers, orderings=args.orderings)
     if args.model == "made":
         d.update(layers=args.layers, masks=args.masks, order=args.order, order_agnostic=args.order_agnostic)
     if args.model == "nade":
@@ -363,7 +439,7 @@ def train(args, xtr, xva, xte):
         t1 = time.perf_counter()
         train_secs += t1 - t0
         model.eval()
-        valid = mean_nll(model, xva, ebatch)
+        valid = selection_nll(args, model, xva, ebatch)
         if best_valid is None or valid < best_valid:
             best_valid, best_epoch, bad = valid, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -382,7 +458,7 @@ def train(args, xtr, xva, xte):
     out.update(
         epochs_run=epoch,
         best_epoch=best_epoch,
-        train_nll=mean_nll(model, xtr, ebatch),
+        train_nll=mean_nll(model, xtr[:10000] if args.model == "oanade" and args.layers > 1 else xtr, ebatch),
         valid_nll=mean_nll(model, xva, ebatch),
         test_nll=mean_nll(model, xte, ebatch),
         train_samples_per_s=samples / max(train_secs, 1e-9),
@@ -457,6 +533,8 @@ def run_wick(args):
         cmd += ["--layers", str(args.layers), "--masks", str(args.masks), "--order", args.order]
         if args.order_agnostic:
             cmd.append("--order-agnostic")
+    if args.model == "oanade":
+        cmd += ["--layers", str(args.layers), "--orderings", str(args.orderings)]
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     log("wick: RAYON_NUM_THREADS=%d %s" % (args.threads, " ".join(cmd)))
     t0 = time.perf_counter()
@@ -523,11 +601,12 @@ def side_by_side(args, xtr, xva, xte):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="See the module docstring (head of this file) for the models and modes.")
-    p.add_argument("--model", required=True, choices=["fvsbn", "nade", "made"])
+    p.add_argument("--model", required=True, choices=["fvsbn", "nade", "made", "oanade"])
     p.add_argument("--data", default="digits", help="digits, mnist5k, a .csv/.csv.gz path (with --threshold), or .amat files (a folder or a path)")
     p.add_argument("--threshold", type=float, default=None, help="binarisation: pixel >= threshold is 1 [digits 8, mnist5k 128]")
     p.add_argument("--hidden", type=int, default=None, help="NADE/MADE hidden units [100 if D <= 100, else 500]")
-    p.add_argument("--layers", type=int, default=1, help="MADE hidden layers [1]")
+    p.add_argument("--layers", type=int, default=1, help="MADE and oanade hidden layers [1]")
+    p.add_argument("--orderings", type=int, default=1, help="oanade: orderings K of the test-time ensemble (valid and test NLL) [1]")
     p.add_argument("--masks", type=int, default=1, help="MADE mask sets K [1]")
     p.add_argument("--order", default="natural", choices=["natural", "random"], help="MADE input ordering [natural]")
     p.add_argument("--order-agnostic", action="store_true", help="MADE: each mask set gets its own random ordering")
@@ -550,11 +629,15 @@ def parse_args(argv=None):
     args.hidden_given = args.hidden is not None
     if args.model == "fvsbn" and args.hidden_given:
         p.error("--hidden does not apply to fvsbn")
-    if args.model != "made" and (args.layers != 1 or args.masks != 1 or args.order != "natural" or args.order_agnostic):
-        p.error("--layers, --masks, --order and --order-agnostic are for made")
+    if args.model != "oanade" and args.orderings != 1:
+        p.error("--orderings is for oanade")
+    if args.model not in ("made", "oanade") and args.layers != 1:
+        p.error("--layers is for made and oanade")
+    if args.model != "made" and (args.masks != 1 or args.order != "natural" or args.order_agnostic):
+        p.error("--masks, --order and --order-agnostic are for made")
     if args.nade_loop and args.model != "nade":
         p.error("--nade-loop is for nade")
-    for name in ("epochs", "batch", "threads", "layers", "masks", "repeats"):
+    for name in ("epochs", "batch", "threads", "layers", "masks", "orderings", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.bench_steps and args.side_by_side:

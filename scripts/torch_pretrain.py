@@ -9,7 +9,9 @@ train split (standard split: row i is train unless i % 10 in {0, 1}):
 - simclr: two views per image (random crop-and-resize 0.7-1, rotation +-15 deg, shift +-10%,
   cut-out 30% square with p 0.5, noise sigma 0.1: one affine_grid/grid_sample per batch),
   projection head 256-256-128, NT-Xent with temperature tau;
-- masked: 4x4 patches hidden with ratio r, decoder 256-256-784, BCE on the hidden pixels.
+- masked: 4x4 patches hidden with ratio r, decoder 256-256-784, BCE on the hidden pixels;
+- vicreg: SimCLR's two views, expander 256-512-512-512 (ReLU between, no batch norm, as
+  pretrain/src/vicreg.rs), loss 25 s(Z, Z') + 25 [v(Z) + v(Z')]/2 + [c(Z) + c(Z')].
 
 Then runs `wick train` with the same settings for the same number of steps (whole epochs,
 probes only at the end), alternating the two --repeats times, and prints the median throughputs in
@@ -99,6 +101,21 @@ def nt_xent(z, tau):
     return F.cross_entropy(sim, pos)
 
 
+def vicreg_loss(z, zp, lam=25.0, mu=25.0, nu=1.0, gamma=1.0, eps=1e-4):
+    n, d = z.shape
+    inv = ((z - zp) ** 2).sum() / (n * d)
+
+    def var(a):
+        return F.relu(gamma - torch.sqrt(a.var(dim=0) + eps)).mean()
+
+    def cov(a):
+        a = a - a.mean(0)
+        c = a.t() @ a / (n - 1)
+        return ((c ** 2).sum() - (torch.diagonal(c) ** 2).sum()) / d
+
+    return lam * inv + mu * (var(z) + var(zp)) / 2 + nu * (cov(z) + cov(zp))
+
+
 def patch_masks(n, side, patch, ratio, g):
     gs = (side + patch - 1) // patch
     p = gs * gs
@@ -116,6 +133,8 @@ def torch_throughput(args, x):
     enc = Encoder(args.encoder)
     if args.objective == "simclr":
         head = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 128))
+    elif args.objective == "vicreg":
+        head = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512))
     else:
         head = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 784))
     opt = torch.optim.Adam(list(enc.parameters()) + list(head.parameters()), lr=args.lr)
@@ -129,6 +148,10 @@ def torch_throughput(args, x):
             a, b = augment(xb, 28, g), augment(xb, 28, g)
             z = F.normalize(head(enc(torch.cat([a, b]))), dim=1)
             loss = nt_xent(z, args.temperature)
+        elif args.objective == "vicreg":
+            a, b = augment(xb, 28, g), augment(xb, 28, g)
+            z = head(enc(torch.cat([a, b])))
+            loss = vicreg_loss(z[: args.batch], z[args.batch :])
         else:
             m = patch_masks(args.batch, 28, 4, args.mask_ratio, g)
             logits = head(enc(xb * (1 - m)))
@@ -156,6 +179,8 @@ def wick_throughput(args, binary):
                "--logdir", d, "--run-name", "r"]
         if args.objective == "simclr":
             cmd += ["--temperature", str(args.temperature)]
+        elif args.objective == "vicreg":
+            pass
         else:
             cmd += ["--mask-ratio", str(args.mask_ratio), "--mask-patch", "4"]
         env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
@@ -167,7 +192,7 @@ def wick_throughput(args, binary):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--objective", choices=["simclr", "masked"], default="simclr")
+    ap.add_argument("--objective", choices=["simclr", "masked", "vicreg"], default="simclr")
     ap.add_argument("--encoder", choices=["mlp", "cnn"], default="cnn")
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--batch", type=int, default=256)
@@ -178,6 +203,7 @@ def main():
     ap.add_argument("--wick", help="path to the wick binary; without it only PyTorch is timed")
     ap.add_argument("--wick-before", help="a second wick binary (e.g. before a change), timed in the same alternation")
     ap.add_argument("--repeats", type=int, default=3, help="alternate PyTorch and wick this many times; medians are reported")
+    ap.add_argument("--json", action="store_true", help="also print one line 'JSON {...}' with every run's figure")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -207,6 +233,10 @@ def main():
         print(f"ratio wick before/pytorch: {bp / tp:.2f}x (per run: {' '.join(f'{w / t:.2f}' for w, t in zip(bps, tps))})")
         if wps:
             print(f"ratio wick/wick before: {wp / bp:.2f}x")
+    if args.json:
+        out = {"objective": args.objective, "encoder": args.encoder, "batch": args.batch, "threads": args.threads,
+               "torch": torch.__version__, "torch_images_per_s": tps, "wick_images_per_s": wps}
+        print("JSON " + json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,7 @@ def main():
     ap.add_argument("--gamma", type=float, default=0.99)
     ap.add_argument("--keep-denormals", action="store_true",
                     help="leave denormal floats on (a collapsed policy's tiny probabilities then slow PyTorch down ~4x)")
+    ap.add_argument("--json", action="store_true", help="also print one line 'JSON {...}' with the totals")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not args.keep_denormals:
@@ -138,6 +139,13 @@ def main():
         print(f"wick ({args.threads} thread(s)): solved {len(solved_w)}/{len(rows)}, median steps "
               f"{int(np.median(solved_w)) if solved_w else None}, total {tw:.2f} s (process start, logging and checkpoints included)")
         print(f"wall-clock ratio torch/wick: {tt / tw:.1f}x; per env step: {(tt / steps_t) / (tw / steps_w):.1f}x")
+    if args.json:
+        out = {"seeds": args.seeds, "threads": args.threads, "torch_secs": tt, "torch_env_steps": sum(r[1]["env_steps"] for r in rows),
+               "torch_solved": len(solved_t)}
+        out["torch_env_steps_per_s"] = out["torch_env_steps"] / tt
+        if args.wick:
+            out.update(wick_secs=tw, wick_env_steps=steps_w, wick_solved=len(solved_w), wick_env_steps_per_s=steps_w / tw)
+        print("JSON " + json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

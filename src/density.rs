@@ -14,7 +14,7 @@ use wick_core::run::RunDir;
 use wick_core::schedule::Schedule;
 use wick_core::{bail, Error, Result};
 use wick_generative::made::Order;
-use wick_generative::train::{self as dtrain, DensityAlgo, DensityConfig};
+use wick_generative::train::{self as dtrain, DensityAlgo, DensityConfig, ValidNll};
 
 /// Hyperparameters of a density model; unset flags take the --config file's value, then the default.
 #[derive(Args, Serialize, Debug, Clone)]
@@ -50,6 +50,10 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orderings: Option<usize>,
+    /// oanade: what early stopping compares each epoch: exact (the valid NLL of the ensemble, D passes per ordering) or estimate (the order-agnostic loss on valid with fixed draws, one pass) [default: exact with 1 hidden layer, estimate with more]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid: Option<ValidNll>,
     /// MADE mask sets K: connectivity-agnostic training; the test-time model is the mixture of the K [default: 1]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -81,6 +81,13 @@ pub struct TabularFlags {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step_size: Option<f64>,
+    /// mc-epsilon-greedy: estimates that forget in the time of their state, the return of a
+    /// visit weighing (1 - FORGET)^m after m later visits to its state (any action), instead of
+    /// --step-size; an action tried rarely then counts its latest returns nearly alone [Taxi-v4
+    /// default: 0.0002]
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forget: Option<f64>,
     /// mc-prediction: v (state values, episodes from the env's start) or q (action values,
     /// S&B 5.2; with --start uniform, the default for q, each episode starts from a random
     /// state-action pair so that every pair gets returns) [default: v]

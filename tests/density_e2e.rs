@@ -248,6 +248,13 @@ fn oanade_trains_evaluates_ensembles_and_completes_any_observed_set() {
         assert_eq!((m["layers"].as_u64(), m["orderings"].as_u64()), (Some(layers.parse().unwrap()), Some(1)));
         let test_nll = m["test_nll"].as_f64().unwrap();
         assert!(test_nll > 5.0 && test_nll < 44.4, "{layers} layers: {test_nll}");
+        // Early stopping: the exact valid NLL with 1 layer, the order-agnostic estimate with 2
+        // (under its own tag); the final figures are exact either way.
+        let tags = scalars_sans_timing(&dir);
+        let (tag, other) = if layers == "1" { ("eval/valid_nll", "eval/valid_nll_estimate") } else { ("eval/valid_nll_estimate", "eval/valid_nll") };
+        assert!(tags[tag].len() == 3 && !tags.contains_key(other), "{layers} layers: {:?}", tags.keys().collect::<Vec<_>>());
+        let cfg = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+        assert!(cfg.contains(if layers == "1" { "valid = \"exact\"" } else { "valid = \"estimate\"" }), "{cfg}");
         let printed = |out: &str| -> f64 { out.split_whitespace().nth(1).unwrap().parse().unwrap() };
         let out = run_ok(&["eval", s(&dir)]);
         assert!((printed(&out) - test_nll).abs() < 1e-3, "eval printed {out}, metrics say {test_nll}");

@@ -119,6 +119,9 @@ fn bad_input_is_a_one_line_error() {
         (&["train", "mc-epsilon-greedy", "--epsilon", "exp:1:0.01:0.9,"], "joined by commas"),
         (&["train", "mc-off-policy-control", "--epsilon", "linear:1:0.1:1"], "one number"),
         (&["train", "mc-es", "--step-size", "0.1"], "does not apply"),
+        (&["train", "mc-es", "--forget", "0.001"], "does not apply"),
+        (&["train", "mc-epsilon-greedy", "--forget", "1"], "--forget must be in (0, 1)"),
+        (&["train", "mc-epsilon-greedy", "--forget", "0.001", "--step-size", "0.1"], "give one"),
         (&["train", "mc-es", "--iterations", "3"], "does not apply"),
         (&["train", "mc-basic", "--runs", "4"], "does not apply"),
         (&["train", "mc-es", "--start-state", "5"], "does not apply"),
@@ -217,4 +220,18 @@ fn taxi_mc_es_is_within_a_tenth_of_the_dp_optimum() {
     let (learned, optimal) = (m["eval_mean_return"].as_f64().unwrap(), m["optimal_eval_mean_return"].as_f64().unwrap());
     assert!((learned - optimal).abs() < 0.1, "learned {learned}, DP optimum {optimal} on the same episodes: {m}");
     assert!(m["optimal_action_agreement"].as_f64().unwrap() > 0.97, "{m}");
+}
+
+/// Taxi-v4 (issue 20): on-policy MC ε-greedy with the defaults (5M episodes from the env's start
+/// distribution, ε linear 1 → 0 over the first half, estimates that forget in the time of their
+/// state with β = 2·10⁻⁴) is within 0.1 of the DP-optimal policy on the same evaluation episodes.
+#[test]
+fn taxi_mc_epsilon_greedy_is_within_a_tenth_of_the_dp_optimum() {
+    let d = scratch("tab-taxi-eps");
+    run_ok(&["train", "mc-epsilon-greedy", "--env", "Taxi-v4", "--seed", "3", "--quiet", "--logdir", s(&d), "--run-name", "eg"]);
+    let m = metrics_sans_timing(&d.join("eg"));
+    let (learned, optimal) = (m["eval_mean_return"].as_f64().unwrap(), m["optimal_eval_mean_return"].as_f64().unwrap());
+    assert!((learned - optimal).abs() < 0.1, "learned {learned}, DP optimum {optimal} on the same episodes: {m}");
+    let cfg = std::fs::read_to_string(d.join("eg/config.toml")).unwrap();
+    assert!(cfg.contains("forget = 0.0002") && cfg.contains("episodes = 5000000"), "{cfg}");
 }

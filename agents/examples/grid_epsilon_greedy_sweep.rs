@@ -33,7 +33,7 @@ fn main() {
     for seed in 0..seeds {
         let mut env = GridWorld::new(GridWorldConfig::default());
         let step_size = if alpha > 0.0 { Some(alpha) } else { None };
-        let cfg = EpsilonGreedyConfig { episodes, gamma: 0.9, max_len: Some(len), visit, epsilon: epsilon.clone(), start: StartMode::UniformState, starts: vec![], step_size, batch: 1, seed };
+        let cfg = EpsilonGreedyConfig { episodes, gamma: 0.9, max_len: Some(len), visit, epsilon: epsilon.clone(), start: StartMode::UniformState, starts: vec![], step_size, forget: None, batch: 1, seed };
         let t = Instant::now();
         let r = mc_epsilon_greedy(&mut env, &cfg).unwrap();
         let bad = suboptimal_states(m, &v, &r.policy, 0.9, 1e-6);

@@ -48,7 +48,7 @@ impl TabularAlgo {
     pub fn takes(self, field: &str) -> bool {
         match field {
             "epsilon" => matches!(self, McEpsilonGreedy | McOffPolicyControl),
-            "step_size" => self == McEpsilonGreedy,
+            "step_size" | "forget" => self == McEpsilonGreedy,
             "iterations" => self == McBasic,
             "runs" | "start_state" => self == McOffPolicyPrediction,
             "start" => matches!(self, McEpsilonGreedy | McOffPolicyControl | McPrediction),
@@ -123,6 +123,7 @@ pub struct TabularConfig {
     pub runs: Option<u64>,
     pub start: Option<StartFrom>,
     pub step_size: Option<f64>,
+    pub forget: Option<f64>,
     pub target: Option<PredictionTarget>,
 }
 
@@ -168,7 +169,7 @@ impl TabularConfig {
             (McEs, _, _) => (1_000_000, 1000, Visit::First),
             (McEpsilonGreedy, true, _) => (5_000_000, 10_000, Visit::First),
             (McEpsilonGreedy, _, true) => (2_000_000, 1, Visit::First),
-            (McEpsilonGreedy, _, _) if taxi => (2_000_000, 1000, Visit::First),
+            (McEpsilonGreedy, _, _) if taxi => (5_000_000, 1000, Visit::First),
             (McEpsilonGreedy, _, _) => (1_000_000, 1000, Visit::First),
             (McOffPolicyPrediction, true, _) => (10_000, 1000, Visit::Every),
             (McOffPolicyPrediction, _, _) => (100_000, 1000, Visit::Every),
@@ -198,9 +199,10 @@ impl TabularConfig {
                     c.step_size = Some(0.01);
                 }
                 // Taxi: sample averages drown in the random policy's early returns (about −700 per
-                // 200-step episode); a constant step size forgets them.
-                if taxi && c.step_size.is_none() {
-                    c.step_size = Some(0.02);
+                // 200-step episode), and constant-α leaves the rarely tried actions at the values
+                // of those policies; forgetting in the time of the state forgets them both.
+                if taxi && c.step_size.is_none() && c.forget.is_none() {
+                    c.forget = Some(2e-4);
                 }
             }
             McOffPolicyControl => {
@@ -233,6 +235,7 @@ impl TabularConfig {
         let set = [
             ("epsilon", self.epsilon.is_some()),
             ("step_size", self.step_size.is_some()),
+            ("forget", self.forget.is_some()),
             ("iterations", self.iterations.is_some()),
             ("runs", self.runs.is_some()),
             ("start_state", self.start_state.is_some()),
@@ -262,6 +265,10 @@ impl TabularConfig {
         }
         if let Some(a) = self.step_size {
             ensure!(a > 0.0 && a <= 1.0, "--step-size must be in (0, 1], got {a}");
+        }
+        if let Some(b) = self.forget {
+            ensure!(b > 0.0 && b < 1.0, "--forget must be in (0, 1), got {b}");
+            ensure!(self.step_size.is_none(), "--forget and --step-size are two rules for the same estimate: give one");
         }
         Ok(())
     }
@@ -339,6 +346,7 @@ pub fn train(cfg: &TabularConfig, rt: &Runtime, threads: usize) -> Result<Outcom
                 start: if uniform { StartMode::UniformState } else { StartMode::Env },
                 starts,
                 step_size: cfg.step_size,
+                forget: cfg.forget,
                 batch,
                 seed,
             };

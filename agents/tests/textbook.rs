@@ -142,6 +142,7 @@ fn grid_world_mc_epsilon_greedy_optimal() {
             start: StartMode::UniformState,
             starts: Vec::new(),
             step_size: Some(0.01),
+            forget: None,
             batch: 1,
             seed,
         };
@@ -172,6 +173,7 @@ fn frozen_lake_mc_epsilon_greedy_success() {
         start: StartMode::Env,
         starts: Vec::new(),
         step_size: None,
+        forget: None,
         batch: 1,
         seed: 0,
     };

@@ -38,6 +38,13 @@ pub trait DensityModel {
         let _ = keys;
         self.loss_and_grads(x, step)
     }
+    /// The figure early stopping compares after each epoch when it is not the exact mean NLL
+    /// of the valid split: `Some(estimate)` (order-agnostic NADE with `--valid estimate`), else
+    /// `None` and the trainer computes the exact one.
+    fn selection_nll(&self, x: &Tensor) -> Result<Option<f64>> {
+        let _ = x;
+        Ok(None)
+    }
     /// Non-trainable tensors worth saving beside the parameters (MADE's masks and orderings).
     fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
         Ok(Vec::new())
