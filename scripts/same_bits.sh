@@ -56,7 +56,8 @@ for f in set(fa) & set(fb):
     if f == "metrics.json":
         ma, mb = json.load(open(pa)), json.load(open(pb))
         for m in (ma, mb):
-            for k in timing_keys: m.pop(k, None)
+            # Wall-clock figures: the named ones and any *_per_s / *_seconds (step_seconds, combine_seconds).
+            for k in [k for k in m if k in timing_keys or k.endswith("_per_s") or k.endswith("_seconds")]: m.pop(k)
         if ma != mb: bad.append(f"metrics.json differs: {ma} vs {mb}")
     elif not filecmp.cmp(pa, pb, shallow=False):
         bad.append(f"{f} bytes differ")

@@ -80,6 +80,11 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub micro_batches: Option<usize>,
+    /// Combine the ranks' gradients by `ordered` all-gather (bit-identical for any rank count) or
+    /// MPI's `ring` all-reduce (fewer bytes, NOT bit-identical across rank counts) [default: ordered]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allreduce: Option<wick_core::dist::Allreduce>,
     /// Early stopping: epochs without a better valid NLL before stopping; 0 never stops early
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

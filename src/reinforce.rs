@@ -23,13 +23,12 @@ pub struct ReinforceFlags {
 
 /// `m`: the subcommand's matches, which tell the flags given from the defaults.
 pub fn train(flags: ReinforceFlags, m: &clap::ArgMatches) -> Result<ExitCode> {
-    if wick_core::dist::world().size() > 1 {
-        bail!("reinforce does not train data-parallel yet (only fvsbn, nade and made do): run it without mpirun/srun");
-    }
     let mut given = wick_core::config::given_flags(&flags.config, m)?;
     given.extend(flags_table(&OptimOnly { optim: &flags.optim })?);
     let (cfg, prepared) = configure("reinforce", given, &flags.common, |cfg: ReinforceConfig| {
-        cfg.validate()?;
+        // Under mpirun, one share of each update's episodes per rank unless --micro-batches says.
+        let shares = cfg.micro_batches.unwrap_or(wick_core::dist::world().size());
+        ReinforceConfig { micro_batches: Some(shares), ..cfg.clone() }.validate()?;
         // Unknown env or continuous actions: refuse before creating the run directory.
         wick_agents::reinforce::make_env(&cfg.env, &cfg.env_options)?;
         let (env, seed) = (cfg.env.clone(), cfg.seed);

@@ -294,13 +294,97 @@ fn a_failing_rank_stops_every_rank_with_one_line() {
 fn single_process_trainers_refuse_more_ranks() {
     let Some(mpirun) = mpirun() else { return };
     let d = scratch("dist-single");
-    for (algo, want) in [("mc-es", "runs in one process"), ("reinforce", "does not train data-parallel yet")] {
+    for (algo, want) in [("mc-es", "runs in one process")] {
         let (code, _, err, _) = mpi_run(&mpirun, 2, &["train", algo, "--quiet", "--logdir", s(&d)]);
         assert_eq!(code, 2.max(code));
         assert_ne!(code, 0);
         let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("wick:")).collect();
         assert_eq!(ours.len(), 1, "{err}");
         assert!(ours[0].contains(want), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// REINFORCE, small: 6 episodes per update split into 2 and 3 shares.
+const REINFORCE: &[&str] = &["--env", "CartPole-v1", "--total-steps", "20000", "--episodes-per-update", "6", "--baseline", "--checkpoint-every", "5", "--log-every", "10"];
+
+/// The files of a REINFORCE run whose bytes must not depend on N.
+fn same_rl_run(a: &Path, b: &Path, what: &str) {
+    for f in ["checkpoint.safetensors", "config.toml"] {
+        let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
+        assert!(x == y, "{what}: {f} differs");
+    }
+    let m = metrics_sans_timing(a);
+    assert!(m["episodes"].as_u64().unwrap() > 50 && m["updates"].as_u64().unwrap() > 8, "{what}: {m}");
+    assert_eq!(m, metrics_sans_timing(b), "{what}: metrics.json");
+    let sa = scalars_sans_timing(a);
+    assert!(sa.contains_key("charts/episodic_return") && sa.contains_key("losses/value_loss"), "{what}: scalars {:?}", sa.keys());
+    assert_eq!(sa, scalars_sans_timing(b), "{what}: TensorBoard scalars");
+}
+
+/// REINFORCE: each rank plays its share of an update's episodes (every draw keyed by the
+/// episode's index); N ranks give the bits of one process with `--micro-batches N`, and a run
+/// crashed under 2 ranks resumes in one process to the same bits.
+#[cfg(feature = "mpi")]
+#[test]
+fn reinforce_n_ranks_give_the_bits_of_one_process_with_n_micro_batches() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-reinforce");
+    run_ok(&train_args("reinforce", REINFORCE, &d, "plain", &[]));
+    for n in [2usize, 3] {
+        let (one, many) = (format!("micro{n}"), format!("np{n}"));
+        let ns = n.to_string();
+        run_ok(&train_args("reinforce", REINFORCE, &d, &one, &["--micro-batches", &ns]));
+        let out = mpi_ok(&mpirun, n, &train_args("reinforce", REINFORCE, &d, &many, &[]));
+        assert_eq!(out.lines().filter(|l| l.contains(": done in ")).count(), 1, "only rank 0 reports: {out}");
+        same_rl_run(&d.join(&one), &d.join(&many), &format!("reinforce: mpirun -np {n} vs --micro-batches {n}"));
+        assert!(std::fs::read_to_string(d.join(&many).join("config.toml")).unwrap().contains(&format!("micro_batches = {n}")));
+        assert_eq!(wick_core::tb::event_files(&d.join(&many)).unwrap().len(), 1, "only rank 0 wrote");
+    }
+    // Shares really change the arithmetic (so the equality above is not vacuous)...
+    let a = std::fs::read(d.join("plain").join("checkpoint.safetensors")).unwrap();
+    let b = std::fs::read(d.join("micro2").join("checkpoint.safetensors")).unwrap();
+    assert!(a != b, "--micro-batches 2 gave the bits of the plain update");
+
+    // Crashed under 2 ranks after the 2nd checkpoint's logs, resumed by one process.
+    let crash = train_args("reinforce", REINFORCE, &d, "crash", &[]);
+    let out = mpi_command(&mpirun, 2, env!("CARGO_BIN_EXE_wick"), &crash).env("WICK_FAULT", "after-log:2").output().unwrap();
+    assert!(!out.status.success(), "the fault was injected");
+    let dir = d.join("crash");
+    assert!(dir.join("checkpoint.safetensors").exists());
+    run_ok(&["train", "reinforce", "--quiet", "--threads", "1", "--resume", s(&dir)]);
+    same_rl_run(&d.join("micro2"), &dir, "reinforce: crash under 2 ranks, resume in one process");
+
+    // An update's episodes that the ranks cannot share equally: one line, exit 2, no run directory.
+    let bad: Vec<&str> = REINFORCE.iter().map(|&a| if a == "6" { "5" } else { a }).collect();
+    let (code, _, err, _) = mpi_run(&mpirun, 2, &train_args("reinforce", &bad, &d, "indivisible", &[]));
+    assert_eq!(code, 2, "{err}");
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("wick:")).collect();
+    assert_eq!(ours, ["wick: --episodes-per-update 5 does not split into 2 equal shares (--micro-batches or the number of ranks): choose a multiple of 2"], "{err}");
+    assert!(!d.join("indivisible").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `--allreduce ring` (MPI_Allreduce in MPI's order) runs and lands close to the ordered combine,
+/// without the bit-identity guarantee (NADE on digits, 2 ranks).
+#[cfg(feature = "mpi")]
+#[test]
+fn allreduce_ring_runs_and_is_close_to_the_ordered_combine() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-ring");
+    let extra: &[&str] = &["--data", "digits", "--epochs", "3", "--hidden", "16", "--batch", "60", "--log-every", "0"];
+    mpi_ok(&mpirun, 2, &train_args("nade", extra, &d, "ordered", &[]));
+    mpi_ok(&mpirun, 2, &train_args("nade", extra, &d, "ring", &["--allreduce", "ring"]));
+    let cfg = std::fs::read_to_string(d.join("ring").join("config.toml")).unwrap();
+    assert!(cfg.contains("allreduce = \"ring\""), "{cfg}");
+    let (a, b) = (metrics_sans_timing(&d.join("ordered")), metrics_sans_timing(&d.join("ring")));
+    for k in ["train_nll", "valid_nll", "test_nll"] {
+        let (x, y) = (a[k].as_f64().unwrap(), b[k].as_f64().unwrap());
+        assert!((x - y).abs() < 1e-3 * x.abs(), "{k}: ordered {x} vs ring {y}");
+    }
+    let (sa, sb) = (scalars_sans_timing(&d.join("ordered")), scalars_sans_timing(&d.join("ring")));
+    for (p, q) in sa["eval/valid_nll"].iter().zip(&sb["eval/valid_nll"]) {
+        assert!(p.0 == q.0 && (p.1 - q.1).abs() < 1e-3 * p.1.abs(), "valid NLL per epoch: {p:?} vs {q:?}");
     }
     let _ = std::fs::remove_dir_all(&d);
 }

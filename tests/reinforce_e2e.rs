@@ -156,10 +156,12 @@ fn resume_after_sigkill_or_a_crash_matches_an_uninterrupted_run() {
 fn gymnasium_plays_the_saved_policy_as_well_as_wick_eval_says() {
     let Some(py) = python() else { return };
     let d = scratch("rf-gym");
-    run_ok(&["train", "reinforce", "--seed", "0", "--quiet", "--logdir", s(&d), "--run-name", "solved"]);
+    // Seed 1: one that solves with the defaults (seeds 0 and 4 collapse to returns of ~9 since
+    // the action draws are keyed by episode; docs/rl.md).
+    run_ok(&["train", "reinforce", "--seed", "1", "--quiet", "--logdir", s(&d), "--run-name", "solved"]);
     let run = d.join("solved");
     let m = metrics_sans_timing(&run);
-    assert!(m["steps_to_solve"].as_u64().is_some_and(|n| n <= 300_000), "seed 0 should solve: {m}");
+    assert!(m["steps_to_solve"].as_u64().is_some_and(|n| n <= 300_000), "seed 1 should solve: {m}");
     let out = Command::new(&py).args([&script("play_reinforce_policy.py"), s(&run), "20", "--greedy"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -214,6 +216,9 @@ fn bad_inputs_give_one_line_and_exit_2() {
         (&["--lr", "-1"], "learning rate must be a positive number"),
         (&["--entropy-coef", "-0.1"], "entropy-coef must be a non-negative number"),
         (&["--total-steps", "0"], "total-steps must be at least 1"),
+        (&["--micro-batches", "0"], "micro-batches must be at least 1"),
+        (&["--episodes-per-update", "5", "--micro-batches", "2"], "--episodes-per-update 5 does not split into 2 equal shares"),
+        (&["--allreduce", "tree"], "invalid value 'tree' for '--allreduce"),
     ];
     for (extra, want) in cases {
         let mut args = vec!["train", "reinforce", "--quiet", "--logdir", &ld, "--run-name", "x"];

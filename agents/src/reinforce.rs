@@ -80,6 +80,17 @@ pub struct ReinforceConfig {
     /// Whole episodes per gradient step
     #[arg(long, default_value_t = 1)]
     pub episodes_per_update: usize,
+    /// Cut each update's episodes into this many contiguous shares and sum their gradients in
+    /// order (under mpirun the ranks play them, a multiple of the rank count; it must divide
+    /// --episodes-per-update) [default: the number of ranks, 1 without mpirun]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batches: Option<usize>,
+    /// Combine the ranks' gradients by `ordered` all-gather (bit-identical for any rank count) or
+    /// MPI's `ring` all-reduce (fewer bytes, NOT bit-identical across rank counts) [default: ordered]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allreduce: Option<wick_core::dist::Allreduce>,
     /// Standardise the advantages over each update's batch: true or false
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub standardize: bool,
@@ -124,6 +135,14 @@ impl ReinforceConfig {
         ensure!(self.hidden >= 1, "hidden must be at least 1, got 0");
         ensure!(self.total_steps >= 1, "total-steps must be at least 1, got 0");
         ensure!(self.episodes_per_update >= 1, "episodes-per-update must be at least 1, got 0");
+        ensure!(self.micro_batches != Some(0), "micro-batches must be at least 1, got 0");
+        if let Some(m) = self.micro_batches {
+            ensure!(
+                self.episodes_per_update % m == 0,
+                "--episodes-per-update {} does not split into {m} equal shares (--micro-batches or the number of ranks): choose a multiple of {m}",
+                self.episodes_per_update
+            );
+        }
         ensure!(self.entropy_coef.is_finite() && self.entropy_coef >= 0.0, "entropy-coef must be a non-negative number, got {}", self.entropy_coef);
         ensure!(self.value_coef.is_finite() && self.value_coef >= 0.0, "value-coef must be a non-negative number, got {}", self.value_coef);
         ensure!(self.clip_grad.is_finite() && self.clip_grad >= 0.0, "clip-grad must be a non-negative number, got {}", self.clip_grad);
@@ -353,9 +372,31 @@ impl Reinforce {
     /// The differentiable loss of a batch, its gradients, and the figures to log.
     /// One forward and one backward pass over all `N` steps.
     pub fn loss_and_grads(&self, cfg: &ReinforceConfig, b: &Batch) -> Result<(candle_core::backprop::GradStore, UpdateStats)> {
+        let mut adv = self.raw_advantages(cfg, b)?;
+        if cfg.standardize {
+            standardize(&mut adv);
+        }
+        self.loss_and_grads_with(cfg, b, &adv)
+    }
+
+    /// The unstandardised advantages `A_t` of a batch's steps: `G_t`, or `G_t − v̂(S_t, w)`
+    /// with the baseline. A data-parallel update gathers every share's before standardising.
+    pub fn raw_advantages(&self, cfg: &ReinforceConfig, b: &Batch) -> Result<Vec<f64>> {
+        let g = returns_to_go(&b.rewards, &b.done, cfg.gamma);
+        let Some(v) = &self.value else { return Ok(g) };
+        ensure!(!b.is_empty(), "an update needs at least one step");
+        let obs = Tensor::from_slice(&b.obs, (b.len(), self.obs_dim), self.policy.w1.device())?;
+        let vh = v.forward(&obs)?.squeeze(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        Ok(g.iter().zip(&vh).map(|(g, v)| g - v).collect())
+    }
+
+    /// [`Reinforce::loss_and_grads`] with the advantages given (one per step of `b`, already
+    /// standardised when `cfg.standardize`): the loss is the mean over `b`'s steps.
+    pub fn loss_and_grads_with(&self, cfg: &ReinforceConfig, b: &Batch, adv: &[f64]) -> Result<(candle_core::backprop::GradStore, UpdateStats)> {
         let dev = self.policy.w1.device();
         let n = b.len();
         ensure!(n > 0, "an update needs at least one step");
+        ensure!(adv.len() == n, "{} advantages for {n} steps", adv.len());
         let obs = Tensor::from_slice(&b.obs, (n, self.obs_dim), dev)?;
         let g = returns_to_go(&b.rewards, &b.done, cfg.gamma);
         let mut onehot = vec![0f32; n * self.num_actions];
@@ -370,20 +411,14 @@ impl Reinforce {
         let probs = logp.exp()?;
         let entropy = (&probs * &logp)?.sum(1)?.neg()?.mean_all()?;
 
-        let (adv, value_loss) = match &self.value {
-            None => (g.clone(), None),
+        let value_loss = match &self.value {
+            None => None,
             Some(v) => {
                 let vhat = v.forward(&obs)?.squeeze(1)?;
-                let vh = vhat.to_dtype(DType::F64)?.to_vec1::<f64>()?;
                 let gt = Tensor::from_vec(g.iter().map(|&x| x as f32).collect::<Vec<_>>(), n, dev)?;
-                let vl = ((gt - &vhat)?.sqr()?.mean_all()? * 0.5)?;
-                (g.iter().zip(&vh).map(|(g, v)| g - v).collect(), Some(vl))
+                Some(((gt - &vhat)?.sqr()?.mean_all()? * 0.5)?)
             }
         };
-        let mut adv = adv;
-        if cfg.standardize {
-            standardize(&mut adv);
-        }
         let adv = Tensor::from_vec(adv.iter().map(|&x| x as f32).collect::<Vec<_>>(), n, dev)?;
         let policy_loss = (&logp_a * &adv)?.mean_all()?.neg()?;
         let mut loss = policy_loss.clone();

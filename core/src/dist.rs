@@ -19,6 +19,10 @@
 //!
 //! With M = 1 (one process, no accumulation) the step is the plain one, untouched.
 //!
+//! Opt-in [`Allreduce::Ring`] (`--allreduce ring`) uses `MPI_Allreduce` instead: each rank's
+//! weighted sum of its micro-batches, rounded to f32, summed in MPI's order. It receives
+//! 2·(N−1)/N·4P bytes per rank instead of (N−1)·4P, and gives up bit-identity across N.
+//!
 //! The launcher is found from the environment (`OMPI_COMM_WORLD_SIZE` for OpenMPI's `mpirun`,
 //! `PMI_SIZE` for MPICH/Hydra and Slurm's PMI-2, `SLURM_STEP_NUM_TASKS` under `srun`). A build
 //! without the `mpi` feature started with more than one rank stops with one line naming the
@@ -38,6 +42,23 @@ pub struct World {
 }
 
 static WORLD: OnceLock<World> = OnceLock::new();
+
+crate::choice! {
+    /// How the ranks' gradients are combined (`--allreduce`).
+    pub enum Allreduce("all-reduce") {
+        /// all-gather every rank's gradients and sum them in micro-batch order: N ranks give the bits of one process with --micro-batches N (default)
+        Ordered = "ordered",
+        /// MPI_Allreduce (sum) in MPI's own order: fewer bytes per rank as N grows, but results differ in the last bits across N (not bit-identical)
+        Ring = "ring",
+    }
+}
+
+#[allow(clippy::derivable_impls)] // the enum comes from `choice!`, which cannot carry #[default]
+impl Default for Allreduce {
+    fn default() -> Self {
+        Allreduce::Ordered
+    }
+}
 
 #[cfg(feature = "mpi")]
 static UNIVERSE: std::sync::Mutex<Option<mpi::environment::Universe>> = std::sync::Mutex::new(None);
@@ -148,6 +169,50 @@ impl World {
             return local.to_vec();
         }
         self.gather_impl(local)
+    }
+
+    /// Every rank's `local` (lengths may differ), one vector per rank in rank order: the
+    /// lengths are gathered first and the vectors padded to the longest.
+    pub fn all_gather_var_f64(&self, local: &[f64]) -> Vec<Vec<f64>> {
+        if self.size == 1 {
+            return vec![local.to_vec()];
+        }
+        let lens = self.all_gather_u64(&[local.len() as u64]);
+        let max = lens.iter().copied().max().unwrap_or(0) as usize;
+        let mut padded = local.to_vec();
+        padded.resize(max, 0.0);
+        let all = self.all_gather_f64(&padded);
+        lens.iter().enumerate().map(|(r, &n)| all[r * max..r * max + n as usize].to_vec()).collect()
+    }
+
+    /// The element-wise sum of every rank's `local` by `MPI_Allreduce`, in MPI's own order
+    /// (which changes with N: see [`Allreduce::Ring`]).
+    pub fn all_reduce_sum_f32(&self, local: &[f32]) -> Vec<f32> {
+        if self.size == 1 {
+            return local.to_vec();
+        }
+        self.reduce_impl(local)
+    }
+
+    /// As [`World::all_reduce_sum_f32`], for f64.
+    pub fn all_reduce_sum_f64(&self, local: &[f64]) -> Vec<f64> {
+        if self.size == 1 {
+            return local.to_vec();
+        }
+        self.reduce_impl(local)
+    }
+
+    #[cfg(feature = "mpi")]
+    fn reduce_impl<T: mpi::datatype::Equivalence + Copy + Default>(&self, local: &[T]) -> Vec<T> {
+        use mpi::traits::CommunicatorCollectives;
+        let mut out = vec![T::default(); local.len()];
+        mpi::topology::SimpleCommunicator::world().all_reduce_into(local, &mut out[..], mpi::collective::SystemOperation::sum());
+        out
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    fn reduce_impl<T: Copy>(&self, _local: &[T]) -> Vec<T> {
+        unreachable!("a world of more than one rank needs the mpi feature")
     }
 
     #[cfg(feature = "mpi")]
@@ -312,6 +377,11 @@ pub struct DataParallel {
     pub micro_batches: usize,
     rank: usize,
     size: usize,
+    /// Ordered all-gather (default) or MPI's all-reduce; see [`DataParallel::with_allreduce`].
+    allreduce: Allreduce,
+    /// Wall-clock seconds spent combining (the collectives and the sum), summed over steps, in
+    /// nanoseconds; shared by clones. Timing only: it never touches the arithmetic.
+    combine_ns: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// With the `nccl` feature, on a CUDA device and more than one rank: gradients are
     /// gathered on the GPUs by NCCL instead of through the host by MPI.
     #[cfg(feature = "nccl")]
@@ -341,6 +411,8 @@ impl DataParallel {
             micro_batches: m,
             rank: world.rank(),
             size: n,
+            allreduce: Allreduce::Ordered,
+            combine_ns: Default::default(),
             #[cfg(feature = "nccl")]
             nccl: None,
         })
@@ -355,6 +427,19 @@ impl DataParallel {
         }
         let _ = device;
         Ok(self)
+    }
+
+    /// Combine with `how`: [`Allreduce::Ring`] gives up bit-identity across N (MPI's
+    /// summation order) for ring-like bytes; see docs/distributed.md's cost model. The NCCL
+    /// path ignores it (it gathers in order).
+    pub fn with_allreduce(self, how: Allreduce) -> DataParallel {
+        DataParallel { allreduce: how, ..self }
+    }
+
+    /// Seconds this process has spent in the combine (collectives and the ordered sum) of its
+    /// steps so far, for metrics.json's `combine_seconds`; 0 with one micro-batch.
+    pub fn combine_seconds(&self) -> f64 {
+        self.combine_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9
     }
 
     /// One global batch of `b` rows: `shard(lo, hi)` returns the mean loss and gradients of
@@ -386,29 +471,84 @@ impl DataParallel {
                 flat.extend(std::iter::repeat_n(0.0f32, p));
             }
         }
+        self.combine(params, head, flat)
+    }
+
+    /// As [`DataParallel::step`], for micro-batches the caller cuts itself (REINFORCE's shares
+    /// of an update's episodes, of unequal lengths): `shard(s)` returns micro-batch s's weight
+    /// w_s (the weights of all M sum to 1), mean loss and gradients, and is called for this
+    /// rank's micro-batches only, in order. Returns g = Σ_s w_s g_s, ℓ = Σ_s w_s ℓ_s, combined
+    /// as `step` combines. With one micro-batch, the shard's own gradients (w_0 = 1).
+    pub fn step_weighted(&self, params: &Params, mut shard: impl FnMut(usize) -> Result<(f64, f64, GradStore)>) -> Result<Combined> {
+        if self.micro_batches == 1 {
+            let (_, loss, grads) = shard(0)?;
+            return Ok(Combined { loss, grads, interrupted: crate::signal::interrupted() });
+        }
+        let per = self.micro_batches / self.size;
+        let p = params.numel();
+        let mut head = Vec::with_capacity(2 * per + 1);
+        let mut flat = Vec::with_capacity(per * p);
+        for s in self.rank * per..(self.rank + 1) * per {
+            let (w, loss, grads) = shard(s)?;
+            head.extend([w, loss]);
+            flat.extend(flatten_grads(params, &grads)?);
+        }
+        self.combine(params, head, flat)
+    }
+
+    /// The combine of `step` and `step_weighted`: `head` holds this rank's [w_s, ℓ_s] per local
+    /// micro-batch, `flat` their flat gradients; timed into [`DataParallel::combine_seconds`].
+    fn combine(&self, params: &Params, mut head: Vec<f64>, flat: Vec<f32>) -> Result<Combined> {
+        let t = std::time::Instant::now();
+        let per = self.micro_batches / self.size;
+        let p = params.numel();
         head.push(crate::signal::interrupted() as u8 as f64);
         let world = World { rank: self.rank, size: self.size };
-        let heads = world.all_gather_f64(&head);
-        let flats = world.all_gather_f32(&flat);
         let mut acc = vec![0.0f64; p];
         let mut loss = 0.0f64;
         let mut interrupted = false;
-        for r in 0..self.size {
-            let h = &heads[r * (2 * per + 1)..(r + 1) * (2 * per + 1)];
-            interrupted |= h[2 * per] != 0.0;
-            for k in 0..per {
-                let (w, l) = (h[2 * k], h[2 * k + 1]);
-                if w == 0.0 {
-                    continue; // an empty micro-batch (the last batch of an epoch may be short)
+        match self.allreduce {
+            Allreduce::Ordered => {
+                let heads = world.all_gather_f64(&head);
+                let flats = world.all_gather_f32(&flat);
+                for r in 0..self.size {
+                    let h = &heads[r * (2 * per + 1)..(r + 1) * (2 * per + 1)];
+                    interrupted |= h[2 * per] != 0.0;
+                    for k in 0..per {
+                        let (w, l) = (h[2 * k], h[2 * k + 1]);
+                        if w == 0.0 {
+                            continue; // an empty micro-batch (the last batch of an epoch may be short)
+                        }
+                        loss += w * l;
+                        let g = &flats[(r * per + k) * p..(r * per + k + 1) * p];
+                        for (a, &x) in acc.iter_mut().zip(g) {
+                            *a += w * x as f64;
+                        }
+                    }
                 }
-                loss += w * l;
-                let g = &flats[(r * per + k) * p..(r * per + k + 1) * p];
-                for (a, &x) in acc.iter_mut().zip(g) {
-                    *a += w * x as f64;
+            }
+            Allreduce::Ring => {
+                // This rank's weighted sum in f64, rounded to f32, then MPI's sum over ranks.
+                let mut local_loss = 0.0f64;
+                for k in 0..per {
+                    let (w, l) = (head[2 * k], head[2 * k + 1]);
+                    if w == 0.0 {
+                        continue;
+                    }
+                    local_loss += w * l;
+                    for (a, &x) in acc.iter_mut().zip(&flat[k * p..(k + 1) * p]) {
+                        *a += w * x as f64;
+                    }
                 }
+                let local: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
+                let sums = world.all_reduce_sum_f64(&[local_loss, head[2 * per]]);
+                let g = world.all_reduce_sum_f32(&local);
+                self.combine_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+                return Ok(Combined { loss: sums[0], grads: unflatten_grads(params, &g)?, interrupted: sums[1] != 0.0 });
             }
         }
         let g: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
+        self.combine_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(Combined { loss, grads: unflatten_grads(params, &g)?, interrupted })
     }
 }
@@ -801,6 +941,38 @@ mod tests {
                 assert!((a - b).abs() < 1e-6, "M={m}: {got:?} vs {want:?}");
             }
         }
+    }
+
+    /// Caller-cut shares with their own weights: the weighted sum in share order; on one rank
+    /// the ring combine (a local f64 sum rounded once) gives the same bits as the ordered one.
+    #[test]
+    fn weighted_shares_sum_in_order_and_ring_on_one_rank_is_ordered() {
+        let dev = Device::Cpu;
+        let mut p = Params::new();
+        let w = p.uniform("w", &[3], 1.0, &mut Rng::stream(4, "init"), &dev).unwrap();
+        let weights = [0.5, 0.125, 0.375];
+        let run = |how: Allreduce| {
+            let dp = DataParallel::new(3, 3, &World { rank: 0, size: 1 }).unwrap().with_allreduce(how);
+            let mut seen = Vec::new();
+            let c = dp
+                .step_weighted(&p, |s| {
+                    seen.push(s);
+                    let l = (w.sqr()?.sum_all()? * (s as f64 + 1.0))?;
+                    Ok((weights[s], l.to_scalar::<f32>()? as f64, l.backward()?))
+                })
+                .unwrap();
+            assert_eq!(seen, vec![0, 1, 2]);
+            (c.loss, c.grads.get(&w).unwrap().to_vec1::<f32>().unwrap())
+        };
+        let (loss, g) = run(Allreduce::Ordered);
+        let wv: Vec<f32> = w.to_vec1().unwrap();
+        let sq: f64 = wv.iter().map(|&x| (x * x) as f64).sum();
+        assert!((loss - sq * (0.5 + 0.125 * 2.0 + 0.375 * 3.0)).abs() < 1e-5, "{loss}");
+        for (j, &x) in wv.iter().enumerate() {
+            let want: f64 = (0..3).map(|s| weights[s] * (2.0 * x * (s as f32 + 1.0)) as f64).sum();
+            assert_eq!(g[j], want as f32, "element {j}");
+        }
+        assert_eq!(run(Allreduce::Ring), (loss, g));
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub struct DensityConfig {
     /// ranks' shares under mpirun. Unset: the number of ranks (1: the plain step).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub micro_batches: Option<usize>,
+    /// `ring`: combine by MPI's all-reduce, giving up bit-identity across N. Unset: ordered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allreduce: Option<wick_core::dist::Allreduce>,
     /// Stop after this many epochs without a better valid NLL (0: never stop early).
     pub patience: u64,
     /// Clip gradients to this global L2 norm (0: no clipping).
@@ -105,6 +108,7 @@ impl Default for DensityConfig {
             epochs: 500,
             batch: 100,
             micro_batches: None,
+            allreduce: None,
             patience: 50,
             clip_grad: 0.0,
             log_every: 50,
@@ -338,7 +342,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         ..cfg.with_model_defaults(data.dim)
     };
     let train_rows = data.indices(Split::Train);
-    let dp = DataParallel::new(m, cfg.batch, world)?.on_device(dev)?;
+    let dp = DataParallel::new(m, cfg.batch, world)?.with_allreduce(cfg.allreduce.unwrap_or_default()).on_device(dev)?;
     let model = build_model(cfg, data.dim, dev)?;
     let model_estimates = cfg.with_model_defaults(data.dim).valid == Some(ValidNll::Estimate);
     let mut opt = Optimizer::new(cfg.optim.clone(), model.params())?;
@@ -360,6 +364,8 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     let mut run = run.start(cfg.algo.name(), Some(st.epoch), cfg.epochs * nb, (st.epoch - 1) * nb + st.batch as u64)?;
     let t0 = Instant::now();
     let mut samples_here: u64 = 0;
+    // Wall-clock seconds in the gradient steps (shares and combine), for metrics.json.
+    let mut step_secs = 0.0f64;
     let log_every = if cfg.log_every == 0 { u64::MAX } else { cfg.log_every };
 
     while !st.done && st.epoch <= cfg.epochs {
@@ -376,6 +382,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         while (st.batch as u64) < nb {
             let lo = st.batch * cfg.batch;
             let hi = (lo + cfg.batch).min(ntr);
+            let t_step = Instant::now();
             let combined = dp.step(model.params(), hi - lo, |a, z| {
                 let idx: Vec<u32> = perm[lo + a..lo + z].iter().map(|&i| i as u32).collect();
                 let xb = xtr_epoch.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
@@ -383,6 +390,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
                 let keys: Vec<u64> = idx.iter().map(|&i| (st.epoch - 1) * ntr as u64 + i as u64).collect();
                 model.loss_and_grads_keyed(&xb, st.step, &keys)
             })?;
+            step_secs += t_step.elapsed().as_secs_f64();
             let (mut lval, mut grads) = (combined.loss, combined.grads);
             if wick_core::fault::poisoned("nan-loss") {
                 lval = f64::NAN;
@@ -498,6 +506,8 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         "test_nll": test_nll,
         "optimizer_steps": st.step,
         "train_samples_per_s": if samples_here > 0 { serde_json::json!(samples_here as f64 / train_secs.max(1e-9)) } else { serde_json::Value::Null },
+        "step_seconds": step_secs,
+        "combine_seconds": dp.combine_seconds(),
     });
     run.finish(metrics)
 }
