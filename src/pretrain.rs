@@ -20,10 +20,14 @@ pub struct PretrainFlags {
     #[command(flatten)]
     #[serde(skip)]
     pub common: CommonFlags,
-    /// digits, mnist5k, mnist (found as for the density models: $WICK_DATA_DIR/mnist, the cache folder), or a labelled .csv/.csv.gz file or MNIST IDX directory
+    /// digits, mnist5k, mnist (found as for the density models: --data-dir, $WICK_DATA_DIR/mnist, the cache folder), or a labelled .csv/.csv.gz file or MNIST IDX directory
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// Where --data mnist looks first (DIR or DIR/mnist), before $WICK_DATA_DIR/mnist and the cache folder
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
     /// Encoder: mlp or cnn
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +93,14 @@ pub fn train(algo: Objective, flags: PretrainFlags) -> Result<ExitCode> {
 }
 
 /// The trained encoder of a run directory.
+/// The data a pretraining run's encoder is applied to: `given`, else the run's `data` (with its
+/// `data_dir`, where `mnist` is looked for first).
+fn run_data(dir: &std::path::Path, given: Option<&str>) -> Result<(String, Option<String>)> {
+    let saved = RunDir::open(dir)?.read_config()?;
+    let field = |k: &str| saved.get(k).and_then(|v| v.as_str()).map(String::from);
+    Ok((given.map(String::from).or_else(|| field("data")).unwrap_or_else(|| "digits".into()), field("data_dir")))
+}
+
 fn load_encoder(dir: &std::path::Path, data: &Dataset, device: &candle_core::Device) -> Result<(wick_pretrain::Encoder, PretrainConfig)> {
     let run = RunDir::open(dir)?;
     let algo = crate::launch::saved_algo(&run)?;
@@ -142,12 +154,8 @@ pub fn probe(a: ProbeArgs) -> Result<ExitCode> {
             (data, pd, "raw pixels".to_string())
         }
         (Some(dir), false) => {
-            let cfg_data = {
-                let run = RunDir::open(dir)?;
-                run.read_config()?.get("data").and_then(|v| v.as_str()).map(String::from)
-            };
-            let spec = a.data.clone().or(cfg_data).unwrap_or_else(|| "digits".into());
-            let data = Dataset::load(&spec)?;
+            let (spec, data_dir) = run_data(dir, a.data.as_deref())?;
+            let data = Dataset::load_from(&spec, data_dir.as_deref().map(std::path::Path::new))?;
             let (enc, cfg) = load_encoder(dir, &data, &device)?;
             let x = ptrain::images(&data);
             let pd = ptrain::probe_data(&data, &x, &device, &|t| enc.features(t, 500), enc.feature_dim())?;
@@ -180,9 +188,8 @@ pub struct EmbedArgs {
 /// `wick embed`: the encoder's features of every example, as CSV.
 pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
     let device = wick_core::device::parse_device(&a.device)?;
-    let run = RunDir::open(&a.run_dir)?;
-    let spec = a.data.clone().or_else(|| run.read_config().ok()?.get("data").and_then(|v| v.as_str()).map(String::from)).unwrap_or_else(|| "digits".into());
-    let data = Dataset::load(&spec)?;
+    let (spec, data_dir) = run_data(&a.run_dir, a.data.as_deref())?;
+    let data = Dataset::load_from(&spec, data_dir.as_deref().map(std::path::Path::new))?;
     let (enc, _) = load_encoder(&a.run_dir, &data, &device)?;
     let x = ptrain::images(&data);
     let t = candle_core::Tensor::from_vec(x, (data.rows, data.dim), &device)?;

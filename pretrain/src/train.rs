@@ -51,6 +51,9 @@ pub struct PretrainConfig {
     /// The objective.
     pub algo: Objective,
     pub data: String,
+    /// Where `mnist` is looked for first (see [`wick_core::data::mnist_dir`]); saved absolute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
     pub encoder: EncoderKind,
     pub seed: u64,
     pub epochs: u64,
@@ -85,6 +88,7 @@ impl Default for PretrainConfig {
         PretrainConfig {
             algo: Objective::Masked,
             data: "digits".into(),
+            data_dir: None,
             encoder: EncoderKind::Mlp,
             seed: 0,
             epochs: 50,
@@ -253,14 +257,16 @@ const FEATURE_BATCH: usize = 500;
 pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     cfg.validate()?;
     let dev = &rt.device;
-    let data = Dataset::load(&cfg.data)?;
+    let data = Dataset::load_from(&cfg.data, cfg.data_dir.as_deref().map(std::path::Path::new))?;
     ensure!(data.labels.is_some(), "dataset '{}' has no labels; pretraining runs are judged by a linear probe that needs them", cfg.data);
     ensure!(data.is_image(), "dataset '{}' holds {}-dimensional vectors, not images; pretraining needs images (patch masks, crops)", cfg.data, data.dim);
     let world = dist::world();
     // Unset in a fresh run: one micro-batch per rank. Unset in a saved config: the run had one
     // (a resumed run keeps its arithmetic whatever the number of ranks).
     let m = cfg.micro_batches.unwrap_or(if rt.resume { 1 } else { world.size() });
-    let cfg = &PretrainConfig { micro_batches: (m > 1).then_some(m), ..cfg.with_data_defaults(data.height.min(data.width)) };
+    // An absolute --data-dir, so that --resume, `wick probe` and `wick embed` find the data from any folder.
+    let data_dir = cfg.data_dir.as_ref().map(|d| std::path::absolute(d).map_or(d.clone(), |p| p.display().to_string()));
+    let cfg = &PretrainConfig { micro_batches: (m > 1).then_some(m), data_dir, ..cfg.with_data_defaults(data.height.min(data.width)) };
     let dp = DataParallel::new(m, cfg.batch, world)?.on_device(dev)?;
     let x = images(&data);
     let xtr = data.split_tensor(&x, Split::Train, dev)?;
