@@ -444,7 +444,13 @@ impl Reinforce {
 
     /// One gradient step on a batch of whole episodes (`lr` from the schedule).
     pub fn update(&mut self, cfg: &ReinforceConfig, b: &Batch, lr: f64) -> Result<UpdateStats> {
-        let (mut grads, mut stats) = self.loss_and_grads(cfg, b)?;
+        let (grads, stats) = self.loss_and_grads(cfg, b)?;
+        self.apply(cfg, grads, stats, lr)
+    }
+
+    /// The step itself, from gradients and the figures they go with: refuse a diverged loss,
+    /// clip (`--clip-grad`, recording the norm), take the optimizer step, refresh the host copy.
+    pub fn apply(&mut self, cfg: &ReinforceConfig, mut grads: candle_core::backprop::GradStore, mut stats: UpdateStats, lr: f64) -> Result<UpdateStats> {
         ensure!(
             stats.policy_loss.is_finite() && stats.value_loss.is_finite(),
             "training diverged at optimizer step {} (policy loss {}, value loss {}); try a lower --lr or --clip-grad",
@@ -456,7 +462,7 @@ impl Reinforce {
             stats.grad_norm = clip_grad_norm(&self.params, &mut grads, cfg.clip_grad)?;
         }
         self.opt.step(&self.params, &grads, lr)?;
-        self.host.refresh(&self.policy)?;
+        self.sync_host()?;
         Ok(stats)
     }
 }

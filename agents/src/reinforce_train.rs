@@ -29,12 +29,11 @@ use std::collections::VecDeque;
 use std::time::Instant;
 use wick_core::checkpoint::Checkpoint;
 use wick_core::dist::{self, DataParallel};
-use wick_core::optim::clip_grad_norm;
 use wick_core::rng::Rng;
 use wick_core::run::{Outcome, RunDir, Runtime};
 use wick_core::session::Session;
 use wick_core::tb::TbLogger;
-use wick_core::{ensure, Error, Result};
+use wick_core::{Error, Result};
 
 /// The episodes "solved" is judged over (Gymnasium's CartPole-v1 criterion: mean of 100 ≥ 475).
 pub const WINDOW: usize = 100;
@@ -223,20 +222,7 @@ fn update(cfg: &ReinforceConfig, dp: &DataParallel, agent: &mut Reinforce, shard
         s.value_loss += f[0] * f[2];
         s.entropy += f[0] * f[3];
     }
-    ensure!(
-        s.policy_loss.is_finite() && s.value_loss.is_finite(),
-        "training diverged at optimizer step {} (policy loss {}, value loss {}); try a lower --lr or --clip-grad",
-        agent.opt.steps(),
-        s.policy_loss,
-        s.value_loss
-    );
-    let mut grads = combined.grads;
-    if cfg.clip_grad > 0.0 {
-        s.grad_norm = clip_grad_norm(&agent.params, &mut grads, cfg.clip_grad)?;
-    }
-    agent.opt.step(&agent.params, &grads, lr)?;
-    agent.sync_host()?;
-    Ok((s, combined.interrupted))
+    Ok((agent.apply(cfg, combined.grads, s, lr)?, combined.interrupted))
 }
 
 /// The full state of a run: parameters, Adam's moments, the counters. (Nothing of the env or
