@@ -64,17 +64,52 @@ fn train_args<'a>(algo: &'a str, extra: &'a [&'a str], dir: &'a Path, name: &'a 
     a
 }
 
-/// The files a run writes whose bytes must not depend on N: both checkpoints and the config.
-fn same_run(a: &Path, b: &Path, what: &str) {
-    for f in ["checkpoint.safetensors", "best.safetensors", "config.toml"] {
+/// Two runs with the same bits: `files` byte for byte, metrics.json and the TensorBoard scalars
+/// (timing left out). Returns run `a`'s metrics and scalars for the caller's checks that they
+/// are not vacuous.
+fn same_bits(a: &Path, b: &Path, files: &[&str], what: &str) -> (serde_json::Value, std::collections::BTreeMap<String, Vec<(u64, f32)>>) {
+    for f in files {
         let (x, y) = (std::fs::read(a.join(f)), std::fs::read(b.join(f)));
         let (x, y) = (x.unwrap_or_else(|e| panic!("{what}: {}: {e}", a.join(f).display())), y.unwrap_or_else(|e| panic!("{what}: {}: {e}", b.join(f).display())));
         assert!(x == y, "{what}: {f} differs");
     }
-    assert_eq!(metrics_sans_timing(a), metrics_sans_timing(b), "{what}: metrics.json");
+    let m = metrics_sans_timing(a);
+    assert_eq!(m, metrics_sans_timing(b), "{what}: metrics.json");
     let sa = scalars_sans_timing(a);
-    assert!(sa.contains_key("eval/valid_nll") && sa.contains_key("eval/test_nll"), "{what}: scalars {:?}", sa.keys());
     assert_eq!(sa, scalars_sans_timing(b), "{what}: TensorBoard scalars");
+    (m, sa)
+}
+
+/// The files a run writes whose bytes must not depend on N: both checkpoints and the config.
+fn same_run(a: &Path, b: &Path, what: &str) {
+    let (_, sa) = same_bits(a, b, &["checkpoint.safetensors", "best.safetensors", "config.toml"], what);
+    assert!(sa.contains_key("eval/valid_nll") && sa.contains_key("eval/test_nll"), "{what}: scalars {:?}", sa.keys());
+}
+
+/// Run `algo` with `m` micro-batches to the end (the reference), and again under `first_n`
+/// ranks aborted (as abruptly as SIGKILL) after epoch 2's logs, before its checkpoint, then
+/// resumed under `then_n` ranks; returns (reference, resumed) run directories.
+fn crash_then_resume(mpirun: &str, d: &Path, algo: &str, extra: &[&str], m: usize, first_n: usize, then_n: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ms = m.to_string();
+    let reference = format!("ref-m{m}");
+    run_ok(&train_args(algo, extra, d, &reference, &["--micro-batches", &ms]));
+    let name = format!("crash-m{m}");
+    let fresh = train_args(algo, extra, d, &name, &["--micro-batches", &ms]);
+    let code = if first_n == 1 {
+        wick().args(&fresh).env("WICK_FAULT", "after-log:2").stderr(std::process::Stdio::null()).status().unwrap().code().unwrap_or(-1)
+    } else {
+        mpi_command(mpirun, first_n, env!("CARGO_BIN_EXE_wick"), &fresh).env("WICK_FAULT", "after-log:2").output().unwrap().status.code().unwrap_or(-1)
+    };
+    assert_ne!(code, 0, "the fault was injected");
+    let dir = d.join(&name);
+    assert!(!dir.join("metrics.json").exists());
+    let resume = ["train", algo, "--quiet", "--threads", "1", "--resume", s(&dir)];
+    if then_n == 1 {
+        run_ok(&resume);
+    } else {
+        mpi_ok(mpirun, then_n, &resume);
+    }
+    (d.join(&reference), dir)
 }
 
 /// Density models, small: batch 60 splits into 2, 3 and 4 micro-batches, and the digits train
@@ -168,26 +203,8 @@ fn resume_continues_exactly_with_another_rank_count() {
     let d = scratch("dist-resume");
     let extra: &[&str] = &["--data", "digits", "--epochs", "4", "--hidden", "16", "--batch", "60", "--log-every", "2"];
     for (m, first_n, then_n) in [(2usize, 2usize, 1usize), (4, 1, 2)] {
-        let ms = m.to_string();
-        let reference = format!("ref-m{m}");
-        run_ok(&train_args("nade", extra, &d, &reference, &["--micro-batches", &ms]));
-        let name = format!("crash-m{m}");
-        // Abort (as abruptly as SIGKILL) after epoch 2's logs, before its checkpoint.
-        let fresh = train_args("nade", extra, &d, &name, &["--micro-batches", &ms]);
-        let code = if first_n == 1 {
-            wick().args(&fresh).env("WICK_FAULT", "after-log:2").status().unwrap().code().unwrap_or(-1)
-        } else {
-            mpi_command(&mpirun, first_n, env!("CARGO_BIN_EXE_wick"), &fresh).env("WICK_FAULT", "after-log:2").output().unwrap().status.code().unwrap_or(-1)
-        };
-        assert_ne!(code, 0, "the fault was injected");
-        let dir = d.join(&name);
-        let resume = ["train", "nade", "--quiet", "--threads", "1", "--resume", s(&dir)];
-        if then_n == 1 {
-            run_ok(&resume);
-        } else {
-            mpi_ok(&mpirun, then_n, &resume);
-        }
-        same_run(&d.join(&reference), &dir, &format!("micro-batches {m}: {first_n} rank(s), crash, resume with {then_n}"));
+        let (reference, dir) = crash_then_resume(&mpirun, &d, "nade", extra, m, first_n, then_n);
+        same_run(&reference, &dir, &format!("micro-batches {m}: {first_n} rank(s), crash, resume with {then_n}"));
     }
     // A plain run (one micro-batch) resumed under 2 ranks keeps its arithmetic: refused.
     run_ok(&train_args("nade", &["--data", "digits", "--epochs", "1", "--hidden", "16", "--batch", "60"], &d, "plain", &[]));
@@ -310,16 +327,9 @@ const REINFORCE: &[&str] = &["--env", "CartPole-v1", "--total-steps", "20000", "
 
 /// The files of a REINFORCE run whose bytes must not depend on N.
 fn same_rl_run(a: &Path, b: &Path, what: &str) {
-    for f in ["checkpoint.safetensors", "config.toml"] {
-        let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
-        assert!(x == y, "{what}: {f} differs");
-    }
-    let m = metrics_sans_timing(a);
+    let (m, sa) = same_bits(a, b, &["checkpoint.safetensors", "config.toml"], what);
     assert!(m["episodes"].as_u64().unwrap() > 50 && m["updates"].as_u64().unwrap() > 8, "{what}: {m}");
-    assert_eq!(m, metrics_sans_timing(b), "{what}: metrics.json");
-    let sa = scalars_sans_timing(a);
     assert!(sa.contains_key("charts/episodic_return") && sa.contains_key("losses/value_loss"), "{what}: scalars {:?}", sa.keys());
-    assert_eq!(sa, scalars_sans_timing(b), "{what}: TensorBoard scalars");
 }
 
 /// REINFORCE: each rank plays its share of an update's episodes (every draw keyed by the
@@ -415,15 +425,8 @@ const PRETRAIN: &[(&str, &[&str])] = &[
 
 /// A pretraining run's files whose bytes must not depend on N (it writes no best.safetensors).
 fn same_pretrain_run(a: &Path, b: &Path, what: &str) {
-    for f in ["checkpoint.safetensors", "config.toml"] {
-        let (x, y) = (std::fs::read(a.join(f)), std::fs::read(b.join(f)));
-        let (x, y) = (x.unwrap_or_else(|e| panic!("{what}: {}: {e}", a.join(f).display())), y.unwrap_or_else(|e| panic!("{what}: {}: {e}", b.join(f).display())));
-        assert!(x == y, "{what}: {f} differs");
-    }
-    assert_eq!(metrics_sans_timing(a), metrics_sans_timing(b), "{what}: metrics.json");
-    let sa = scalars_sans_timing(a);
+    let (_, sa) = same_bits(a, b, &["checkpoint.safetensors", "config.toml"], what);
     assert!(sa.contains_key("eval/probe_acc_all") && sa.keys().any(|k| k.starts_with("losses/")), "{what}: scalars {:?}", sa.keys());
-    assert_eq!(sa, scalars_sans_timing(b), "{what}: TensorBoard scalars");
 }
 
 /// Masked prediction, SimCLR and VICReg: N ranks give the bits of one process with N
@@ -465,27 +468,8 @@ fn pretraining_resumes_exactly_with_another_rank_count() {
     let d = scratch("dist-pretrain-resume");
     let extra: &[&str] = &["--data", "digits", "--epochs", "3", "--batch", "48", "--probe-every", "2", "--log-every", "2"];
     for (m, first_n, then_n) in [(2usize, 2usize, 1usize), (6, 1, 3)] {
-        let ms = m.to_string();
-        let reference = format!("ref-m{m}");
-        run_ok(&train_args("simclr", extra, &d, &reference, &["--micro-batches", &ms]));
-        let name = format!("crash-m{m}");
-        // Abort (as abruptly as SIGKILL) after epoch 2's logs, before its checkpoint.
-        let fresh = train_args("simclr", extra, &d, &name, &["--micro-batches", &ms]);
-        let code = if first_n == 1 {
-            wick().args(&fresh).env("WICK_FAULT", "after-log:2").stderr(std::process::Stdio::null()).status().unwrap().code().unwrap_or(-1)
-        } else {
-            mpi_command(&mpirun, first_n, env!("CARGO_BIN_EXE_wick"), &fresh).env("WICK_FAULT", "after-log:2").output().unwrap().status.code().unwrap_or(-1)
-        };
-        assert_ne!(code, 0, "the fault was injected");
-        let dir = d.join(&name);
-        assert!(!dir.join("metrics.json").exists());
-        let resume = ["train", "simclr", "--quiet", "--threads", "1", "--resume", s(&dir)];
-        if then_n == 1 {
-            run_ok(&resume);
-        } else {
-            mpi_ok(&mpirun, then_n, &resume);
-        }
-        same_pretrain_run(&d.join(&reference), &dir, &format!("simclr, micro-batches {m}: {first_n} rank(s), crash, resume with {then_n}"));
+        let (reference, dir) = crash_then_resume(&mpirun, &d, "simclr", extra, m, first_n, then_n);
+        same_pretrain_run(&reference, &dir, &format!("simclr, micro-batches {m}: {first_n} rank(s), crash, resume with {then_n}"));
     }
     let _ = std::fs::remove_dir_all(&d);
 }
