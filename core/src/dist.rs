@@ -171,6 +171,15 @@ impl World {
         self.gather_impl(local)
     }
 
+    /// All-to-all: `send` is `size` equal blocks, block r goes to rank r; returns the blocks
+    /// this rank received, in rank order (block r from rank r).
+    pub fn all_to_all_f32(&self, send: &[f32]) -> Vec<f32> {
+        if self.size == 1 {
+            return send.to_vec();
+        }
+        self.all_to_all_impl(send)
+    }
+
     /// Every rank's `local` (lengths may differ), one vector per rank in rank order: the
     /// lengths are gathered first and the vectors padded to the longest.
     pub fn all_gather_var_f64(&self, local: &[f64]) -> Vec<Vec<f64>> {
@@ -212,6 +221,19 @@ impl World {
 
     #[cfg(not(feature = "mpi"))]
     fn reduce_impl<T: Copy>(&self, _local: &[T]) -> Vec<T> {
+        unreachable!("a world of more than one rank needs the mpi feature")
+    }
+
+    #[cfg(feature = "mpi")]
+    fn all_to_all_impl(&self, send: &[f32]) -> Vec<f32> {
+        use mpi::traits::CommunicatorCollectives;
+        let mut recv = vec![0.0f32; send.len()];
+        mpi::topology::SimpleCommunicator::world().all_to_all_into(send, &mut recv[..]);
+        recv
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    fn all_to_all_impl(&self, _send: &[f32]) -> Vec<f32> {
         unreachable!("a world of more than one rank needs the mpi feature")
     }
 
@@ -331,25 +353,45 @@ pub fn bytes_checksum(bytes: &[u8]) -> u64 {
 /// gradient contributes zeros.
 pub fn flatten_grads(params: &Params, grads: &GradStore) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(params.numel());
-    for i in sorted_order(params) {
-        let v = &params.vars()[i];
-        match grads.get(v.as_tensor()) {
-            Some(g) => out.extend(g.flatten_all()?.to_vec1::<f32>()?),
-            None => out.extend(std::iter::repeat_n(0.0f32, v.elem_count())),
-        }
-    }
+    flatten_grads_into(params, grads, &mut out)?;
     Ok(out)
 }
 
-/// A `GradStore` holding `flat` (sorted-name order, as [`flatten_grads`]) for every parameter.
-pub fn unflatten_grads(params: &Params, flat: &[f32]) -> Result<GradStore> {
+/// [`flatten_grads`] appended to `out`; a contiguous CPU gradient is copied once, straight
+/// from its storage.
+pub fn flatten_grads_into(params: &Params, grads: &GradStore, out: &mut Vec<f32>) -> Result<()> {
+    for i in sorted_order(params) {
+        let v = &params.vars()[i];
+        match grads.get(v.as_tensor()) {
+            Some(g) => {
+                let (s, l) = g.storage_and_layout();
+                match (&*s, l.contiguous_offsets()) {
+                    (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(d)), Some((a, b))) => out.extend_from_slice(&d[a..b]),
+                    _ => {
+                        drop(s);
+                        out.extend(g.flatten_all()?.to_vec1::<f32>()?)
+                    }
+                }
+            }
+            None => out.extend(std::iter::repeat_n(0.0f32, v.elem_count())),
+        }
+    }
+    Ok(())
+}
+
+/// A `GradStore` holding `flat` (sorted-name order, as [`flatten_grads`]; at least P entries)
+/// for every parameter: one tensor on the parameters' device, each gradient a view of it.
+pub fn unflatten_grads(params: &Params, mut flat: Vec<f32>) -> Result<GradStore> {
     let mut grads = GradStore::default();
+    let Some(first) = params.vars().first() else { return Ok(grads) };
+    let p = params.numel();
+    flat.truncate(p);
+    let all = Tensor::from_vec(flat, p, first.device())?;
     let mut off = 0;
     for i in sorted_order(params) {
         let v = &params.vars()[i];
         let n = v.elem_count();
-        let t = Tensor::from_slice(&flat[off..off + n], v.dims(), v.device())?;
-        grads.insert(v.as_tensor(), t);
+        grads.insert(v.as_tensor(), all.narrow(0, off, n)?.reshape(v.dims())?);
         off += n;
     }
     Ok(grads)
@@ -459,13 +501,13 @@ impl DataParallel {
         let p = params.numel();
         // Per local micro-batch: [weight n_s/b, loss]; then this rank's Ctrl-C flag.
         let mut head = Vec::with_capacity(2 * per + 1);
-        let mut flat = Vec::with_capacity(per * p);
+        let mut flat = Vec::with_capacity(per * p + self.size); // + the all-to-all's padding
         for s in self.rank * per..(self.rank + 1) * per {
             let (lo, hi) = micro_range(b, m, s);
             if hi > lo {
                 let (loss, grads) = shard(lo, hi)?;
                 head.extend([(hi - lo) as f64 / b as f64, loss]);
-                flat.extend(flatten_grads(params, &grads)?);
+                flatten_grads_into(params, &grads, &mut flat)?;
             } else {
                 head.extend([0.0, 0.0]);
                 flat.extend(std::iter::repeat_n(0.0f32, p));
@@ -487,70 +529,119 @@ impl DataParallel {
         let per = self.micro_batches / self.size;
         let p = params.numel();
         let mut head = Vec::with_capacity(2 * per + 1);
-        let mut flat = Vec::with_capacity(per * p);
+        let mut flat = Vec::with_capacity(per * p + self.size); // + the all-to-all's padding
         for s in self.rank * per..(self.rank + 1) * per {
             let (w, loss, grads) = shard(s)?;
             head.extend([w, loss]);
-            flat.extend(flatten_grads(params, &grads)?);
+            flatten_grads_into(params, &grads, &mut flat)?;
         }
         self.combine(params, head, flat)
     }
 
-    /// The combine of `step` and `step_weighted`: `head` holds this rank's [w_s, ℓ_s] per local
-    /// micro-batch, `flat` their flat gradients; timed into [`DataParallel::combine_seconds`].
+    /// The combine of `step`, `step_weighted` and `step_gathered`: `head` holds this rank's
+    /// [w_s, ℓ_s] per local micro-batch, `flat` their flat gradients (`per` × P f32s); timed into
+    /// [`DataParallel::combine_seconds`].
     fn combine(&self, params: &Params, mut head: Vec<f64>, flat: Vec<f32>) -> Result<Combined> {
         let t = std::time::Instant::now();
         let per = self.micro_batches / self.size;
         let p = params.numel();
         head.push(crate::signal::interrupted() as u8 as f64);
         let world = World { rank: self.rank, size: self.size };
-        let mut acc = vec![0.0f64; p];
-        let mut loss = 0.0f64;
-        let mut interrupted = false;
-        match self.allreduce {
+        let (loss, g, interrupted) = match self.allreduce {
             Allreduce::Ordered => {
                 let heads = world.all_gather_f64(&head);
-                let flats = world.all_gather_f32(&flat);
-                for r in 0..self.size {
-                    let h = &heads[r * (2 * per + 1)..(r + 1) * (2 * per + 1)];
+                let (mut loss, mut interrupted) = (0.0f64, false);
+                let mut weights = Vec::with_capacity(self.micro_batches);
+                for h in heads.chunks_exact(2 * per + 1) {
                     interrupted |= h[2 * per] != 0.0;
                     for k in 0..per {
                         let (w, l) = (h[2 * k], h[2 * k + 1]);
-                        if w == 0.0 {
-                            continue; // an empty micro-batch (the last batch of an epoch may be short)
+                        if w != 0.0 {
+                            loss += w * l; // w = 0: an empty micro-batch (a short last batch) adds nothing
                         }
-                        loss += w * l;
-                        let g = &flats[(r * per + k) * p..(r * per + k + 1) * p];
-                        for (a, &x) in acc.iter_mut().zip(g) {
-                            *a += w * x as f64;
-                        }
+                        weights.push(w);
                     }
                 }
+                (loss, ordered_sum(&world, &weights, flat, p), interrupted)
             }
             Allreduce::Ring => {
                 // This rank's weighted sum in f64, rounded to f32, then MPI's sum over ranks.
-                let mut local_loss = 0.0f64;
-                for k in 0..per {
-                    let (w, l) = (head[2 * k], head[2 * k + 1]);
-                    if w == 0.0 {
-                        continue;
-                    }
-                    local_loss += w * l;
-                    for (a, &x) in acc.iter_mut().zip(&flat[k * p..(k + 1) * p]) {
-                        *a += w * x as f64;
-                    }
-                }
-                let local: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
+                let weights: Vec<f64> = (0..per).map(|k| head[2 * k]).collect();
+                let local_loss = (0..per).filter(|&k| head[2 * k] != 0.0).fold(0.0f64, |a, k| a + head[2 * k] * head[2 * k + 1]);
+                let mut local = vec![0.0f32; p];
+                weighted_sum(&mut local, &weights, &flat, p, 0);
                 let sums = world.all_reduce_sum_f64(&[local_loss, head[2 * per]]);
-                let g = world.all_reduce_sum_f32(&local);
-                self.combine_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-                return Ok(Combined { loss: sums[0], grads: unflatten_grads(params, &g)?, interrupted: sums[1] != 0.0 });
+                (sums[0], world.all_reduce_sum_f32(&local), sums[1] != 0.0)
+            }
+        };
+        self.combine_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(Combined { loss, grads: unflatten_grads(params, g)?, interrupted })
+    }
+}
+
+/// `out[i] = Σ_s w_s · parts_s[offset + i]` over the micro-batches s with w_s ≠ 0, in order,
+/// accumulated in f64 from 0 and rounded to f32 once; `parts` holds the micro-batches' vectors
+/// one after another, `stride` f32s apart. Blocked so the f64 accumulators stay in registers
+/// and cache: every element's sum is the same left-to-right sequence whatever the block.
+fn weighted_sum(out: &mut [f32], weights: &[f64], parts: &[f32], stride: usize, offset: usize) {
+    const BLOCK: usize = 512;
+    let used: Vec<(f64, &[f32])> = weights.iter().enumerate().filter(|(_, &w)| w != 0.0).map(|(s, &w)| (w, &parts[s * stride + offset..s * stride + offset + out.len()])).collect();
+    let mut acc = [0.0f64; BLOCK];
+    for (b, chunk) in out.chunks_mut(BLOCK).enumerate() {
+        let acc = &mut acc[..chunk.len()];
+        acc.fill(0.0);
+        for &(w, x) in &used {
+            for (a, &x) in acc.iter_mut().zip(&x[b * BLOCK..b * BLOCK + chunk.len()]) {
+                *a += w * x as f64;
             }
         }
-        let g: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
-        self.combine_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(Combined { loss, grads: unflatten_grads(params, &g)?, interrupted })
+        for (o, &a) in chunk.iter_mut().zip(acc.iter()) {
+            *o = a as f32;
+        }
     }
+}
+
+/// g = Σ_{s=0}^{M−1} w_s g_s, summed in micro-batch order in f64 and rounded to f32, on every
+/// rank: the same bits for any N. `weights` holds all M weights (every rank's, in order), `flat`
+/// this rank's M/N gradients of `p` f32s each.
+///
+/// The sum is sharded like a reduce-scatter: the P entries are cut into N slices of C = ⌈P/N⌉,
+/// one all-to-all hands rank r slice r of every micro-batch's gradient, rank r sums its slice
+/// in micro-batch order, and an all-gather returns the N summed slices to every rank. Each
+/// entry's sum is the same sequence as one process's, so the bits do not depend on N; each
+/// rank receives 2·(N−1)·C f32s (a ring all-reduce's bytes) and sums P/N entries, not P.
+fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> Vec<f32> {
+    let n = world.size();
+    let per = weights.len() / n;
+    if n == 1 {
+        let mut g = vec![0.0f32; p];
+        weighted_sum(&mut g, weights, &flat, p, 0);
+        return g;
+    }
+    let c = p.div_ceil(n);
+    // Send buffer: for each destination rank r, this rank's micro-batches' slice r, padded to C.
+    let send = if per == 1 {
+        flat.resize(n * c, 0.0);
+        flat
+    } else {
+        let mut send = vec![0.0f32; n * per * c];
+        for r in 0..n {
+            let (lo, hi) = ((r * c).min(p), ((r + 1) * c).min(p));
+            for k in 0..per {
+                send[(r * per + k) * c..(r * per + k) * c + hi - lo].copy_from_slice(&flat[k * p + lo..k * p + hi]);
+            }
+        }
+        send
+    };
+    // Received: from each rank r its micro-batches r·per … (r+1)·per − 1, our slice of each.
+    let recv = world.all_to_all_f32(&send);
+    drop(send);
+    let mine = (world.rank() * c).min(p)..((world.rank() + 1) * c).min(p);
+    let mut slice = vec![0.0f32; c];
+    weighted_sum(&mut slice[..mine.len()], weights, &recv, c, 0);
+    let mut g = world.all_gather_f32(&slice);
+    g.truncate(p);
+    g
 }
 
 /// A loss over the whole global batch (SimCLR's NT-Xent, VICReg's batch statistics), taken
@@ -622,47 +713,31 @@ impl DataParallel {
         }
         let (loss, dout) = job.loss(&outputs, b)?;
         let p = params.numel();
-        let mut flat = Vec::with_capacity(per * p);
-        let mut head = Vec::with_capacity(per + 1);
+        let mut flat = Vec::with_capacity(per * p + self.size); // + the all-to-all's padding
+        // [w_s, ℓ_s] per local micro-batch as `combine` takes them: weight 1 (each is a part of
+        // the one loss's gradient), 0 for an empty one; the loss is the gathered one.
+        let mut head = Vec::with_capacity(2 * per);
         for (s, st) in mine.zip(states) {
             let (lo, hi) = micro_range(b, m, s);
             match st {
                 Some(st) => {
                     let grads = job.backward(st, lo, hi, &dout[lo * width..hi * width])?;
-                    flat.extend(flatten_grads(params, &grads)?);
-                    head.push(1.0);
+                    flatten_grads_into(params, &grads, &mut flat)?;
+                    head.extend([1.0, 0.0]);
                 }
                 None => {
                     flat.extend(std::iter::repeat_n(0.0f32, p));
-                    head.push(0.0);
+                    head.extend([0.0, 0.0]);
                 }
             }
         }
-        head.push(crate::signal::interrupted() as u8 as f64);
         if m == 1 {
             // One micro-batch: its gradient as it is (no f64 round trip).
-            let grads = unflatten_grads(params, &flat)?;
-            return Ok(Combined { loss, grads, interrupted: head[1] != 0.0 });
+            let grads = unflatten_grads(params, flat)?;
+            return Ok(Combined { loss, grads, interrupted: crate::signal::interrupted() });
         }
-        let heads = world.all_gather_f64(&head);
-        let flats = world.all_gather_f32(&flat);
-        let mut acc = vec![0.0f64; p];
-        let mut interrupted = false;
-        for r in 0..n {
-            let h = &heads[r * (per + 1)..(r + 1) * (per + 1)];
-            interrupted |= h[per] != 0.0;
-            for k in 0..per {
-                if h[k] == 0.0 {
-                    continue; // an empty micro-batch
-                }
-                let g = &flats[(r * per + k) * p..(r * per + k + 1) * p];
-                for (a, &x) in acc.iter_mut().zip(g) {
-                    *a += x as f64;
-                }
-            }
-        }
-        let g: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
-        Ok(Combined { loss, grads: unflatten_grads(params, &g)?, interrupted })
+        let combined = self.combine(params, head, flat)?;
+        Ok(Combined { loss, ..combined })
     }
 }
 
@@ -846,7 +921,7 @@ mod tests {
         let g = loss.backward().unwrap();
         let flat = flatten_grads(&p, &g).unwrap();
         assert_eq!(flat, vec![3.0, 3.0, 3.0, 2.0, 2.0], "a.weight first, then z.bias");
-        let back = unflatten_grads(&p, &flat).unwrap();
+        let back = unflatten_grads(&p, flat.clone()).unwrap();
         assert_eq!(back.get(&zb).unwrap().to_vec1::<f32>().unwrap(), vec![2.0, 2.0]);
     }
 
@@ -861,6 +936,28 @@ mod tests {
     }
 
     /// The weighted ordered sum, with one short and one empty micro-batch, against an f64 loop.
+    #[test]
+    fn blocked_weighted_sum_is_the_left_to_right_f64_sum() {
+        // Lengths around the block size, an offset, and a zero weight (an empty micro-batch).
+        let mut r = Rng::stream(7, "test");
+        for len in [1usize, 511, 512, 513, 1500] {
+            let (m, stride, offset) = (4, len + 9, 5);
+            let parts: Vec<f32> = (0..m * stride).map(|_| (r.normal() * 1e3) as f32).collect();
+            let weights = [0.25, 0.0, 0.5, 0.25];
+            let mut out = vec![f32::NAN; len];
+            weighted_sum(&mut out, &weights, &parts, stride, offset);
+            for i in 0..len {
+                let mut a = 0.0f64;
+                for (s, &w) in weights.iter().enumerate() {
+                    if w != 0.0 {
+                        a += w * parts[s * stride + offset + i] as f64;
+                    }
+                }
+                assert_eq!(out[i].to_bits(), (a as f32).to_bits(), "len {len} entry {i}");
+            }
+        }
+    }
+
     #[test]
     fn accumulation_is_the_weighted_ordered_sum() {
         let dev = Device::Cpu;
