@@ -224,11 +224,13 @@ fn resume_continues_exactly_with_another_rank_count() {
 /// bits of the uninterrupted run.
 #[cfg(feature = "mpi")]
 #[test]
-#[ignore = "flaky (seen 2026-12-05): on a quiet machine the SIGINT sent to mpirun after the first checkpoint often does not stop the ranks before the 2-second run ends; run with --ignored"]
 fn ctrl_c_under_mpirun_checkpoints_and_resumes_exactly() {
     let Some(mpirun) = mpirun() else { return };
     let d = scratch("dist-ctrlc");
-    let extra: &[&str] = &["--data", "digits", "--epochs", "150", "--patience", "0", "--hidden", "16", "--batch", "60", "--log-every", "50"];
+    // 600 epochs (about 14,000 steps, 10 s under mpirun here): mpirun passes the SIGINT on to
+    // the ranks after up to a few seconds (OpenMPI puts them in process groups of their own, so
+    // a terminal's Ctrl-C reaches mpirun only). With 150 epochs (2 s) the run often ended first.
+    let extra: &[&str] = &["--data", "digits", "--epochs", "600", "--patience", "0", "--hidden", "16", "--batch", "60", "--log-every", "50"];
     run_ok(&train_args("nade", extra, &d, "reference", &["--micro-batches", "2"]));
     let child = mpi_command(&mpirun, 2, env!("CARGO_BIN_EXE_wick"), &train_args("nade", extra, &d, "int", &[]))
         .stdout(std::process::Stdio::piped())
