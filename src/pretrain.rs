@@ -46,6 +46,11 @@ pub struct PretrainFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub micro_batches: Option<usize>,
+    /// Combine the ranks' gradients in a fixed order (`ordered`: bit-identical for any rank count)
+    /// or by MPI's `ring` all-reduce (MPI's summation order: NOT bit-identical across rank counts) [default: ordered]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allreduce: Option<wick_core::dist::Allreduce>,
     /// SimCLR: NT-Xent temperature τ > 0
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]

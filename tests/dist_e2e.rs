@@ -398,6 +398,19 @@ fn allreduce_ring_runs_and_is_close_to_the_ordered_combine() {
     for (p, q) in sa["eval/valid_nll"].iter().zip(&sb["eval/valid_nll"]) {
         assert!(p.0 == q.0 && (p.1 - q.1).abs() < 1e-3 * p.1.abs(), "valid NLL per epoch: {p:?} vs {q:?}");
     }
+    // Pretraining takes it too (SimCLR: the gathered loss, then the ring combine of the gradients).
+    let (algo, extra) = PRETRAIN[1];
+    assert_eq!(algo, "simclr");
+    mpi_ok(&mpirun, 2, &train_args(algo, extra, &d, "simclr-ordered", &[]));
+    mpi_ok(&mpirun, 2, &train_args(algo, extra, &d, "simclr-ring", &["--allreduce", "ring"]));
+    let cfg = std::fs::read_to_string(d.join("simclr-ring").join("config.toml")).unwrap();
+    assert!(cfg.contains("allreduce = \"ring\""), "{cfg}");
+    let (sa, sb) = (scalars_sans_timing(&d.join("simclr-ordered")), scalars_sans_timing(&d.join("simclr-ring")));
+    let (la, lb) = (&sa["losses/nt_xent"], &sb["losses/nt_xent"]);
+    assert!(!la.is_empty() && la.len() == lb.len(), "{la:?} vs {lb:?}");
+    for (p, q) in la.iter().zip(lb) {
+        assert!(p.0 == q.0 && (p.1 - q.1).abs() < 1e-3 * p.1.abs(), "SimCLR train loss: ordered {p:?} vs ring {q:?}");
+    }
     let _ = std::fs::remove_dir_all(&d);
 }
 

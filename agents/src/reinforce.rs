@@ -86,8 +86,8 @@ pub struct ReinforceConfig {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub micro_batches: Option<usize>,
-    /// Combine the ranks' gradients by `ordered` all-gather (bit-identical for any rank count) or
-    /// MPI's `ring` all-reduce (fewer bytes, NOT bit-identical across rank counts) [default: ordered]
+    /// Combine the ranks' gradients in a fixed order (`ordered`: bit-identical for any rank count)
+    /// or by MPI's `ring` all-reduce (MPI's summation order: NOT bit-identical across rank counts) [default: ordered]
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allreduce: Option<wick_core::dist::Allreduce>,

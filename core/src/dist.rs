@@ -9,19 +9,20 @@
 //! ℓ = Σ_{s=0}^{M−1} (n_s / b) · ℓ_s      (n_s rows of the b in this batch; g_s, ℓ_s its mean gradient and loss)
 //! ```
 //!
-//! Each rank flattens its gradients in **sorted parameter-name order** (never a hash map's),
-//! all-gathers every rank's flat vectors, and sums them in micro-batch order itself. MPI's own
-//! `MPI_Allreduce` is not used for this: its summation order is the implementation's and
-//! changes with N (OpenMPI 4.1 sums 4 ranks as (r0+r1)+(r2+r3)). So the result depends on
-//! (B, M) only: N ranks give the same bits as one process that runs the M micro-batches one
-//! after another (`--micro-batches M`, which is also plain gradient accumulation for a batch
-//! that does not fit in memory).
+//! Each rank flattens its gradients in **sorted parameter-name order** (never a hash map's), and
+//! the sum is sharded like a reduce-scatter: one all-to-all hands rank r slice r (of N) of every
+//! micro-batch's gradient, rank r sums its slice in micro-batch order, and an all-gather returns
+//! the summed slices to every rank (a ring all-reduce's bytes). MPI's own `MPI_Allreduce` is not
+//! used for this: its summation order is the implementation's and changes with N (OpenMPI 4.1
+//! sums 4 ranks as (r0+r1)+(r2+r3)). So the result depends on (B, M) only: N ranks give the
+//! same bits as one process that runs the M micro-batches one after another (`--micro-batches
+//! M`, which is also plain gradient accumulation for a batch that does not fit in memory).
 //!
 //! With M = 1 (one process, no accumulation) the step is the plain one, untouched.
 //!
 //! Opt-in [`Allreduce::Ring`] (`--allreduce ring`) uses `MPI_Allreduce` instead: each rank's
-//! weighted sum of its micro-batches, rounded to f32, summed in MPI's order. It receives
-//! 2·(N−1)/N·4P bytes per rank instead of (N−1)·4P, and gives up bit-identity across N.
+//! weighted sum of its micro-batches, rounded to f32, summed in MPI's order: the same bytes in
+//! MPI's pipelined algorithms, and no bit-identity across N.
 //!
 //! The launcher is found from the environment (`OMPI_COMM_WORLD_SIZE` for OpenMPI's `mpirun`,
 //! `PMI_SIZE` for MPICH/Hydra and Slurm's PMI-2, `SLURM_STEP_NUM_TASKS` under `srun`). A build
@@ -46,9 +47,9 @@ static WORLD: OnceLock<World> = OnceLock::new();
 crate::choice! {
     /// How the ranks' gradients are combined (`--allreduce`).
     pub enum Allreduce("all-reduce") {
-        /// all-gather every rank's gradients and sum them in micro-batch order: N ranks give the bits of one process with --micro-batches N (default)
+        /// sum every micro-batch's gradient in micro-batch order (a reduce-scatter by all-to-all, then an all-gather): N ranks give the bits of one process with --micro-batches N (default)
         Ordered = "ordered",
-        /// MPI_Allreduce (sum) in MPI's own order: fewer bytes per rank as N grows, but results differ in the last bits across N (not bit-identical)
+        /// MPI_Allreduce (sum) in MPI's own order: the same bytes in MPI's pipelined algorithms, but results differ in the last bits across N (not bit-identical)
         Ring = "ring",
     }
 }

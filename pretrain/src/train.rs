@@ -63,6 +63,9 @@ pub struct PretrainConfig {
     /// plain step).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub micro_batches: Option<usize>,
+    /// `ring`: combine by MPI's all-reduce, giving up bit-identity across N. Unset: ordered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allreduce: Option<wick_core::dist::Allreduce>,
     /// SimCLR temperature τ.
     pub temperature: f64,
     /// Masked prediction: `ratio` hides `mask_ratio` of the patches; `order-agnostic` hides the
@@ -94,6 +97,7 @@ impl Default for PretrainConfig {
             epochs: 50,
             batch: 256,
             micro_batches: None,
+            allreduce: None,
             temperature: 0.5,
             mask: MaskMode::Ratio,
             mask_ratio: 0.5,
@@ -267,7 +271,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     // An absolute --data-dir, so that --resume, `wick probe` and `wick embed` find the data from any folder.
     let data_dir = cfg.data_dir.as_ref().map(|d| std::path::absolute(d).map_or(d.clone(), |p| p.display().to_string()));
     let cfg = &PretrainConfig { micro_batches: (m > 1).then_some(m), data_dir, ..cfg.with_data_defaults(data.height.min(data.width)) };
-    let dp = DataParallel::new(m, cfg.batch, world)?.on_device(dev)?;
+    let dp = DataParallel::new(m, cfg.batch, world)?.with_allreduce(cfg.allreduce.unwrap_or_default()).on_device(dev)?;
     let x = images(&data);
     let xtr = data.split_tensor(&x, Split::Train, dev)?;
     let ntr = xtr.dim(0)?;
