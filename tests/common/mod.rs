@@ -27,12 +27,37 @@ pub fn run_ok(args: &[&str]) -> String {
     out
 }
 
-/// A fresh scratch directory for one test.
-pub fn scratch(tag: &str) -> PathBuf {
+/// A fresh scratch directory for one test, removed when the test passes (a failing test keeps
+/// it for a look: its path is in the temporary directory, `wick-e2e-<tag>-<pid>`).
+pub fn scratch(tag: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("wick-e2e-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
+}
+
+/// See [`scratch`]: derefs to its path.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 pub fn s(p: &Path) -> &str {
