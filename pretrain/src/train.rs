@@ -327,6 +327,8 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         Head::VicReg(..) => "losses/vicreg",
     };
     let mut last_probe = None;
+    // Wall-clock seconds in the gradient steps (shares, gathered loss and combine), for metrics.json.
+    let mut step_secs = 0.0f64;
 
     while st.epoch <= cfg.epochs {
         let perm = Rng::stream_indexed(cfg.seed, "data", st.epoch).permutation(ntr);
@@ -338,12 +340,14 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             let hi = (lo + cfg.batch).min(ntr);
             let idx: Vec<u32> = perm[lo..hi].iter().map(|&i| i as u32).collect();
             let xb = xtr.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
+            let t_step = Instant::now();
             let combined = if dp.micro_batches == 1 {
                 let (loss, grads) = step_grads(&head, &enc, &xb, cfg.seed, st.step, cfg.batch)?;
                 dist::Combined { loss, grads, interrupted: run.interrupted() }
             } else {
                 micro_batch_grads(&dp, &params, &head, &enc, &xb, cfg.seed, st.step, cfg.batch)?
             };
+            step_secs += t_step.elapsed().as_secs_f64();
             let (lval, mut grads) = (combined.loss, combined.grads);
             if !lval.is_finite() {
                 bail!("training diverged at epoch {} batch {} (loss {lval}); try a lower --lr or --clip-grad", st.epoch, st.batch + 1);
@@ -418,6 +422,8 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         "random_probe_acc_100": b[3],
         "train_seconds": (train_secs * 10.0).round() / 10.0,
         "train_samples_per_s": if samples_here > 0 { serde_json::json!(samples_here as f64 / train_secs.max(1e-9)) } else { serde_json::Value::Null },
+        "step_seconds": step_secs,
+        "combine_seconds": dp.combine_seconds(),
     });
     run.finish(metrics)
 }
