@@ -109,6 +109,18 @@ pub fn command() -> clap::Command {
 }
 
 /// `m`: the matches of the whole command line.
+/// The `--threads` of the command in `m` (at any depth of subcommands), where it has that flag
+/// and it was given.
+pub fn threads(m: &clap::ArgMatches) -> Option<usize> {
+    let mut m = m;
+    loop {
+        if let Ok(Some(&t)) = m.try_get_one::<usize>("threads") {
+            return Some(t);
+        }
+        m = m.subcommand()?.1;
+    }
+}
+
 pub fn run(cli: Cli, m: &clap::ArgMatches) -> Result<ExitCode> {
     let leaf = m.subcommand().and_then(|(_, t)| t.subcommand()).map(|(_, leaf)| leaf);
     match cli.cmd {

@@ -46,6 +46,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Rayon's global pool gets --threads workers, this thread being one of them: the kernels'
+    // parallel loops then run from inside the pool instead of handing each one to a worker and
+    // sleeping until it is done (with one thread they run inline, which matters most for MPI
+    // ranks of one thread each). Candle reads RAYON_NUM_THREADS for its own kernels.
+    if let Some(t) = cli::threads(&matches).filter(|&t| t > 0) {
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
+    let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
     // Under mpirun/srun: join the MPI world (dist.rs). Without the `mpi` feature, only rank 0
     // says so; the others just stop.
     let world = match wick_core::dist::init() {
