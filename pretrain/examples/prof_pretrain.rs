@@ -98,6 +98,12 @@ fn main() -> wick_core::Result<()> {
                 tb += t1.elapsed().as_secs_f64();
             }
         }
+        let zh = z.flatten_all()?.to_vec1::<f32>()?;
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(wick_pretrain::vicreg::vicreg_host(&zh, b, 512, Some(1.0)));
+        }
+        println!("vicreg loss and gradient by hand (the host step's): {:.1} ms", ms(t.elapsed().as_secs_f64()));
         println!("vicreg loss alone ({}): forward {:.1} ms, backward {:.1} ms; embeddings' forward in the step {:.1} ms", if composed { "composed ops" } else { "fused op" }, ms(tf), ms(tb), ms(t_embed));
     }
     println!("{algo}/{kind} batch {b}: inputs {:.1} ms, forward {:.1} ms, backward {:.1} ms, optimizer {:.1} ms (encoder forward alone {:.1} ms); {:.0} images/s",
