@@ -353,7 +353,7 @@ mod tests {
     /// Embeddings `[2n, d]` whose columns have standard deviations on both sides of γ = 1 (so
     /// both branches of the variance hinge's gradient run) and correlated views.
     fn embeddings(n: usize, d: usize, r: &mut Rng) -> Vec<f32> {
-        let a: Vec<f32> = (0..n * d).map(|i| (r.normal() * if i % d % 3 == 0 { 2.0 } else { 0.4 }) as f32).collect();
+        let a: Vec<f32> = (0..n * d).map(|i| (r.normal() * if (i % d).is_multiple_of(3) { 2.0 } else { 0.4 }) as f32).collect();
         let b: Vec<f32> = a.iter().map(|v| v + 0.3 * r.normal() as f32).collect();
         [a, b].concat()
     }
