@@ -370,6 +370,9 @@ mod tests {
             let comp = vicreg(&z.narrow(0, 0, n).unwrap(), &z.narrow(0, n, n).unwrap()).unwrap().loss;
             let (a, b) = (fused.to_scalar::<f32>().unwrap(), comp.to_scalar::<f32>().unwrap());
             assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{n}×{d}: {a} vs {b}");
+            // Other dtypes (and devices) take the composed ops.
+            let wide = vicreg_of_embeddings(&z.to_dtype(candle_core::DType::F64).unwrap()).unwrap().to_scalar::<f64>().unwrap();
+            assert!((wide - b as f64).abs() < 1e-5 * (1.0 + wide.abs()), "{n}×{d}: f64 {wide} vs {b}");
             let ga = (fused * 3.0).unwrap().backward().unwrap().get(&z).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let gb = (comp * 3.0).unwrap().backward().unwrap().get(&z).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let scale = gb.iter().fold(0f32, |m, v| m.max(v.abs()));
