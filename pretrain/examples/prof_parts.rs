@@ -22,7 +22,7 @@ fn main() {
     let aug = Augment::for_images(28, 28);
     time("augment 2×256 views", 10, || aug.view_pairs(&x, 0, "augment", 0));
     let n = 2 * b;
-    for (k, o) in [(784, 512), (512, 256), (256, 256), (256, 128), (3136, 256), (288, 64)] {
+    for (k, o) in [(784, 512), (512, 256), (256, 256), (256, 128), (3136, 256), (288, 64), (256, 512), (512, 512)] {
         let n = if k == 288 { n * 49 } else { n };
         let xs: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
         let w: Vec<f32> = (0..o * k).map(|_| r.normal() as f32).collect();

@@ -42,6 +42,13 @@ pub fn available(enc: &crate::Encoder, dev: &candle_core::Device) -> bool {
     dev.is_cpu() && enc.host_layers().iter().all(|l| l.w.dtype() == candle_core::DType::F32 && l.b.dtype() == candle_core::DType::F32)
 }
 
+/// The encoder's layers followed by a head's dense layers (each with whether a ReLU follows).
+pub fn with_head<'a>(enc: &'a crate::Encoder, head: &[(&'a crate::encoder::Linear, bool)]) -> Vec<HostLayer<'a>> {
+    let mut layers = enc.host_layers();
+    layers.extend(head.iter().map(|&(l, relu)| HostLayer { w: &l.w, b: &l.b, relu, conv: None }));
+    layers
+}
+
 fn host(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }

@@ -72,10 +72,7 @@ impl SimClr {
 
     /// The encoder's and the head's layers, for the CPU path.
     fn host_layers<'a>(&'a self, enc: &'a Encoder) -> Vec<crate::host::HostLayer<'a>> {
-        let mut layers = enc.host_layers();
-        layers.push(crate::host::HostLayer { w: &self.fc1.w, b: &self.fc1.b, relu: true, conv: None });
-        layers.push(crate::host::HostLayer { w: &self.fc2.w, b: &self.fc2.b, relu: false, conv: None });
-        layers
+        crate::host::with_head(enc, &[(&self.fc1, true), (&self.fc2, false)])
     }
 
     /// Un-normalised projections g(f(x)) `[rows, PROJ_OUT]` of `rows` images `x` on the CPU

@@ -429,15 +429,15 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
 }
 
 /// The loss and every parameter's gradient for batch `x` at optimizer step `step`: on the CPU
-/// forward and backward run by hand for SimCLR and fixed-ratio masked prediction
-/// ([`crate::host`]; [`SimClr::loss_and_grads_host`], [`MaskedPrediction::loss_and_grads_host`]:
-/// the same values as Candle's backward of [`step_loss`]), otherwise through Candle's autograd
-/// (VICReg, order-agnostic masks' per-image weights, other devices).
+/// forward and backward run by hand for SimCLR, VICReg and fixed-ratio masked prediction
+/// ([`crate::host`]; [`SimClr::loss_and_grads_host`], [`VicReg::loss_and_grads_host`],
+/// [`MaskedPrediction::loss_and_grads_host`]: the same values as Candle's backward of
+/// [`step_loss`]), otherwise through Candle's autograd (order-agnostic masks' per-image weights,
+/// other devices).
 fn step_grads(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch: usize) -> Result<(f64, GradStore)> {
     let by_hand = match head {
-        Head::SimClr(..) => true,
+        Head::SimClr(..) | Head::VicReg(..) => true,
         Head::Masked(_, spec) => matches!(spec.hide, Hide::Ratio(_)),
-        Head::VicReg(..) => false,
     };
     if by_hand && crate::host::available(enc, x.device()) {
         let n = x.dim(0)?;
@@ -447,8 +447,11 @@ fn step_grads(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batc
                 let (a, b) = aug.view_pairs(&xv, seed, "augment", step * batch as u64);
                 h.loss_and_grads_host(enc, &a, &b, n, *tau)?
             }
+            Head::VicReg(h, aug) => {
+                let (a, b) = aug.view_pairs(&xv, seed, "augment", step * batch as u64);
+                h.loss_and_grads_host(enc, &a, &b, n)?
+            }
             Head::Masked(h, spec) => h.loss_and_grads_host(enc, &xv, &spec.draw(n, &mut Rng::stream_indexed(seed, "mask", step)), n)?,
-            Head::VicReg(..) => unreachable!("VICReg runs through autograd"),
         };
         return Ok((loss as f64, grads));
     }
@@ -481,7 +484,7 @@ fn step_loss(head: &Head, enc: &Encoder, x: &Tensor, seed: u64, step: u64, batch
         Head::VicReg(h, aug) => {
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
             let (a, b) = aug.view_pairs(&xv, seed, "augment", step * batch as u64);
-            h.loss(enc, &Tensor::from_vec(a, (n, d), dev)?, &Tensor::from_vec(b, (n, d), dev)?)?.loss
+            h.loss(enc, &Tensor::from_vec(a, (n, d), dev)?, &Tensor::from_vec(b, (n, d), dev)?)?
         }
     })
 }
@@ -526,7 +529,7 @@ fn micro_batch_grads(dp: &DataParallel, params: &Params, head: &Head, enc: &Enco
             })
         }
         Head::SimClr(..) | Head::VicReg(..) => {
-            let host = matches!(head, Head::SimClr(..)) && crate::host::available(enc, dev);
+            let host = crate::host::available(enc, dev);
             let mut job = TwoViews { head, enc, x: &xv, d, seed, first: step * batch as u64, dev, host };
             dp.step_gathered(params, b, &mut job)
         }
@@ -546,7 +549,7 @@ struct TwoViews<'a> {
     /// Image i's views come from stream `first + i`.
     first: u64,
     dev: &'a Device,
-    /// SimCLR through the CPU path ([`crate::host`]), else Candle's autograd.
+    /// The CPU path ([`crate::host`]), else Candle's autograd.
     host: bool,
 }
 
@@ -592,8 +595,11 @@ impl dist::GatheredLoss for TwoViews<'_> {
         };
         let (a, b) = aug.view_pairs(&self.x[lo * d..hi * d], self.seed, "augment", self.first + lo as u64);
         if self.host {
-            let Head::SimClr(h, ..) = self.head else { unreachable!("the CPU path is SimCLR's") };
-            let (p, tape) = h.project_host(self.enc, [a, b].concat(), 2 * n)?;
+            let (p, tape) = match self.head {
+                Head::SimClr(h, ..) => h.project_host(self.enc, [a, b].concat(), 2 * n)?,
+                Head::VicReg(h, _) => h.embed_host(self.enc, [a, b].concat(), 2 * n)?,
+                Head::Masked(..) => unreachable!(),
+            };
             return Ok((Self::side_by_side(&p, n, k), ViewsState::Tape(tape)));
         }
         let views = Tensor::from_vec([a, b].concat(), (2 * n, d), self.dev)?;
@@ -613,11 +619,15 @@ impl dist::GatheredLoss for TwoViews<'_> {
                 let (l, g) = crate::simclr::nt_xent_host(&z, 2 * b, k, *tau as f32, Some(1.0));
                 (l as f64, g.expect("gradient asked for"))
             }
+            Head::VicReg(..) if self.host => {
+                let (t, g) = crate::vicreg::vicreg_host(&z, b, k, Some(1.0));
+                (t.loss as f64, g.expect("gradient asked for"))
+            }
             _ => {
                 let zv = candle_core::Var::from_tensor(&Tensor::from_vec(z, (2 * b, k), self.dev)?)?;
                 let l = match self.head {
                     Head::SimClr(_, _, tau) => crate::simclr::nt_xent_of_projections(zv.as_tensor(), *tau)?,
-                    Head::VicReg(..) => crate::vicreg::vicreg(&zv.narrow(0, 0, b)?, &zv.narrow(0, b, b)?)?.loss,
+                    Head::VicReg(..) => crate::vicreg::vicreg_of_embeddings(zv.as_tensor())?,
                     Head::Masked(..) => unreachable!(),
                 };
                 let g = l.backward()?.get(zv.as_tensor()).map(|g| g.flatten_all()?.to_vec1::<f32>()).transpose()?.unwrap_or_else(|| vec![0.0; 2 * b * k]);
@@ -631,10 +641,11 @@ impl dist::GatheredLoss for TwoViews<'_> {
         let (n, k) = (hi - lo, self.dim());
         let g = Self::stacked(grad, n, k);
         match state {
-            ViewsState::Tape(tape) => {
-                let Head::SimClr(h, ..) = self.head else { unreachable!("the CPU path is SimCLR's") };
-                h.backward_host(self.enc, &tape, g)
-            }
+            ViewsState::Tape(tape) => match self.head {
+                Head::SimClr(h, ..) => h.backward_host(self.enc, &tape, g),
+                Head::VicReg(h, _) => h.backward_host(self.enc, &tape, g),
+                Head::Masked(..) => unreachable!(),
+            },
             // ∂/∂θ of Σ z ⊙ G (G held constant) is J(θ)ᵀ G: this micro-batch's part of the gradient.
             ViewsState::Graph(z) => Ok((&z * Tensor::from_vec(g, (2 * n, k), self.dev)?)?.sum_all()?.backward()?),
         }
@@ -725,6 +736,11 @@ mod tests {
                     for (name, v) in p.names().iter().zip(p.vars()) {
                         let gv = g.get(v).unwrap_or_else(|| panic!("{kind}/{algo}: no gradient for {name}"));
                         let norm = gv.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                        if algo == "vicreg" && name == "expander.fc3.b" {
+                            // The loss ignores a shift of both views' embeddings: 0 up to rounding.
+                            assert!(norm < 1e-10, "{kind}/{algo}: gradient of {name} is {norm}");
+                            continue;
+                        }
                         assert!(norm > 0.0 && norm.is_finite(), "{kind}/{algo}: gradient of {name} is {norm}");
                     }
                 }
@@ -760,16 +776,16 @@ mod tests {
                 assert!(counts.windows(2).any(|c| c[0] != c[1]), "{algo}: hidden counts should vary: {counts:?}");
             }
             let (l1, g1) = step_grads(&head, &enc, &x, 3, 5, n).unwrap();
-            if algo == "simclr" {
+            if algo == "simclr" || algo == "vicreg" {
                 let c = micro_batch_grads(&DataParallel::new(1, n, world).unwrap(), &p, &head, &enc, &x, 3, 5, n).unwrap();
                 assert_eq!(c.loss, l1);
                 for v in p.vars() {
                     assert_eq!(c.grads.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), g1.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
                 }
             }
-            // 7 rows in 2, 3 and 8 micro-batches: sizes 3+4, 2+2+3, and one empty; SimCLR also
-            // through Candle's autograd (the path of other devices) instead of the CPU path.
-            let graph_too = if algo == "simclr" { vec![(2, true), (3, true), (8, true), (3, false)] } else { vec![(2, true), (3, true), (8, true)] };
+            // 7 rows in 2, 3 and 8 micro-batches: sizes 3+4, 2+2+3, and one empty; SimCLR and
+            // VICReg also through Candle's autograd (the path of other devices) instead of the CPU path.
+            let graph_too = if algo == "simclr" || algo == "vicreg" { vec![(2, true), (3, true), (8, true), (3, false)] } else { vec![(2, true), (3, true), (8, true)] };
             for (m, cpu_path) in graph_too {
                 let dp = DataParallel::new(m, 24, world).unwrap();
                 let c = if cpu_path {
