@@ -121,6 +121,7 @@ fn bad_inputs_give_one_line_exit_2_and_touch_nothing() {
         ("NADE too big for memory", own(&["train", "nade", "--data", "digits", "--hidden", "4000000000", "--quiet", "--logdir", &l, "--run-name", "big"]), "smaller --hidden"),
         ("MADE too big for memory", own(&["train", "made", "--data", "mnist5k", "--hidden", "300000000", "--quiet", "--logdir", &l, "--run-name", "big"]), "smaller --hidden"),
         ("pretraining MNIST missing at --data-dir", own(&["train", "simclr", "--data", "mnist", "--data-dir", "/nonexistent/mnist-here", "--quiet", "--logdir", &l, "--run-name", "m"]), "wick data fetch mnist --dir /nonexistent/mnist-here"),
+        ("VICReg batch leaving one row", own(&["train", "vicreg", "--data", "digits", "--batch", "1436", "--quiet", "--logdir", &l, "--run-name", "v"]), "leaves 1 row in the last batch"),
         ("REINFORCE too big for memory", own(&["train", "reinforce", "--env", "Blackjack-v1", "--hidden", "99999999999", "--quiet", "--logdir", &l, "--run-name", "big"]), "smaller --hidden"),
     ];
     assert!(cases.len() >= 30);

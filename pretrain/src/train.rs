@@ -276,6 +276,11 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
     let xtr = data.split_tensor(&x, Split::Train, dev)?;
     let ntr = xtr.dim(0)?;
     ensure!(ntr >= 2, "dataset '{}' has fewer than 2 training rows", cfg.data);
+    // VICReg's variance and covariance divide by n − 1: the last batch of an epoch needs two rows too.
+    if cfg.algo == Objective::Vicreg && ntr % cfg.batch == 1 {
+        let fix = [cfg.batch - 1, cfg.batch + 1, cfg.batch + 2].into_iter().find(|&b| b >= 2 && ntr % b != 1).unwrap_or(ntr);
+        bail!("vicreg needs at least 2 rows in every batch, but --batch {} leaves 1 row in the last batch of the {ntr} training rows: use --batch {fix}, for example", cfg.batch);
+    }
 
     let mut params = Params::new();
     let mut init = Rng::stream(cfg.seed, "init");
