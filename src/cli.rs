@@ -108,7 +108,6 @@ pub fn command() -> clap::Command {
     })
 }
 
-/// `m`: the matches of the whole command line.
 /// The `--threads` of the command in `m` (at any depth of subcommands), where it has that flag
 /// and it was given.
 pub fn threads(m: &clap::ArgMatches) -> Option<usize> {
@@ -121,6 +120,7 @@ pub fn threads(m: &clap::ArgMatches) -> Option<usize> {
     }
 }
 
+/// `m`: the matches of the whole command line.
 pub fn run(cli: Cli, m: &clap::ArgMatches) -> Result<ExitCode> {
     let leaf = m.subcommand().and_then(|(_, t)| t.subcommand()).map(|(_, leaf)| leaf);
     match cli.cmd {

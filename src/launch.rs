@@ -23,13 +23,11 @@ fn known_algo(name: &str) -> bool {
     name.parse::<DensityAlgo>().is_ok() || name.parse::<PolicyGradientAlgo>().is_ok() || name.parse::<TabularAlgo>().is_ok() || name.parse::<Objective>().is_ok()
 }
 
-/// Pin the kernel thread count before any thread pool starts (Candle reads RAYON_NUM_THREADS).
-fn set_threads(threads: Option<usize>) -> Result<()> {
-    if let Some(t) = threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+/// `--threads 0` is refused; a positive count was pinned by `main` before the thread pool
+/// started (RAYON_NUM_THREADS, which Candle reads too).
+fn check_threads(threads: Option<usize>) -> Result<()> {
+    if threads == Some(0) {
+        bail!("--threads must be at least 1");
     }
     Ok(())
 }
@@ -45,7 +43,7 @@ pub struct Prepared {
 /// Open the run directory for a trainer. `overrides_given` tells whether any flag or file
 /// would change the config, which `--resume` does not allow.
 pub fn prepare(algo: &str, common: &CommonFlags, data_name: &str, seed: u64, overrides_given: bool) -> Result<Prepared> {
-    set_threads(common.threads)?;
+    check_threads(common.threads)?;
     let device = wick_core::device::parse_device(&common.device)?;
     wick_core::signal::install();
     if let Some(dir) = &common.resume {

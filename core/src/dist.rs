@@ -420,7 +420,7 @@ pub struct DataParallel {
     pub micro_batches: usize,
     rank: usize,
     size: usize,
-    /// Ordered all-gather (default) or MPI's all-reduce; see [`DataParallel::with_allreduce`].
+    /// The ordered combine (default) or MPI's all-reduce; see [`DataParallel::with_allreduce`].
     allreduce: Allreduce,
     /// Wall-clock seconds spent combining (the collectives and the sum), summed over steps, in
     /// nanoseconds; shared by clones. Timing only: it never touches the arithmetic.
@@ -570,7 +570,7 @@ impl DataParallel {
                 let weights: Vec<f64> = (0..per).map(|k| head[2 * k]).collect();
                 let local_loss = (0..per).filter(|&k| head[2 * k] != 0.0).fold(0.0f64, |a, k| a + head[2 * k] * head[2 * k + 1]);
                 let mut local = vec![0.0f32; p];
-                weighted_sum(&mut local, &weights, &flat, p, 0);
+                weighted_sum(&mut local, &weights, &flat, p);
                 let sums = world.all_reduce_sum_f64(&[local_loss, head[2 * per]]);
                 (sums[0], world.all_reduce_sum_f32(&local), sums[1] != 0.0)
             }
@@ -580,13 +580,13 @@ impl DataParallel {
     }
 }
 
-/// `out[i] = Σ_s w_s · parts_s[offset + i]` over the micro-batches s with w_s ≠ 0, in order,
+/// `out[i] = Σ_s w_s · parts_s[i]` over the micro-batches s with w_s ≠ 0, in order,
 /// accumulated in f64 from 0 and rounded to f32 once; `parts` holds the micro-batches' vectors
 /// one after another, `stride` f32s apart. Blocked so the f64 accumulators stay in registers
 /// and cache: every element's sum is the same left-to-right sequence whatever the block.
-fn weighted_sum(out: &mut [f32], weights: &[f64], parts: &[f32], stride: usize, offset: usize) {
+fn weighted_sum(out: &mut [f32], weights: &[f64], parts: &[f32], stride: usize) {
     const BLOCK: usize = 512;
-    let used: Vec<(f64, &[f32])> = weights.iter().enumerate().filter(|(_, &w)| w != 0.0).map(|(s, &w)| (w, &parts[s * stride + offset..s * stride + offset + out.len()])).collect();
+    let used: Vec<(f64, &[f32])> = weights.iter().enumerate().filter(|(_, &w)| w != 0.0).map(|(s, &w)| (w, &parts[s * stride..s * stride + out.len()])).collect();
     let mut acc = [0.0f64; BLOCK];
     for (b, chunk) in out.chunks_mut(BLOCK).enumerate() {
         let acc = &mut acc[..chunk.len()];
@@ -616,7 +616,7 @@ fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> 
     let per = weights.len() / n;
     if n == 1 {
         let mut g = vec![0.0f32; p];
-        weighted_sum(&mut g, weights, &flat, p, 0);
+        weighted_sum(&mut g, weights, &flat, p);
         return g;
     }
     let c = p.div_ceil(n);
@@ -639,7 +639,7 @@ fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> 
     drop(send);
     let mine = (world.rank() * c).min(p)..((world.rank() + 1) * c).min(p);
     let mut slice = vec![0.0f32; c];
-    weighted_sum(&mut slice[..mine.len()], weights, &recv, c, 0);
+    weighted_sum(&mut slice[..mine.len()], weights, &recv, c);
     let mut g = world.all_gather_f32(&slice);
     g.truncate(p);
     g
@@ -946,7 +946,7 @@ mod tests {
             let parts: Vec<f32> = (0..m * stride).map(|_| (r.normal() * 1e3) as f32).collect();
             let weights = [0.25, 0.0, 0.5, 0.25];
             let mut out = vec![f32::NAN; len];
-            weighted_sum(&mut out, &weights, &parts, stride, offset);
+            weighted_sum(&mut out, &weights, &parts[offset..], stride);
             for i in 0..len {
                 let mut a = 0.0f64;
                 for (s, &w) in weights.iter().enumerate() {
