@@ -1,6 +1,8 @@
 //! wick-generative: autoregressive density models over binary vectors, p(x) = Π_d p(x_d | x_<d),
 //! with exact log-likelihood in nats, ancestral sampling and completion.
 pub mod fvsbn;
+#[cfg(test)]
+mod gof;
 pub mod made;
 pub mod model;
 pub mod nade;

@@ -382,30 +382,11 @@ mod tests {
             for s in out.chunks(dim) {
                 counts[(0..dim).map(|i| (s[i] as usize) << i).sum::<usize>()] += 1.0;
             }
-            let chi2 = |expected: &dyn Fn(usize) -> f64| {
-                let (mut c, mut cells, mut pe, mut po) = (0.0, 0usize, 0.0, 0.0);
-                for (j, &o) in counts.iter().enumerate() {
-                    let e = expected(j);
-                    if e < 5.0 {
-                        pe += e;
-                        po += o;
-                    } else {
-                        c += (o - e) * (o - e) / e;
-                        cells += 1;
-                    }
-                }
-                if pe > 0.0 {
-                    c += (po - pe) * (po - pe) / pe;
-                    cells += 1;
-                }
-                (c, cells)
-            };
-            // Wilson–Hilferty approximation of the χ² 99.9% quantile with k degrees of freedom.
-            let crit = |k: f64| k * (1.0 - 2.0 / (9.0 * k) + 3.0902 * (2.0 / (9.0 * k)).sqrt()).powi(3);
-            let (c, cells) = chi2(&|j| probs[j] / total * n as f64);
+            let crit = crate::gof::chi2_999;
+            let (c, cells) = crate::gof::chi2_pooled(&counts, |j| probs[j] / total * n as f64);
             assert!(cells > 20, "{layers} layers: too few cells ({cells})");
             assert!(c < crit((cells - 1) as f64), "{layers} layers: χ² = {c:.1} over {cells} cells");
-            let (u, ucells) = chi2(&|_| n as f64 / (1 << dim) as f64);
+            let (u, ucells) = crate::gof::chi2_pooled(&counts, |_| n as f64 / (1 << dim) as f64);
             assert!(u > crit((ucells - 1) as f64), "{layers} layers: the test cannot tell the model from uniform ({u:.1})");
         }
     }

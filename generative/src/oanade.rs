@@ -625,14 +625,6 @@ mod tests {
         assert_eq!(whole, [a, b].concat());
     }
 
-    /// Upper quantile of χ²(k) by the Wilson–Hilferty approximation; z = 3.0902 is the standard
-    /// normal's 0.999 quantile, so the test's false-alarm rate is 0.1% (seeded: it passes or fails
-    /// the same way every run).
-    fn chi2_999(k: f64) -> f64 {
-        let z = 3.0902;
-        k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
-    }
-
     /// Completion of a random observed subset samples the exact conditional: the counts of 20,000
     /// completions against p(x_U | x_O) enumerated from the direct masked network (ordering: O
     /// ascending, then U ascending), a χ² goodness-of-fit test at a 0.1% false-alarm rate, cells
@@ -672,22 +664,8 @@ mod tests {
                 }
                 counts[unobs.iter().enumerate().map(|(j, &i)| (s[i] as usize) << j).sum::<usize>()] += 1.0;
             }
-            let (mut chi2, mut cells, mut pooled_e, mut pooled_o) = (0.0, 0usize, 0.0, 0.0);
-            for (p, o) in probs.iter().zip(&counts) {
-                let e = p * n as f64;
-                if e < 5.0 {
-                    pooled_e += e;
-                    pooled_o += o;
-                } else {
-                    chi2 += (o - e) * (o - e) / e;
-                    cells += 1;
-                }
-            }
-            if pooled_e > 0.0 {
-                chi2 += (pooled_o - pooled_e) * (pooled_o - pooled_e) / pooled_e.max(1e-12);
-                cells += 1;
-            }
-            let crit = chi2_999((cells - 1) as f64);
+            let (chi2, cells) = crate::gof::chi2_pooled(&counts, |j| probs[j] * n as f64);
+            let crit = crate::gof::chi2_999((cells - 1) as f64);
             assert!(cells > 20, "{layers} layers: too few cells ({cells}) for the test to bite");
             assert!(chi2 < crit, "{layers} layers: χ² = {chi2:.1} over {cells} cells, critical {crit:.1}");
             // And the test has power: the unconditional model's marginal over x_U is not this conditional.
