@@ -390,43 +390,99 @@ pub fn clip_grad_norm(params: &Params, grads: &mut GradStore, max_norm: f64) -> 
     Ok(norm as f64)
 }
 
-/// Adam/AdamW in place on contiguous f32 CPU tensors: three passes (m, v, θ) instead of a
+/// Adam/AdamW in place on contiguous f32 CPU tensors: one pass over (g, m, v, θ) instead of a
 /// dozen allocating tensor ops. The f32 arithmetic is the tensor-op path's, term by term and
 /// in the same order, so both give the same bits (a test checks it); other devices and
-/// layouts take the tensor-op path. Each pass is elementwise and runs over chunks in parallel
-/// (rayon's current pool), which cannot change a bit.
+/// layouts take the tensor-op path. The pass is elementwise and runs over chunks in parallel
+/// (rayon's current pool), which cannot change a bit. It is compiled for AVX-512F and for
+/// AVX2 and chosen at run time: square roots and divisions are correctly rounded at any
+/// width and there are no fused multiply–adds, so every path gives the same bits.
+///
+/// Candle's in-place ops lend one tensor mutably each, so the three written tensors are
+/// reached by nesting: θ's op lends θ, inside it m's op lends m, inside that v's op lends v
+/// and reads g, and the innermost loop updates all three. Each slice comes from its own
+/// storage's write lock, held by the enclosing call for as long as the loop runs.
 mod fused_adam {
     use crate::cpu::{f32_slice as slice, f32_slice_mut as slice_mut};
-    use candle_core::{CpuStorage, InplaceOp3, Layout, Tensor};
+    use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, Layout, Tensor};
     use rayon::prelude::*;
 
     /// Elements per parallel chunk; smaller tensors are done in one piece.
-    const CHUNK: usize = 1 << 15;
+    const CHUNK: usize = 1 << 14;
 
-    /// `f(out, a, b)` over matching chunks of three equal-length slices, in parallel; on x86-64
-    /// with AVX2 the loop is compiled for it (8 lanes for the square roots and divisions). Both
-    /// builds do the same IEEE operations (no fused multiply–adds), so they give the same bits.
-    fn each<F: Fn(&mut [f32], &[f32], &[f32]) + Sync>(out: &mut [f32], a: &[f32], b: &[f32], f: F) {
-        let run = |o: &mut [f32], a: &[f32], b: &[f32]| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: AVX2 is available (checked just above).
-                    return unsafe { avx2(&f, o, a, b) };
-                }
-            }
-            f(o, a, b)
-        };
-        if out.len() <= CHUNK {
-            return run(out, a, b);
+    #[derive(Clone, Copy)]
+    struct Coef {
+        /// Coupled L2 (Adam's weight decay): g ← (θ·λ + 0) + g.
+        l2: Option<f32>,
+        /// 1 − β1, β2, 1 − β2.
+        c1: f32,
+        b2: f32,
+        c2: f32,
+        /// Decoupled decay (AdamW): θ₀ = θ·(1 − lr·λ) + 0.
+        decay: Option<f32>,
+        /// −lr / bc1, 1 / √bc2, ε.
+        neg_step: f32,
+        inv_bc2: f32,
+        eps: f32,
+    }
+
+    /// One element, in the tensor-op path's order:
+    /// m ← ((g − m)(1 − β1) + 0) + m (torch's lerp form), v ← (v·β2 + 0) + ((g(1 − β2) + 0)·g),
+    /// θ ← θ₀ + (m·(−lr/bc1) + 0) / (√v·(1/√bc2) + ε), with g and θ₀ as in [`Coef`].
+    #[inline(always)]
+    fn update(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        for (((t, m), v), &g) in th.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            let g = match c.l2 {
+                Some(wd) => (*t * wd + 0.0) + g,
+                None => g,
+            };
+            *m = ((g - *m) * c.c1 + 0.0) + *m;
+            *v = (*v * c.b2 + 0.0) + ((g * c.c2 + 0.0) * g);
+            let t0 = match c.decay {
+                Some(d) => *t * d + 0.0,
+                None => *t,
+            };
+            let denom = v.sqrt() * c.inv_bc2 + c.eps;
+            *t = t0 + (*m * c.neg_step + 0.0) / denom;
         }
-        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, a), b)| run(o, a, b));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn update_avx512(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        update(c, th, m, v, g)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn avx2<F: Fn(&mut [f32], &[f32], &[f32])>(f: &F, o: &mut [f32], a: &[f32], b: &[f32]) {
-        f(o, a, b)
+    unsafe fn update_avx2(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        update(c, th, m, v, g)
+    }
+
+    fn run(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F is available (checked just above).
+                return unsafe { update_avx512(c, th, m, v, g) };
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is available (checked just above).
+                return unsafe { update_avx2(c, th, m, v, g) };
+            }
+        }
+        update(c, th, m, v, g)
+    }
+
+    fn each(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        if th.len() <= CHUNK {
+            return run(c, th, m, v, g);
+        }
+        th.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((th, m), v), g)| run(c, th, m, v, g));
     }
 
     pub(super) fn applies(theta: &Tensor, grad: &Tensor, bufs: &[Tensor]) -> bool {
@@ -434,63 +490,55 @@ mod fused_adam {
         bufs.len() == 2 && ok(theta) && ok(grad) && bufs.iter().all(ok)
     }
 
-    /// The gradient with coupled L2: `(θ·λ + 0) + g` as `theta.affine(λ, 0) + grad` computes it.
-    #[inline(always)]
-    fn l2(g: f32, theta: f32, wd: Option<f32>) -> f32 {
-        match wd {
-            Some(wd) => (theta * wd + 0.0) + g,
-            None => g,
+    /// A mutable slice lent by an enclosing in-place op, carried into the next one.
+    #[derive(Clone, Copy)]
+    struct Lent(*mut f32, usize);
+    // SAFETY: the pointer is only dereferenced inside the nested call, while the enclosing op
+    // still holds the storage's write lock and does not touch the slice itself.
+    unsafe impl Send for Lent {}
+    unsafe impl Sync for Lent {}
+    impl Lent {
+        fn of(s: &mut [f32]) -> Lent {
+            Lent(s.as_mut_ptr(), s.len())
+        }
+        /// SAFETY: see the type; the caller's enclosing op is still running.
+        unsafe fn get<'a>(self) -> &'a mut [f32] {
+            unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
         }
     }
 
-    /// m ← ((g − m)(1 − β1) + 0) + m   (torch's lerp form)
-    struct FirstMoment { c1: f32, wd: Option<f32> }
-    impl InplaceOp3 for FirstMoment {
-        fn name(&self) -> &'static str { "wick-adam-m" }
-        fn cpu_fwd(&self, m: &mut CpuStorage, lm: &Layout, g: &CpuStorage, lg: &Layout, th: &CpuStorage, lt: &Layout) -> candle_core::Result<()> {
-            let (m, g, th) = (slice_mut(m, lm, "adam m")?, slice(g, lg, "gradient")?, slice(th, lt, "parameter")?);
-            each(m, g, th, #[inline(always)] |m, g, th| {
-                for ((m, &g), &t) in m.iter_mut().zip(g).zip(th) {
-                    let g = l2(g, t, self.wd);
-                    *m = ((g - *m) * self.c1 + 0.0) + *m;
-                }
-            });
-            Ok(())
+    /// Outermost: lends θ, then runs m's op.
+    struct OnTheta<'a> { c: Coef, m: &'a Tensor, v: &'a Tensor, g: &'a Tensor }
+    impl InplaceOp1 for OnTheta<'_> {
+        fn name(&self) -> &'static str { "wick-adam" }
+        fn cpu_fwd(&self, th: &mut CpuStorage, lt: &Layout) -> candle_core::Result<()> {
+            let th = Lent::of(slice_mut(th, lt, "parameter")?);
+            self.m.inplace_op1(&OnM { c: self.c, th, v: self.v, g: self.g })
         }
     }
 
-    /// v ← (v·β2 + 0) + ((g(1 − β2) + 0)·g)
-    struct SecondMoment { b2: f32, c2: f32, wd: Option<f32> }
-    impl InplaceOp3 for SecondMoment {
-        fn name(&self) -> &'static str { "wick-adam-v" }
-        fn cpu_fwd(&self, v: &mut CpuStorage, lv: &Layout, g: &CpuStorage, lg: &Layout, th: &CpuStorage, lt: &Layout) -> candle_core::Result<()> {
-            let (v, g, th) = (slice_mut(v, lv, "adam v")?, slice(g, lg, "gradient")?, slice(th, lt, "parameter")?);
-            each(v, g, th, #[inline(always)] |v, g, th| {
-                for ((v, &g), &t) in v.iter_mut().zip(g).zip(th) {
-                    let g = l2(g, t, self.wd);
-                    *v = (*v * self.b2 + 0.0) + ((g * self.c2 + 0.0) * g);
-                }
-            });
-            Ok(())
+    /// Middle: lends m, then runs v's op (which also reads g).
+    struct OnM<'a> { c: Coef, th: Lent, v: &'a Tensor, g: &'a Tensor }
+    impl InplaceOp1 for OnM<'_> {
+        fn name(&self) -> &'static str { "wick-adam" }
+        fn cpu_fwd(&self, m: &mut CpuStorage, lm: &Layout) -> candle_core::Result<()> {
+            let m = Lent::of(slice_mut(m, lm, "adam m")?);
+            self.v.inplace_op2(self.g, &OnV { c: self.c, th: self.th, m })
         }
     }
 
-    /// θ ← θ₀ + (m·(−lr/bc1) + 0) / (√v·(1/√bc2) + ε), θ₀ = θ(1 − lr·λ) + 0 for AdamW, else θ.
-    struct Update { decay: Option<f32>, neg_step: f32, inv_bc2: f32, eps: f32 }
-    impl InplaceOp3 for Update {
-        fn name(&self) -> &'static str { "wick-adam-theta" }
-        fn cpu_fwd(&self, th: &mut CpuStorage, lt: &Layout, m: &CpuStorage, lm: &Layout, v: &CpuStorage, lv: &Layout) -> candle_core::Result<()> {
-            let (th, m, v) = (slice_mut(th, lt, "parameter")?, slice(m, lm, "adam m")?, slice(v, lv, "adam v")?);
-            each(th, m, v, #[inline(always)] |th, m, v| {
-                for ((t, &m), &v) in th.iter_mut().zip(m).zip(v) {
-                    let t0 = match self.decay {
-                        Some(d) => *t * d + 0.0,
-                        None => *t,
-                    };
-                    let denom = v.sqrt() * self.inv_bc2 + self.eps;
-                    *t = t0 + (m * self.neg_step + 0.0) / denom;
-                }
-            });
+    /// Innermost: lends v and reads g; updates m, v and θ in one pass.
+    struct OnV { c: Coef, th: Lent, m: Lent }
+    impl InplaceOp2 for OnV {
+        fn name(&self) -> &'static str { "wick-adam" }
+        fn cpu_fwd(&self, v: &mut CpuStorage, lv: &Layout, g: &CpuStorage, lg: &Layout) -> candle_core::Result<()> {
+            let (v, g) = (slice_mut(v, lv, "adam v")?, slice(g, lg, "gradient")?);
+            // SAFETY: θ's and m's ops are still running (they called this one) and wait for it.
+            let (th, m) = unsafe { (self.th.get(), self.m.get()) };
+            if th.len() != v.len() || m.len() != v.len() || g.len() != v.len() {
+                candle_core::bail!("adam: parameter, gradient and state lengths differ ({}, {}, {}, {})", th.len(), g.len(), m.len(), v.len());
+            }
+            each(self.c, th, m, v, g);
             Ok(())
         }
     }
@@ -508,14 +556,52 @@ mod fused_adam {
         eps: f64,
         steps: u64,
     ) -> candle_core::Result<()> {
-        let coupled = (!decoupled && wd != 0.0).then_some(wd as f32);
-        bufs[0].inplace_op3(grad, theta, &FirstMoment { c1: (1.0 - beta1) as f32, wd: coupled })?;
-        bufs[1].inplace_op3(grad, theta, &SecondMoment { b2: beta2 as f32, c2: (1.0 - beta2) as f32, wd: coupled })?;
         let step = steps as f64;
         let bc1 = 1.0 - beta1.powf(step);
         let bc2_sqrt = (1.0 - beta2.powf(step)).sqrt();
-        let decay = (decoupled && wd != 0.0).then_some((1.0 - lr * wd) as f32);
-        theta.inplace_op3(&bufs[0], &bufs[1], &Update { decay, neg_step: (-(lr / bc1)) as f32, inv_bc2: (1.0 / bc2_sqrt) as f32, eps: eps as f32 })
+        let c = Coef {
+            l2: (!decoupled && wd != 0.0).then_some(wd as f32),
+            c1: (1.0 - beta1) as f32,
+            b2: beta2 as f32,
+            c2: (1.0 - beta2) as f32,
+            decay: (decoupled && wd != 0.0).then_some((1.0 - lr * wd) as f32),
+            neg_step: (-(lr / bc1)) as f32,
+            inv_bc2: (1.0 / bc2_sqrt) as f32,
+            eps: eps as f32,
+        };
+        theta.inplace_op1(&OnTheta { c, m: &bufs[0], v: &bufs[1], g: grad })
+    }
+
+    #[cfg(all(test, target_arch = "x86_64"))]
+    mod tests {
+        use super::*;
+
+        /// The AVX-512 and AVX2 builds of the loop give the portable build's bits.
+        #[test]
+        fn every_instruction_set_gives_the_same_bits() {
+            let mut r = crate::rng::Rng::stream(3, "adam-simd");
+            let n = 1000 + 13;
+            let mut vals = |scale: f64| -> Vec<f32> { (0..n).map(|_| (r.normal() * scale) as f32).collect() };
+            let (th, m, g) = (vals(1.0), vals(0.1), vals(1.0));
+            let v: Vec<f32> = vals(0.01).iter().map(|x| x * x).collect();
+            for (l2, decay) in [(None, None), (Some(0.1), None), (None, Some(0.999))] {
+                let c = Coef { l2, c1: 0.1, b2: 0.999, c2: 0.001, decay, neg_step: -0.003, inv_bc2: 1.7, eps: 1e-8 };
+                let bits = |f: &dyn Fn(&mut [f32], &mut [f32], &mut [f32])| {
+                    let (mut t, mut m, mut v) = (th.clone(), m.clone(), v.clone());
+                    f(&mut t, &mut m, &mut v);
+                    [t, m, v].map(|x| x.iter().map(|y| y.to_bits()).collect::<Vec<u32>>())
+                };
+                let portable = bits(&|t, m, v| update(c, t, m, v, &g));
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: checked just above.
+                    assert_eq!(bits(&|t, m, v| unsafe { update_avx2(c, t, m, v, &g) }), portable, "avx2");
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: checked just above.
+                    assert_eq!(bits(&|t, m, v| unsafe { update_avx512(c, t, m, v, &g) }), portable, "avx512");
+                }
+            }
+        }
     }
 }
 
@@ -949,6 +1035,8 @@ mod tests {
                 let mut r = crate::rng::Rng::stream(1, "init");
                 p.uniform("w", &[17, 9], 1.0, &mut r, &dev).unwrap();
                 p.uniform("b", &[9], 1.0, &mut r, &dev).unwrap();
+                // Several parallel chunks, the last one partial.
+                p.uniform("big", &[301, 137], 1.0, &mut r, &dev).unwrap();
                 p
             };
             let (pa, pb) = (mk(), mk());
