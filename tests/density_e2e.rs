@@ -255,6 +255,11 @@ fn oanade_trains_evaluates_ensembles_and_completes_any_observed_set() {
         assert!(tags[tag].len() == 3 && !tags.contains_key(other), "{layers} layers: {:?}", tags.keys().collect::<Vec<_>>());
         let cfg = std::fs::read_to_string(dir.join("config.toml")).unwrap();
         assert!(cfg.contains(if layers == "1" { "valid = \"exact\"" } else { "valid = \"estimate\"" }), "{cfg}");
+        // The default schedule decays the rate to zero over the run (3 epochs of 15 batches),
+        // and the saved config states it, so a resumed run keeps it.
+        assert!(cfg.contains("kind = \"cosine\"\ntotal_steps = 45\n"), "{cfg}");
+        let lr: Vec<f32> = tags["charts/learning_rate"].iter().map(|p| p.1).collect();
+        assert!(lr.len() >= 3 && lr[0] > 0.9e-3 && *lr.last().unwrap() < 0.3e-3 && lr.windows(2).all(|w| w[1] < w[0]), "{lr:?}");
         let printed = |out: &str| -> f64 { out.split_whitespace().nth(1).unwrap().parse().unwrap() };
         let out = run_ok(&["eval", s(&dir)]);
         assert!((printed(&out) - test_nll).abs() < 1e-3, "eval printed {out}, metrics say {test_nll}");
@@ -262,6 +267,15 @@ fn oanade_trains_evaluates_ensembles_and_completes_any_observed_set() {
         assert!(out4.contains("ensemble of K=4 orderings"), "{out4}");
         let k4 = printed(&out4);
         assert!(k4.is_finite() && (k4 - test_nll).abs() > 1e-6 && (k4 - test_nll).abs() < 5.0, "K=4 {k4} vs K=1 {test_nll}");
+    }
+    // --schedule overrides that default; other models keep a constant rate by default.
+    for (algo, extra) in [("oanade", &["--schedule", "constant"][..]), ("nade", &[][..])] {
+        let name = format!("{algo}-const");
+        let mut args = vec!["train", algo, "--epochs", "1", "--hidden", "8", "--quiet", "--logdir", s(&d), "--run-name", &name];
+        args.extend(extra);
+        run_ok(&args);
+        let cfg = std::fs::read_to_string(d.join(&name).join("config.toml")).unwrap();
+        assert!(cfg.contains("[schedule]\nkind = \"constant\""), "{algo}: {cfg}");
     }
     let oa1 = d.join("oa1");
     let (code, _, err) = run(&["eval", s(&oa1), "--orderings", "0"]);
