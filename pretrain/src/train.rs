@@ -339,7 +339,8 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         let perm = Rng::stream_indexed(cfg.seed, "data", st.epoch).permutation(ntr);
         let t_epoch = Instant::now();
         let mut epoch_samples = 0u64;
-        let lr = cfg.schedule.lr(cfg.optim.lr, st.step);
+        // The rate at the epoch's first step (also in a run resumed mid-epoch), for TensorBoard.
+        let lr = cfg.schedule.lr(cfg.optim.lr, (st.epoch - 1) * nb);
         while (st.batch as u64) < nb {
             let lo = st.batch * cfg.batch;
             let hi = (lo + cfg.batch).min(ntr);
