@@ -33,7 +33,8 @@ NLLs and the training throughputs in docs/density.md and docs/performance.md can
 - loss: the mean over the batch of the per-example NLL in nats,
   sum_d BCE-with-logits(z_d, x_d) (PyTorch's stable form).
 - training: Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8), batch 100 (the last, partial batch of an
-  epoch included), a fresh permutation of the train split every epoch; after every epoch the
+  epoch included); --schedule constant|cosine as wick's default for the model (cosine to zero over
+  the epoch budget for oanade, constant otherwise; step s of T gets lr·(1 + cos(πs/T))/2), a fresh permutation of the train split every epoch; after every epoch the
   exact valid NLL; the best-valid parameters are kept and the test NLL reported for them;
   --patience P stops after P epochs without a better valid NLL (0: never).
 
@@ -398,7 +399,7 @@ def describe(args, dim):
         d.update(layers=args.layers, masks=args.masks, order=args.order, order_agnostic=args.order_agnostic)
     if args.model == "nade":
         d["nade_impl"] = "loop" if args.nade_loop else "cumsum"
-    d.update(batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads, torch=torch.__version__)
+    d.update(batch=args.batch, lr=args.lr, schedule=schedule(args), seed=args.seed, threads=args.threads, torch=torch.__version__)
     return d
 
 
@@ -406,11 +407,23 @@ def describe(args, dim):
 # Training with early stopping on valid
 
 
+def schedule(args):
+    """The learning-rate schedule: --schedule, else wick's default for the model."""
+    return args.schedule or ("cosine" if args.model == "oanade" else "constant")
+
+
+def cosine_factor(step, total):
+    """wick's `cosine:TOTAL` (no warm-up, down to 0): (1 + cos(pi * step / TOTAL)) / 2, then 0."""
+    return 0.5 * (1.0 + math.cos(math.pi * step / total)) if step < total else 0.0
+
+
 def train(args, xtr, xva, xte):
     dim = xtr.shape[1]
     gen = torch.Generator().manual_seed(args.seed)  # init and masks
     model = build_model(args, dim, gen)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    total = args.epochs * math.ceil(xtr.shape[0] / args.batch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, total) if schedule(args) == "cosine" else 1.0)
     data_gen = torch.Generator().manual_seed(args.seed + 1)  # epoch permutations
     step_gen = torch.Generator().manual_seed(args.seed + 2)  # MADE mask choice per step
     ebatch = eval_batch(args, dim)
@@ -431,6 +444,7 @@ def train(args, xtr, xva, xte):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             lv = loss.item()
             if not math.isfinite(lv):
                 raise SystemExit(f"training diverged at epoch {epoch} (loss {lv})")
@@ -518,7 +532,7 @@ def bench(args, dim):
 # Side by side with wick
 
 
-def run_wick(args):
+def run_wick(args, ntr):
     wick = os.path.abspath(args.wick)
     if not os.path.isfile(wick):
         raise SystemExit(f"--wick: no such binary: {wick}")
@@ -535,6 +549,8 @@ def run_wick(args):
             cmd.append("--order-agnostic")
     if args.model == "oanade":
         cmd += ["--layers", str(args.layers), "--orderings", str(args.orderings)]
+    total = args.epochs * math.ceil(ntr / args.batch)
+    cmd += ["--schedule", f"cosine:{total}" if schedule(args) == "cosine" else "constant"]
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     log("wick: RAYON_NUM_THREADS=%d %s" % (args.threads, " ".join(cmd)))
     t0 = time.perf_counter()
@@ -559,7 +575,7 @@ def side_by_side(args, xtr, xva, xte):
     if not args.wick:
         raise SystemExit("--side-by-side needs --wick PATH_TO_WICK_BINARY (e.g. target/release/wick)")
     args.patience = 0  # both run the full epoch budget
-    wm = run_wick(args)
+    wm = run_wick(args, xtr.shape[0])
     log(f"wick: {wm['train_samples_per_s']:.0f} samples/s, test_nll {wm['test_nll']:.3f}, "
         f"process {wm['process_wall_s']:.1f} s")
     log(f"torch: {args.epochs} epochs ...")
@@ -615,6 +631,8 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=int, default=50, help="epochs without a better valid NLL before stopping; 0 never")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--schedule", choices=["constant", "cosine"], default=None,
+                   help="learning-rate schedule [wick's default: cosine to zero over the epochs for oanade, else constant]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (and RAYON_NUM_THREADS for wick) [2]")
     p.add_argument("--eval-batch", type=int, default=0, help="rows per evaluation batch [1000; NADE cumsum: B*D*H <= 4e7]")
