@@ -38,3 +38,39 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }
 }
+
+/// The fp32 peak of `threads` cores for a roofline line in the benchmarks, in GFLOP/s, and how
+/// it was reckoned: threads × clock (`cpu MHz` of `/proc/cpuinfo`) × FLOP per cycle — 64 on
+/// Intel cores with AVX-512 (two 512-bit FMA units), 32 with FMA otherwise (two 256-bit FMA
+/// pipes; AMD Zen 4 runs AVX-512 on them in halves), 16 without FMA. Turbo clocks are not
+/// counted. `WICK_PEAK_GFLOPS` overrides it; `None` where the clock is unknown (not Linux).
+pub fn peak_gflops(threads: usize) -> Option<(f64, String)> {
+    if let Some(v) = std::env::var("WICK_PEAK_GFLOPS").ok().and_then(|v| v.parse::<f64>().ok()) {
+        return Some((v, "WICK_PEAK_GFLOPS".into()));
+    }
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |name: &str| info.lines().find(|l| l.starts_with(name)).and_then(|l| l.split(':').nth(1)).map(|v| v.trim().to_string());
+    let mhz: f64 = field("cpu MHz")?.parse().ok()?;
+    let flags = field("flags").unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let intel = field("vendor_id").is_some_and(|v| v == "GenuineIntel");
+    let per_cycle = if intel && has("avx512f") { 64.0 } else if has("fma") { 32.0 } else { 16.0 };
+    let peak = threads as f64 * mhz / 1000.0 * per_cycle;
+    Some((peak, format!("{threads} core(s) × {:.2} GHz × {per_cycle} FLOP/cycle", mhz / 1000.0)))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// The peak is the clock times the FLOP per cycle per core, so it scales with the cores.
+    #[test]
+    fn peak_is_per_core_times_cores() {
+        if std::env::var_os("WICK_PEAK_GFLOPS").is_some() {
+            return;
+        }
+        let (one, how) = super::peak_gflops(1).expect("/proc/cpuinfo has a clock");
+        let (two, _) = super::peak_gflops(2).unwrap();
+        assert!(one > 1.0 && one < 1000.0, "{one} ({how})");
+        assert!((two - 2.0 * one).abs() < 1e-9, "{one} {two}");
+        assert!(how.contains("FLOP/cycle"), "{how}");
+    }
+}

@@ -109,6 +109,15 @@ fn bench(name: &str, xv: Vec<f32>, p: &Params) {
             (ff + fb) / (t_fwd + t_bwd) / 1e9
         );
     }
+    if let Some((peak, how)) = wick_core::cpu::peak_gflops(rayon::current_num_threads()) {
+        let (ff, fb) = flops(25.0);
+        let (fm, bm) = flops(4.0);
+        println!(
+            "roofline: fwd+bwd {:.0}% of the fp32 peak {peak:.0} GFLOP/s ({how}) counting executed σ, {:.0}% counting σ as 4",
+            100.0 * (ff + fb) / (t_fwd + t_bwd) / 1e9 / peak,
+            100.0 * (fm + bm) / (t_fwd + t_bwd) / 1e9 / peak
+        );
+    }
     println!(
         "kernel fwd {:.3} ms, bwd {:.3} ms per batch: {:.0} samples/s for the op alone",
         t_fwd * 1e3,

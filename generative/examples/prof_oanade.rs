@@ -42,5 +42,9 @@ fn main() {
     let med = ms[ms.len() / 2];
     let fwd = 2.0 * b as f64 * (2.0 * (d * h) as f64 + ((layers - 1) * h * h) as f64 + (h * d) as f64);
     let bwd = 2.0 * fwd - 2.0 * b as f64 * 2.0 * (d * h) as f64;
-    println!("{{\"layers\": {layers}, \"ms_per_step\": {med:.3}, \"samples_per_s\": {:.0}, \"gflops\": {:.1}}}", b as f64 * 1000.0 / med, (fwd + bwd) / med / 1e6);
+    let gflops = (fwd + bwd) / med / 1e6;
+    if let Some((peak, how)) = wick_core::cpu::peak_gflops(rayon::current_num_threads()) {
+        println!("roofline: {gflops:.1} GFLOP/s, {:.0}% of the fp32 peak {peak:.0} GFLOP/s ({how})", 100.0 * gflops / peak);
+    }
+    println!("{{\"layers\": {layers}, \"ms_per_step\": {med:.3}, \"samples_per_s\": {:.0}, \"gflops\": {gflops:.1}}}", b as f64 * 1000.0 / med);
 }
