@@ -99,7 +99,7 @@ pub struct DensityFlags {
     pub log_every: Option<u64>,
     #[command(flatten)]
     pub optim: OptimFlags,
-    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA
+    /// Learning-rate schedule: constant, warmup:STEPS, cosine:TOTAL[:WARMUP], step:EVERY:GAMMA [default: oanade cosine:EPOCHS×BATCHES (decays to 0 over the run), the others constant]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
