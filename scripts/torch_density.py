@@ -417,13 +417,18 @@ def cosine_factor(step, total):
     return 0.5 * (1.0 + math.cos(math.pi * step / total)) if step < total else 0.0
 
 
+def total_steps(args, ntr):
+    """Updates in the whole run: epochs × batches per epoch (the last one partial), as wick counts."""
+    return args.epochs * math.ceil(ntr / args.batch)
+
+
 def train(args, xtr, xva, xte):
     dim = xtr.shape[1]
     gen = torch.Generator().manual_seed(args.seed)  # init and masks
     model = build_model(args, dim, gen)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    total = args.epochs * math.ceil(xtr.shape[0] / args.batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, total) if schedule(args) == "cosine" else 1.0)
+    total, cosine = total_steps(args, xtr.shape[0]), schedule(args) == "cosine"
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, total) if cosine else 1.0)
     data_gen = torch.Generator().manual_seed(args.seed + 1)  # epoch permutations
     step_gen = torch.Generator().manual_seed(args.seed + 2)  # MADE mask choice per step
     ebatch = eval_batch(args, dim)
@@ -549,8 +554,7 @@ def run_wick(args, ntr):
             cmd.append("--order-agnostic")
     if args.model == "oanade":
         cmd += ["--layers", str(args.layers), "--orderings", str(args.orderings)]
-    total = args.epochs * math.ceil(ntr / args.batch)
-    cmd += ["--schedule", f"cosine:{total}" if schedule(args) == "cosine" else "constant"]
+    cmd += ["--schedule", f"cosine:{total_steps(args, ntr)}" if schedule(args) == "cosine" else "constant"]
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     log("wick: RAYON_NUM_THREADS=%d %s" % (args.threads, " ".join(cmd)))
     t0 = time.perf_counter()

@@ -353,8 +353,9 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     // An absolute --data-dir, so that --resume and `wick eval` find the data from any folder.
     let data_dir = cfg.data_dir.as_ref().map(|d| std::path::absolute(d).map_or(d.clone(), |p| p.display().to_string()));
     let nb = ntr.div_ceil(cfg.batch) as u64;
+    let schedule = cfg.schedule.clone().unwrap_or_else(|| cfg.default_schedule(cfg.epochs * nb));
     let cfg = &DensityConfig {
-        schedule: Some(cfg.schedule.clone().unwrap_or_else(|| cfg.default_schedule(cfg.epochs * nb))),
+        schedule: Some(schedule.clone()),
         binarize: Some(how),
         threshold,
         data_dir,
@@ -379,7 +380,6 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         st = ck.meta("train_state")?;
     }
     dist::check_start(&wick_core::config::to_toml(cfg)?, model.params())?;
-    let schedule = cfg.schedule.clone().unwrap_or(Schedule::Constant);
     // A resumed run drops whatever the interrupted process logged after its checkpoint.
     let mut run = run.start(cfg.algo.name(), Some(st.epoch), cfg.epochs * nb, (st.epoch - 1) * nb + st.batch as u64)?;
     let t0 = Instant::now();
