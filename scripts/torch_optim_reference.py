@@ -2,7 +2,7 @@
 """Reference values for wick-core's optimizers (core/src/optim.rs), produced by torch.optim.
 
 Runs torch.optim.SGD (momentum; Nesterov with weight decay), torch.optim.Adam (coupled L2
-weight_decay), torch.optim.AdamW (decoupled weight decay) and torch.nn.utils.clip_grad_norm_
+weight_decay), torch.optim.AdamW (decoupled weight decay), torch.optim.Adagrad (L2 weight_decay) and torch.nn.utils.clip_grad_norm_
 in float32 on CPU, on two small fixed parameters with explicit per-step gradients written out
 below (no randomness), with a different learning rate at every step (as a schedule would give).
 The second parameter `b` has no gradient at step 2 (`p.grad = None`), so torch skips it there
@@ -38,6 +38,7 @@ CASES = [
     ("SGD_NESTEROV_WD", torch.optim.SGD, LRS_SGD, dict(momentum=0.8, nesterov=True, weight_decay=0.1)),
     ("ADAM_WD", torch.optim.Adam, LRS_ADAM, dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, foreach=False)),
     ("ADAMW_WD", torch.optim.AdamW, LRS_ADAM, dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, foreach=False)),
+    ("ADAGRAD_WD", torch.optim.Adagrad, LRS_ADAM, dict(eps=1e-8, weight_decay=0.1, foreach=False)),
 ]
 
 

@@ -43,7 +43,7 @@ pub struct CommonFlags {
 /// Optimizer flags, shared by every neural trainer.
 #[derive(Args, Serialize, Debug, Clone, Default)]
 pub struct OptimFlags {
-    /// sgd, adam (coupled L2 weight decay) or adamw (decoupled weight decay)
+    /// sgd, adam (coupled L2 weight decay), adamw (decoupled weight decay) or adagrad (the MADE paper's)
     #[arg(long = "optimizer")]
     #[serde(rename = "kind", skip_serializing_if = "Option::is_none")]
     pub kind: Option<OptimKind>,
@@ -51,7 +51,7 @@ pub struct OptimFlags {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
-    /// Weight decay λ (L2 for sgd/adam, decoupled for adamw)
+    /// Weight decay λ (L2 for sgd/adam/adagrad, decoupled for adamw)
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
@@ -63,7 +63,7 @@ pub struct OptimFlags {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beta2: Option<f64>,
-    /// Adam ε (added to the root of the second moment)
+    /// Adam/Adagrad ε (added to the root of the second moment or of the sum of squares; torch's Adagrad default is 1e-10)
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eps: Option<f64>,

@@ -61,9 +61,15 @@ impl Checkpoint {
         Self::default()
     }
 
-    /// Store a candle tensor (any device) as f32.
+    /// Store a candle tensor (any device) as f32; a `u8` tensor (0/1 masks) stays `u8`, a
+    /// quarter of the bytes.
     pub fn put_tensor(&mut self, name: &str, t: &Tensor) -> Result<()> {
         let shape = t.dims().to_vec();
+        if t.dtype() == candle_core::DType::U8 {
+            let data = t.flatten_all()?.to_vec1::<u8>()?;
+            self.tensors.insert(name.to_string(), HostTensor { dtype: Dtype::U8, shape, data });
+            return Ok(());
+        }
         let v = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         self.put_f32(name, &shape, &v);
         Ok(())

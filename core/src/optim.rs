@@ -1,9 +1,9 @@
-//! Optimizers with inspectable, checkpointable state: SGD (momentum, Nesterov), Adam and AdamW,
-//! plus global-norm gradient clipping.
+//! Optimizers with inspectable, checkpointable state: SGD (momentum, Nesterov), Adam, AdamW and
+//! Adagrad, plus global-norm gradient clipping.
 //!
 //! candle-nn's `AdamW` keeps its moments private, so a run using it cannot be resumed exactly;
 //! these optimizers expose every state tensor under torch's names (`optim.exp_avg.<param>`,
-//! `optim.exp_avg_sq.<param>`, `optim.momentum_buffer.<param>`) and save it, with the step
+//! `optim.exp_avg_sq.<param>`, `optim.momentum_buffer.<param>`, `optim.sum.<param>`) and save it, with the step
 //! counts, into a [`Checkpoint`]. Loading it back continues a run bit for bit.
 //!
 //! The updates are those of `torch.optim` (the algorithm boxes of its docs, single-tensor
@@ -21,6 +21,9 @@
 //!        v ← β2 v + (1 − β2) g²
 //!        θ ← θ − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
 //! AdamW  θ ← θ (1 − lr λ)                    (decoupled, torch.optim.AdamW), then Adam with λ = 0
+//! Adagrad g ← g + λθ;  s ← s + g²;  θ ← θ − lr · g / (√s + ε)
+//!        (torch.optim.Adagrad with lr_decay 0 and initial_accumulator_value 0; torch's default
+//!        ε is 1e-10, wick's 1e-8 for every optimizer: `--eps 1e-10` matches torch exactly)
 //! ```
 //!
 //! `t` counts the steps of each parameter separately, as torch does: a parameter that has no
@@ -49,6 +52,8 @@ pub enum OptimKind {
     Adam,
     /// `torch.optim.AdamW` (decoupled weight decay).
     Adamw,
+    /// `torch.optim.Adagrad` (the MADE paper's optimizer; L2 weight decay added to the gradient).
+    Adagrad,
 }
 
 impl OptimKind {
@@ -57,6 +62,7 @@ impl OptimKind {
             OptimKind::Sgd => "sgd",
             OptimKind::Adam => "adam",
             OptimKind::Adamw => "adamw",
+            OptimKind::Adagrad => "adagrad",
         }
     }
 
@@ -66,6 +72,7 @@ impl OptimKind {
             OptimKind::Sgd if momentum != 0.0 => &["momentum_buffer"],
             OptimKind::Sgd => &[],
             OptimKind::Adam | OptimKind::Adamw => &["exp_avg", "exp_avg_sq"],
+            OptimKind::Adagrad => &["sum"],
         }
     }
 }
@@ -76,7 +83,7 @@ impl fmt::Display for OptimKind {
     }
 }
 
-/// Parses the CLI names `sgd`, `adam`, `adamw` (any case).
+/// Parses the CLI names `sgd`, `adam`, `adamw`, `adagrad` (any case).
 impl FromStr for OptimKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<OptimKind> {
@@ -84,7 +91,8 @@ impl FromStr for OptimKind {
             "sgd" => Ok(OptimKind::Sgd),
             "adam" => Ok(OptimKind::Adam),
             "adamw" => Ok(OptimKind::Adamw),
-            _ => Err(Error::new(format!("unknown optimizer '{s}': expected sgd, adam or adamw"))),
+            "adagrad" => Ok(OptimKind::Adagrad),
+            _ => Err(Error::new(format!("unknown optimizer '{s}': expected sgd, adam, adamw or adagrad"))),
         }
     }
 }
@@ -252,6 +260,15 @@ impl Optimizer {
                         slot.bufs[0] = buf;
                     }
                     (theta + g.affine(-lr, 0.0)?)?
+                }
+                OptimKind::Adagrad => {
+                    let g = if wd != 0.0 { (theta.affine(wd, 0.0)? + grad)? } else { grad.clone() };
+                    // torch: state_sum.addcmul_(grad, grad, value=1); std = state_sum.sqrt().add_(eps); param.addcdiv_(grad, std, value=-clr)
+                    let sum = (&slot.bufs[0] + (&g * &g)?)?;
+                    let std = sum.sqrt()?.affine(1.0, eps)?;
+                    let upd = (g / std)?.affine(-lr, 0.0)?;
+                    slot.bufs[0] = sum;
+                    (theta + upd)?
                 }
                 OptimKind::Adam | OptimKind::Adamw if !self.composed_only && fused_adam::applies(theta, grad, &slot.bufs) => {
                     fused_adam::step(theta, grad, &slot.bufs, kind == OptimKind::Adamw, lr, wd, beta1, beta2, eps, slot.steps)?;
@@ -641,6 +658,13 @@ mod tests {
         [0.49693945, -1.1833062, 0.76906204, -0.32804218, 1.4965799, -0.7157461, 0.18615414, -0.39480543, 0.87888914],
         [0.49629492, -1.1815765, 0.76871526, -0.33095542, 1.4947382, -0.7181793, 0.18333885, -0.3982362, 0.8788596],
     ];
+    // Adagrad(lr per step [0.01, 0.02, 0.01, 0.005], eps=1e-08, weight_decay=0.1)
+    const ADAGRAD_WD: [[f32; 9]; 4] = [
+        [0.49, -1.19, 0.79, -0.31, 1.51, -0.71, 0.19, -0.39000002, 0.89],
+        [0.50716794, -1.1888146, 0.77816355, -0.31102568, 1.4915032, -0.69671446, 0.19, -0.39000002, 0.89],
+        [0.49999848, -1.1926005, 0.7855862, -0.30768973, 1.4879556, -0.70431906, 0.19328731, -0.39932346, 0.88453996],
+        [0.49940664, -1.1885775, 0.7840412, -0.31051555, 1.4874562, -0.70490825, 0.19077884, -0.40211132, 0.8871473],
+    ];
     // clip_grad_norm_([w, b], max_norm=0.5) with the step-1 gradients: total norm, then clipped w.grad ++ b.grad
     const CLIP_HALF_NORM: f32 = 1.0999999;
     const CLIP_HALF_GRADS: [f32; 9] =
@@ -741,6 +765,12 @@ mod tests {
     }
 
     #[test]
+    fn adagrad_weight_decay_matches_torch() {
+        let c = OptimConfig { weight_decay: 0.1, ..cfg(OptimKind::Adagrad) };
+        check_against_torch(c, LRS_ADAM, &ADAGRAD_WD, "adagrad wd");
+    }
+
+    #[test]
     fn plain_sgd_is_theta_minus_lr_g() {
         let p = params();
         let mut opt = Optimizer::new(OptimConfig { lr: 0.1, ..cfg(OptimKind::Sgd) }, &p).unwrap();
@@ -814,6 +844,7 @@ mod tests {
             names(OptimConfig { momentum: 0.5, ..cfg(OptimKind::Sgd) }),
             ["optim.momentum_buffer.w", "optim.momentum_buffer.b"]
         );
+        assert_eq!(names(cfg(OptimKind::Adagrad)), ["optim.sum.w", "optim.sum.b"]);
         // Adam's first moment after one step is (1 − β1) g.
         let mut opt = Optimizer::new(cfg(OptimKind::Adam), &p).unwrap();
         opt.step(&p, &grads(&p, 0), 0.01).unwrap();
@@ -830,6 +861,7 @@ mod tests {
             OptimConfig { momentum: 0.8, nesterov: true, weight_decay: 0.1, ..cfg(OptimKind::Sgd) },
             OptimConfig { weight_decay: 0.1, ..cfg(OptimKind::Adam) },
             OptimConfig { weight_decay: 0.1, ..cfg(OptimKind::Adamw) },
+            OptimConfig { weight_decay: 0.1, ..cfg(OptimKind::Adagrad) },
         ] {
             let lr = |k: usize| 0.01 * (1.0 + k as f64 * 0.1);
             // 5 uninterrupted steps.
@@ -1013,8 +1045,8 @@ mod tests {
         assert_eq!("Adam".parse::<OptimKind>().unwrap(), OptimKind::Adam);
         assert_eq!("adamw".parse::<OptimKind>().unwrap(), OptimKind::Adamw);
         let e = "rmsprop".parse::<OptimKind>().unwrap_err().to_string();
-        assert_eq!(e, "unknown optimizer 'rmsprop': expected sgd, adam or adamw");
-        for k in [OptimKind::Sgd, OptimKind::Adam, OptimKind::Adamw] {
+        assert_eq!(e, "unknown optimizer 'rmsprop': expected sgd, adam, adamw or adagrad");
+        for k in [OptimKind::Sgd, OptimKind::Adam, OptimKind::Adamw, OptimKind::Adagrad] {
             assert_eq!(k.to_string().parse::<OptimKind>().unwrap(), k);
         }
         let c = OptimConfig::default();

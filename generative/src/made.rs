@@ -20,7 +20,10 @@
 //!
 //! Checkpoint tensors: `made.w{l}` `[in, out]` and `made.b{l}` `[out]` for l = 0..=L (layer L is
 //! the output layer), and in `best.safetensors` the masks `made.mask{l}.k{k}` `[in, out]`
-//! (0/1) and the orderings `made.order.k{k}` `[D]` (the degree m⁰ of each input, 1..D).
+//! (0/1, `u8`) and the orderings `made.order.k{k}` `[D]` (the degree m⁰ of each input, 1..D).
+//! The model itself keeps only the degrees and builds a mask when the Candle path needs it
+//! (on a GPU, once per mask set): dense f32 masks would take 1.6 GB at 8,000 hidden units and
+//! 32 mask sets, where the CPU path needs none.
 //! Weights are stored `[in, out]` so that a layer is `h (W ⊙ M) + b` with no transpose: the
 //! masked product and its gradient then stay contiguous, which is several times faster in Candle.
 //!
@@ -34,8 +37,8 @@ mod cpu;
 
 use crate::model::{bce_rows, masked, DensityModel};
 use crate::staircase::Staircase;
-use candle_core::{backprop::GradStore, Device, Tensor};
-use std::sync::Mutex;
+use candle_core::{backprop::GradStore, DType, Device, Tensor};
+use std::sync::{Mutex, OnceLock};
 use wick_core::{bail, mask, params::Params, rng::Rng, Result};
 
 wick_core::choice! {
@@ -85,10 +88,11 @@ pub struct Made {
     params: Params,
     /// (weight, bias) per layer; the last is the output layer.
     layers: Vec<(Tensor, Tensor)>,
-    /// masks[k][l]: the `[in, out]` mask of layer l in mask set k.
-    masks: Vec<Vec<Tensor>>,
-    /// orders[k][d]: the degree m⁰(d) ∈ 1..=D of input d in mask set k.
-    orders: Vec<Vec<usize>>,
+    /// degrees[k] = `[m⁰, m¹, …, mᴸ]` of mask set k ([`degrees`]); `degrees[k][0][d]` is the
+    /// degree m⁰(d) ∈ 1..=D of input d.
+    degrees: Vec<Vec<Vec<usize>>>,
+    /// Mask tensors of each set, built once on a non-CPU device (see the module docs).
+    mask_cache: Vec<OnceLock<Vec<Tensor>>>,
     /// stairs[k][l]: mask l of set k as a staircase over sorted units.
     stairs: Vec<Vec<Staircase>>,
     /// Buffers of the CPU path ([`cpu`]), kept between calls.
@@ -127,28 +131,54 @@ impl Made {
             Order::Natural => (1..=dim).collect(),
             Order::Random => random_ordering(dim, &mut mrng),
         };
-        let mut masks = Vec::with_capacity(k);
-        let mut orders = Vec::with_capacity(k);
+        let mut sets = Vec::with_capacity(k);
         let mut stairs = Vec::with_capacity(k);
         for _ in 0..k {
             let m0 = if order_agnostic { random_ordering(dim, &mut mrng) } else { base_order.clone() };
             let m = degrees(&m0, layers, hidden, &mut mrng);
-            let mut set: Vec<Tensor> = (0..layers)
-                .map(|l| Ok(Tensor::from_vec(hidden_mask(&m[l], &m[l + 1]), (m[l].len(), m[l + 1].len()), device)?))
-                .collect::<Result<_>>()?;
-            set.push(Tensor::from_vec(output_mask(&m[layers], &m0), (hidden, dim), device)?);
-            masks.push(set);
             let mut st: Vec<Staircase> = (0..layers).map(|l| Staircase::new(&m[l], &m[l + 1], false)).collect();
             st.push(Staircase::new(&m[layers], &m0, true));
             stairs.push(st);
-            orders.push(m0);
+            sets.push(m);
         }
-        Ok(Made { dim, seed, params, layers: wb, masks, orders, stairs, scratch: Mutex::new(cpu::Scratch::default()) })
+        let mask_cache = (0..k).map(|_| OnceLock::new()).collect();
+        Ok(Made { dim, seed, params, layers: wb, degrees: sets, mask_cache, stairs, scratch: Mutex::new(cpu::Scratch::default()) })
+    }
+
+    /// The masks of set k, `[in, out]` per layer (eq. 12 for the hidden layers, eq. 13 for the
+    /// output layer), as 0/1 in `dtype` on the parameters' device.
+    fn build_masks(&self, k: usize, dtype: DType) -> Result<Vec<Tensor>> {
+        let (m, dev, last) = (&self.degrees[k], self.layers[0].0.device(), self.layers.len() - 1);
+        (0..=last)
+            .map(|l| {
+                let v = if l < last { hidden_mask(&m[l], &m[l + 1]) } else { output_mask(&m[l], &m[0]) };
+                let shape = (m[l].len(), if l < last { m[l + 1].len() } else { self.dim });
+                Ok(Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)?.to_device(dev)?)
+            })
+            .collect()
+    }
+
+    /// The f32 masks of set k for the Candle path: built on each call on the CPU (whose
+    /// training and likelihoods take the staircase path and need none), once elsewhere.
+    fn masks(&self, k: usize) -> Result<Vec<Tensor>> {
+        if let Some(set) = self.mask_cache[k].get() {
+            return Ok(set.clone());
+        }
+        let set = self.build_masks(k, DType::F32)?;
+        if !self.layers[0].0.device().is_cpu() {
+            let _ = self.mask_cache[k].set(set.clone());
+        }
+        Ok(set)
+    }
+
+    /// The ordering of mask set k: the degree m⁰(d) ∈ 1..=D of each input d.
+    fn order(&self, k: usize) -> &[usize] {
+        &self.degrees[k][0]
     }
 
     /// The step's mask set (from a stream indexed by the step, so a resumed run chooses the same).
     fn step_member(&self, step: u64) -> usize {
-        Rng::stream_indexed(self.seed, "mask-choice", step).below(self.masks.len() as u64) as usize
+        Rng::stream_indexed(self.seed, "mask-choice", step).below(self.degrees.len() as u64) as usize
     }
 
     /// −log p_k(x) `[B]` of one member, on the CPU by the staircase kernels (not differentiable).
@@ -164,7 +194,7 @@ impl Made {
     pub fn logits(&self, x: &Tensor, k: usize) -> Result<Tensor> {
         let mut h = x.clone();
         let last = self.layers.len() - 1;
-        for (l, ((w, b), m)) in self.layers.iter().zip(&self.masks[k]).enumerate() {
+        for (l, ((w, b), m)) in self.layers.iter().zip(&self.masks(k)?).enumerate() {
             h = h.matmul(&masked(w, m)?)?.broadcast_add(b)?;
             if l < last {
                 h = h.relu()?;
@@ -179,7 +209,7 @@ impl Made {
     }
 
     pub fn num_masks(&self) -> usize {
-        self.masks.len()
+        self.degrees.len()
     }
 }
 
@@ -195,7 +225,7 @@ impl DensityModel for Made {
     /// The mixture over the K mask sets: −(logsumexp_k log p_k(x) − log K). On the CPU by the
     /// staircase kernels (not differentiable: `train_nll` is).
     fn nll(&self, x: &Tensor) -> Result<Tensor> {
-        let k = self.masks.len();
+        let k = self.degrees.len();
         if k == 1 {
             return self.member_nll_fast(x, 0);
         }
@@ -247,7 +277,8 @@ impl Made {
         let mut hs = vec![x.clone()]; // inputs of each layer
         let mut wms = Vec::with_capacity(self.layers.len());
         let mut h = x.clone();
-        for (l, ((w, b), m)) in self.layers.iter().zip(&self.masks[k]).enumerate() {
+        let masks = self.masks(k)?;
+        for (l, ((w, b), m)) in self.layers.iter().zip(&masks).enumerate() {
             let wm = (w.detach() * m)?;
             let a = h.matmul(&wm)?.broadcast_add(&b.detach())?;
             wms.push(wm);
@@ -263,7 +294,7 @@ impl Made {
         let mut grads = GradStore::default();
         for l in (0..=last).rev() {
             let (w, b) = &self.layers[l];
-            grads.insert(w, (hs[l].t()?.matmul(&da)? * &self.masks[k][l])?);
+            grads.insert(w, (hs[l].t()?.matmul(&da)? * &masks[l])?);
             grads.insert(b, da.sum(0)?);
             if l > 0 {
                 let dh = da.matmul(&wms[l].t()?)?;
@@ -278,20 +309,20 @@ impl Made {
         let dev = self.layers[0].0.device().clone();
         let mut out = vec![0f32; n * d];
         // Each sample draws its mixture member, then ancestral sampling in that member's order.
-        let members: Vec<usize> = (0..n).map(|_| rng.below(self.masks.len() as u64) as usize).collect();
-        for k in 0..self.masks.len() {
+        let members: Vec<usize> = (0..n).map(|_| rng.below(self.degrees.len() as u64) as usize).collect();
+        for k in 0..self.degrees.len() {
             let rows: Vec<usize> = (0..n).filter(|&i| members[i] == k).collect();
             if rows.is_empty() {
                 continue;
             }
             let mut x = vec![0f32; rows.len() * d];
             let mut by_degree: Vec<usize> = (0..d).collect();
-            by_degree.sort_by_key(|&i| self.orders[k][i]);
+            by_degree.sort_by_key(|&i| self.order(k)[i]);
             // The member's masked weights once; the first layer's pre-activation a = b + x W̃₀
             // is kept up to date one pixel at a time (a += x_i W̃₀[i, :], O(H) per pixel), the
             // layers above are recomputed from it, and of the output layer only the logit of
             // the pixel being drawn: O(D·H) per sample for one hidden layer, not O(D²·H).
-            let wm: Vec<Tensor> = self.layers.iter().zip(&self.masks[k]).map(|((w, _), m)| masked(w, m)).collect::<candle_core::Result<_>>()?;
+            let wm: Vec<Tensor> = self.layers.iter().zip(&self.masks(k)?).map(|((w, _), m)| masked(w, m)).collect::<candle_core::Result<_>>()?;
             let last = self.layers.len() - 1;
             let out_t = wm[last].t()?.contiguous()?; // [D, H_last]: row i feeds logit i
             let n_rows = rows.len();
@@ -329,11 +360,11 @@ impl Made {
 
     fn buffers_impl(&self) -> Result<Vec<(String, Tensor)>> {
         let mut v = Vec::new();
-        for (k, set) in self.masks.iter().enumerate() {
-            for (l, m) in set.iter().enumerate() {
-                v.push((format!("made.mask{l}.k{k}"), m.clone()));
+        for k in 0..self.degrees.len() {
+            for (l, m) in self.build_masks(k, DType::U8)?.into_iter().enumerate() {
+                v.push((format!("made.mask{l}.k{k}"), m));
             }
-            let o: Vec<f32> = self.orders[k].iter().map(|&x| x as f32).collect();
+            let o: Vec<f32> = self.order(k).iter().map(|&x| x as f32).collect();
             v.push((format!("made.order.k{k}"), Tensor::from_vec(o, self.dim, &Device::Cpu)?));
         }
         Ok(v)
@@ -406,7 +437,7 @@ mod tests {
                     let g = z.narrow(1, d, 1).unwrap().sum_all().unwrap().backward().unwrap();
                     let gx = g.get(&x).map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).unwrap_or(vec![0.0; dim]);
                     for j in 0..dim {
-                        if m.orders[k][j] >= m.orders[k][d] {
+                        if m.order(k)[j] >= m.order(k)[d] {
                             assert_eq!(gx[j], 0.0, "{order:?} agnostic={agnostic} k={k}: z_{d} depends on x_{j}");
                         }
                     }
@@ -456,7 +487,7 @@ mod tests {
             }
             for (kk, st) in m.stairs.iter().enumerate() {
                 for (l, s) in st.iter().enumerate() {
-                    let mask = m.masks[kk][l].to_vec2::<f32>().unwrap();
+                    let mask = m.masks(kk).unwrap()[l].to_vec2::<f32>().unwrap();
                     for (i, row) in mask.iter().enumerate() {
                         for (o, &v) in row.iter().enumerate() {
                             assert_eq!(s.connected(i, o), v == 1.0, "set {kk} layer {l} ({i}, {o})");
