@@ -66,6 +66,10 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub order_agnostic: bool,
+    /// MADE direct input→output connections, masked autoregressively (the MADE authors' direct_input_connect=Output, used in their best MNIST rows)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
     /// Maximum number of epochs
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

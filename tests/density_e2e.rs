@@ -318,21 +318,30 @@ fn python_recomputes_the_oanade_ensemble_from_the_checkpoint() {
 }
 
 /// numpy, from `best.safetensors` alone and as docs/checkpoints.md's snippet reads it (u8 masks
-/// included), recomputes the mixture log-likelihood of a 2-layer MADE with 3 order-agnostic mask
-/// sets, checks every set is autoregressive, and agrees with `wick eval --per-example`.
+/// included), recomputes the mixture log-likelihood of MADEs with 3 order-agnostic mask sets (2
+/// layers; 1 layer with direct connections), checks every set is autoregressive, and agrees with
+/// `wick eval --per-example`.
 #[test]
 fn python_recomputes_the_made_mixture_from_the_checkpoint() {
     let Some(py) = python() else { return };
     let d = scratch("madepy");
-    run_ok(&["train", "made", "--data", "digits", "--hidden", "24", "--layers", "2", "--masks", "3", "--order-agnostic", "--epochs", "2", "--quiet", "--logdir", s(&d), "--run-name", "r"]);
-    let run = d.join("r");
-    let csv = d.join("per_example.csv");
-    run_ok(&["eval", s(&run), "--split", "test", "--per-example", s(&csv)]);
-    let out = Command::new(&py)
-        .args([&script("check_made.py"), s(&run), s(&csv), concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv.gz")])
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "check_made.py failed:\n{text}");
-    assert!(text.contains("mixture of K=3 mask sets, 2 layer(s)"), "{text}");
+    for (name, layers, extra, says) in [("r", "2", None, "mixture of K=3 mask sets, 2 layer(s), u8"), ("direct", "1", Some("--direct"), "mixture of K=3 mask sets, 1 layer(s), direct connections, u8")] {
+        let mut args = vec!["train", "made", "--data", "digits", "--hidden", "24", "--layers", layers, "--masks", "3", "--order-agnostic", "--epochs", "2", "--quiet", "--logdir", s(&d), "--run-name", name];
+        args.extend(extra);
+        run_ok(&args);
+        let run = d.join(name);
+        let csv = d.join(format!("{name}.csv"));
+        run_ok(&["eval", s(&run), "--split", "test", "--per-example", s(&csv)]);
+        let out = Command::new(&py)
+            .args([&script("check_made.py"), s(&run), s(&csv), concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv.gz")])
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "check_made.py failed:\n{text}");
+        assert!(text.contains(says), "{text}");
+    }
+    // --direct is MADE's alone.
+    let (code, _, err) = run(&["train", "nade", "--direct", "--logdir", s(&d), "--run-name", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--direct does not apply to nade (it is for made)"), "{err}");
 }

@@ -27,6 +27,13 @@
 //! Weights are stored `[in, out]` so that a layer is `h (W ⊙ M) + b` with no transpose: the
 //! masked product and its gradient then stay contiguous, which is several times faster in Candle.
 //!
+//! **Direct connections** (`with_direct`, the authors' `direct_input_connect=Output`, used by their
+//! best MNIST rows) add a masked input→output term, an FVSBN inside the MADE:
+//! `z = (Wᴸ ⊙ Mᴼ) hᴸ + bᴸ + (A ⊙ Mᴰ) x` with `Mᴰ[d, i] = 1[m⁰(d) > m⁰(i)]` (eq. 13 with the inputs
+//! in place of the last hidden layer). Parameter `made.direct` `[D, D]` (`[in, out]`, U(±1/√D)
+//! from its own `init-direct` stream, so the other weights are those of a run without it); in
+//! `best.safetensors` its mask `made.mask_direct.k{k}`.
+//!
 //! On the CPU, training steps and likelihoods run on sorted units instead ([`crate::staircase`]):
 //! with the hidden units of every layer sorted by degree and the inputs and outputs by m⁰, every
 //! mask is a staircase and the products skip its zero blocks (about half the multiply–adds).
@@ -95,6 +102,9 @@ pub struct Made {
     mask_cache: Vec<OnceLock<Vec<Tensor>>>,
     /// stairs[k][l]: mask l of set k as a staircase over sorted units.
     stairs: Vec<Vec<Staircase>>,
+    /// The direct input→output weights `[D, D]` (`[in, out]`), if any, and their staircase per
+    /// mask set (inputs and outputs both sorted by m⁰: strictly lower triangular).
+    direct: Option<(Tensor, Vec<Staircase>)>,
     /// Buffers of the CPU path ([`cpu`]), kept between calls.
     scratch: Mutex<cpu::Scratch>,
 }
@@ -142,17 +152,38 @@ impl Made {
             sets.push(m);
         }
         let mask_cache = (0..k).map(|_| OnceLock::new()).collect();
-        Ok(Made { dim, seed, params, layers: wb, degrees: sets, mask_cache, stairs, scratch: Mutex::new(cpu::Scratch::default()) })
+        Ok(Made { dim, seed, params, layers: wb, degrees: sets, mask_cache, stairs, direct: None, scratch: Mutex::new(cpu::Scratch::default()) })
+    }
+
+    /// Add direct input→output connections (see the module docs) when `on`.
+    pub fn with_direct(mut self, on: bool) -> Result<Made> {
+        if on && self.direct.is_none() {
+            let (d, dev) = (self.dim, self.layers[0].0.device().clone());
+            let a = self.params.uniform("made.direct", &[d, d], 1.0 / (d as f64).sqrt(), &mut Rng::stream(self.seed, "init-direct"), &dev)?;
+            let stairs = self.degrees.iter().map(|m| Staircase::new(&m[0], &m[0], true)).collect();
+            self.direct = Some((a, stairs));
+            self.mask_cache.iter_mut().for_each(|c| *c = OnceLock::new());
+        }
+        Ok(self)
+    }
+
+    pub fn has_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// The masks of set k, `[in, out]` per layer (eq. 12 for the hidden layers, eq. 13 for the
-    /// output layer), as 0/1 in `dtype` on the parameters' device.
+    /// output layer), then the direct connections' `[D, D]` if the model has them, as 0/1 in
+    /// `dtype` on the parameters' device.
     fn build_masks(&self, k: usize, dtype: DType) -> Result<Vec<Tensor>> {
         let (m, dev, last) = (&self.degrees[k], self.layers[0].0.device(), self.layers.len() - 1);
-        (0..=last)
+        let n = if self.direct.is_some() { last + 2 } else { last + 1 };
+        (0..n)
             .map(|l| {
-                let v = if l < last { hidden_mask(&m[l], &m[l + 1]) } else { output_mask(&m[l], &m[0]) };
-                let shape = (m[l].len(), if l < last { m[l + 1].len() } else { self.dim });
+                let (v, shape) = match l {
+                    l if l < last => (hidden_mask(&m[l], &m[l + 1]), (m[l].len(), m[l + 1].len())),
+                    l if l == last => (output_mask(&m[l], &m[0]), (m[l].len(), self.dim)),
+                    _ => (output_mask(&m[0], &m[0]), (self.dim, self.dim)),
+                };
                 Ok(Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)?.to_device(dev)?)
             })
             .collect()
@@ -194,11 +225,15 @@ impl Made {
     pub fn logits(&self, x: &Tensor, k: usize) -> Result<Tensor> {
         let mut h = x.clone();
         let last = self.layers.len() - 1;
-        for (l, ((w, b), m)) in self.layers.iter().zip(&self.masks(k)?).enumerate() {
+        let masks = self.masks(k)?;
+        for (l, ((w, b), m)) in self.layers.iter().zip(&masks).enumerate() {
             h = h.matmul(&masked(w, m)?)?.broadcast_add(b)?;
             if l < last {
                 h = h.relu()?;
             }
+        }
+        if let Some((a, _)) = &self.direct {
+            h = (h + x.matmul(&masked(a, &masks[last + 1])?)?)?;
         }
         Ok(h)
     }
@@ -254,7 +289,12 @@ impl DensityModel for Made {
         let (nll, g) = self.host_member(x, k, true)?;
         let loss = nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len() as f64;
         let mut grads = GradStore::default();
-        for ((w, b), (dw, db)) in self.layers.iter().zip(g.expect("gradients requested")) {
+        let mut g = g.expect("gradients requested");
+        if let Some((a, _)) = &self.direct {
+            let (da, _) = g.pop().expect("the direct connections' gradient comes last");
+            grads.insert(a, Tensor::from_vec(da, a.dims(), x.device())?);
+        }
+        for ((w, b), (dw, db)) in self.layers.iter().zip(g) {
             grads.insert(w, Tensor::from_vec(dw, w.dims(), x.device())?);
             grads.insert(b, Tensor::from_vec(db, b.dims(), x.device())?);
         }
@@ -287,11 +327,17 @@ impl Made {
                 hs.push(h.clone());
             }
         }
-        let z = h;
+        let mut z = h;
+        if let Some((a, _)) = &self.direct {
+            z = (z + x.matmul(&(a.detach() * &masks[last + 1])?)?)?;
+        }
         let rows = x.dim(0)? as f64;
         let loss = bce_rows(&z, x)?.sum_all()?.to_scalar::<f32>()? as f64 / rows;
         let mut da = ((candle_nn::ops::sigmoid(&z)? - x)? / rows)?;
         let mut grads = GradStore::default();
+        if let Some((a, _)) = &self.direct {
+            grads.insert(a, (x.t()?.matmul(&da)? * &masks[last + 1])?);
+        }
         for l in (0..=last).rev() {
             let (w, b) = &self.layers[l];
             grads.insert(w, (hs[l].t()?.matmul(&da)? * &masks[l])?);
@@ -327,12 +373,21 @@ impl Made {
             let out_t = wm[last].t()?.contiguous()?; // [D, H_last]: row i feeds logit i
             let n_rows = rows.len();
             let mut a = self.layers[0].1.unsqueeze(0)?.broadcast_as((n_rows, self.layers[0].1.dim(0)?))?.contiguous()?;
+            // The direct connections' part of every logit, x (A ⊙ Mᴰ), kept up to date like `a`.
+            let direct = match &self.direct {
+                Some((w, _)) => Some(masked(w, &self.masks(k)?[last + 1])?),
+                None => None,
+            };
+            let mut zd = Tensor::zeros((n_rows, d), a.dtype(), &dev)?;
             for &dim_i in &by_degree {
                 let mut h = a.relu()?;
                 for l in 1..last {
                     h = h.matmul(&wm[l])?.broadcast_add(&self.layers[l].1)?.relu()?;
                 }
-                let z = (h.broadcast_mul(&out_t.narrow(0, dim_i, 1)?)?.sum(1)? + self.layers[last].1.narrow(0, dim_i, 1)?.broadcast_as(n_rows)?)?;
+                let mut z = (h.broadcast_mul(&out_t.narrow(0, dim_i, 1)?)?.sum(1)? + self.layers[last].1.narrow(0, dim_i, 1)?.broadcast_as(n_rows)?)?;
+                if direct.is_some() {
+                    z = (z + zd.narrow(1, dim_i, 1)?.squeeze(1)?)?;
+                }
                 let z = z.to_vec1::<f32>()?;
                 let mut col = vec![0f32; n_rows];
                 for (r, &row) in rows.iter().enumerate() {
@@ -349,6 +404,9 @@ impl Made {
                 if col.iter().any(|&v| v != 0.0) {
                     let col = Tensor::from_vec(col, (n_rows, 1), &dev)?;
                     a = (a + col.broadcast_mul(&wm[0].narrow(0, dim_i, 1)?)?)?;
+                    if let Some(ad) = &direct {
+                        zd = (zd + col.broadcast_mul(&ad.narrow(0, dim_i, 1)?)?)?;
+                    }
                 }
             }
             for (r, &row) in rows.iter().enumerate() {
@@ -362,7 +420,8 @@ impl Made {
         let mut v = Vec::new();
         for k in 0..self.degrees.len() {
             for (l, m) in self.build_masks(k, DType::U8)?.into_iter().enumerate() {
-                v.push((format!("made.mask{l}.k{k}"), m));
+                let name = if l < self.layers.len() { format!("made.mask{l}.k{k}") } else { format!("made.mask_direct.k{k}") };
+                v.push((name, m));
             }
             let o: Vec<f32> = self.order(k).iter().map(|&x| x as f32).collect();
             v.push((format!("made.order.k{k}"), Tensor::from_vec(o, self.dim, &Device::Cpu)?));
@@ -397,8 +456,8 @@ mod tests {
     fn samples_follow_the_enumerated_mixture() {
         let dev = Device::Cpu;
         let dim = 6;
-        for layers in [1, 2] {
-            let m = Made::new(dim, 10, layers, 2, Order::Random, true, 3, &dev).unwrap();
+        for (layers, direct) in [(1, false), (2, false), (1, true)] {
+            let m = Made::new(dim, 10, layers, 2, Order::Random, true, 3, &dev).unwrap().with_direct(direct).unwrap();
             for v in m.params().vars() {
                 v.set(&v.as_tensor().affine(4.0, 0.0).unwrap()).unwrap();
             }
@@ -428,8 +487,8 @@ mod tests {
     fn autoregressive_property_holds_through_gradients() {
         let dev = Device::Cpu;
         let dim = 8;
-        for (order, agnostic, layers) in [(Order::Natural, false, 1), (Order::Random, false, 2), (Order::Natural, true, 2)] {
-            let m = Made::new(dim, 12, layers, 3, order, agnostic, 7, &dev).unwrap();
+        for (order, agnostic, layers, direct) in [(Order::Natural, false, 1, false), (Order::Random, false, 2, false), (Order::Natural, true, 2, false), (Order::Random, true, 1, true)] {
+            let m = Made::new(dim, 12, layers, 3, order, agnostic, 7, &dev).unwrap().with_direct(direct).unwrap();
             for k in 0..m.num_masks() {
                 for d in 0..dim {
                     let x = candle_core::Var::from_tensor(&Tensor::full(0.5f32, (1, dim), &dev).unwrap()).unwrap();
@@ -454,20 +513,23 @@ mod tests {
     #[test]
     fn closed_form_gradients_equal_autograd() {
         let dev = Device::Cpu;
-        let m = Made::new(9, 14, 2, 3, Order::Random, true, 4, &dev).unwrap();
-        let mut r = Rng::stream(4, "x");
-        let x: Vec<f32> = (0..5 * 9).map(|_| (r.uniform() < 0.4) as u8 as f32).collect();
-        let x = Tensor::from_vec(x, (5, 9), &dev).unwrap();
-        for step in 0..4 {
-            let loss = m.train_nll(&x, step).unwrap().mean_all().unwrap();
-            let auto = loss.backward().unwrap();
-            let (value, closed) = m.loss_and_grads(&x, step).unwrap();
-            assert!((value - loss.to_scalar::<f32>().unwrap() as f64).abs() < 1e-5);
-            for (n, v) in m.params().names().iter().zip(m.params().vars()) {
-                let a = auto.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                let c = closed.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                for (p, q) in a.iter().zip(&c) {
-                    assert!((p - q).abs() < 1e-5 * (1.0 + p.abs()), "step {step} {n}: {p} vs {q}");
+        for direct in [false, true] {
+            let m = Made::new(9, 14, 2, 3, Order::Random, true, 4, &dev).unwrap().with_direct(direct).unwrap();
+            assert_eq!(m.params().len(), if direct { 7 } else { 6 });
+            let mut r = Rng::stream(4, "x");
+            let x: Vec<f32> = (0..5 * 9).map(|_| (r.uniform() < 0.4) as u8 as f32).collect();
+            let x = Tensor::from_vec(x, (5, 9), &dev).unwrap();
+            for step in 0..4 {
+                let loss = m.train_nll(&x, step).unwrap().mean_all().unwrap();
+                let auto = loss.backward().unwrap();
+                let (value, closed) = m.loss_and_grads(&x, step).unwrap();
+                assert!((value - loss.to_scalar::<f32>().unwrap() as f64).abs() < 1e-5);
+                for (n, v) in m.params().names().iter().zip(m.params().vars()) {
+                    let a = auto.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let c = closed.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    for (p, q) in a.iter().zip(&c) {
+                        assert!((p - q).abs() < 1e-5 * (1.0 + p.abs()), "step {step} {n}: {p} vs {q}");
+                    }
                 }
             }
         }
@@ -479,9 +541,21 @@ mod tests {
     #[test]
     fn staircase_path_equals_the_masked_products() {
         let dev = Device::Cpu;
-        for (order, agnostic, layers, k) in [(Order::Natural, false, 1, 1), (Order::Random, false, 2, 2), (Order::Natural, true, 2, 3)] {
+        for (order, agnostic, layers, k, direct) in
+            [(Order::Natural, false, 1, 1, false), (Order::Random, false, 2, 2, false), (Order::Natural, true, 2, 3, false), (Order::Random, true, 1, 2, true)]
+        {
             let (d, h) = (150, 140);
-            let m = Made::new(d, h, layers, k, order, agnostic, 11, &dev).unwrap();
+            let m = Made::new(d, h, layers, k, order, agnostic, 11, &dev).unwrap().with_direct(direct).unwrap();
+            if let Some((_, sd)) = &m.direct {
+                for (kk, s) in sd.iter().enumerate() {
+                    let mask = m.masks(kk).unwrap()[layers + 1].to_vec2::<f32>().unwrap();
+                    for (i, row) in mask.iter().enumerate() {
+                        for (o, &v) in row.iter().enumerate() {
+                            assert_eq!(s.connected(i, o), v == 1.0, "set {kk} direct ({i}, {o})");
+                        }
+                    }
+                }
+            }
             for st in &m.stairs {
                 assert_eq!(st.last().unwrap().out_perm, st[0].in_perm, "outputs and inputs sorted alike");
             }

@@ -217,6 +217,7 @@ mod normalisation {
             Box::new(Fvsbn::new(d, &mut Rng::stream(1, "init"), &dev).unwrap()),
             Box::new(Nade::new(d, 5, &mut Rng::stream(1, "init"), &dev).unwrap()),
             Box::new(Made::new(d, 16, 2, 3, Order::Random, true, 1, &dev).unwrap()),
+            Box::new(Made::new(d, 16, 1, 2, Order::Random, true, 1, &dev).unwrap().with_direct(true).unwrap()),
             Box::new(crate::OaNade::new(d, 16, 2, 3, 1, &dev).unwrap()),
         ];
         let mask: Vec<bool> = (0..d).map(|i| i % 3 != 1).collect();
@@ -245,6 +246,7 @@ mod normalisation {
             ("made", Box::new(Made::new(d, 16, 1, 1, Order::Natural, false, 1, &dev).unwrap())),
             ("made-2layer-random", Box::new(Made::new(d, 16, 2, 1, Order::Random, false, 2, &dev).unwrap())),
             ("made-k4-order-agnostic", Box::new(Made::new(d, 16, 2, 4, Order::Natural, true, 3, &dev).unwrap())),
+            ("made-k3-direct", Box::new(Made::new(d, 16, 1, 3, Order::Random, true, 5, &dev).unwrap().with_direct(true).unwrap())),
             ("oanade-2layer-k3", Box::new(crate::OaNade::new(d, 16, 2, 3, 4, &dev).unwrap())),
         ];
         for (name, m) in models {

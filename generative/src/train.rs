@@ -69,6 +69,9 @@ pub struct DensityConfig {
     pub order: Option<Order>,
     /// MADE order-agnostic training: every mask set gets its own random ordering [false].
     pub order_agnostic: Option<bool>,
+    /// MADE direct input→output connections, masked autoregressively (the MADE authors'
+    /// `direct_input_connect=Output`) [false].
+    pub direct: Option<bool>,
     pub seed: u64,
     pub epochs: u64,
     pub batch: usize,
@@ -106,6 +109,7 @@ impl Default for DensityConfig {
             masks: None,
             order: None,
             order_agnostic: None,
+            direct: None,
             seed: 0,
             epochs: 500,
             batch: 100,
@@ -152,7 +156,7 @@ impl DensityAlgo {
         match field {
             "hidden" => self != Fvsbn,
             "layers" => matches!(self, Made | Oanade),
-            "masks" | "order" | "order_agnostic" => self == Made,
+            "masks" | "order" | "order_agnostic" | "direct" => self == Made,
             "orderings" | "valid" => self == Oanade,
             _ => true,
         }
@@ -181,6 +185,7 @@ impl DensityConfig {
             ("masks", self.masks.is_some()),
             ("order", self.order.is_some()),
             ("order_agnostic", self.order_agnostic.is_some()),
+            ("direct", self.direct.is_some()),
             ("orderings", self.orderings.is_some()),
             ("valid", self.valid.is_some()),
         ];
@@ -225,6 +230,7 @@ impl DensityConfig {
             c.masks = Some(c.masks.unwrap_or(1));
             c.order = Some(c.order.unwrap_or(Order::Random));
             c.order_agnostic = Some(c.order_agnostic.unwrap_or(false));
+            c.direct = Some(c.direct.unwrap_or(false));
         }
         if c.algo == DensityAlgo::Oanade {
             c.layers = Some(c.layers.unwrap_or(1));
@@ -255,7 +261,8 @@ pub fn build_model(cfg: &DensityConfig, dim: usize, device: &Device) -> Result<B
             cfg.order_agnostic.unwrap_or(false),
             cfg.seed,
             device,
-        )?)),
+        )?
+        .with_direct(cfg.direct.unwrap_or(false))?)),
         DensityAlgo::Oanade => Ok(Box::new(
             OaNade::new(dim, hidden, cfg.layers.unwrap_or(1), cfg.orderings.unwrap_or(1), cfg.seed, device)?.with_valid_estimate(cfg.valid == Some(ValidNll::Estimate)),
         )),
@@ -278,7 +285,8 @@ fn ensure_fits(cfg: &DensityConfig, dim: usize) -> Result<()> {
             product(&[b, 4, dim]).saturating_add(product(&[b, layers, h]).saturating_mul(3)),
         ),
         DensityAlgo::Made => {
-            let weights = product(&[2, dim, h]).saturating_add(product(&[layers.saturating_sub(1), h, h]));
+            let direct = if cfg.direct == Some(true) { product(&[dim, dim]) } else { 0 };
+            let weights = product(&[2, dim, h]).saturating_add(product(&[layers.saturating_sub(1), h, h])).saturating_add(direct);
             (weights.saturating_mul(1 + masks as u128), product(&[b, layers, h]).saturating_mul(3))
         }
     };

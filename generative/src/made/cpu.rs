@@ -7,8 +7,9 @@ use crate::staircase::{bce_rows_host, with_host, Staircase};
 use candle_core::{DType, Tensor};
 use wick_core::Result;
 
-/// Per layer: packed weights, their gradient, the layer's output (then its gradient); and the
-/// sorted input and an input-gradient buffer.
+/// Per layer: packed weights, their gradient, the layer's output (then its gradient); the
+/// sorted input and an input-gradient buffer; the direct connections' packed weights, gradient
+/// and output.
 #[derive(Default)]
 pub(super) struct Scratch {
     ws: Vec<Vec<f32>>,
@@ -16,10 +17,14 @@ pub(super) struct Scratch {
     acts: Vec<Vec<f32>>,
     xs: Vec<f32>,
     dx: Vec<f32>,
+    wd: Vec<f32>,
+    dwd: Vec<f32>,
+    yd: Vec<f32>,
 }
 
 /// The CPU path's result for one member: −log p_k(x) per row, and the gradients of the mean
-/// over the rows, `(∂W_l, ∂b_l)` per layer in the parameters' layout.
+/// over the rows, `(∂W_l, ∂b_l)` per layer in the parameters' layout, then `(∂A, [])` of the
+/// direct connections if the model has them.
 pub(super) type HostNll = (Vec<f32>, Option<Vec<(Vec<f32>, Vec<f32>)>>);
 
 impl Made {
@@ -37,7 +42,7 @@ impl Made {
         let last = st.len() - 1;
         let xv = x.flatten_all()?.to_vec1::<f32>()?;
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let Scratch { ws, dws, acts, xs, dx } = &mut *guard;
+        let Scratch { ws, dws, acts, xs, dx, wd, dwd, yd } = &mut *guard;
         ws.resize_with(st.len(), Vec::new);
         dws.resize_with(st.len(), Vec::new);
         acts.resize_with(st.len(), Vec::new);
@@ -59,11 +64,28 @@ impl Made {
             }
             biases.push(bs);
         }
+        // Direct connections: z += x̃ Ã on the same sorted order (outputs sorted like the inputs).
+        let direct = self.direct.as_ref().map(|(a, stairs)| (a, &stairs[k]));
+        if let Some((a, sd)) = direct {
+            wd.resize(d * d, 0.0);
+            with_host(a, "made direct weight", |w| sd.pack(w, false, wd))?;
+            yd.resize(rows * d, 0.0);
+            sd.forward(xs, wd, false, &vec![0f32; d], yd, rows);
+            for (z, &v) in acts[last].iter_mut().zip(yd.iter()) {
+                *z += v;
+            }
+        }
         let nll = bce_rows_host(&mut acts[last], xs, d, grad.then_some(1.0 / rows as f32));
         if !grad {
             return Ok((nll, None));
         }
         let mut grads = vec![(Vec::new(), Vec::new()); st.len()];
+        if let Some((_, sd)) = direct {
+            dwd.resize(d * d, 0.0);
+            let mut unused = vec![0f32; d];
+            sd.grad_weight(xs, &acts[last], false, dwd, &mut unused, rows);
+            grads.push((sd.unpack(dwd, false), Vec::new()));
+        }
         for l in (0..=last).rev() {
             let s = &st[l];
             let (below, rest) = acts.split_at_mut(l);
