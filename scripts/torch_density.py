@@ -231,7 +231,7 @@ class Nade(torch.nn.Module):
 
 
 class Made(torch.nn.Module):
-    def __init__(self, dim, hidden, layers, k, gen, order="natural", order_agnostic=False):
+    def __init__(self, dim, hidden, layers, k, gen, order="natural", order_agnostic=False, direct=False):
         super().__init__()
         if dim < 2 or hidden < 1 or layers < 1 or k < 1:
             raise SystemExit("MADE needs D >= 2, hidden >= 1, layers >= 1 and masks >= 1")
@@ -262,6 +262,14 @@ class Made(torch.nn.Module):
             m = (m0.unsqueeze(1) > degrees[layers].unsqueeze(0)).float()
             self.register_buffer(f"mask{layers}_k{kk}", m)
             self.orders.append(m0)
+        # Direct input->output connections (wick's --direct): A [out, in], masked 1[m0(out) > m0(in)].
+        self.direct = None
+        if direct:
+            self.direct = torch.nn.Parameter(torch.empty(dim, dim))
+            uniform_(self.direct, 1.0 / math.sqrt(dim), gen)
+            for kk in range(k):
+                m0 = self.orders[kk]
+                self.register_buffer(f"mask_direct_k{kk}", (m0.unsqueeze(1) > m0.unsqueeze(0)).float())
 
     def masks(self, kk):
         return [getattr(self, f"mask{l}_k{kk}") for l in range(len(self.linears))]
@@ -273,6 +281,8 @@ class Made(torch.nn.Module):
             h = F.linear(h, lin.weight * m, lin.bias)
             if l < last:
                 h = torch.relu(h)
+        if self.direct is not None:
+            h = h + F.linear(x, self.direct * getattr(self, f"mask_direct_k{kk}"))
         return h
 
     def nll_member(self, x, kk):
@@ -355,7 +365,7 @@ def build_model(args, dim, gen):
         return Nade(dim, args.hidden, gen, loop=args.nade_loop)
     if args.model == "oanade":
         return OaNade(dim, args.hidden, args.layers, args.orderings, gen)
-    return Made(dim, args.hidden, args.layers, args.masks, gen, order=args.order, order_agnostic=args.order_agnostic)
+    return Made(dim, args.hidden, args.layers, args.masks, gen, order=args.order, order_agnostic=args.order_agnostic, direct=args.direct)
 
 
 @torch.no_grad()
@@ -396,10 +406,10 @@ def describe(args, dim):
     if args.model == "oanade":
         d.update(layers=args.layers, orderings=args.orderings)
     if args.model == "made":
-        d.update(layers=args.layers, masks=args.masks, order=args.order, order_agnostic=args.order_agnostic)
+        d.update(layers=args.layers, masks=args.masks, order=args.order, order_agnostic=args.order_agnostic, direct=args.direct)
     if args.model == "nade":
         d["nade_impl"] = "loop" if args.nade_loop else "cumsum"
-    d.update(batch=args.batch, lr=args.lr, schedule=schedule(args), seed=args.seed, threads=args.threads, torch=torch.__version__)
+    d.update(batch=args.batch, optimizer=args.optimizer, lr=args.lr, schedule=schedule(args), seed=args.seed, threads=args.threads, torch=torch.__version__)
     return d
 
 
@@ -417,6 +427,13 @@ def cosine_factor(step, total):
     return 0.5 * (1.0 + math.cos(math.pi * step / total)) if step < total else 0.0
 
 
+def make_optimizer(args, model):
+    """Adam, or Adagrad with wick's ε (1e-8; torch's own default is 1e-10)."""
+    if args.optimizer == "adagrad":
+        return torch.optim.Adagrad(model.parameters(), lr=args.lr, eps=1e-8)
+    return torch.optim.Adam(model.parameters(), lr=args.lr)
+
+
 def total_steps(args, ntr):
     """Updates in the whole run: epochs × batches per epoch (the last one partial), as wick counts."""
     return args.epochs * math.ceil(ntr / args.batch)
@@ -426,7 +443,7 @@ def train(args, xtr, xva, xte):
     dim = xtr.shape[1]
     gen = torch.Generator().manual_seed(args.seed)  # init and masks
     model = build_model(args, dim, gen)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    opt = make_optimizer(args, model)
     total, cosine = total_steps(args, xtr.shape[0]), schedule(args) == "cosine"
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, total) if cosine else 1.0)
     data_gen = torch.Generator().manual_seed(args.seed + 1)  # epoch permutations
@@ -497,7 +514,7 @@ def bench(args, dim):
     gen = torch.Generator().manual_seed(args.seed)
     model = build_model(args, dim, gen)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    opt = make_optimizer(args, model)
     step_gen = torch.Generator().manual_seed(args.seed + 2)
     data_gen = torch.Generator().manual_seed(args.seed + 1)
     pool = [torch.bernoulli(torch.full((args.batch, dim), 0.5), generator=data_gen) for _ in range(8)]
@@ -552,6 +569,9 @@ def run_wick(args, ntr):
         cmd += ["--layers", str(args.layers), "--masks", str(args.masks), "--order", args.order]
         if args.order_agnostic:
             cmd.append("--order-agnostic")
+        if args.direct:
+            cmd.append("--direct")
+    cmd += ["--optimizer", args.optimizer]
     if args.model == "oanade":
         cmd += ["--layers", str(args.layers), "--orderings", str(args.orderings)]
     cmd += ["--schedule", f"cosine:{total_steps(args, ntr)}" if schedule(args) == "cosine" else "constant"]
@@ -630,6 +650,8 @@ def parse_args(argv=None):
     p.add_argument("--masks", type=int, default=1, help="MADE mask sets K [1]")
     p.add_argument("--order", default="natural", choices=["natural", "random"], help="MADE input ordering [natural]")
     p.add_argument("--order-agnostic", action="store_true", help="MADE: each mask set gets its own random ordering")
+    p.add_argument("--direct", action="store_true", help="MADE: direct input->output connections, masked autoregressively (wick's --direct)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "adagrad"], help="adam, or adagrad (eps 1e-8 as wick) [adam]")
     p.add_argument("--nade-loop", action="store_true", help="NADE: per-dimension loop instead of the cumsum over B x D x H")
     p.add_argument("--epochs", type=int, default=500)
     p.add_argument("--patience", type=int, default=50, help="epochs without a better valid NLL before stopping; 0 never")
@@ -655,8 +677,8 @@ def parse_args(argv=None):
         p.error("--orderings is for oanade")
     if args.model not in ("made", "oanade") and args.layers != 1:
         p.error("--layers is for made and oanade")
-    if args.model != "made" and (args.masks != 1 or args.order != "natural" or args.order_agnostic):
-        p.error("--masks, --order and --order-agnostic are for made")
+    if args.model != "made" and (args.masks != 1 or args.order != "natural" or args.order_agnostic or args.direct):
+        p.error("--masks, --order, --order-agnostic and --direct are for made")
     if args.nade_loop and args.model != "nade":
         p.error("--nade-loop is for nade")
     for name in ("epochs", "batch", "threads", "layers", "masks", "orderings", "repeats"):
