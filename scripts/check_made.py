@@ -4,35 +4,20 @@ usage: python scripts/check_made.py RUN_DIR PER_EXAMPLE.csv DATA.csv.gz
 
 Reads best.safetensors with Python's `safetensors` (the tensors docs/checkpoints.md lists:
 made.w{l}, made.b{l}, the 0/1 masks made.mask{l}.k{k} stored as U8, the orderings
-made.order.k{k}, and with direct connections made.direct and made.mask_direct.k{k}), checks that every mask set is autoregressive in its ordering (output d depends
-only on inputs of lower degree: the product of the masks is zero elsewhere, and not all zero),
+made.order.k{k}, and with direct connections made.direct and made.mask_direct.k{k}), checks that
+every mask set is autoregressive in its ordering (output d depends only on inputs of lower
+degree: the product of the masks is zero elsewhere, and not all zero),
 and computes in float64, as the docs' snippet does, log p_k(x) with h = h @ (W * M) + b, and the
 mixture logsumexp_k log p_k(x) - log K. Compares with what `wick eval --per-example` wrote for the
 test split (rows i with i % 10 == 0). Exits non-zero with a message on the first mismatch.
 """
-import csv
-import gzip
-import json
 import sys
 
 import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import load_file
-
-
-def fail(msg):
-    print("FAIL:", msg)
-    sys.exit(1)
-
+from density_oracle import fail, load_run, max_error_against_wick, mixture
 
 run, per_example, data_path = sys.argv[1:4]
-t = load_file(f"{run}/best.safetensors")
-with safe_open(f"{run}/best.safetensors", "np") as f:
-    cfg = json.loads(f.metadata()["wick"])["config"]
-with gzip.open(data_path, "rt") as f:
-    rows = np.array([[float(v) for v in line.split(",")] for line in f if line.strip()])
-x_all = (rows[:, :-1] >= cfg["threshold"]).astype(np.float64)
-x = x_all[np.arange(len(x_all)) % 10 == 0]
+t, cfg, x_all, x = load_run(run, data_path)
 B, D = x.shape
 H, L, K = cfg["hidden"], cfg["layers"], cfg["masks"]
 direct = bool(cfg.get("direct"))
@@ -80,15 +65,8 @@ def log_p_member(k):
 
 
 members = np.stack([log_p_member(k) for k in range(K)])
-mx = members.max(0)
-mix = mx + np.log(np.exp(members - mx).sum(0)) - np.log(K)
-
-with open(per_example) as f:
-    got = [r for r in csv.DictReader(f) if r["split"] == "test"]
-if [int(r["index"]) for r in got] != list(range(0, len(x_all), 10)):
-    fail("per-example indices are not the test rows")
-wick_lp = np.array([float(r["log_prob"]) for r in got])
-err = np.max(np.abs(wick_lp - mix))
+mix = mixture(members)
+err = max_error_against_wick(per_example, len(x_all), mix)
 if not err < 1e-3:
     fail(f"mixture log p differs from numpy by up to {err}")
 spread = np.max(np.abs(members - members.mean(0)))

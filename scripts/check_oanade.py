@@ -9,29 +9,13 @@ ordering's mask set explicitly: log p_k(x) = sum_t log p(x_{o_t} | x_{o_<t}), an
 logsumexp_k log p_k(x) - log K. Compares with what `wick eval --per-example` wrote for the test
 split (rows i with i % 10 == 0). Exits non-zero with a message on the first mismatch.
 """
-import csv
-import gzip
-import json
 import sys
 
 import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import load_file
-
-
-def fail(msg):
-    print("FAIL:", msg)
-    sys.exit(1)
-
+from density_oracle import fail, load_run, max_error_against_wick, mixture
 
 run, per_example, data_path = sys.argv[1:4]
-best = load_file(f"{run}/best.safetensors")
-with safe_open(f"{run}/best.safetensors", "np") as f:
-    cfg = json.loads(f.metadata()["wick"])["config"]
-with gzip.open(data_path, "rt") as f:
-    rows = np.array([[float(v) for v in line.split(",")] for line in f if line.strip()])
-x_all = (rows[:, :-1] >= cfg["threshold"]).astype(np.float64)
-x = x_all[np.arange(len(x_all)) % 10 == 0]
+best, cfg, x_all, x = load_run(run, data_path)
 B, D = x.shape
 H, L, K = cfg["hidden"], cfg["layers"], cfg["orderings"]
 
@@ -65,15 +49,8 @@ for o in orders:
     if sorted(o) != list(range(D)):
         fail(f"an ordering is not a permutation of 0..{D - 1}: {o}")
 members = np.stack([log_p(o) for o in orders])
-mx = members.max(0)
-ens = mx + np.log(np.exp(members - mx).sum(0)) - np.log(K)
-
-with open(per_example) as f:
-    got = [r for r in csv.DictReader(f) if r["split"] == "test"]
-if [int(r["index"]) for r in got] != list(range(0, len(x_all), 10)):
-    fail("per-example indices are not the test rows")
-wick_lp = np.array([float(r["log_prob"]) for r in got])
-err = np.max(np.abs(wick_lp - ens))
+ens = mixture(members)
+err = max_error_against_wick(per_example, len(x_all), ens)
 if not err < 1e-3:
     fail(f"ensemble log p differs from numpy by up to {err}")
 spread = np.max(np.abs(members - members.mean(0)))
