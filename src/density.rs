@@ -222,6 +222,9 @@ pub struct SampleArgs {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// CPU threads [default: all cores]; results do not depend on it
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 pub fn sample(a: SampleArgs) -> Result<ExitCode> {

@@ -107,6 +107,9 @@ pub struct EvalArgs {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// CPU threads [default: all cores]; results do not depend on it
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// Hide the flags of `cmd` that are not its algorithm's (`takes` says which are).

@@ -216,8 +216,9 @@ fn nade_and_made_train_eval_and_sample_from_the_cli() {
         let out = run_ok(&["eval", s(&run)]);
         let printed: f64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!((printed - test_nll).abs() < 1e-3, "{algo}: eval printed {out}, metrics say {test_nll}");
+        assert_eq!(run_ok(&["eval", s(&run), "--threads", "1"]), out, "{algo}: eval on one thread prints the same");
         let png = d.join(format!("{algo}.png"));
-        run_ok(&["sample", s(&run), "--n", "16", "--out", s(&png)]);
+        run_ok(&["sample", s(&run), "--n", "16", "--out", s(&png), "--threads", "1"]);
         let completions = d.join(format!("{algo}-c.png"));
         run_ok(&["sample", s(&run), "--n", "8", "--complete-from", "digits", "--out", s(&completions)]);
         for f in [&png, &completions] {
