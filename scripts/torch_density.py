@@ -559,7 +559,7 @@ def run_wick(args, ntr):
     if not os.path.isfile(wick):
         raise SystemExit(f"--wick: no such binary: {wick}")
     tmp = tempfile.mkdtemp(prefix="wick-side-by-side-")
-    name = f"{args.model}_{args.data}_bench"
+    name = f"{args.model}_{os.path.basename(os.path.normpath(args.data))}_bench"  # a path's last part: a plain name
     cmd = [wick, "train", args.model, "--data", args.data, "--epochs", str(args.epochs), "--patience", "0",
            "--log-every", "0", "--quiet", "--run-name", name, "--logdir", tmp, "--seed", str(args.seed),
            "--batch", str(args.batch), "--lr", repr(args.lr), "--threads", str(args.threads)]
