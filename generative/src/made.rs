@@ -167,10 +167,6 @@ impl Made {
         Ok(self)
     }
 
-    pub fn has_direct(&self) -> bool {
-        self.direct.is_some()
-    }
-
     /// The masks of set k, `[in, out]` per layer (eq. 12 for the hidden layers, eq. 13 for the
     /// output layer), then the direct connections' `[D, D]` if the model has them, as 0/1 in
     /// `dtype` on the parameters' device.
@@ -368,14 +364,15 @@ impl Made {
             // is kept up to date one pixel at a time (a += x_i W̃₀[i, :], O(H) per pixel), the
             // layers above are recomputed from it, and of the output layer only the logit of
             // the pixel being drawn: O(D·H) per sample for one hidden layer, not O(D²·H).
-            let wm: Vec<Tensor> = self.layers.iter().zip(&self.masks(k)?).map(|((w, _), m)| masked(w, m)).collect::<candle_core::Result<_>>()?;
+            let masks = self.masks(k)?;
+            let wm: Vec<Tensor> = self.layers.iter().zip(&masks).map(|((w, _), m)| masked(w, m)).collect::<candle_core::Result<_>>()?;
             let last = self.layers.len() - 1;
             let out_t = wm[last].t()?.contiguous()?; // [D, H_last]: row i feeds logit i
             let n_rows = rows.len();
             let mut a = self.layers[0].1.unsqueeze(0)?.broadcast_as((n_rows, self.layers[0].1.dim(0)?))?.contiguous()?;
             // The direct connections' part of every logit, x (A ⊙ Mᴰ), kept up to date like `a`.
             let direct = match &self.direct {
-                Some((w, _)) => Some(masked(w, &self.masks(k)?[last + 1])?),
+                Some((w, _)) => Some(masked(w, &masks[last + 1])?),
                 None => None,
             };
             let mut zd = Tensor::zeros((n_rows, d), a.dtype(), &dev)?;
