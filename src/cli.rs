@@ -213,7 +213,7 @@ mod tests {
                 }
             }
             // Fields serialised only when set (`skip_serializing_if`), absent from the default.
-            fields.extend(["micro_batches", "allreduce", "data_dir", "schedule"].iter().filter(|f| flags.contains(**f)).map(|f| f.to_string()));
+            fields.extend(["micro_batches", "allreduce", "data_dir", "schedule", "eval_every"].iter().filter(|f| flags.contains(**f)).map(|f| f.to_string()));
             assert_eq!(flags, fields, "wick train {name}: flags vs config fields");
         };
         for a in DensityAlgo::ALL {

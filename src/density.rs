@@ -93,6 +93,12 @@ pub struct DensityFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patience: Option<u64>,
+    /// Evaluate the valid NLL (for early stopping and best.safetensors) after every N-th epoch and
+    /// after the last; --patience still counts epochs. For models whose valid NLL costs more than
+    /// an epoch's training (a MADE mixture of many wide mask sets) [default: 1]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<u64>,
     /// Clip gradients to this global L2 norm; 0 disables
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]

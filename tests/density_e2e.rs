@@ -38,6 +38,44 @@ fn a_run_writes_config_checkpoints_metrics_and_events() {
     assert!((sc["eval/test_nll"][0].1 as f64 - test_nll).abs() < 1e-4);
 }
 
+/// `--eval-every 3` over 7 epochs evaluates after epochs 3, 6 and 7 only; training is untouched
+/// (the same train curve and final model as evaluating every epoch), and the figures it does
+/// compute are those of the every-epoch run.
+#[test]
+fn eval_every_evaluates_every_nth_and_the_last_epoch_without_changing_training() {
+    let d = scratch("evalevery");
+    let args = |name: &'static str, extra: &[&'static str]| {
+        let mut a = vec!["train", "fvsbn", "--data", "digits", "--epochs", "7", "--log-every", "0", "--quiet", "--logdir", s(&d), "--run-name", name];
+        a.extend(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    run(args("every", &[]));
+    run(args("third", &["--eval-every", "3"]));
+    let (every, third) = (d.join("every"), d.join("third"));
+    let (se, st) = (scalars_sans_timing(&every), scalars_sans_timing(&third));
+    assert_eq!(se["losses/train_nll"], st["losses/train_nll"]);
+    let at = |v: &[(u64, f32)], steps: &[u64]| v.iter().copied().filter(|p| steps.contains(&p.0)).collect::<Vec<_>>();
+    assert_eq!(st["eval/valid_nll"], at(&se["eval/valid_nll"], &[3, 6, 7]));
+    assert_eq!(st["eval/valid_nll"].len(), 3);
+    let (me, mt) = (metrics_sans_timing(&every), metrics_sans_timing(&third));
+    assert_eq!(me["best_epoch"], 7, "digits FVSBN still improves at epoch 7: {me}");
+    assert_eq!(mt["best_epoch"], 7);
+    assert_eq!(me["test_nll"], mt["test_nll"]);
+    // The same tensor bytes (the header differs: it carries the config, with eval_every).
+    let body = |run: &std::path::Path| {
+        let b = std::fs::read(run.join("best.safetensors")).unwrap();
+        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        b[8 + n..].to_vec()
+    };
+    assert!(body(&every) == body(&third), "best.safetensors holds different tensors");
+    assert!(std::fs::read_to_string(third.join("config.toml")).unwrap().contains("eval_every = 3"));
+    assert!(!std::fs::read_to_string(every.join("config.toml")).unwrap().contains("eval_every"));
+    let (code, _, err) = common::run(&args("zero", &["--eval-every", "0"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("eval-every must be at least 1"), "{err}");
+}
+
 #[test]
 fn python_tensorboard_reads_every_tag() {
     let Some(py) = python() else { return };

@@ -2,7 +2,8 @@
 //!
 //! Per epoch: shuffle the train split with the run's `data` stream (with `--binarize dynamic`,
 //! first redraw the training bits from the epoch's stream, [`wick_core::binarize`]), take Adam/AdamW/SGD steps
-//! on the mean NLL of each batch, evaluate the exact valid NLL, keep the best model in
+//! on the mean NLL of each batch, evaluate the exact valid NLL (after every `eval_every`-th
+//! epoch and the last; by default every epoch), keep the best model in
 //! `best.safetensors`, and write the full state (parameters, optimizer moments, the data
 //! stream, counters) to `checkpoint.safetensors`. After the last epoch, or when valid NLL has
 //! not improved for `patience` epochs, the best model is evaluated on every split and the
@@ -84,6 +85,9 @@ pub struct DensityConfig {
     pub allreduce: Option<wick_core::dist::Allreduce>,
     /// Stop after this many epochs without a better valid NLL (0: never stop early).
     pub patience: u64,
+    /// Epochs between valid-NLL evaluations; the last epoch is always evaluated. Unset: 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<u64>,
     /// Clip gradients to this global L2 norm (0: no clipping).
     pub clip_grad: f64,
     /// Epochs between sample grids and weight histograms in TensorBoard (0: only at the end).
@@ -116,6 +120,7 @@ impl Default for DensityConfig {
             micro_batches: None,
             allreduce: None,
             patience: 50,
+            eval_every: None,
             clip_grad: 0.0,
             log_every: 50,
             optim: OptimConfig::default(),
@@ -168,6 +173,7 @@ impl DensityConfig {
         ensure!(self.epochs >= 1, "epochs must be at least 1, got {}", self.epochs);
         ensure!(self.batch >= 1, "batch size must be at least 1, got {}", self.batch);
         ensure!(self.micro_batches != Some(0), "micro-batches must be at least 1, got 0");
+        ensure!(self.eval_every != Some(0), "eval-every must be at least 1, got 0");
         ensure!(self.clip_grad.is_finite() && self.clip_grad >= 0.0, "clip-grad must be a non-negative number, got {}", self.clip_grad);
         if let Some(t) = self.threshold {
             ensure!(t.is_finite(), "threshold must be a finite number, got {t}");
@@ -454,16 +460,20 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         // Rank 0 evaluates; every rank needs the figure for early stopping.
         // (Order-agnostic NADE with --valid estimate: the estimate, under its own tag.)
         let valid_tag = if model_estimates { "eval/valid_nll_estimate" } else { "eval/valid_nll" };
-        let valid_nll = match world.is_root() {
-            true => match model.selection_nll(&xva)? {
+        // --eval-every N: the valid NLL after every N-th epoch and after the last one.
+        let evaluate = e % cfg.eval_every.unwrap_or(1) == 0 || e == cfg.epochs;
+        let valid_nll = match (evaluate, world.is_root()) {
+            (true, true) => match model.selection_nll(&xva)? {
                 Some(estimate) => estimate,
                 None => mean_nll(&*model, &xva)?,
             },
-            false => 0.0,
+            _ => 0.0,
         };
         let valid_nll = world.broadcast_f64(valid_nll);
         run.tb.scalar("losses/train_nll", e, train_nll)?;
-        run.tb.scalar(valid_tag, e, valid_nll)?;
+        if evaluate {
+            run.tb.scalar(valid_tag, e, valid_nll)?;
+        }
         run.tb.scalar("charts/learning_rate", e, lr)?;
         run.tb.scalar("charts/samples_per_s", e, epoch_samples as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9))?;
         if e % log_every == 0 && world.is_root() {
@@ -471,8 +481,13 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         }
         run.tb.flush()?;
         wick_core::fault::point("after-log");
-        run.progress.message(format!("epoch {e} train_nll {train_nll:.3} valid_nll {valid_nll:.3}"));
-        if st.best_valid.is_none_or(|b| valid_nll < b) {
+        run.progress.message(match evaluate {
+            true => format!("epoch {e} train_nll {train_nll:.3} valid_nll {valid_nll:.3}"),
+            false => format!("epoch {e} train_nll {train_nll:.3}"),
+        });
+        if !evaluate {
+            // Not evaluated (--eval-every): neither a new best nor a step toward early stopping.
+        } else if st.best_valid.is_none_or(|b| valid_nll < b) {
             st.best_valid = Some(valid_nll);
             st.best_epoch = e;
             st.bad_epochs = 0;
@@ -485,7 +500,8 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             best.set_meta("valid_nll", &valid_nll);
             run.save_best(best)?;
         } else {
-            st.bad_epochs += 1;
+            // Epochs since the best one (one more per epoch when every epoch is evaluated).
+            st.bad_epochs = e - st.best_epoch;
             if cfg.patience > 0 && st.bad_epochs >= cfg.patience {
                 st.done = true;
             }
