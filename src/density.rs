@@ -94,8 +94,8 @@ pub struct DensityFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patience: Option<u64>,
     /// Evaluate the valid NLL (for early stopping and best.safetensors) after every N-th epoch and
-    /// after the last; --patience still counts epochs. For models whose valid NLL costs more than
-    /// an epoch's training (a MADE mixture of many wide mask sets) [default: 1]
+    /// after the last; --patience still counts epochs. For models whose valid NLL is a large share
+    /// of an epoch (a MADE mixture of many wide mask sets) [default: 1]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<u64>,
