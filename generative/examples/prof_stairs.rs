@@ -46,4 +46,18 @@ fn main() {
     time("made grad_input1", || l1.grad_input(&z, &w1s, false, &mut dh, rows));
     time("made grad_weight0", || l0.grad_weight(&x, &dh, false, &mut dw0, &mut db0, rows));
     time("made unpack ×2 (fresh vecs)", || { std::hint::black_box((l0.unpack(&dw0, false), l1.unpack(&dw1, false))); });
+    // MADE at the paper's width, H = 8000, with a random input ordering (--order-agnostic): every
+    // step packs both weight matrices into sorted order and unpacks their gradients.
+    let h = 8000;
+    let mut m0: Vec<usize> = (1..=d).collect();
+    for i in (1..d).rev() {
+        m0.swap(i, mr.below(i as u64 + 1) as usize);
+    }
+    let hd: Vec<usize> = (0..h).map(|_| 1 + mr.below((d - 1) as u64) as usize).collect();
+    let l0 = Staircase::new(&m0, &hd, false);
+    let l1 = Staircase::new(&hd, &m0, true);
+    let w: Vec<f32> = (0..d * h).map(|_| r.normal() as f32 * 0.03).collect();
+    let (mut w0s, mut w1s) = (vec![0f32; d * h], vec![0f32; d * h]);
+    time("made H=8000 random order: pack ×2", || { l0.pack(&w, false, &mut w0s); l1.pack(&w, false, &mut w1s); });
+    time("made H=8000 random order: unpack ×2 (fresh vecs)", || { std::hint::black_box((l0.unpack(&w0s, false), l1.unpack(&w1s, false))); });
 }
