@@ -13,7 +13,8 @@ if ! dpkg -s libopenmpi-dev openmpi-bin libclang-dev >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenmpi-dev openmpi-bin libclang-dev >/dev/null
 fi
-export CI="${CI:-1}"  # a missing mpirun is then a failure, not a skip
+export CI="${CI:-1}"
+export WICK_REQUIRE_MPIRUN=1  # a missing mpirun is a failure here, not a skip
 
 # The dist unit tests (ordered combine, micro-batch ranges, checksums) and the e2e suite.
 cargo test --release -p wick-core --features mpi --lib dist
