@@ -64,19 +64,38 @@ def median(v):
 
 
 # --- the rows ---------------------------------------------------------------------------------
-# Each row: (name, what, unit, function(args) -> (wick figures, reference figures, reference name, command)).
+# Each row: (name, what, unit, function(args) -> (wick figures, reference figures, reference name,
+# command, FLOPs per sample of the training products or None)).
+
+
+def peak_gflops(threads):
+    """The fp32 peak of `threads` cores, reckoned as wick_core::cpu::peak_gflops does (the benches'
+    roofline lines): cores × `cpu MHz` × FLOP per cycle (64 on Intel with AVX-512, 32 with FMA —
+    AMD Zen 4 runs AVX-512 on two 256-bit pipes —, 16 without). $WICK_PEAK_GFLOPS overrides it."""
+    if os.environ.get("WICK_PEAK_GFLOPS"):
+        return float(os.environ["WICK_PEAK_GFLOPS"]), "WICK_PEAK_GFLOPS"
+    info = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            info.setdefault(k.strip(), v.strip())
+    mhz, flags = float(info.get("cpu MHz", "nan")), info.get("flags", "").split()
+    per_cycle = 64 if info.get("vendor_id") == "GenuineIntel" and "avx512f" in flags else 32 if "fma" in flags else 16
+    return threads * mhz / 1000 * per_cycle, f"{threads} cores × {mhz / 1000:.2f} GHz × {per_cycle} FLOP/cycle, no turbo"
+
 
 
 def density(model, epochs, extra=()):
     def go(a):
         cmd = [a.python, "scripts/torch_density.py", "--side-by-side", "--wick", a.wick, "--model", model,
                "--data", "mnist5k", "--epochs", str(epochs if not a.quick else 1), "--threads", "2", *extra]
-        w, t = [], []
+        w, t, flops = [], [], None
         for _ in range(a.rounds):
             out = json.loads(run(cmd, env={"RAYON_NUM_THREADS": "2"}).strip().splitlines()[-1])
             w.append(out["wick_train_samples_per_s"])
             t.append(out["torch_train_samples_per_s_incl_eval"])
-        return w, t, "PyTorch", " ".join(cmd[1:]).replace(a.wick, "target/release/wick")
+            flops = out.get("flops_per_sample")
+        return w, t, "PyTorch", " ".join(cmd[1:]).replace(a.wick, "target/release/wick"), flops
     return go
 
 
@@ -86,7 +105,7 @@ def pretrain(objective, encoder):
                "--steps", str(48 if not a.quick else 16), "--repeats", str(a.rounds), "--threads", "2", "--wick", a.wick, "--json"]
         line = [l for l in run(cmd).splitlines() if l.startswith("JSON ")][-1]
         out = json.loads(line[5:])
-        return out["wick_images_per_s"], out["torch_images_per_s"], "PyTorch", " ".join(cmd[1:]).replace(a.wick, "target/release/wick")
+        return out["wick_images_per_s"], out["torch_images_per_s"], "PyTorch", " ".join(cmd[1:]).replace(a.wick, "target/release/wick"), out.get("flops_per_image")
     return go
 
 
@@ -98,7 +117,7 @@ def reinforce(a):
         out = json.loads([l for l in run(cmd, env={"RAYON_NUM_THREADS": "1"}).splitlines() if l.startswith("JSON ")][-1][5:])
         w.append(out["wick_env_steps_per_s"])
         t.append(out["torch_env_steps_per_s"])
-    return w, t, "PyTorch", " ".join(cmd[1:]).replace(a.wick, "target/release/wick") + "  (env steps per second of wall clock, 1 thread)"
+    return w, t, "PyTorch", " ".join(cmd[1:]).replace(a.wick, "target/release/wick") + "  (env steps per second of wall clock, 1 thread)", None
 
 
 def envs(a):
@@ -119,7 +138,7 @@ def mc_es(a):
     py = re.search(r"Python \(Gymnasium \+ dict Q\) :\s+(\d+) episodes/s", out)
     if not (two and py):
         raise RuntimeError("cargo bench -p wick-agents --bench mc_es: no 2-thread or Python figure in its output")
-    return [float(two.group(1))], [float(py.group(1))], "Python + Gymnasium", "WICK_PYTHON=… cargo bench -p wick-agents --bench mc_es  (2 threads against 1 Python process)"
+    return [float(two.group(1))], [float(py.group(1))], "Python + Gymnasium", "WICK_PYTHON=… cargo bench -p wick-agents --bench mc_es  (2 threads against 1 Python process)", None
 
 
 ROWS = [
@@ -195,20 +214,25 @@ def main():
     info = machine(a)
     info["load_before"] = load()
     table, notes = [], []
+    peak, peak_how = peak_gflops(2)
     for name, what, unit, go in ROWS:
         if a.only and name not in a.only:
             continue
         l0 = load()
         print(f"{name}: {what} ...", file=sys.stderr, flush=True)
         try:
-            w, t, ref, cmd = go(a)
+            w, t, ref, cmd, flops = go(a)
         except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError, IndexError) as e:
             notes.append(f"- {name}: not measured: {e}")
             print(f"  failed: {e}", file=sys.stderr, flush=True)
             continue
         l1 = load()
         wm, tm = median(w), median(t)
-        table.append(f"| {what} | {fmt(wm)} {unit} | {fmt(tm)} {unit} ({ref}) | **{wm / tm:.2f}×** | {' '.join(f'{x / y:.2f}' for x, y in zip(w, t))} | {l0:.1f} / {l1:.1f} | `{cmd}` |")
+        roof = "—"
+        if flops:
+            gw, gt = wm * flops / 1e9, tm * flops / 1e9
+            roof = f"{flops / 1e6:.2f} MFLOP: {gw:.0f} / {gt:.0f} GFLOP/s = {100 * gw / peak:.0f}% / {100 * gt / peak:.0f}%; 2× needs {200 * gt / peak:.0f}%"
+        table.append(f"| {what} | {fmt(wm)} {unit} | {fmt(tm)} {unit} ({ref}) | **{wm / tm:.2f}×** | {' '.join(f'{x / y:.2f}' for x, y in zip(w, t))} | {roof} | {l0:.1f} / {l1:.1f} | `{cmd}` |")
         print(f"  wick {fmt(wm)}, {ref} {fmt(tm)}: {wm / tm:.2f}x", file=sys.stderr, flush=True)
     env_rows = []
     if not a.only or "envs" in a.only:
@@ -229,10 +253,16 @@ def main():
             f"- versions: wick {info['wick']}, {info['rustc']}, PyTorch {info['torch']}, Python {info['python']}",
             f"- load average: {info['load_before']:.1f} before, {info['load_after']:.1f} after"
             + (" — **above 2: the machine was loaded, which flatters wick against PyTorch; these ratios are optimistic**" if loaded else " (quiet)"),
-            f"- each pair: rounds {a.rounds}, wick and the reference alternated; the ratio is of the medians; 2 threads each unless said", ""]
+            f"- each pair: rounds {a.rounds}, wick and the reference alternated; the ratio is of the medians; 2 threads each unless said",
+            f"- roofline: the FLOPs per sample of one training step's matrix products and convolutions, forward and backward, as "
+            f"`torch.utils.flop_counter` counts them on the reference model (elementwise work, augmentation and the optimizer not "
+            f"counted; masked products counted dense, as PyTorch runs them, though wick's staircase kernels skip about half), "
+            f"times each side's samples/s, against the fp32 peak of 2 cores: {peak:.0f} GFLOP/s ({peak_how}); "
+            f"the density rows' wall clock includes evaluation whose products are not counted. "
+            f"\"2× needs\" is the share of the peak that twice the reference's figure would take", ""]
     if table:
-        page += ["| work | wick | reference | ratio | per round | load before / after | command |",
-                 "| --- | --- | --- | --- | --- | --- | --- |", *table, ""]
+        page += ["| work | wick | reference | ratio | per round | roofline: training products, wick / reference GFLOP/s, share of peak | load before / after | command |",
+                 "| --- | --- | --- | --- | --- | --- | --- | --- |", *table, ""]
     if env_rows:
         page += ["| env | wick steps/s | Gymnasium steps/s | ratio |", "| --- | --- | --- | --- |", *env_rows, ""]
     if notes:

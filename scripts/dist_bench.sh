@@ -24,7 +24,7 @@ one_extra=()
 [ "${WICK_BENCH_MICRO:-0}" = 1 ] && one_extra=(--micro-batches 2)
 
 cargo build --release --features mpi --quiet
-wick=$PWD/target/release/wick
+wick=${CARGO_TARGET_DIR:-$PWD/target}/release/wick  # cargo builds there
 mpirun=(mpirun -np 2)
 [ "$(id -u)" = 0 ] && mpirun+=(--allow-run-as-root)
 command -v mpirun >/dev/null || { echo "dist_bench: mpirun not found (apt-get install openmpi-bin libopenmpi-dev)" >&2; exit 2; }

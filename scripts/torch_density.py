@@ -550,6 +550,24 @@ def bench(args, dim):
     return out
 
 
+def step_flops(args, dim):
+    """FLOPs per sample of one training step's matrix products, forward and backward, as
+    torch.utils.flop_counter counts them (elementwise work and the optimizer not counted; MADE's
+    and FVSBN's masked products counted dense, as PyTorch runs them). None for NADE, whose
+    reference runs the O(DH) recursion as elementwise ops and a cumsum that the counter skips."""
+    if args.model == "nade":
+        return None
+    from torch.utils.flop_counter import FlopCounterMode
+
+    gen = torch.Generator().manual_seed(args.seed)
+    model = build_model(args, dim, gen)
+    model.train()
+    x = torch.bernoulli(torch.full((args.batch, dim), 0.5), generator=gen)
+    with FlopCounterMode(display=False) as fc:
+        model.train_nll(x, gen).mean().backward()
+    return fc.get_total_flops() / args.batch
+
+
 # ---------------------------------------------------------------------------------------------
 # Side by side with wick
 
@@ -605,6 +623,7 @@ def side_by_side(args, xtr, xva, xte):
     log(f"torch: {args.epochs} epochs ...")
     tm = train(args, xtr, xva, xte)
     w, t, te = wm["train_samples_per_s"], tm["train_samples_per_s"], tm["train_samples_per_s_incl_eval"]
+    flops = step_flops(args, xtr.shape[1])
     lines = [
         f"{args.model} on {args.data}, {args.epochs} epochs, batch {args.batch}, {args.threads} threads"
         + ("" if args.model == "fvsbn" else f", hidden {tm['hidden']}"),
@@ -614,6 +633,9 @@ def side_by_side(args, xtr, xva, xte):
         f"  ratio wick/PyTorch: {w / te:.2f}x like for like (incl. eval); {w / t:.2f}x against PyTorch's steps-only figure",
         f"  test NLL: wick {wm['test_nll']:.3f}, PyTorch {tm['test_nll']:.3f} (best epochs {wm['best_epoch']} / {tm['best_epoch']})",
     ]
+    if flops:
+        lines.append(f"  training products: {flops / 1e6:.2f} MFLOP per sample; wick {w * flops / 1e9:.1f} GFLOP/s, "
+                     f"PyTorch {te * flops / 1e9:.1f} (incl. eval) / {t * flops / 1e9:.1f} (steps only)")
     print("\n".join(lines), file=sys.stderr, flush=True)
     return {
         "mode": "side-by-side",
@@ -627,6 +649,7 @@ def side_by_side(args, xtr, xva, xte):
         "torch_train_samples_per_s_incl_eval": te,
         "ratio_incl_eval": w / te,
         "ratio_vs_steps_only": w / t,
+        "flops_per_sample": flops,
         "wick_test_nll": wm["test_nll"],
         "torch_test_nll": tm["test_nll"],
         "wick_command": wm["command"],

@@ -167,7 +167,12 @@ def torch_throughput(args, x):
     for i in range(args.steps):
         loss = step(i)
     dt = time.perf_counter() - t0
-    return args.steps * args.batch / dt, loss
+    # One more step, untimed, under torch's FLOP counter: the matrix products and convolutions of
+    # forward and backward (not the augmentation, the elementwise ops or Adam), per image.
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc:
+        step(args.steps)
+    return args.steps * args.batch / dt, loss, fc.get_total_flops() / args.batch
 
 
 def wick_throughput(args, binary):
@@ -210,7 +215,7 @@ def main():
     x = load_mnist5k(root)
     tps, wps, bps = [], [], []
     for r in range(args.repeats):
-        tp, loss = torch_throughput(args, x)
+        tp, loss, flops = torch_throughput(args, x)
         tps.append(tp)
         print(f"pytorch {torch.__version__}: {args.objective}/{args.encoder} batch {args.batch}, {args.steps} steps: {tp:.0f} images/s (last loss {loss:.4f})", flush=True)
         if args.wick:
@@ -222,10 +227,11 @@ def main():
             bps.append(bp)
             print(f"wick before: {args.objective}/{args.encoder} batch {args.batch}, {wsteps} steps: {bp:.0f} images/s", flush=True)
     tp = float(np.median(tps))
-    print(f"median pytorch: {tp:.0f} images/s")
+    print(f"training products per image (torch.utils.flop_counter): {flops / 1e6:.2f} MFLOP")
+    print(f"median pytorch: {tp:.0f} images/s ({tp * flops / 1e9:.1f} GFLOP/s)")
     if wps:
         wp = float(np.median(wps))
-        print(f"median wick: {wp:.0f} images/s")
+        print(f"median wick: {wp:.0f} images/s ({wp * flops / 1e9:.1f} GFLOP/s)")
         print(f"ratio wick/pytorch: {wp / tp:.2f}x (medians of {args.repeats}; per run: {' '.join(f'{w / t:.2f}' for w, t in zip(wps, tps))})")
     if bps:
         bp = float(np.median(bps))
@@ -235,7 +241,8 @@ def main():
             print(f"ratio wick/wick before: {wp / bp:.2f}x")
     if args.json:
         out = {"objective": args.objective, "encoder": args.encoder, "batch": args.batch, "threads": args.threads,
-               "torch": torch.__version__, "torch_images_per_s": tps, "wick_images_per_s": wps}
+               "torch": torch.__version__, "torch_images_per_s": tps, "wick_images_per_s": wps,
+               "flops_per_image": flops}
         print("JSON " + json.dumps(out), flush=True)
 
 
