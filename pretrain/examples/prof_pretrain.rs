@@ -1,5 +1,5 @@
 //! Where a pretraining step's time goes: `cargo run --release -p wick-pretrain --example prof_pretrain -- masked mlp`
-//! (`-- simclr|vicreg cnn [graph]`: the SimCLR or VICReg step by hand on the CPU, which `wick train` runs, or
+//! (`-- masked|simclr|vicreg cnn [graph]`: the step by hand on the CPU, which `wick train` runs, or
 //! through Candle's backward; the host step's forward and backward are timed together, under "backward").
 //! VICReg also times its loss alone (the fused op; `composed`: Candle's composed ops) on fixed embeddings.
 use candle_core::{Device, Tensor};
@@ -48,7 +48,12 @@ fn main() -> wick_core::Result<()> {
             vec![Tensor::from_vec(a, (b, d), &dev)?, Tensor::from_vec(c, (b, d), &dev)?]
         };
         let t1 = Instant::now();
-        let (t2, g) = if algo != "masked" && host {
+        let (t2, g) = if algo == "masked" && host {
+            // The hand-driven CPU step that `wick train masked` runs.
+            let (xv, mv) = (x.flatten_all()?.to_vec1::<f32>()?, inputs[0].flatten_all()?.to_vec1::<f32>()?);
+            let t2 = Instant::now();
+            (t2, mh.loss_and_grads_host(&enc, &xv, &mv, b)?.1)
+        } else if algo != "masked" && host {
             // The hand-driven CPU step: forward and backward together.
             let (a, c) = (inputs[0].flatten_all()?.to_vec1::<f32>()?, inputs[1].flatten_all()?.to_vec1::<f32>()?);
             let t2 = Instant::now();

@@ -12,10 +12,10 @@
 //! layer (input: the images) the `∂x` product is a third of the layer's work, thrown away. Here
 //! `∂x` is computed only when `x.track_op()` (x is, or depends on, a variable).
 //!
-//! **Determinism.** Every product is cut into fixed blocks (rows of `y` and `∂x`, tiles of `∂W`
-//! whose reduction runs over all N rows in one call), each one single-threaded call of the
-//! `gemm` crate that Candle's CPU matmul uses; rayon spreads the blocks over threads, so every bit
-//! is the same for any thread count (as in `wick_generative::staircase`). `∂b` sums rows in order.
+//! **Determinism.** Each product is one call of the `gemm` crate (the one Candle's CPU matmul
+//! uses) that spreads whole output tiles over the rayon pool; every element's sum runs over the
+//! inner dimension in chunks fixed by the shape and the cache sizes, so every bit is the same for
+//! any thread count (tested). `∂b` sums rows in order.
 //! Elsewhere than the CPU (or for non-f32 tensors) the composed Candle ops run.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
@@ -23,22 +23,12 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 use wick_core::cpu::f32_slice;
 
-/// Rows of `y` / `∂x` per block: a multiple of 64, at least 64, about `TARGET` multiply–adds
-/// (a convolution's im2col product has many short rows: small blocks would spend their time
-/// packing the weights).
-fn rows_per_block(k: usize, o: usize) -> usize {
-    ((TARGET / (k * o).max(1)) / 64 * 64).max(64)
-}
-const TARGET: usize = 1 << 22;
+/// Rows per parallel block of the small-k forward loops (a multiple of 64).
+const SMALL_K_ROWS: usize = 256;
 /// Up to this many inputs per row, the forward product is plain loops instead of gemm.
 const SMALL_K: usize = 16;
-/// Tile of `∂W`: output units × input units.
-const TILE_O: usize = 64;
-const TILE_K: usize = 128;
-/// With fewer than `MIN_TASKS` tiles, the reduction over rows is cut into chunks of this many
-/// rows (partial sums added in chunk order).
+/// [`col_sums`] sums rows in chunks of this many (partial sums added in chunk order).
 const RED: usize = 8192;
-const MIN_TASKS: usize = 8;
 
 /// `relu(x Wᵀ + b)` (`relu`) or `x Wᵀ + b`, `x` `[N, K]`, `w` `[O, K]`, `b` `[O]`.
 pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
@@ -60,45 +50,76 @@ pub fn composed(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::
     }
 }
 
-/// A raw pointer that rayon tasks may share: every task writes a disjoint set of entries.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// The pointer (a method, so that closures capture the whole `Shared`, which is `Send`).
-    fn get(self) -> *mut f32 {
-        self.0
+/// `dst ← dst + lhs · rhs` (`acc`) or `dst ← lhs · rhs`: one `gemm` call that spreads its tiles
+/// over the current rayon pool; `m × n` result, inner size `k`; operands given by slice and
+/// (row, column) strides.
+///
+/// gemm cuts the output into tiles and the threads take whole tiles; every output element's sum
+/// runs over the inner dimension in the same fixed chunks (from the shape and the cache sizes,
+/// never the thread count), so the bits do not depend on the thread count (tested below for
+/// 1, 2, 3 and 5 threads). One call instead of wick's former fixed single-threaded blocks: each
+/// block packed the whole right operand again, and the weight gradient's 64 × 128 tiles were
+/// too small for gemm (`examples/prof_gemm.rs`: 784 → 512 at batch 256, 2 threads, forward
+/// 92–116 → 183–290 GFLOP/s, weight gradient 67–97 → 197–278).
+#[allow(clippy::too_many_arguments)]
+fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], (drs, dcs): (usize, usize), acc: bool, lhs: &[f32], (lrs, lcs): (usize, usize), rhs: &[f32], (rrs, rcs): (usize, usize)) {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 };
+    assert!(dst.len() >= last(m, n, drs, dcs) && lhs.len() >= last(m, k, lrs, lcs) && rhs.len() >= last(k, n, rrs, rcs), "mm: an operand is smaller than its extent");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !acc {
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * drs + j * dcs] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: the assert above keeps every operand's m/n/k extent inside its slice, and `dst` is
+    // borrowed mutably for the call.
+    unsafe {
+        gemm(m, n, k, dst.as_mut_ptr(), dcs as isize, drs as isize, acc, lhs.as_ptr(), lcs as isize, lrs as isize, rhs.as_ptr(), rcs as isize, rrs as isize, 1.0, 1.0, false, false, false, par)
     }
 }
 
-/// `dst ← dst + lhs · rhs` (`acc`) or `dst ← lhs · rhs`, single-threaded; `m × n` result, inner
-/// size `k`; operands given by pointer and (row, column) strides.
-///
-/// # Safety
-/// Every operand's `m`/`n`/`k` extent must lie inside its allocation, and `dst` must not be
-/// written by anyone else meanwhile.
-#[allow(clippy::too_many_arguments)]
-unsafe fn mm(m: usize, n: usize, k: usize, dst: *mut f32, (drs, dcs): (usize, usize), acc: bool, lhs: *const f32, (lrs, lcs): (usize, usize), rhs: *const f32, (rrs, rcs): (usize, usize)) {
-    gemm(m, n, k, dst, dcs as isize, drs as isize, acc, lhs, lcs as isize, lrs as isize, rhs, rcs as isize, rrs as isize, 1.0, 1.0, false, false, false, Parallelism::None)
+/// [`transpose`], for `examples/prof_gemm.rs`.
+#[doc(hidden)]
+pub fn transpose_for_bench(w: &[f32], o: usize, k: usize) -> Vec<f32> {
+    transpose(w, o, k)
 }
 
-fn blocks(n: usize, size: usize) -> Vec<(usize, usize)> {
-    (0..n.div_ceil(size)).map(|j| (j * size, ((j + 1) * size).min(n))).collect()
-}
-
-/// `[k, o]` from `[o, k]` (row-major both), in 32 × 32 tiles, rows of the result in parallel.
+/// `[k, o]` from `[o, k]` (row-major both). Each task takes 64 rows of the result (64 inputs)
+/// and walks 16 rows of `w` at a time, so every store writes 16 adjacent floats and each of the
+/// 16 reads streams along a row; the former 32 × 32 tiles stored one float per row of the result,
+/// `o` floats apart, which for `o` a power of two kept hitting the same cache sets
+/// (`examples/prof_gemm.rs`: `[512, 784]` 0.95 → 0.28 ms on 2 threads).
 fn transpose(w: &[f32], o: usize, k: usize) -> Vec<f32> {
-    const T: usize = 32;
+    const R: usize = 64;
+    const C: usize = 16;
     let mut wt = vec![0f32; k * o];
-    wt.par_chunks_mut(T * o.max(1)).enumerate().for_each(|(j, dst)| {
-        let (k0, kn) = (j * T, dst.len() / o.max(1));
-        for o0 in (0..o).step_by(T) {
-            for oi in o0..(o0 + T).min(o) {
-                for (r, &v) in w[oi * k + k0..oi * k + k0 + kn].iter().enumerate() {
-                    dst[r * o + oi] = v;
+    if o == 0 || k == 0 {
+        return wt;
+    }
+    wt.par_chunks_mut(R * o).enumerate().for_each(|(j, dst)| {
+        let (k0, kn) = (j * R, dst.len() / o);
+        let mut o0 = 0;
+        while o0 + C <= o {
+            let rows: [&[f32]; C] = std::array::from_fn(|t| &w[(o0 + t) * k + k0..(o0 + t) * k + k0 + kn]);
+            for (r, d) in dst.chunks_exact_mut(o).enumerate() {
+                for (t, v) in d[o0..o0 + C].iter_mut().enumerate() {
+                    *v = rows[t][r];
                 }
+            }
+            o0 += C;
+        }
+        for oi in o0..o {
+            for (r, d) in dst.chunks_exact_mut(o).enumerate() {
+                d[oi] = w[oi * k + k0 + r];
             }
         }
     });
@@ -109,62 +130,48 @@ fn transpose(w: &[f32], o: usize, k: usize) -> Vec<f32> {
 pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, o: usize) -> Vec<f32> {
     assert!(x.len() == n * k && w.len() == o * k && b.len() == o);
     let mut y = vec![0f32; n * o];
-    let rb = rows_per_block(k, o);
-    // wᵀ `[k, o]` row-major, once: gemm packs each block's right operand from it much faster
-    // than from w's columns when the stride k is a power of two (examples/prof_parts.rs, 512
-    // rows, 512 → 512: 6.6 → 3.4 ms at one thread), with the same bits; the small-k loops read it too.
+    if o == 0 {
+        return y;
+    }
+    // wᵀ `[k, o]` row-major, once: gemm packs the right operand from it much faster than from
+    // w's columns when the stride k is a power of two (examples/prof_parts.rs, 512 rows,
+    // 512 → 512: 6.6 → 3.4 ms at one thread), with the same bits; the small-k loops read it too.
     let wt = transpose(w, o, k);
-    y.par_chunks_mut(rb * o.max(1)).enumerate().for_each(|(j, yb)| {
-        let rows = yb.len() / o.max(1);
+    y.par_chunks_mut(SMALL_K_ROWS * o).for_each(|yb| {
         for r in yb.chunks_exact_mut(o) {
             r.copy_from_slice(b);
         }
-        if k <= SMALL_K {
-            // A first convolution's few inputs per row: plain loops over wᵀ (vectorised over o)
-            // beat gemm's packing.
-            for (yr, xr) in yb.chunks_exact_mut(o).zip(x[j * rb * k..].chunks_exact(k)) {
+    });
+    if k <= SMALL_K {
+        // A first convolution's few inputs per row: plain loops over wᵀ (vectorised over o)
+        // beat gemm's packing.
+        y.par_chunks_mut(SMALL_K_ROWS * o).enumerate().for_each(|(j, yb)| {
+            for (yr, xr) in yb.chunks_exact_mut(o).zip(x[j * SMALL_K_ROWS * k..].chunks_exact(k.max(1))) {
                 for (xv, wr) in xr.iter().zip(wt.chunks_exact(o)) {
                     for (y, &wv) in yr.iter_mut().zip(wr) {
                         *y += xv * wv;
                     }
                 }
             }
-        } else if rows > 0 {
-            // SAFETY: x rows j·rb.. (rows × k), wᵀ (k × o), yb (rows × o).
-            unsafe { mm(rows, o, k, yb.as_mut_ptr(), (o, 1), true, x.as_ptr().add(j * rb * k), (k, 1), wt.as_ptr(), (o, 1)) }
-        }
-        if relu {
+        });
+    } else {
+        mm(n, o, k, &mut y, (o, 1), true, x, (k, 1), &wt, (o, 1));
+    }
+    if relu {
+        y.par_chunks_mut(1 << 14).for_each(|yb| {
             for v in yb.iter_mut() {
                 *v = v.max(0.0);
             }
-        }
-    });
+        });
+    }
     y
 }
 
 /// `∂W = dhᵀ x` `[o, k]`: dh `[n, o]`, x `[n, k]`.
 pub fn grad_weight(dh: &[f32], x: &[f32], n: usize, k: usize, o: usize) -> Vec<f32> {
     assert!(dh.len() == n * o && x.len() == n * k);
-    let tiles: Vec<_> = blocks(o, TILE_O).into_iter().flat_map(|ob| blocks(k, TILE_K).into_iter().map(move |kb| (ob, kb))).collect();
-    let chunks = if tiles.len() < MIN_TASKS && n >= 2 * RED { blocks(n, RED) } else { vec![(0, n)] };
-    // One [o, k] buffer per chunk of rows; every (tile, chunk) task writes its own entries.
-    let mut parts = vec![0f32; chunks.len() * o * k];
-    let p = Shared(parts.as_mut_ptr());
-    let tasks: Vec<_> = chunks.iter().enumerate().flat_map(|(c, &rows)| tiles.iter().map(move |&t| (c, rows, t))).collect();
-    tasks.par_iter().for_each(|&(c, (r0, r1), ((o0, o1), (k0, k1)))| {
-        if r1 > r0 {
-            // SAFETY: this task owns part c's entries [o0..o1, k0..k1]; dhᵀ read with strides
-            // (1, o) from row r0, x (k, 1) from row r0.
-            unsafe { mm(o1 - o0, k1 - k0, r1 - r0, p.get().add(c * o * k + o0 * k + k0), (k, 1), false, dh.as_ptr().add(r0 * o + o0), (1, o), x.as_ptr().add(r0 * k + k0), (k, 1)) }
-        }
-    });
-    // Partial sums added in chunk order.
-    let mut dw = parts[..o * k].to_vec();
-    for part in parts.chunks_exact(o * k).skip(1) {
-        for (a, &v) in dw.iter_mut().zip(part) {
-            *a += v;
-        }
-    }
+    let mut dw = vec![0f32; o * k];
+    mm(o, k, n, &mut dw, (k, 1), false, dh, (1, o), x, (k, 1));
     dw
 }
 
@@ -172,16 +179,7 @@ pub fn grad_weight(dh: &[f32], x: &[f32], n: usize, k: usize, o: usize) -> Vec<f
 pub fn grad_input(dh: &[f32], w: &[f32], n: usize, k: usize, o: usize) -> Vec<f32> {
     assert!(dh.len() == n * o && w.len() == o * k);
     let mut dx = vec![0f32; n * k];
-    let rb = rows_per_block(k, o);
-    dx.par_chunks_mut(rb * k.max(1)).enumerate().for_each(|(j, db)| {
-        let rows = db.len() / k.max(1);
-        if o > 0 && rows > 0 {
-            // SAFETY: dh rows j·rb.. (rows × o), w (o × k), db (rows × k).
-            unsafe { mm(rows, k, o, db.as_mut_ptr(), (k, 1), false, dh.as_ptr().add(j * rb * o), (o, 1), w.as_ptr(), (k, 1)) }
-        } else {
-            db.fill(0.0);
-        }
-    });
+    mm(n, k, o, &mut dx, (k, 1), false, dh, (o, 1), w, (k, 1));
     dx
 }
 
@@ -340,12 +338,12 @@ mod tests {
         }
     }
 
-    /// The same bits for 1 and 3 threads.
+    /// The same bits for 1, 2, 3 and 5 threads, on shapes that leave partial tiles, the MLP
+    /// encoder's first layer, a convolution's long im2col reduction and the small-k loops.
     #[test]
     fn dense_bits_do_not_depend_on_the_thread_count() {
         let mut r = Rng::stream(3, "dense");
-        // The second shape cuts the weight gradient's reduction into chunks.
-        for (n, k, o) in [(300, 150, 140), (20000, 9, 8)] {
+        for (n, k, o) in [(300, 150, 140), (256, 784, 512), (3000, 288, 64), (20000, 9, 8), (37, 1000, 3)] {
             let x: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
             let w: Vec<f32> = (0..o * k).map(|_| r.normal() as f32).collect();
             let b: Vec<f32> = (0..o).map(|_| r.normal() as f32).collect();
@@ -356,7 +354,9 @@ mod tests {
                 })
             };
             let one = run(1);
-            assert_eq!(one, run(3));
+            for t in [2, 3, 5] {
+                assert!(one == run(t), "n {n} k {k} o {o}: {t} threads differ from 1");
+            }
             // Against a plain f64 sum.
             let (gw, _, y) = &one;
             for (i, &g) in gw.iter().enumerate().step_by(7) {

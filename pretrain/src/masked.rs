@@ -88,8 +88,10 @@ impl MaskedPrediction {
         layers.push(crate::host::HostLayer { w: &self.fc2.w, b: &self.fc2.b, relu: false, conv: None });
         let visible: Vec<f32> = x.iter().zip(m).map(|(&x, &m)| x * (1.0 - m)).collect();
         let (z, tape) = crate::host::forward(&layers, visible, n)?;
-        let loss = (masked_bce_sum_host(&z, x, m).0 / denom) as f32;
-        let dz = masked_bce_grad_host(&z, x, m, 1.0 / denom);
+        // One pass for the loss terms and ∂L/∂z (the same values as the two functions below).
+        let (terms, g) = bce_terms_and_grad(&z, x, Some((1.0 / denom) as f32));
+        let loss = (masked_sum(&terms, m).0 / denom) as f32;
+        let dz = masked_grad(g, m);
         let mut grads = GradStore::default();
         crate::host::backward(&layers, &tape, dz, &mut grads)?;
         Ok((loss, grads))
@@ -102,22 +104,46 @@ pub fn masked_bce_host(z: &[f32], x: &[f32], m: &[f32]) -> f32 {
     (sum / count.max(1e-30)) as f32
 }
 
-/// `(Σ m·bce, Σ m)` on host buffers, summed in f64 in order.
-fn masked_bce_sum_host(z: &[f32], x: &[f32], m: &[f32]) -> (f64, f64) {
+/// Per element the Bernoulli term −log p(x | z) and, with a scale s, `(σ(z) − x)·s`
+/// ([`wick_core::loss::bce_terms_host`]: vectorised, the same bits on every instruction set),
+/// in parallel chunks (elementwise, so the chunking changes nothing).
+fn bce_terms_and_grad(z: &[f32], x: &[f32], scale: Option<f32>) -> (Vec<f32>, Vec<f32>) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    let (mut terms, mut g) = (vec![0f32; z.len()], z.to_vec());
+    g.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).zip(terms.par_chunks_mut(CHUNK)).for_each(|((g, x), t)| {
+        wick_core::loss::bce_terms_host(g, x, t, scale);
+    });
+    (terms, g)
+}
+
+/// `(Σ m·bce, Σ m)` of the terms, summed in f64 in order.
+fn masked_sum(terms: &[f32], m: &[f32]) -> (f64, f64) {
     let (mut sum, mut count) = (0f64, 0f64);
-    for ((&z, &x), &m) in z.iter().zip(x).zip(m) {
+    for (&t, &m) in terms.iter().zip(m) {
         if m != 0.0 {
-            sum += (m * (z.max(0.0) - z * x + (-z.abs()).exp().ln_1p())) as f64;
+            sum += (m * t) as f64;
             count += m as f64;
         }
     }
     (sum, count)
 }
 
-/// `(σ(z) − x) · m · scale`, elementwise.
+/// `(Σ m·bce, Σ m)` on host buffers, summed in f64 in order.
+fn masked_bce_sum_host(z: &[f32], x: &[f32], m: &[f32]) -> (f64, f64) {
+    masked_sum(&bce_terms_and_grad(z, x, None).0, m)
+}
+
+/// `(σ(z) − x) · scale · m`, elementwise.
 fn masked_bce_grad_host(z: &[f32], x: &[f32], m: &[f32], scale: f64) -> Vec<f32> {
-    let s = scale as f32;
-    z.iter().zip(x).zip(m).map(|((&z, &x), &m)| if m == 0.0 { 0.0 } else { (1.0 / (1.0 + (-z).exp()) - x) * m * s }).collect()
+    masked_grad(bce_terms_and_grad(z, x, Some(scale as f32)).1, m)
+}
+
+fn masked_grad(mut g: Vec<f32>, m: &[f32]) -> Vec<f32> {
+    for (g, &m) in g.iter_mut().zip(m) {
+        *g = if m == 0.0 { 0.0 } else { *g * m };
+    }
+    g
 }
 
 /// `Σ m·bce(z, x) / Σ m` for logits `z`, targets `x` and a 0/1 mask `m` of the same shape.

@@ -1,0 +1,74 @@
+//! Where the data-parallel combine's time goes (docs/distributed.md, "Speed"): times
+//! [`DataParallel::step`] on gradients of P parameters with no compute around it, and the bare
+//! collectives it makes (an all-to-all of P f32s, an all-gather of P/N), so the transport's cost
+//! shows apart from the ordered sum and from waiting for a slower rank.
+//!
+//! ```sh
+//! cargo build --release --features mpi -p wick-core --example combine_bench
+//! mpirun --allow-run-as-root -np 2 target/release/examples/combine_bench [P] [STEPS]
+//! ```
+//!
+//! P defaults to 785,284 (MADE 1×500 on MNIST), STEPS to 200. Rank 0 prints milliseconds per
+//! step (median of STEPS) and the bandwidth each collective reached.
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor};
+use std::time::Instant;
+use wick_core::dist::{self, DataParallel};
+use wick_core::params::Params;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> wick_core::Result<()> {
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("P and STEPS are numbers")).collect();
+    let (p, steps) = (args.first().copied().unwrap_or(785_284), args.get(1).copied().unwrap_or(200));
+    let world = dist::init()?;
+    let (rank, n) = (world.rank(), world.size());
+    let dev = Device::Cpu;
+    // Two tensors, as MADE's weight matrices; values differ by rank so nothing is constant-folded.
+    let mut params = Params::new();
+    let half = p / 2;
+    let a = params.add("a", &[half], vec![0.0; half], &dev)?;
+    let b = params.add("b", &[p - half], vec![0.0; p - half], &dev)?;
+    let ga = Tensor::from_vec((0..half).map(|i| (i + rank) as f32 * 1e-6).collect::<Vec<_>>(), half, &dev)?;
+    let gb = Tensor::from_vec((0..p - half).map(|i| (i * 3 + rank) as f32 * 1e-6).collect::<Vec<_>>(), p - half, &dev)?;
+    let dp = DataParallel::new(n, 100 * n, world)?;
+    let mut times = Vec::with_capacity(steps);
+    for s in 0..steps + 5 {
+        let t = Instant::now();
+        let out = dp.step(&params, 100 * n, |_, _| {
+            let mut g = GradStore::default();
+            g.insert(&a, ga.clone());
+            g.insert(&b, gb.clone());
+            Ok((0.5, g))
+        })?;
+        std::hint::black_box(&out.grads);
+        if s >= 5 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let c = p.div_ceil(n);
+    let send = vec![rank as f32; n * c];
+    let mut a2a = Vec::with_capacity(steps);
+    let mut ag = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let t = Instant::now();
+        std::hint::black_box(world.all_to_all_f32(&send));
+        a2a.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        std::hint::black_box(world.all_gather_f32(&send[..c]));
+        ag.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    if rank == 0 {
+        let mb = (n - 1) as f64 * c as f64 * 4.0 / 1e6; // bytes each rank receives per collective
+        let (t, t1, t2) = (median(times), median(a2a), median(ag));
+        println!("{n} ranks, P = {p}: DataParallel::step (combine only) {t:.3} ms per step");
+        println!("  all-to-all of {} f32s: {t1:.3} ms ({:.2} GB/s received per rank)", n * c, mb / t1);
+        println!("  all-gather of {c} f32s: {t2:.3} ms ({:.2} GB/s received per rank)", mb / t2);
+        println!("  the rest (flatten, ordered sum, unflatten, head exchange): {:.3} ms", t - t1 - t2);
+    }
+    dist::finalize();
+    Ok(())
+}
