@@ -24,8 +24,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> wick_core::Result<()> {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("P and STEPS are numbers")).collect();
     let (p, steps) = (args.first().copied().unwrap_or(785_284), args.get(1).copied().unwrap_or(200));
+    wick_core::cpu::keep_freed_memory(); // as the wick binary does
     let world = dist::init()?;
     let (rank, n) = (world.rank(), world.size());
+    if n < 2 {
+        eprintln!("combine_bench: run it under mpirun with 2 or more ranks (one rank combines nothing)");
+        std::process::exit(2);
+    }
     let dev = Device::Cpu;
     // Two tensors, as MADE's weight matrices; values differ by rank so nothing is constant-folded.
     let mut params = Params::new();
