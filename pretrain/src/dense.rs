@@ -23,8 +23,8 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 use wick_core::cpu::f32_slice;
 
-/// Rows per parallel block of the small-k forward loops (a multiple of 64).
-const SMALL_K_ROWS: usize = 256;
+/// Rows per parallel task of the forward's own loops (the bias fill and the small-k products).
+const ROWS_PER_TASK: usize = 256;
 /// Up to this many inputs per row, the forward product is plain loops instead of gemm.
 const SMALL_K: usize = 16;
 /// [`col_sums`] sums rows in chunks of this many (partial sums added in chunk order).
@@ -137,7 +137,7 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, 
     // w's columns when the stride k is a power of two (examples/prof_parts.rs, 512 rows,
     // 512 → 512: 6.6 → 3.4 ms at one thread), with the same bits; the small-k loops read it too.
     let wt = transpose(w, o, k);
-    y.par_chunks_mut(SMALL_K_ROWS * o).for_each(|yb| {
+    y.par_chunks_mut(ROWS_PER_TASK * o).for_each(|yb| {
         for r in yb.chunks_exact_mut(o) {
             r.copy_from_slice(b);
         }
@@ -145,8 +145,8 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, 
     if k <= SMALL_K {
         // A first convolution's few inputs per row: plain loops over wᵀ (vectorised over o)
         // beat gemm's packing.
-        y.par_chunks_mut(SMALL_K_ROWS * o).enumerate().for_each(|(j, yb)| {
-            for (yr, xr) in yb.chunks_exact_mut(o).zip(x[j * SMALL_K_ROWS * k..].chunks_exact(k.max(1))) {
+        y.par_chunks_mut(ROWS_PER_TASK * o).enumerate().for_each(|(j, yb)| {
+            for (yr, xr) in yb.chunks_exact_mut(o).zip(x[j * ROWS_PER_TASK * k..].chunks_exact(k.max(1))) {
                 for (xv, wr) in xr.iter().zip(wt.chunks_exact(o)) {
                     for (y, &wv) in yr.iter_mut().zip(wr) {
                         *y += xv * wv;
