@@ -21,6 +21,7 @@ pub mod mem;
 pub mod data;
 pub mod binarize;
 pub mod fault;
+pub mod linalg;
 pub mod loss;
 pub mod mask;
 pub mod optim;

@@ -68,6 +68,26 @@ pub struct OaNade {
     estimate_valid: bool,
 }
 
+/// The parameters' host data, borrowed ([`OaNade::with_host_params`]); layouts as the tensors'.
+struct HostParams<'a> {
+    wx: &'a [f32],
+    wm: &'a [f32],
+    b1: &'a [f32],
+    upper: Vec<(&'a [f32], &'a [f32])>,
+    v: &'a [f32],
+    c: &'a [f32],
+}
+
+/// [`OaNade::forward_host`]'s buffers, row-major `[B, ·]`.
+struct Forward {
+    m: Vec<f32>,
+    wt: Vec<f32>,
+    xm: Vec<f32>,
+    /// Each hidden layer's output (after the ReLU).
+    hs: Vec<Vec<f32>>,
+    z: Vec<f32>,
+}
+
 /// The parameters as host vectors, for the per-example loops.
 struct Host {
     h: usize,
@@ -129,6 +149,35 @@ impl OaNade {
     /// takes D passes of the upper layers: with 2 hidden layers of 500 on MNIST the exact valid
     /// NLL costs about 4 TFLOP, this about 14 GFLOP.
     pub fn valid_estimate(&self, x: &Tensor) -> Result<f64> {
+        let n = x.dim(0)?;
+        let mut total = 0.0f64;
+        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && self.wx.dtype() == candle_core::DType::F32 {
+            // The host forward ([`OaNade::forward_host`]), rows summed in order.
+            let xv = x.flatten_all()?.to_vec1::<f32>()?;
+            let d = self.dim;
+            self.with_host_params(|p| {
+                for lo in (0..n).step_by(1000) {
+                    let rows = (n - lo).min(1000);
+                    let keys: Vec<u64> = (lo as u64..(lo + rows) as u64).collect();
+                    let xb = &xv[lo * d..(lo + rows) * d];
+                    let Forward { wt, mut z, .. } = self.forward_host(p, xb, &keys, "oanade-valid-mask");
+                    let mut row_loss = vec![0f64; rows];
+                    z.par_chunks_mut(d).zip(xb.par_chunks(d)).zip(wt.par_chunks(d)).zip(row_loss.par_iter_mut()).for_each(|(((zr, xr), wr), out)| {
+                        let mut terms = vec![0f32; d];
+                        wick_core::loss::bce_terms_host(zr, xr, &mut terms, None);
+                        *out = terms.iter().zip(wr).map(|(&t, &w)| (t * w) as f64).sum();
+                    });
+                    total += row_loss.iter().sum::<f64>();
+                }
+                Ok(())
+            })?;
+            return Ok(total / n.max(1) as f64);
+        }
+        self.valid_estimate_composed(x)
+    }
+
+    /// [`OaNade::valid_estimate`] in Candle ops, for any device.
+    pub fn valid_estimate_composed(&self, x: &Tensor) -> Result<f64> {
         let n = x.dim(0)?;
         let mut total = 0.0f64;
         for lo in (0..n).step_by(1000) {
@@ -194,8 +243,142 @@ impl OaNade {
     /// `∂z = (σ(z) − x) ⊙ (1 − m) · D/(D−d) / B`, `∂V = h_Lᵀ ∂z`, `∂c = Σ_b ∂z`, then down the
     /// layers `∂a_l = (∂a_{l+1} W_{l+1}ᵀ) ⊙ 1[h_l > 0]`, `∂W_l = h_{l−1}ᵀ ∂a_l`, `∂b_l = Σ_b ∂a_l`,
     /// and at the bottom `∂W_x = (x ⊙ m)ᵀ ∂a_1`, `∂W_m = mᵀ ∂a_1`. Equal to autograd on
-    /// [`OaNade::train_nll_keyed`] (tested).
+    /// [`OaNade::train_nll_keyed`] (tested). On the CPU (f32) the host step
+    /// ([`OaNade::loss_and_grads_host`]); elsewhere Candle ops ([`OaNade::loss_and_grads_composed`]).
     pub fn loss_and_grads_keyed(&self, x: &Tensor, keys: &[u64]) -> Result<(f64, GradStore)> {
+        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && self.wx.dtype() == candle_core::DType::F32 {
+            return self.loss_and_grads_host(x, keys);
+        }
+        self.loss_and_grads_composed(x, keys)
+    }
+
+    /// [`OaNade::loss_and_grads_keyed`] on host buffers: the masks drawn in parallel (each
+    /// example from its own stream), each product one `gemm` call over the rayon pool
+    /// ([`wick_core::linalg::matmul`], transposes by strides), the loss and `∂z` in one
+    /// vectorised pass ([`wick_core::loss::bce_terms_host`]). Candle's version spends a third of
+    /// its time in single-threaded elementwise ops and temporaries between the products. The
+    /// bits do not depend on the thread count (tested); they differ from the Candle version's
+    /// in the last places (another summation order for the loss, `σ` by another formula).
+    pub fn loss_and_grads_host(&self, x: &Tensor, keys: &[u64]) -> Result<(f64, GradStore)> {
+        use wick_core::linalg::{col_sums, matmul, relu_grad_inplace};
+        let (bsz, d, h) = (x.dim(0)?, self.dim, self.hidden);
+        wick_core::ensure!(keys.len() == bsz, "oanade: {} keys for a batch of {bsz}", keys.len());
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        self.with_host_params(|p| {
+            let Forward { m, wt, xm, hs, mut z } = self.forward_host(p, &xv, keys, "oanade-mask");
+            let (v, upper) = (p.v, &p.upper);
+            let top = hs.last().unwrap();
+            // Loss per row and, in place, ∂z = (σ(z) − x) ⊙ wt / B.
+            let inv = 1.0 / bsz as f32;
+            let mut row_loss = vec![0f64; bsz];
+            z.par_chunks_mut(d).zip(xv.par_chunks(d)).zip(wt.par_chunks(d)).zip(row_loss.par_iter_mut()).for_each(|(((zr, xr), wr), out)| {
+                let mut terms = vec![0f32; d];
+                wick_core::loss::bce_terms_host(zr, xr, &mut terms, Some(inv));
+                let mut s = 0f64;
+                for ((zv, t), &w) in zr.iter_mut().zip(&terms).zip(wr) {
+                    s += (t * w) as f64;
+                    *zv *= w;
+                }
+                *out = s;
+            });
+            let loss = row_loss.iter().sum::<f64>() / bsz as f64;
+            let dz = z;
+
+            // Backward.
+            let dev = x.device();
+            let mut grads = GradStore::default();
+            let mut dv = vec![0f32; h * d];
+            matmul(h, d, bsz, &mut dv, (d, 1), false, top, (1, h), &dz, (d, 1));
+            grads.insert(&self.v, Tensor::from_vec(dv, (h, d), dev)?);
+            grads.insert(&self.c, Tensor::from_vec(col_sums(&dz, d), d, dev)?);
+            let mut dh = vec![0f32; bsz * h];
+            matmul(bsz, h, d, &mut dh, (h, 1), false, &dz, (d, 1), v, (1, d));
+            for l in (0..upper.len()).rev() {
+                relu_grad_inplace(&mut dh, &hs[l + 1]);
+                let (w, _) = upper[l];
+                let mut dw = vec![0f32; h * h];
+                matmul(h, h, bsz, &mut dw, (h, 1), false, &hs[l], (1, h), &dh, (h, 1));
+                grads.insert(&self.upper[l].0, Tensor::from_vec(dw, (h, h), dev)?);
+                grads.insert(&self.upper[l].1, Tensor::from_vec(col_sums(&dh, h), h, dev)?);
+                let mut below = vec![0f32; bsz * h];
+                matmul(bsz, h, h, &mut below, (h, 1), false, &dh, (h, 1), w, (1, h));
+                dh = below;
+            }
+            relu_grad_inplace(&mut dh, &hs[0]);
+            let (mut dwx, mut dwm) = (vec![0f32; d * h], vec![0f32; d * h]);
+            matmul(d, h, bsz, &mut dwx, (h, 1), false, &xm, (1, d), &dh, (h, 1));
+            matmul(d, h, bsz, &mut dwm, (h, 1), false, &m, (1, d), &dh, (h, 1));
+            grads.insert(&self.wx, Tensor::from_vec(dwx, (d, h), dev)?);
+            grads.insert(&self.wm, Tensor::from_vec(dwm, (d, h), dev)?);
+            grads.insert(&self.b1, Tensor::from_vec(col_sums(&dh, h), h, dev)?);
+            Ok((loss, grads))
+        })
+    }
+
+    /// `f` with the parameters' host data, borrowed from their CPU storage (no copy).
+    fn with_host_params<R>(&self, f: impl FnOnce(&HostParams) -> Result<R>) -> Result<R> {
+        let mut tensors = vec![&self.wx, &self.wm, &self.b1];
+        for (w, b) in &self.upper {
+            tensors.push(w);
+            tensors.push(b);
+        }
+        tensors.push(&self.v);
+        tensors.push(&self.c);
+        let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+        let host: Vec<&[f32]> = guards
+            .iter()
+            .map(|(s, l)| match &**s {
+                candle_core::Storage::Cpu(c) => Ok(wick_core::cpu::f32_slice(c, l, "an oanade parameter")?),
+                _ => wick_core::bail!("oanade: the host step needs the parameters on the CPU"),
+            })
+            .collect::<Result<_>>()?;
+        let n = host.len();
+        f(&HostParams {
+            wx: host[0],
+            wm: host[1],
+            b1: host[2],
+            upper: (0..self.upper.len()).map(|l| (host[3 + 2 * l], host[4 + 2 * l])).collect(),
+            v: host[n - 2],
+            c: host[n - 1],
+        })
+    }
+
+    /// The masked network on host buffers for rows `xv` (`[B, D]`) with each row's draw from
+    /// `stream` keyed by `keys`: the masks, `x ⊙ m`, every hidden layer's output and the logits
+    /// `z`. h₁ = relu(x⊙m W_x + m W_m + b₁), h_{l+1} = relu(h_l W_{l+1} + b_{l+1}), z = h_L V + c.
+    fn forward_host(&self, p: &HostParams, xv: &[f32], keys: &[u64], stream: &str) -> Forward {
+        use wick_core::linalg::{broadcast_rows, matmul, relu_inplace};
+        let (bsz, d, h) = (keys.len(), self.dim, self.hidden);
+        // m: the observed mask; wt: (1 − m)·D/(D − d); xm = x ⊙ m.
+        let (mut m, mut wt, mut xm) = (vec![0f32; bsz * d], vec![0f32; bsz * d], vec![0f32; bsz * d]);
+        m.par_chunks_mut(d).zip(wt.par_chunks_mut(d)).zip(xm.par_chunks_mut(d)).zip(xv.par_chunks(d)).zip(keys.par_iter()).for_each(
+            |((((mr, wr), xmr), xr), &key)| {
+                let (mk, s) = self.mask_from(stream, key);
+                for i in 0..d {
+                    mr[i] = mk[i];
+                    wr[i] = (1.0 - mk[i]) * s;
+                    xmr[i] = xr[i] * mk[i];
+                }
+            },
+        );
+        let mut a = broadcast_rows(p.b1, bsz);
+        matmul(bsz, h, d, &mut a, (h, 1), true, &xm, (d, 1), p.wx, (h, 1));
+        matmul(bsz, h, d, &mut a, (h, 1), true, &m, (d, 1), p.wm, (h, 1));
+        relu_inplace(&mut a);
+        let mut hs = vec![a];
+        for &(w, b) in &p.upper {
+            let mut a = broadcast_rows(b, bsz);
+            matmul(bsz, h, h, &mut a, (h, 1), true, hs.last().unwrap(), (h, 1), w, (h, 1));
+            relu_inplace(&mut a);
+            hs.push(a);
+        }
+        let mut z = broadcast_rows(p.c, bsz);
+        matmul(bsz, d, h, &mut z, (d, 1), true, hs.last().unwrap(), (h, 1), p.v, (d, 1));
+        Forward { m, wt, xm, hs, z }
+    }
+
+    /// [`OaNade::loss_and_grads_keyed`] in Candle ops, for any device.
+    pub fn loss_and_grads_composed(&self, x: &Tensor, keys: &[u64]) -> Result<(f64, GradStore)> {
         let (m, wt) = self.batch_masks(keys, x.device())?;
         let xm = (x * &m)?;
         let mut hs = vec![(xm.matmul(&self.wx.detach())? + m.matmul(&self.wm.detach())?)?.broadcast_add(&self.b1.detach())?.relu()?];
@@ -547,6 +730,9 @@ mod tests {
             let mean = per.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
             let sd = (per.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
             assert!((mean - est).abs() < 1e-6 * est.abs(), "{mean} vs {est}");
+            // The host forward (the CPU's) and the Candle ops (every other device's) agree.
+            let composed = m.valid_estimate_composed(&x).unwrap();
+            assert!((composed - est).abs() < 1e-6 * est.abs(), "{composed} vs {est}");
             let se = sd / (n as f64).sqrt();
             assert!((est - exact).abs() < 4.0 * se, "{layers} layers: estimate {est} vs exact mean over orderings {exact} (se {se})");
             // Fixed draws: the same figure twice.
@@ -588,18 +774,40 @@ mod tests {
             let keys: Vec<u64> = (100..109).collect();
             let loss = m.train_nll_keyed(&x, &keys).unwrap().mean_all().unwrap();
             let auto = loss.backward().unwrap();
-            let (value, closed) = m.loss_and_grads_keyed(&x, &keys).unwrap();
-            assert!((value - loss.to_scalar::<f32>().unwrap() as f64).abs() < 1e-4 * value.abs());
-            for (n, v) in m.params().names().iter().zip(m.params().vars()) {
-                let a = auto.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                let c = closed.get(v).unwrap_or_else(|| panic!("no gradient for {n}")).flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                assert_eq!(a.len(), c.len(), "{n}");
-                let scale = a.iter().fold(0f32, |s, v| s.max(v.abs()));
-                assert!(scale > 0.0, "{layers} layers: zero gradient for {n}");
-                for (p, q) in a.iter().zip(&c) {
-                    assert!((p - q).abs() < 1e-5 * (1.0 + scale), "{layers} layers {n}: {p} vs {q}");
+            // The host step (the CPU's) and the Candle ops (every other device's).
+            for (path, (value, closed)) in [("host", m.loss_and_grads_host(&x, &keys).unwrap()), ("composed", m.loss_and_grads_composed(&x, &keys).unwrap())] {
+                assert!((value - loss.to_scalar::<f32>().unwrap() as f64).abs() < 1e-4 * value.abs(), "{path}");
+                for (n, v) in m.params().names().iter().zip(m.params().vars()) {
+                    let a = auto.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let c = closed.get(v).unwrap_or_else(|| panic!("{path}: no gradient for {n}")).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    assert_eq!(a.len(), c.len(), "{n}");
+                    let scale = a.iter().fold(0f32, |s, v| s.max(v.abs()));
+                    assert!(scale > 0.0, "{layers} layers: zero gradient for {n}");
+                    for (p, q) in a.iter().zip(&c) {
+                        assert!((p - q).abs() < 1e-5 * (1.0 + scale), "{path}, {layers} layers {n}: {p} vs {q}");
+                    }
                 }
             }
+        }
+    }
+
+    /// The host step's loss and gradients have the same bits for 1, 2 and 3 threads, at MNIST's
+    /// width and a batch that leaves partial gemm tiles.
+    #[test]
+    fn host_step_bits_do_not_depend_on_the_thread_count() {
+        let m = OaNade::new(784, 37, 2, 1, 4, &Device::Cpu).unwrap();
+        let x = random_bits(33, 784, 0.2, 8);
+        let keys: Vec<u64> = (500..533).collect();
+        let run = |t: usize| {
+            rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| {
+                let (loss, g) = m.loss_and_grads_host(&x, &keys).unwrap();
+                let flat: Vec<Vec<f32>> = m.params().vars().iter().map(|v| g.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+                (loss.to_bits(), flat)
+            })
+        };
+        let one = run(1);
+        for t in [2, 3] {
+            assert!(one == run(t), "{t} threads differ from 1");
         }
     }
 

@@ -19,16 +19,15 @@
 //! Elsewhere than the CPU (or for non-f32 tensors) the composed Candle ops run.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 use wick_core::cpu::f32_slice;
+pub use wick_core::linalg::{col_sums, relu_grad_inplace};
+use wick_core::linalg::matmul as mm;
 
 /// Rows per parallel task of the forward's own loops (the bias fill and the small-k products).
 const ROWS_PER_TASK: usize = 256;
 /// Up to this many inputs per row, the forward product is plain loops instead of gemm.
 const SMALL_K: usize = 16;
-/// [`col_sums`] sums rows in chunks of this many (partial sums added in chunk order).
-const RED: usize = 8192;
 
 /// `relu(x Wᵀ + b)` (`relu`) or `x Wᵀ + b`, `x` `[N, K]`, `w` `[O, K]`, `b` `[O]`.
 pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
@@ -47,43 +46,6 @@ pub fn composed(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::
         y.relu()
     } else {
         Ok(y)
-    }
-}
-
-/// `dst ← dst + lhs · rhs` (`acc`) or `dst ← lhs · rhs`: one `gemm` call that spreads its tiles
-/// over the current rayon pool; `m × n` result, inner size `k`; operands given by slice and
-/// (row, column) strides.
-///
-/// gemm cuts the output into tiles and the threads take whole tiles; every output element's sum
-/// runs over the inner dimension in the same fixed chunks (from the shape and the cache sizes,
-/// never the thread count), so the bits do not depend on the thread count (tested below for
-/// 1, 2, 3 and 5 threads). One call instead of wick's former fixed single-threaded blocks: each
-/// block packed the whole right operand again, and the weight gradient's 64 × 128 tiles were
-/// too small for gemm (`examples/prof_gemm.rs`: 784 → 512 at batch 256, 2 threads, forward
-/// 92–116 → 183–290 GFLOP/s, weight gradient 67–97 → 197–278).
-#[allow(clippy::too_many_arguments)]
-fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], (drs, dcs): (usize, usize), acc: bool, lhs: &[f32], (lrs, lcs): (usize, usize), rhs: &[f32], (rrs, rcs): (usize, usize)) {
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 };
-    assert!(dst.len() >= last(m, n, drs, dcs) && lhs.len() >= last(m, k, lrs, lcs) && rhs.len() >= last(k, n, rrs, rcs), "mm: an operand is smaller than its extent");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !acc {
-            for i in 0..m {
-                for j in 0..n {
-                    dst[i * drs + j * dcs] = 0.0;
-                }
-            }
-        }
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
-    // SAFETY: the assert above keeps every operand's m/n/k extent inside its slice, and `dst` is
-    // borrowed mutably for the call.
-    unsafe {
-        gemm(m, n, k, dst.as_mut_ptr(), dcs as isize, drs as isize, acc, lhs.as_ptr(), lcs as isize, lrs as isize, rhs.as_ptr(), rcs as isize, rrs as isize, 1.0, 1.0, false, false, false, par)
     }
 }
 
@@ -181,42 +143,6 @@ pub fn grad_input(dh: &[f32], w: &[f32], n: usize, k: usize, o: usize) -> Vec<f3
     let mut dx = vec![0f32; n * k];
     mm(n, k, o, &mut dx, (k, 1), false, dh, (o, 1), w, (k, 1));
     dx
-}
-
-/// Column sums of `[n, o]`: rows summed in order within fixed chunks of `RED` rows (in parallel),
-/// the chunks' sums added in order.
-pub fn col_sums(dh: &[f32], o: usize) -> Vec<f32> {
-    let o = o.max(1);
-    let parts: Vec<Vec<f32>> = dh
-        .par_chunks(RED * o)
-        .map(|c| {
-            let mut s = vec![0f32; o];
-            for row in c.chunks_exact(o) {
-                for (a, &v) in s.iter_mut().zip(row) {
-                    *a += v;
-                }
-            }
-            s
-        })
-        .collect();
-    let mut s = vec![0f32; o];
-    for p in &parts {
-        for (a, &v) in s.iter_mut().zip(p) {
-            *a += v;
-        }
-    }
-    s
-}
-
-/// `g ← g ⊙ [y > 0]` (the ReLU's backward, given its output y).
-pub fn relu_grad_inplace(g: &mut [f32], y: &[f32]) {
-    g.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(g, y)| {
-        for (g, &y) in g.iter_mut().zip(y) {
-            if y <= 0.0 {
-                *g = 0.0;
-            }
-        }
-    });
 }
 
 struct Dense {

@@ -1,0 +1,157 @@
+//! Host matrix products and reductions for the closed-form CPU training steps (pretraining's
+//! dense layers, order-agnostic NADE).
+//!
+//! **Determinism.** [`matmul`] is one call of the `gemm` crate (the one Candle's CPU matmul uses)
+//! that spreads whole output tiles over the current rayon pool; every output element's sum runs
+//! over the inner dimension in chunks fixed by the shape and the cache sizes, never by the thread
+//! count, so the bits are the same for any number of threads (tested here and in
+//! `wick_pretrain::dense`). [`col_sums`] sums rows in order within fixed chunks.
+
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+/// [`col_sums`] sums rows in chunks of this many (partial sums added in chunk order).
+const RED: usize = 8192;
+
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)` (`acc`: `dst +=`), each operand given by its
+/// (row, column) strides, so a transposed operand is a swap of its strides, not a copy.
+///
+/// One call instead of fixed single-threaded blocks: each block would pack the whole right
+/// operand again, and small tiles are too small for gemm (`wick-pretrain`'s
+/// `examples/prof_gemm.rs`: 784 → 512 at batch 256, 2 threads, forward 92–116 → 183–290 GFLOP/s,
+/// weight gradient 67–97 → 197–278).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], (drs, dcs): (usize, usize), acc: bool, lhs: &[f32], (lrs, lcs): (usize, usize), rhs: &[f32], (rrs, rcs): (usize, usize)) {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 };
+    assert!(dst.len() >= last(m, n, drs, dcs) && lhs.len() >= last(m, k, lrs, lcs) && rhs.len() >= last(k, n, rrs, rcs), "matmul: an operand is smaller than its extent");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !acc {
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * drs + j * dcs] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: the assert above keeps every operand's m/n/k extent inside its slice, and `dst` is
+    // borrowed mutably for the call.
+    unsafe {
+        gemm(m, n, k, dst.as_mut_ptr(), dcs as isize, drs as isize, acc, lhs.as_ptr(), lcs as isize, lrs as isize, rhs.as_ptr(), rcs as isize, rrs as isize, 1.0, 1.0, false, false, false, par)
+    }
+}
+
+/// Column sums of `[n, o]` (row-major): rows summed in order within fixed chunks of `RED` rows
+/// (in parallel), the chunks' sums added in order.
+pub fn col_sums(a: &[f32], o: usize) -> Vec<f32> {
+    let o = o.max(1);
+    let parts: Vec<Vec<f32>> = a
+        .par_chunks(RED * o)
+        .map(|c| {
+            let mut s = vec![0f32; o];
+            for row in c.chunks_exact(o) {
+                for (a, &v) in s.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+            s
+        })
+        .collect();
+    let mut s = vec![0f32; o];
+    for p in &parts {
+        for (a, &v) in s.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    s
+}
+
+/// `[n, o]` (row-major) with every row equal to `row`, filled in parallel.
+pub fn broadcast_rows(row: &[f32], n: usize) -> Vec<f32> {
+    let o = row.len();
+    let mut y = vec![0f32; n * o];
+    if o > 0 {
+        y.par_chunks_mut(256 * o).for_each(|yb| {
+            for r in yb.chunks_exact_mut(o) {
+                r.copy_from_slice(row);
+            }
+        });
+    }
+    y
+}
+
+/// `y ← max(y, 0)` in place (a ReLU's forward), in parallel.
+pub fn relu_inplace(y: &mut [f32]) {
+    y.par_chunks_mut(1 << 14).for_each(|y| {
+        for v in y.iter_mut() {
+            *v = v.max(0.0);
+        }
+    });
+}
+
+/// `g ← g ⊙ [y > 0]` (a ReLU's backward, given its output y), in parallel.
+pub fn relu_grad_inplace(g: &mut [f32], y: &[f32]) {
+    g.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(g, y)| {
+        for (g, &y) in g.iter_mut().zip(y) {
+            if y <= 0.0 {
+                *g = 0.0;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Every stride combination (plain, transposed left, transposed right, both, accumulate)
+    /// against an f64 sum, and the same bits for 1, 2, 3 and 5 threads.
+    #[test]
+    fn matmul_is_right_for_any_strides_and_its_bits_ignore_the_thread_count() {
+        let mut r = Rng::stream(5, "linalg");
+        for (m, n, k) in [(100, 500, 784), (784, 500, 100), (37, 3, 1000), (300, 140, 150)] {
+            let a: Vec<f32> = (0..m * k).map(|_| r.normal() as f32).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| r.normal() as f32).collect();
+            let init: Vec<f32> = (0..m * n).map(|_| r.normal() as f32).collect();
+            for (ta, tb, acc) in [(false, false, false), (true, false, true), (false, true, false), (true, true, true)] {
+                // a stored as [m, k] (or [k, m] when ta), b as [k, n] (or [n, k] when tb).
+                let sa = if ta { (1, m) } else { (k, 1) };
+                let sb = if tb { (1, k) } else { (n, 1) };
+                let at: Vec<f32> = if ta { (0..k * m).map(|i| a[(i % m) * k + i / m]).collect() } else { a.clone() };
+                let bt: Vec<f32> = if tb { (0..n * k).map(|i| b[(i % k) * n + i / k]).collect() } else { b.clone() };
+                let run = |t: usize| {
+                    rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| {
+                        let mut d = init.clone();
+                        matmul(m, n, k, &mut d, (n, 1), acc, &at, sa, &bt, sb);
+                        d
+                    })
+                };
+                let one = run(1);
+                for t in [2, 3, 5] {
+                    assert!(one == run(t), "m {m} n {n} k {k}: {t} threads differ from 1");
+                }
+                for (i, &got) in one.iter().enumerate().step_by(11) {
+                    let (ii, jj) = (i / n, i % n);
+                    let want: f64 = (0..k).map(|l| a[ii * k + l] as f64 * b[l * n + jj] as f64).sum::<f64>() + if acc { init[i] as f64 } else { 0.0 };
+                    assert!((got as f64 - want).abs() < 1e-3 * (1.0 + want.abs()), "m {m} n {n} k {k} ta {ta} tb {tb}: {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn col_sums_sum_the_columns() {
+        let a: Vec<f32> = (0..20_000 * 3).map(|i| (i % 7) as f32).collect();
+        let s = col_sums(&a, 3);
+        for (j, &v) in s.iter().enumerate() {
+            let want: f32 = a.iter().skip(j).step_by(3).sum();
+            assert_eq!(v, want);
+        }
+    }
+}
