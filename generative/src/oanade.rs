@@ -20,7 +20,9 @@
 //! is an unbiased estimate of the mean over orderings o of −log p_o(x). The draw of example n
 //! comes from its own stream `Rng::stream_indexed(seed, "oanade-mask", key)` with the key
 //! `(epoch − 1) · N_train + n` given by the trainer, so it does not depend on the batch split,
-//! the thread count or a resume.
+//! the thread count or a resume. On the CPU the step runs on host buffers (masks drawn in
+//! parallel, each product one `gemm` call, the loss and ∂z in one vectorised pass:
+//! [`OaNade::loss_and_grads_host`]); elsewhere in Candle ops.
 //!
 //! **Exact likelihood** of an ordering o (a permutation of 0..D): D conditionals,
 //! `log p_o(x) = Σ_t log p(x_{o_t} | x_{o_<t})`; the test model is the **ensemble** of K
