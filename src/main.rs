@@ -13,6 +13,13 @@ mod pretrain;
 use clap::FromArgMatches;
 use std::process::ExitCode;
 
+/// Print `wick: {line}` to stderr in one write: `eprintln!` writes its pieces separately, and
+/// under mpirun another process's output (mpirun's own abort banner) can land between them.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("wick: {line}\n").as_bytes());
+}
+
 fn main() -> ExitCode {
     wick_core::cpu::keep_freed_memory();
     wick_core::signal::default_sigpipe();
@@ -25,7 +32,7 @@ fn main() -> ExitCode {
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
         let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("wick: internal error: {}{loc} (this is a bug in wick; please report it)", msg.lines().next().unwrap_or(""));
+        say(&format!("internal error: {}{loc} (this is a bug in wick; please report it)", msg.lines().next().unwrap_or("")));
     }));
 
     // The matches as well as the parsed flags: they tell a flag given from its default.
@@ -42,7 +49,7 @@ fn main() -> ExitCode {
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad arguments");
             // A value outside a closed set: say which values there are, on the same line.
             let valid = text.lines().map(str::trim).find(|l| l.starts_with("[possible values:")).map(|l| format!(" {l}")).unwrap_or_default();
-            eprintln!("wick: {}{valid} (see --help)", first.trim_start_matches("error: "));
+            say(&format!("{}{valid} (see --help)", first.trim_start_matches("error: ")));
             return ExitCode::from(2);
         }
     };
@@ -60,7 +67,7 @@ fn main() -> ExitCode {
         Ok(w) => w,
         Err(e) => {
             if wick_core::dist::launched().is_none_or(|(rank, _)| rank == 0) {
-                eprintln!("wick: {e}");
+                say(&format!("{e}"));
             }
             return ExitCode::from(2);
         }
@@ -75,15 +82,15 @@ fn main() -> ExitCode {
             // hits alike (a bad flag) is rank 0's to report: the others wait two seconds, in
             // which rank 0's abort ends them first (300 ms was not always enough).
             if world.is_root() {
-                eprintln!("wick: {e}");
+                say(&format!("{e}"));
             } else {
                 std::thread::sleep(std::time::Duration::from_secs(2));
-                eprintln!("wick: rank {} of {}: {e}", world.rank(), world.size());
+                say(&format!("rank {} of {}: {e}", world.rank(), world.size()));
             }
             wick_core::dist::abort(2)
         }
         Err(e) => {
-            eprintln!("wick: {e}");
+            say(&format!("{e}"));
             ExitCode::from(2)
         }
     }
