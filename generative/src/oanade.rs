@@ -153,7 +153,7 @@ impl OaNade {
     pub fn valid_estimate(&self, x: &Tensor) -> Result<f64> {
         let n = x.dim(0)?;
         let mut total = 0.0f64;
-        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && self.wx.dtype() == candle_core::DType::F32 {
+        if self.on_host(x) {
             // The host forward ([`OaNade::forward_host`]), rows summed in order.
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
             let d = self.dim;
@@ -163,13 +163,7 @@ impl OaNade {
                     let keys: Vec<u64> = (lo as u64..(lo + rows) as u64).collect();
                     let xb = &xv[lo * d..(lo + rows) * d];
                     let Forward { wt, mut z, .. } = self.forward_host(p, xb, &keys, "oanade-valid-mask");
-                    let mut row_loss = vec![0f64; rows];
-                    z.par_chunks_mut(d).zip(xb.par_chunks(d)).zip(wt.par_chunks(d)).zip(row_loss.par_iter_mut()).for_each(|(((zr, xr), wr), out)| {
-                        let mut terms = vec![0f32; d];
-                        wick_core::loss::bce_terms_host(zr, xr, &mut terms, None);
-                        *out = terms.iter().zip(wr).map(|(&t, &w)| (t * w) as f64).sum();
-                    });
-                    total += row_loss.iter().sum::<f64>();
+                    total += weighted_row_losses(&mut z, xb, &wt, d, None).iter().sum::<f64>();
                 }
                 Ok(())
             })?;
@@ -248,7 +242,7 @@ impl OaNade {
     /// [`OaNade::train_nll_keyed`] (tested). On the CPU (f32) the host step
     /// ([`OaNade::loss_and_grads_host`]); elsewhere Candle ops ([`OaNade::loss_and_grads_composed`]).
     pub fn loss_and_grads_keyed(&self, x: &Tensor, keys: &[u64]) -> Result<(f64, GradStore)> {
-        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && self.wx.dtype() == candle_core::DType::F32 {
+        if self.on_host(x) {
             return self.loss_and_grads_host(x, keys);
         }
         self.loss_and_grads_composed(x, keys)
@@ -271,19 +265,7 @@ impl OaNade {
             let (v, upper) = (p.v, &p.upper);
             let top = hs.last().unwrap();
             // Loss per row and, in place, ∂z = (σ(z) − x) ⊙ wt / B.
-            let inv = 1.0 / bsz as f32;
-            let mut row_loss = vec![0f64; bsz];
-            z.par_chunks_mut(d).zip(xv.par_chunks(d)).zip(wt.par_chunks(d)).zip(row_loss.par_iter_mut()).for_each(|(((zr, xr), wr), out)| {
-                let mut terms = vec![0f32; d];
-                wick_core::loss::bce_terms_host(zr, xr, &mut terms, Some(inv));
-                let mut s = 0f64;
-                for ((zv, t), &w) in zr.iter_mut().zip(&terms).zip(wr) {
-                    s += (t * w) as f64;
-                    *zv *= w;
-                }
-                *out = s;
-            });
-            let loss = row_loss.iter().sum::<f64>() / bsz as f64;
+            let loss = weighted_row_losses(&mut z, &xv, &wt, d, Some(1.0 / bsz as f32)).iter().sum::<f64>() / bsz as f64;
             let dz = z;
 
             // Backward.
@@ -315,6 +297,11 @@ impl OaNade {
             grads.insert(&self.b1, Tensor::from_vec(col_sums(&dh, h), h, dev)?);
             Ok((loss, grads))
         })
+    }
+
+    /// Whether `x` and the parameters take the host path (CPU, f32).
+    fn on_host(&self, x: &Tensor) -> bool {
+        x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && self.wx.dtype() == candle_core::DType::F32
     }
 
     /// `f` with the parameters' host data, borrowed from their CPU storage (no copy).
@@ -527,6 +514,22 @@ impl Host {
         }
         lp
     }
+}
+
+/// Per row of logits `z` and targets `x` (`[B, D]`), the weighted loss `Σ_i wt_i bce(z_i, x_i)`
+/// (rows in parallel, each summed in f64 in order); with `grad_scale = Some(s)`, `z` becomes
+/// `∂z = (σ(z) − x) ⊙ wt · s` in place.
+fn weighted_row_losses(z: &mut [f32], x: &[f32], wt: &[f32], d: usize, grad_scale: Option<f32>) -> Vec<f64> {
+    let mut out = vec![0f64; z.len() / d.max(1)];
+    z.par_chunks_mut(d).zip(x.par_chunks(d)).zip(wt.par_chunks(d)).zip(out.par_iter_mut()).for_each(|(((zr, xr), wr), o)| {
+        let mut terms = vec![0f32; d];
+        wick_core::loss::bce_terms_host(zr, xr, &mut terms, grad_scale);
+        *o = terms.iter().zip(wr).map(|(&t, &w)| (t * w) as f64).sum();
+        if grad_scale.is_some() {
+            zr.iter_mut().zip(wr).for_each(|(zv, &w)| *zv *= w);
+        }
+    });
+    out
 }
 
 /// Σ a_k b_k with 8 partial sums (vectorised; a fixed order, so the same bits everywhere).

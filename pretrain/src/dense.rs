@@ -21,10 +21,9 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use wick_core::cpu::f32_slice;
-pub use wick_core::linalg::{col_sums, relu_grad_inplace};
-use wick_core::linalg::matmul as mm;
+use wick_core::linalg::{broadcast_rows, col_sums, matmul as mm, relu_inplace};
 
-/// Rows per parallel task of the forward's own loops (the bias fill and the small-k products).
+/// Rows per parallel task of the forward's small-k loops.
 const ROWS_PER_TASK: usize = 256;
 /// Up to this many inputs per row, the forward product is plain loops instead of gemm.
 const SMALL_K: usize = 16;
@@ -91,19 +90,14 @@ fn transpose(w: &[f32], o: usize, k: usize) -> Vec<f32> {
 /// `y = act(x wᵀ + b)`: x `[n, k]`, w `[o, k]`, y `[n, o]`.
 pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, o: usize) -> Vec<f32> {
     assert!(x.len() == n * k && w.len() == o * k && b.len() == o);
-    let mut y = vec![0f32; n * o];
     if o == 0 {
-        return y;
+        return vec![0f32; n * o];
     }
     // wᵀ `[k, o]` row-major, once: gemm packs the right operand from it much faster than from
     // w's columns when the stride k is a power of two (examples/prof_parts.rs, 512 rows,
     // 512 → 512: 6.6 → 3.4 ms at one thread), with the same bits; the small-k loops read it too.
     let wt = transpose(w, o, k);
-    y.par_chunks_mut(ROWS_PER_TASK * o).for_each(|yb| {
-        for r in yb.chunks_exact_mut(o) {
-            r.copy_from_slice(b);
-        }
-    });
+    let mut y = broadcast_rows(b, n);
     if k <= SMALL_K {
         // A first convolution's few inputs per row: plain loops over wᵀ (vectorised over o)
         // beat gemm's packing.
@@ -120,11 +114,7 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, 
         mm(n, o, k, &mut y, (o, 1), true, x, (k, 1), &wt, (o, 1));
     }
     if relu {
-        y.par_chunks_mut(1 << 14).for_each(|yb| {
-            for v in yb.iter_mut() {
-                *v = v.max(0.0);
-            }
-        });
+        relu_inplace(&mut y);
     }
     y
 }

@@ -87,14 +87,14 @@ pub fn backward(layers: &[HostLayer], tape: &Tape, mut g: Vec<f32>, grads: &mut 
         let (o, k) = l.w.dims2()?;
         let rows = tape.rows[i];
         if l.relu {
-            dense::relu_grad_inplace(&mut g, &tape.outputs[i]);
+            wick_core::linalg::relu_grad_inplace(&mut g, &tape.outputs[i]);
         }
         let inp: &[f32] = match &tape.inputs[i] {
             Some(v) => v,
             None => &tape.outputs[i - 1],
         };
         let dw = dense::grad_weight(&g, inp, rows, k, o);
-        let db = dense::col_sums(&g, o);
+        let db = wick_core::linalg::col_sums(&g, o);
         grads.insert(l.w, Tensor::from_vec(dw, (o, k), l.w.device())?);
         grads.insert(l.b, Tensor::from_vec(db, o, l.b.device())?);
         if i > 0 {
