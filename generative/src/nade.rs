@@ -76,6 +76,33 @@ impl Nade {
     }
 }
 
+impl Nade {
+    /// [`DensityModel::loss_and_grads`] on the CPU: the parameters' storage borrowed (no copy)
+    /// and one host step ([`crate::nade_op::loss_and_grads_host`]).
+    fn loss_and_grads_host(&self, x: &Tensor) -> Result<(f64, GradStore)> {
+        let (bsz, d) = x.dims2()?;
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let guards: Vec<_> = [&self.w, &self.c, &self.v, &self.b].iter().map(|t| t.storage_and_layout()).collect();
+        let host: Vec<&[f32]> = guards
+            .iter()
+            .map(|(s, l)| match &**s {
+                candle_core::Storage::Cpu(c) => Ok(wick_core::cpu::f32_slice(c, l, "a nade parameter")?),
+                _ => wick_core::bail!("nade: the host step needs the parameters on the CPU"),
+            })
+            .collect::<Result<_>>()?;
+        let (loss, [dw, dc, dv, db]) =
+            crate::nade_op::loss_and_grads_host(&xv, host[0], host[1], host[2], host[3], bsz, d, self.hidden);
+        drop(guards);
+        let dev = x.device();
+        let mut grads = GradStore::default();
+        grads.insert(&self.w, Tensor::from_vec(dw, (self.hidden, d), dev)?);
+        grads.insert(&self.c, Tensor::from_vec(dc, self.hidden, dev)?);
+        grads.insert(&self.v, Tensor::from_vec(dv, (d, self.hidden), dev)?);
+        grads.insert(&self.b, Tensor::from_vec(db, d, dev)?);
+        Ok((loss, grads))
+    }
+}
+
 impl DensityModel for Nade {
     fn dim(&self) -> usize {
         self.dim
@@ -97,6 +124,21 @@ impl DensityModel for Nade {
             let loss = self.train_nll(x, step)?.mean_all()?;
             return Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?));
         }
+        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && self.w.dtype() == candle_core::DType::F32 {
+            return self.loss_and_grads_host(x);
+        }
+        self.loss_and_grads_op(x)
+    }
+
+    fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
+        self.sample_impl(n, rng, observed)
+    }
+}
+
+impl Nade {
+    /// The closed-form step in Candle ops around the fused op (CUDA; on the CPU the host step
+    /// replaces it): `∂L/∂z = (σ(z) − x)/B`, then the op's backward.
+    fn loss_and_grads_op(&self, x: &Tensor) -> Result<(f64, GradStore)> {
         let (wt, vt) = self.packed()?;
         let (wt, vt) = (wt.detach(), vt.detach());
         let z = crate::nade_op::nade_logits(x, &wt, &vt)?.detach();
@@ -113,7 +155,7 @@ impl DensityModel for Nade {
         Ok((loss, grads))
     }
 
-    fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
+    fn sample_impl(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
         let (dd, hh) = (self.dim, self.hidden);
         let w = self.w.flatten_all()?.to_vec1::<f32>()?;
         let c = self.c.to_vec1::<f32>()?;
@@ -184,15 +226,44 @@ mod tests {
         let x = Tensor::from_vec(x, (6, 11), &dev).unwrap();
         let loss = bce_rows(&m.logits_composed(&x).unwrap(), &x).unwrap().mean_all().unwrap();
         let auto = loss.backward().unwrap();
-        let (value, closed) = m.loss_and_grads(&x, 0).unwrap();
-        assert!((value - loss.to_scalar::<f32>().unwrap() as f64).abs() < 1e-4);
-        for (n, v) in m.params().names().iter().zip(m.params().vars()) {
-            let a = auto.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let c = closed.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert_eq!(a.len(), c.len(), "{n}");
-            for (p, q) in a.iter().zip(&c) {
-                assert!((p - q).abs() < 1e-4 * (1.0 + p.abs()), "{n}: {p} vs {q}");
+        // The model's step (on the CPU the host step) and the Candle-op step that CUDA takes.
+        for (path, (value, closed)) in [("host", m.loss_and_grads(&x, 0).unwrap()), ("op", m.loss_and_grads_op(&x).unwrap())] {
+            assert!((value - loss.to_scalar::<f32>().unwrap() as f64).abs() < 1e-4, "{path}");
+            for (n, v) in m.params().names().iter().zip(m.params().vars()) {
+                let a = auto.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let c = closed.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(a.len(), c.len(), "{path} {n}");
+                for (p, q) in a.iter().zip(&c) {
+                    assert!((p - q).abs() < 1e-4 * (1.0 + p.abs()), "{path} {n}: {p} vs {q}");
+                }
             }
+        }
+    }
+
+    /// The host step's loss and gradients have the same bits for any thread count (MNIST's
+    /// size, 37 rows: partial tiles forward and backward).
+    #[test]
+    fn host_step_is_bit_identical_for_any_thread_count() {
+        let dev = Device::Cpu;
+        let m = Nade::new(784, 100, &mut Rng::stream(6, "init"), &dev).unwrap();
+        let mut rng = Rng::stream(6, "x");
+        let x: Vec<f32> = (0..37 * 784).map(|_| (rng.uniform() < 0.2) as u8 as f32).collect();
+        let x = Tensor::from_vec(x, (37, 784), &dev).unwrap();
+        let run = |t: usize| {
+            rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| {
+                let (loss, g) = m.loss_and_grads(&x, 0).unwrap();
+                let flat: Vec<Vec<u32>> = m
+                    .params()
+                    .vars()
+                    .iter()
+                    .map(|v| g.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|f| f.to_bits()).collect())
+                    .collect();
+                (loss.to_bits(), flat)
+            })
+        };
+        let one = run(1);
+        for t in [2, 3] {
+            assert!(one == run(t), "{t} threads differ from 1");
         }
     }
 

@@ -134,6 +134,59 @@ pub fn nade_grads(
     Ok((dw, dv))
 }
 
+/// One training step on the CPU from host buffers in the model's own layout: `x` `[B, D]` (0/1),
+/// `W` `[H, D]`, `c` `[H]`, `V` `[D, H]`, `b` `[D]`. Returns the mean over rows of
+/// −log p(x) and its gradients `[∂W, ∂c, ∂V, ∂b]` in the same layouts.
+///
+/// The kernels of [`nade_logits`] and [`nade_grads`] (the same bits for z and for a given dz)
+/// around one vectorised pass that turns z into the loss terms and, in place, into
+/// `∂L/∂z = (σ(z) − x)/B` ([`wick_core::loss::bce_terms_host`]); nothing in between is a Candle
+/// op. Composed Candle ops for the loss, `∂z`, the packing into `W̃`/`Ṽ` and the split of the
+/// gradients took about as long as the backward kernel itself (measured 2026-12-06, see
+/// docs/performance.md). The loss is summed in row order and does not depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+pub fn loss_and_grads_host(
+    x: &[f32],
+    w: &[f32],
+    c: &[f32],
+    v: &[f32],
+    b: &[f32],
+    bsz: usize,
+    d: usize,
+    h: usize,
+) -> (f64, [Vec<f32>; 4]) {
+    assert!(x.len() == bsz * d && w.len() == h * d && c.len() == h && v.len() == d * h && b.len() == d);
+    let be = backend();
+    // W̃ = [c | W] `[H, D+1]`, Ṽ = [V | b] `[D, H+1]`: the kernels' packing.
+    let mut wt = vec![0f32; h * (d + 1)];
+    wt.par_chunks_mut(d + 1).zip(w.par_chunks(d.max(1))).zip(c.par_iter()).for_each(|((o, wr), &cv)| {
+        o[0] = cv;
+        o[1..].copy_from_slice(wr);
+    });
+    let mut vt = vec![0f32; d * (h + 1)];
+    vt.par_chunks_mut(h + 1).zip(v.par_chunks(h.max(1))).zip(b.par_iter()).for_each(|((o, vr), &bv)| {
+        o[..h].copy_from_slice(vr);
+        o[h] = bv;
+    });
+    let mut z = forward_cpu(be, x, &wt, &vt, bsz, d, h);
+    let mut terms = vec![0f32; bsz * d];
+    // Elementwise, so the chunks (16 rows) do not change the bits.
+    let (chunk, scale) = (16 * d.max(1), 1.0 / bsz.max(1) as f32);
+    z.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).zip(terms.par_chunks_mut(chunk)).for_each(|((z, x), t)| {
+        wick_core::loss::bce_terms_host(z, x, t, Some(scale));
+    });
+    let loss = terms.chunks(d.max(1)).map(|r| r.iter().map(|&t| t as f64).sum::<f64>()).sum::<f64>() / bsz.max(1) as f64;
+    let g = backward_cpu(be, x, &z, &wt, &vt, bsz, d, h);
+    let (gw, gv) = g.split_at(h * (d + 1));
+    let mut dw = vec![0f32; h * d];
+    dw.par_chunks_mut(d.max(1)).zip(gw.par_chunks(d + 1)).for_each(|(o, r)| o.copy_from_slice(&r[1..]));
+    let dc = gw.chunks(d + 1).map(|r| r[0]).collect();
+    let mut dv = vec![0f32; d * h];
+    dv.par_chunks_mut(h.max(1)).zip(gv.par_chunks(h + 1)).for_each(|(o, r)| o.copy_from_slice(&r[..h]));
+    let db = gv.chunks(h + 1).map(|r| r[h]).collect();
+    (loss, [dw, dc, dv, db])
+}
+
 /// The same logits with ordinary Candle ops, O(DH) per sample by carrying the pre-activation
 /// forward (a loop over d), for tests and for the GPU-less comparison.
 pub fn nade_logits_composed(x: &Tensor, w_tilde: &Tensor, v_tilde: &Tensor) -> candle_core::Result<Tensor> {
