@@ -36,8 +36,11 @@
 //!   reverse running sum `Σ_{d>j} da_d` needs. The recomputed `a_d` differ from the forward's by
 //!   rounding only (~1e-7).
 //! * **Layout**: the kernel copies `W̃` once per call into `[D+1, Hp]` (row j+1 = `W[:, j]`,
-//!   contiguous) and `V` into `[D, Hp]`, zero-padded to `Hp = ⌈H/32⌉·32` (padding units have
-//!   `V = 0`, `W = 0` and so contribute nothing); O(DH), against O(BDH) of work.
+//!   contiguous) and `V` into `[D, Hp]`, zero-padded to `Hp` a multiple of 32 and of the
+//!   backward's block width (padding units have `V = 0`, `W = 0` and so contribute nothing);
+//!   O(DH), against O(BDH) of work. The backward's blocks read their columns of the same
+//!   layout. The copy reads `W̃`/`Ṽ` for the op, or the model's own `W`, `c`, `V`, `b` for the
+//!   host training step ([`loss_and_grads_host`]), which builds it once for both passes.
 //! * **Parallel and bit-identical for any thread count** (rayon, current pool):
 //!   - forward splits the **batch** into tiles of 8 samples (a remainder as 4 + 2 + 1). Each
 //!     sample's arithmetic does not depend on the tile it lands in, and each tile writes its own
@@ -140,10 +143,12 @@ pub fn nade_grads(
 ///
 /// The kernels of [`nade_logits`] and [`nade_grads`] (the same bits for z and for a given dz)
 /// around one vectorised pass that turns z into the loss terms and, in place, into
-/// `∂L/∂z = (σ(z) − x)/B` ([`wick_core::loss::bce_terms_host`]); nothing in between is a Candle
-/// op. Composed Candle ops for the loss, `∂z`, the packing into `W̃`/`Ṽ` and the split of the
-/// gradients took about as long as the backward kernel itself (measured 2026-12-06, see
-/// docs/performance.md). The loss is summed in row order and does not depend on the thread count.
+/// `∂L/∂z = (σ(z) − x)/B` ([`wick_core::loss::bce_terms_host`]). The forward's transposed,
+/// padded copy of the parameters is built once, straight from the model's tensors, and the
+/// backward reads its blocks from it and writes the gradients in the model's layout: no
+/// packing into `W̃`/`Ṽ`, no split afterwards, no Candle op in between. Those took about as
+/// long as the backward kernel (measured 2026-12-06, docs/performance.md). The loss is summed
+/// in row order and does not depend on the thread count.
 #[allow(clippy::too_many_arguments)]
 pub fn loss_and_grads_host(
     x: &[f32],
@@ -157,18 +162,8 @@ pub fn loss_and_grads_host(
 ) -> (f64, [Vec<f32>; 4]) {
     assert!(x.len() == bsz * d && w.len() == h * d && c.len() == h && v.len() == d * h && b.len() == d);
     let be = backend();
-    // W̃ = [c | W] `[H, D+1]`, Ṽ = [V | b] `[D, H+1]`: the kernels' packing.
-    let mut wt = vec![0f32; h * (d + 1)];
-    wt.par_chunks_mut(d + 1).zip(w.par_chunks(d.max(1))).zip(c.par_iter()).for_each(|((o, wr), &cv)| {
-        o[0] = cv;
-        o[1..].copy_from_slice(wr);
-    });
-    let mut vt = vec![0f32; d * (h + 1)];
-    vt.par_chunks_mut(h + 1).zip(v.par_chunks(h.max(1))).zip(b.par_iter()).for_each(|((o, vr), &bv)| {
-        o[..h].copy_from_slice(vr);
-        o[h] = bv;
-    });
-    let mut z = forward_cpu(be, x, &wt, &vt, bsz, d, h);
+    let lay = fwd_layout(&Src::split(w, c, v, b, d, h), d, h, layout_pad(be));
+    let mut z = forward_lay(be, x, &lay, bsz, d);
     let mut terms = vec![0f32; bsz * d];
     // Elementwise, so the chunks (16 rows) do not change the bits.
     let (chunk, scale) = (16 * d.max(1), 1.0 / bsz.max(1) as f32);
@@ -176,14 +171,8 @@ pub fn loss_and_grads_host(
         wick_core::loss::bce_terms_host(z, x, t, Some(scale));
     });
     let loss = terms.chunks(d.max(1)).map(|r| r.iter().map(|&t| t as f64).sum::<f64>()).sum::<f64>() / bsz.max(1) as f64;
-    let g = backward_cpu(be, x, &z, &wt, &vt, bsz, d, h);
-    let (gw, gv) = g.split_at(h * (d + 1));
-    let mut dw = vec![0f32; h * d];
-    dw.par_chunks_mut(d.max(1)).zip(gw.par_chunks(d + 1)).for_each(|(o, r)| o.copy_from_slice(&r[1..]));
-    let dc = gw.chunks(d + 1).map(|r| r[0]).collect();
-    let mut dv = vec![0f32; d * h];
-    dv.par_chunks_mut(h.max(1)).zip(gv.par_chunks(h + 1)).for_each(|(o, r)| o.copy_from_slice(&r[..h]));
-    let db = gv.chunks(h + 1).map(|r| r[h]).collect();
+    let (mut dw, mut dc, mut dv, mut db) = (vec![0f32; h * d], vec![0f32; h], vec![0f32; d * h], vec![0f32; d]);
+    backward_lay(be, x, &z, &lay, bsz, d, h, GradsOut::Split { dw: &mut dw, dc: &mut dc, dv: &mut dv, db: &mut db });
     (loss, [dw, dc, dv, db])
 }
 
@@ -681,24 +670,67 @@ fn transpose(src: &[f32], lds: usize, n: usize, m: usize, dst: &mut [f32], ldd: 
     }
 }
 
-fn fwd_layout(w: &[f32], v: &[f32], d: usize, h: usize, pad: usize) -> FwdLayout {
+/// Where the kernels read the parameters: `W[k, j] = w[k·ldw + j]`, `c[k] = c[k·ldc]`,
+/// `V[j, k] = v[j·ldv + k]`, `b[j] = b[j·ldb]`. The op's packing `W̃ = [c | W]`, `Ṽ = [V | b]`
+/// ([`Src::tilde`]) and the model's own tensors ([`Src::split`]) are both such views.
+#[derive(Clone, Copy)]
+struct Src<'a> {
+    w: &'a [f32],
+    ldw: usize,
+    c: &'a [f32],
+    ldc: usize,
+    v: &'a [f32],
+    ldv: usize,
+    b: &'a [f32],
+    ldb: usize,
+}
+
+impl<'a> Src<'a> {
+    /// `w_tilde` `[H, D+1]` (c is column 0), `v_tilde` `[D, H+1]` (b is column H).
+    fn tilde(w_tilde: &'a [f32], v_tilde: &'a [f32], d: usize, h: usize) -> Src<'a> {
+        Src { w: &w_tilde[1.min(w_tilde.len())..], ldw: d + 1, c: w_tilde, ldc: d + 1, v: v_tilde, ldv: h + 1, b: &v_tilde[h.min(v_tilde.len())..], ldb: h + 1 }
+    }
+
+    /// `W` `[H, D]`, `c` `[H]`, `V` `[D, H]`, `b` `[D]`.
+    fn split(w: &'a [f32], c: &'a [f32], v: &'a [f32], b: &'a [f32], d: usize, h: usize) -> Src<'a> {
+        Src { w, ldw: d, c, ldc: 1, v, ldv: h, b, ldb: 1 }
+    }
+}
+
+/// The padding of the hidden units in [`FwdLayout`]: a whole number of the forward's vector
+/// pairs and of the backward's blocks, which read their columns from the same layout.
+fn layout_pad(be: Backend) -> usize {
+    (2 * be.lanes().max(16)).max(BWD_NV * be.lanes())
+}
+
+fn fwd_layout(src: &Src, d: usize, h: usize, pad: usize) -> FwdLayout {
     let hp = round_up(h, pad);
     let mut wt = Aligned::uninit((d + 1) * hp);
     let rows_per = 16;
     wt.as_mut_slice().par_chunks_mut(rows_per * hp).enumerate().for_each(|(i, out)| {
         let r0 = i * rows_per;
         let rows = out.len() / hp;
-        transpose(&w[r0..], d + 1, h, rows, out, hp);
+        // Row 0 is c, row j + 1 is W[:, j].
+        let skip = if r0 == 0 {
+            for (k, o) in out[..h].iter_mut().enumerate() {
+                *o = src.c[k * src.ldc];
+            }
+            1
+        } else {
+            0
+        };
+        let j0 = (r0 + skip) - 1;
+        transpose(&src.w[j0.min(src.w.len())..], src.ldw, h, rows - skip, &mut out[skip * hp..], hp);
         for row in out.chunks_mut(hp) {
             row[h..].fill(0.0);
         }
     });
     let mut vv = Aligned::uninit(d * hp);
-    vv.as_mut_slice().par_chunks_mut(hp).zip(v.par_chunks(h + 1)).for_each(|(o, i)| {
-        o[..h].copy_from_slice(&i[..h]);
+    vv.as_mut_slice().par_chunks_mut(hp).enumerate().for_each(|(j, o)| {
+        o[..h].copy_from_slice(&src.v[j * src.ldv..j * src.ldv + h]);
         o[h..].fill(0.0);
     });
-    let b = v.chunks(h + 1).map(|r| r[h]).collect();
+    let b = (0..d).map(|j| src.b[j * src.ldb]).collect();
     let mut h0 = Aligned::zeros(hp);
     for (o, &c) in h0.as_mut_slice().iter_mut().zip(wt.as_slice()[..hp].iter()) {
         *o = unsafe { Scalar::sigmoid(c) };
@@ -805,14 +837,21 @@ unsafe fn fwd_tile_avx512<const T: usize>(lay: &FwdLayout, x: &[f32], z: &mut [f
     fwd_tile::<x86::Avx512, T>(lay, x, z, s, d)
 }
 
-/// The logits `[B, D]`, row-major.
+/// The logits `[B, D]`, row-major, from the op's packing `w_tilde`, `v_tilde`.
 fn forward_cpu(be: Backend, x: &[f32], w: &[f32], v: &[f32], bsz: usize, d: usize, h: usize) -> Vec<f32> {
     assert!(x.len() == bsz * d && w.len() == h * (d + 1) && v.len() == d * (h + 1));
+    if bsz == 0 || d == 0 {
+        return vec![0f32; bsz * d];
+    }
+    forward_lay(be, x, &fwd_layout(&Src::tilde(w, v, d, h), d, h, layout_pad(be)), bsz, d)
+}
+
+/// The logits `[B, D]` from a layout built by [`fwd_layout`] with [`layout_pad`].
+fn forward_lay(be: Backend, x: &[f32], lay: &FwdLayout, bsz: usize, d: usize) -> Vec<f32> {
     let mut z = vec![0f32; bsz * d];
     if bsz == 0 || d == 0 {
         return z;
     }
-    let lay = fwd_layout(w, v, d, h, 2 * be.lanes().max(16));
     // Tiles of 8 samples, the remainder as 4 + 2 + 1: a sample's result does not depend on its
     // tile, so any thread count gives the same bits.
     let mut tiles = Vec::new();
@@ -833,7 +872,7 @@ fn forward_cpu(be: Backend, x: &[f32], w: &[f32], v: &[f32], bsz: usize, d: usiz
     }
     jobs.into_par_iter().for_each_init(
         || Aligned::zeros(2 * FWD_TILE * lay.hp + ANTI_ALIAS),
-        |scratch, (xt, zt, t)| unsafe { dispatch_tile!(be, t, fwd_tile, &lay, xt, zt, scratch.as_mut_slice(), d) },
+        |scratch, (xt, zt, t)| unsafe { dispatch_tile!(be, t, fwd_tile, lay, xt, zt, scratch.as_mut_slice(), d) },
     );
     z
 }
@@ -859,21 +898,23 @@ struct BwdShared<'a> {
     counts: Vec<usize>,
 }
 
-/// One hidden block `[k0, k0 + hb)`: fills `dw_rows` (rows k0.. of dw_tilde, `[rows, D+1]`) and
-/// `dv_blk` (`[D, hb]`, block-local).
+/// Where a hidden block writes its rows of `∂W` and `∂c`.
+enum DwOut<'a> {
+    /// Rows of dw_tilde `[rows, D+1]` (∂c in column 0).
+    Tilde(&'a mut [f32]),
+    /// Rows of ∂W `[rows, D]` and the same entries of ∂c.
+    Split { dw: &'a mut [f32], dc: &'a mut [f32] },
+}
+
+/// One hidden block `[k0, k0 + hb)`: its rows of ∂W and ∂c into `out` and `dv_blk` (`[D, hb]`,
+/// block-local). W̃ᵀ and V are read from the forward's layout (columns k0.., zero beyond H).
 #[inline(always)]
-unsafe fn bwd_block<S: Simd>(sh: &BwdShared, w: &[f32], v: &[f32], k0: usize, dw_rows: &mut [f32], dv_blk: &mut [f32]) {
+unsafe fn bwd_block<S: Simd>(sh: &BwdShared, lay: &FwdLayout, k0: usize, out: DwOut, dv_blk: &mut [f32]) {
     let (d, h, l) = (sh.d, sh.h, S::LANES);
     let hb = BWD_NV * l;
-    let rows = dw_rows.len() / (d + 1);
-    // Block-local parameters: W̃ᵀ [D+1, hb] and V [D, hb], zero beyond H.
-    let mut wb = if rows < hb { Aligned::zeros((d + 1) * hb) } else { Aligned::uninit((d + 1) * hb) };
-    transpose(&w[k0 * (d + 1)..], d + 1, rows, d + 1, wb.as_mut_slice(), hb);
-    let mut vb = Aligned::uninit(d * hb);
-    for (o, i) in vb.as_mut_slice().chunks_mut(hb).zip(v.chunks(h + 1)) {
-        o[..rows].copy_from_slice(&i[k0..k0 + rows]);
-        o[rows..].fill(0.0);
-    }
+    let rows = hb.min(h - k0);
+    let ld = lay.hp;
+    debug_assert!(k0 + hb <= ld);
     let mut dwb = Aligned::zeros((d + 1) * hb);
     dv_blk.fill(0.0);
     // Per-sample state of a tile: a, h, u = h(1−h), r (run sum of dz·V), g (Σ_{d'>d} da);
@@ -885,7 +926,7 @@ unsafe fn bwd_block<S: Simd>(sh: &BwdShared, w: &[f32], v: &[f32], k0: usize, dw
     let stp = st.as_mut_slice().as_mut_ptr();
     let (ap, hp_, up, rp, gp) = (stp, stp.add(sz), stp.add(2 * sz), stp.add(3 * sz), stp.add(4 * sz));
     let (wbp, vbp, dwp, dvp) =
-        (wb.as_slice().as_ptr(), vb.as_slice().as_ptr(), dwb.as_mut_slice().as_mut_ptr(), dv_blk.as_mut_ptr());
+        (lay.wt.as_slice().as_ptr().add(k0), lay.v.as_slice().as_ptr().add(k0), dwb.as_mut_slice().as_mut_ptr(), dv_blk.as_mut_ptr());
     let (xp, dzp) = (sh.x.as_ptr(), sh.dz.as_ptr());
     for (t, s0) in (0..sh.bsz).step_by(BWD_TILE).enumerate() {
         let n = BWD_TILE.min(sh.bsz - s0);
@@ -899,7 +940,7 @@ unsafe fn bwd_block<S: Simd>(sh: &BwdShared, w: &[f32], v: &[f32], k0: usize, dw
             for &j in &sh.ones[(s0 + s) * d..(s0 + s) * d + sh.counts[s0 + s]] {
                 let j = j as usize;
                 let xv = S::splat(*xp.add((s0 + s) * d + j));
-                let wr = wbp.add((j + 1) * hb);
+                let wr = wbp.add((j + 1) * ld);
                 for (q, acc) in acc.iter_mut().enumerate() {
                     *acc = S::fma(xv, S::load(wr.add(q * l)), *acc);
                 }
@@ -917,7 +958,7 @@ unsafe fn bwd_block<S: Simd>(sh: &BwdShared, w: &[f32], v: &[f32], k0: usize, dw
         for j in (0..d).rev() {
             // Samples with x_j ≠ 0: flush the run into g, dW[:, j] += x_j g, a −= W[:, j] x_j.
             let mut m = sh.masks[t * d + j];
-            let wr = wbp.add((j + 1) * hb);
+            let wr = wbp.add((j + 1) * ld);
             let dwr = dwp.add((j + 1) * hb);
             while m != 0 {
                 let s = m.trailing_zeros() as usize;
@@ -937,7 +978,7 @@ unsafe fn bwd_block<S: Simd>(sh: &BwdShared, w: &[f32], v: &[f32], k0: usize, dw
                 }
             }
             // Every sample: dV[j] += dz_j h,  r += dz_j V[j].
-            let vr = vbp.add(j * hb);
+            let vr = vbp.add(j * ld);
             let mut vv = [S::zero(); BWD_NV];
             let mut dv = [S::zero(); BWD_NV];
             for (q, vv) in vv.iter_mut().enumerate() {
@@ -965,29 +1006,56 @@ unsafe fn bwd_block<S: Simd>(sh: &BwdShared, w: &[f32], v: &[f32], k0: usize, dw
             }
         }
     }
-    // dw_tilde rows k0..k0+rows = the transpose of dwb's first `rows` columns.
-    transpose(dwb.as_slice(), hb, d + 1, rows, dw_rows, d + 1);
+    // Rows k0..k0+rows of ∂W̃ = the transpose of dwb's first `rows` columns (row 0: ∂c).
+    match out {
+        DwOut::Tilde(dw_rows) => transpose(dwb.as_slice(), hb, d + 1, rows, dw_rows, d + 1),
+        DwOut::Split { dw, dc } => {
+            dc.copy_from_slice(&dwb.as_slice()[..rows]);
+            transpose(&dwb.as_slice()[hb..], hb, d, rows, dw, d);
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bwd_block_avx2(sh: &BwdShared, w: &[f32], v: &[f32], k0: usize, dw: &mut [f32], dv: &mut [f32]) {
-    bwd_block::<x86::Avx2>(sh, w, v, k0, dw, dv)
+unsafe fn bwd_block_avx2(sh: &BwdShared, lay: &FwdLayout, k0: usize, out: DwOut, dv: &mut [f32]) {
+    bwd_block::<x86::Avx2>(sh, lay, k0, out, dv)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn bwd_block_avx512(sh: &BwdShared, w: &[f32], v: &[f32], k0: usize, dw: &mut [f32], dv: &mut [f32]) {
-    bwd_block::<x86::Avx512>(sh, w, v, k0, dw, dv)
+unsafe fn bwd_block_avx512(sh: &BwdShared, lay: &FwdLayout, k0: usize, out: DwOut, dv: &mut [f32]) {
+    bwd_block::<x86::Avx512>(sh, lay, k0, out, dv)
 }
 
-/// dw_tilde `[H, D+1]` then dv_tilde `[D, H+1]`, packed row-major in one vector.
+/// dw_tilde `[H, D+1]` then dv_tilde `[D, H+1]`, packed row-major in one vector, from the op's
+/// packing `w_tilde`, `v_tilde`.
 #[allow(clippy::too_many_arguments)]
 fn backward_cpu(be: Backend, x: &[f32], dz: &[f32], w: &[f32], v: &[f32], bsz: usize, d: usize, h: usize) -> Vec<f32> {
     assert!(x.len() == bsz * d && dz.len() == bsz * d && w.len() == h * (d + 1) && v.len() == d * (h + 1));
     let mut out = vec![0f32; h * (d + 1) + d * (h + 1)];
     if h == 0 || d == 0 {
         return out;
+    }
+    let lay = fwd_layout(&Src::tilde(w, v, d, h), d, h, layout_pad(be));
+    let (dw_out, dv_out) = out.split_at_mut(h * (d + 1));
+    backward_lay(be, x, dz, &lay, bsz, d, h, GradsOut::Tilde { dw: dw_out, dv: dv_out });
+    out
+}
+
+/// Where [`backward_lay`] writes the gradients.
+enum GradsOut<'a> {
+    /// dw_tilde `[H, D+1]` and dv_tilde `[D, H+1]`.
+    Tilde { dw: &'a mut [f32], dv: &'a mut [f32] },
+    /// ∂W `[H, D]`, ∂c `[H]`, ∂V `[D, H]`, ∂b `[D]`.
+    Split { dw: &'a mut [f32], dc: &'a mut [f32], dv: &'a mut [f32], db: &'a mut [f32] },
+}
+
+/// The backward from the forward's layout (built by [`fwd_layout`] with [`layout_pad`]).
+#[allow(clippy::too_many_arguments)]
+fn backward_lay(be: Backend, x: &[f32], dz: &[f32], lay: &FwdLayout, bsz: usize, d: usize, h: usize, out: GradsOut) {
+    if h == 0 || d == 0 {
+        return;
     }
     // Branch-free bookkeeping of x's non-zeros, shared by all blocks.
     let ntiles = bsz.div_ceil(BWD_TILE);
@@ -1013,30 +1081,46 @@ fn backward_cpu(be: Backend, x: &[f32], dz: &[f32], w: &[f32], v: &[f32], bsz: u
     let sh = BwdShared { x, dz, bsz, d, h, masks, ones, counts };
     let hb = BWD_NV * be.lanes();
     let nblocks = h.div_ceil(hb);
-    let (dw_out, dv_out) = out.split_at_mut(h * (d + 1));
     let mut dv_blocks = Aligned::uninit(nblocks * d * hb);
-    dw_out.par_chunks_mut(hb * (d + 1)).zip(dv_blocks.as_mut_slice().par_chunks_mut(d * hb)).enumerate().for_each(
-        |(q, (dw, dv))| unsafe {
-            match be {
-                Backend::Scalar => bwd_block::<Scalar>(&sh, w, v, q * hb, dw, dv),
-                #[cfg(target_arch = "x86_64")]
-                Backend::Avx2 => bwd_block_avx2(&sh, w, v, q * hb, dw, dv),
-                #[cfg(target_arch = "x86_64")]
-                Backend::Avx512 => bwd_block_avx512(&sh, w, v, q * hb, dw, dv),
-            }
-        },
-    );
-    // dv_tilde: V's columns from the blocks, then db_j = Σ_b dz_bj in sample order.
+    let block = |q: usize, o: DwOut, dv: &mut [f32]| unsafe {
+        match be {
+            Backend::Scalar => bwd_block::<Scalar>(&sh, lay, q * hb, o, dv),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => bwd_block_avx2(&sh, lay, q * hb, o, dv),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => bwd_block_avx512(&sh, lay, q * hb, o, dv),
+        }
+    };
+    let dvs = dv_blocks.as_mut_slice().par_chunks_mut(d * hb);
+    let (dv_out, db_out, ldv) = match out {
+        GradsOut::Tilde { dw, dv } => {
+            dw.par_chunks_mut(hb * (d + 1)).zip(dvs).enumerate().for_each(|(q, (dw, dv))| block(q, DwOut::Tilde(dw), dv));
+            (dv, None, h + 1)
+        }
+        GradsOut::Split { dw, dc, dv, db } => {
+            dw.par_chunks_mut(hb * d)
+                .zip(dc.par_chunks_mut(hb))
+                .zip(dvs)
+                .enumerate()
+                .for_each(|(q, ((dw, dc), dv))| block(q, DwOut::Split { dw, dc }, dv));
+            (dv, Some(db), h)
+        }
+    };
+    // ∂V's columns from the blocks; ∂b_j = Σ_b dz_bj in sample order.
     let dvb = dv_blocks.as_slice();
-    dv_out.par_chunks_mut(h + 1).enumerate().for_each(|(j, row)| {
+    dv_out.par_chunks_mut(ldv).enumerate().for_each(|(j, row)| {
         for q in 0..nblocks {
             let k0 = q * hb;
             let rows = hb.min(h - k0);
             row[k0..k0 + rows].copy_from_slice(&dvb[(q * d + j) * hb..(q * d + j) * hb + rows]);
         }
-        row[h] = (0..bsz).fold(0f32, |acc, s| acc + dz[s * d + j]);
+        if ldv > h {
+            row[h] = (0..bsz).fold(0f32, |acc, s| acc + dz[s * d + j]);
+        }
     });
-    out
+    if let Some(db) = db_out {
+        db.par_iter_mut().enumerate().for_each(|(j, o)| *o = (0..bsz).fold(0f32, |acc, s| acc + dz[s * d + j]));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
