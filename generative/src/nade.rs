@@ -74,9 +74,7 @@ impl Nade {
         }
         Ok(Tensor::cat(&zs, 1)?.broadcast_add(&self.b)?)
     }
-}
 
-impl Nade {
     /// [`DensityModel::loss_and_grads`] on the CPU: the parameters' storage borrowed (no copy)
     /// and one host step ([`crate::nade_op::loss_and_grads_host`]).
     fn loss_and_grads_host(&self, x: &Tensor) -> Result<(f64, GradStore)> {
@@ -101,41 +99,7 @@ impl Nade {
         grads.insert(&self.b, Tensor::from_vec(db, d, dev)?);
         Ok((loss, grads))
     }
-}
 
-impl DensityModel for Nade {
-    fn dim(&self) -> usize {
-        self.dim
-    }
-
-    fn params(&self) -> &Params {
-        &self.params
-    }
-
-    fn nll(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(bce_rows(&self.logits(x)?, x)?)
-    }
-
-    /// Where the fused kernel exists (CPU, CUDA) in closed form around it: `∂L/∂z = (σ(z) − x)/B`,
-    /// then the kernel's backward gives ∂L/∂W̃ and ∂L/∂Ṽ with no autograd graph; elsewhere
-    /// autograd through the composed ops.
-    fn loss_and_grads(&self, x: &Tensor, step: u64) -> Result<(f64, GradStore)> {
-        if !self.fused() {
-            let loss = self.train_nll(x, step)?.mean_all()?;
-            return Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?));
-        }
-        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && self.w.dtype() == candle_core::DType::F32 {
-            return self.loss_and_grads_host(x);
-        }
-        self.loss_and_grads_op(x)
-    }
-
-    fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
-        self.sample_impl(n, rng, observed)
-    }
-}
-
-impl Nade {
     /// The closed-form step in Candle ops around the fused op (CUDA; on the CPU the host step
     /// replaces it): `∂L/∂z = (σ(z) − x)/B`, then the op's backward.
     fn loss_and_grads_op(&self, x: &Tensor) -> Result<(f64, GradStore)> {
@@ -154,8 +118,37 @@ impl Nade {
         grads.insert(&self.b, dvt.narrow(1, h, 1)?.squeeze(1)?.contiguous()?);
         Ok((loss, grads))
     }
+}
 
-    fn sample_impl(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
+impl DensityModel for Nade {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn nll(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(bce_rows(&self.logits(x)?, x)?)
+    }
+
+    /// Where the fused kernel exists (CPU, CUDA) in closed form around it: `∂L/∂z = (σ(z) − x)/B`,
+    /// then the kernel's backward gives ∂L/∂W̃ and ∂L/∂Ṽ with no autograd graph (on the CPU
+    /// all of it on host buffers, [`Nade::loss_and_grads_host`]); elsewhere autograd through
+    /// the composed ops.
+    fn loss_and_grads(&self, x: &Tensor, step: u64) -> Result<(f64, GradStore)> {
+        if !self.fused() {
+            let loss = self.train_nll(x, step)?.mean_all()?;
+            return Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?));
+        }
+        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && self.w.dtype() == candle_core::DType::F32 {
+            return self.loss_and_grads_host(x);
+        }
+        self.loss_and_grads_op(x)
+    }
+
+    fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
         let (dd, hh) = (self.dim, self.hidden);
         let w = self.w.flatten_all()?.to_vec1::<f32>()?;
         let c = self.c.to_vec1::<f32>()?;
