@@ -11,6 +11,24 @@ pub fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::
     }
 }
 
+/// `f` with the f32 data of CPU tensors, borrowed from their storage (no copy): the host steps'
+/// view of a model's parameters. `what` names them in the error.
+pub fn with_host_slices<R>(
+    tensors: &[&candle_core::Tensor],
+    what: &str,
+    f: impl FnOnce(&[&[f32]]) -> crate::Result<R>,
+) -> crate::Result<R> {
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let host = guards
+        .iter()
+        .map(|(s, l)| match &**s {
+            candle_core::Storage::Cpu(c) => Ok(f32_slice(c, l, what)?),
+            _ => crate::bail!("{what} must be on the CPU for the host step"),
+        })
+        .collect::<crate::Result<Vec<&[f32]>>>()?;
+    f(&host)
+}
+
 /// [`f32_slice`] for the tensor an in-place op writes.
 pub fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a mut [f32]> {
     match (s, l.contiguous_offsets()) {

@@ -80,17 +80,9 @@ impl Nade {
     fn loss_and_grads_host(&self, x: &Tensor) -> Result<(f64, GradStore)> {
         let (bsz, d) = x.dims2()?;
         let xv = x.flatten_all()?.to_vec1::<f32>()?;
-        let guards: Vec<_> = [&self.w, &self.c, &self.v, &self.b].iter().map(|t| t.storage_and_layout()).collect();
-        let host: Vec<&[f32]> = guards
-            .iter()
-            .map(|(s, l)| match &**s {
-                candle_core::Storage::Cpu(c) => Ok(wick_core::cpu::f32_slice(c, l, "a nade parameter")?),
-                _ => wick_core::bail!("nade: the host step needs the parameters on the CPU"),
-            })
-            .collect::<Result<_>>()?;
-        let (loss, [dw, dc, dv, db]) =
-            crate::nade_op::loss_and_grads_host(&xv, host[0], host[1], host[2], host[3], bsz, d, self.hidden);
-        drop(guards);
+        let (loss, [dw, dc, dv, db]) = wick_core::cpu::with_host_slices(&[&self.w, &self.c, &self.v, &self.b], "a nade parameter", |p| {
+            Ok(crate::nade_op::loss_and_grads_host(&xv, p[0], p[1], p[2], p[3], bsz, d, self.hidden))
+        })?;
         let dev = x.device();
         let mut grads = GradStore::default();
         grads.insert(&self.w, Tensor::from_vec(dw, (self.hidden, d), dev)?);

@@ -313,22 +313,16 @@ impl OaNade {
         }
         tensors.push(&self.v);
         tensors.push(&self.c);
-        let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
-        let host: Vec<&[f32]> = guards
-            .iter()
-            .map(|(s, l)| match &**s {
-                candle_core::Storage::Cpu(c) => Ok(wick_core::cpu::f32_slice(c, l, "an oanade parameter")?),
-                _ => wick_core::bail!("oanade: the host step needs the parameters on the CPU"),
+        wick_core::cpu::with_host_slices(&tensors, "an oanade parameter", |host| {
+            let n = host.len();
+            f(&HostParams {
+                wx: host[0],
+                wm: host[1],
+                b1: host[2],
+                upper: (0..self.upper.len()).map(|l| (host[3 + 2 * l], host[4 + 2 * l])).collect(),
+                v: host[n - 2],
+                c: host[n - 1],
             })
-            .collect::<Result<_>>()?;
-        let n = host.len();
-        f(&HostParams {
-            wx: host[0],
-            wm: host[1],
-            b1: host[2],
-            upper: (0..self.upper.len()).map(|l| (host[3 + 2 * l], host[4 + 2 * l])).collect(),
-            v: host[n - 2],
-            c: host[n - 1],
         })
     }
 
