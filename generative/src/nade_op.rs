@@ -162,7 +162,7 @@ pub fn loss_and_grads_host(
 ) -> (f64, [Vec<f32>; 4]) {
     assert!(x.len() == bsz * d && w.len() == h * d && c.len() == h && v.len() == d * h && b.len() == d);
     let be = backend();
-    let lay = fwd_layout(&Src::split(w, c, v, b, d, h), d, h, layout_pad(be));
+    let lay = fwd_layout(&Src::split(w, c, v, b, d, h), d, h, be);
     let mut z = forward_lay(be, x, &lay, bsz, d);
     let mut terms = vec![0f32; bsz * d];
     // Elementwise, so the chunks (16 rows) do not change the bits.
@@ -697,14 +697,11 @@ impl<'a> Src<'a> {
     }
 }
 
-/// The padding of the hidden units in [`FwdLayout`]: a whole number of the forward's vector
-/// pairs and of the backward's blocks, which read their columns from the same layout.
-fn layout_pad(be: Backend) -> usize {
-    (2 * be.lanes().max(16)).max(BWD_NV * be.lanes())
-}
-
-fn fwd_layout(src: &Src, d: usize, h: usize, pad: usize) -> FwdLayout {
-    let hp = round_up(h, pad);
+/// The kernels' copy of the parameters for backend `be`. The hidden units are padded to a whole
+/// number of the forward's vector pairs and of the backward's blocks, which read their columns
+/// from the same layout.
+fn fwd_layout(src: &Src, d: usize, h: usize, be: Backend) -> FwdLayout {
+    let hp = round_up(h, (2 * be.lanes().max(16)).max(BWD_NV * be.lanes()));
     let mut wt = Aligned::uninit((d + 1) * hp);
     let rows_per = 16;
     wt.as_mut_slice().par_chunks_mut(rows_per * hp).enumerate().for_each(|(i, out)| {
@@ -843,10 +840,10 @@ fn forward_cpu(be: Backend, x: &[f32], w: &[f32], v: &[f32], bsz: usize, d: usiz
     if bsz == 0 || d == 0 {
         return vec![0f32; bsz * d];
     }
-    forward_lay(be, x, &fwd_layout(&Src::tilde(w, v, d, h), d, h, layout_pad(be)), bsz, d)
+    forward_lay(be, x, &fwd_layout(&Src::tilde(w, v, d, h), d, h, be), bsz, d)
 }
 
-/// The logits `[B, D]` from a layout built by [`fwd_layout`] with [`layout_pad`].
+/// The logits `[B, D]` from a layout built by [`fwd_layout`] for `be`.
 fn forward_lay(be: Backend, x: &[f32], lay: &FwdLayout, bsz: usize, d: usize) -> Vec<f32> {
     let mut z = vec![0f32; bsz * d];
     if bsz == 0 || d == 0 {
@@ -1037,7 +1034,7 @@ fn backward_cpu(be: Backend, x: &[f32], dz: &[f32], w: &[f32], v: &[f32], bsz: u
     if h == 0 || d == 0 {
         return out;
     }
-    let lay = fwd_layout(&Src::tilde(w, v, d, h), d, h, layout_pad(be));
+    let lay = fwd_layout(&Src::tilde(w, v, d, h), d, h, be);
     let (dw_out, dv_out) = out.split_at_mut(h * (d + 1));
     backward_lay(be, x, dz, &lay, bsz, d, h, GradsOut::Tilde { dw: dw_out, dv: dv_out });
     out
@@ -1051,7 +1048,7 @@ enum GradsOut<'a> {
     Split { dw: &'a mut [f32], dc: &'a mut [f32], dv: &'a mut [f32], db: &'a mut [f32] },
 }
 
-/// The backward from the forward's layout (built by [`fwd_layout`] with [`layout_pad`]).
+/// The backward from the forward's layout (built by [`fwd_layout`] for `be`).
 #[allow(clippy::too_many_arguments)]
 fn backward_lay(be: Backend, x: &[f32], dz: &[f32], lay: &FwdLayout, bsz: usize, d: usize, h: usize, out: GradsOut) {
     if h == 0 || d == 0 {
@@ -1092,10 +1089,23 @@ fn backward_lay(be: Backend, x: &[f32], dz: &[f32], lay: &FwdLayout, bsz: usize,
         }
     };
     let dvs = dv_blocks.as_mut_slice().par_chunks_mut(d * hb);
-    let (dv_out, db_out, ldv) = match out {
+    // Row j of ∂V from the blocks' columns `dvb`, and ∂b_j = Σ_b dz_bj in sample order.
+    let dv_row = |dvb: &[f32], j: usize, row: &mut [f32]| {
+        for q in 0..nblocks {
+            let k0 = q * hb;
+            let rows = hb.min(h - k0);
+            row[k0..k0 + rows].copy_from_slice(&dvb[(q * d + j) * hb..(q * d + j) * hb + rows]);
+        }
+    };
+    let db_j = |j: usize| (0..bsz).fold(0f32, |acc, s| acc + dz[s * d + j]);
+    match out {
         GradsOut::Tilde { dw, dv } => {
             dw.par_chunks_mut(hb * (d + 1)).zip(dvs).enumerate().for_each(|(q, (dw, dv))| block(q, DwOut::Tilde(dw), dv));
-            (dv, None, h + 1)
+            let dvb = dv_blocks.as_slice();
+            dv.par_chunks_mut(h + 1).enumerate().for_each(|(j, row)| {
+                dv_row(dvb, j, row);
+                row[h] = db_j(j);
+            });
         }
         GradsOut::Split { dw, dc, dv, db } => {
             dw.par_chunks_mut(hb * d)
@@ -1103,23 +1113,10 @@ fn backward_lay(be: Backend, x: &[f32], dz: &[f32], lay: &FwdLayout, bsz: usize,
                 .zip(dvs)
                 .enumerate()
                 .for_each(|(q, ((dw, dc), dv))| block(q, DwOut::Split { dw, dc }, dv));
-            (dv, Some(db), h)
+            let dvb = dv_blocks.as_slice();
+            dv.par_chunks_mut(h).enumerate().for_each(|(j, row)| dv_row(dvb, j, row));
+            db.par_iter_mut().enumerate().for_each(|(j, o)| *o = db_j(j));
         }
-    };
-    // ∂V's columns from the blocks; ∂b_j = Σ_b dz_bj in sample order.
-    let dvb = dv_blocks.as_slice();
-    dv_out.par_chunks_mut(ldv).enumerate().for_each(|(j, row)| {
-        for q in 0..nblocks {
-            let k0 = q * hb;
-            let rows = hb.min(h - k0);
-            row[k0..k0 + rows].copy_from_slice(&dvb[(q * d + j) * hb..(q * d + j) * hb + rows]);
-        }
-        if ldv > h {
-            row[h] = (0..bsz).fold(0f32, |acc, s| acc + dz[s * d + j]);
-        }
-    });
-    if let Some(db) = db_out {
-        db.par_iter_mut().enumerate().for_each(|(j, o)| *o = (0..bsz).fold(0f32, |acc, s| acc + dz[s * d + j]));
     }
 }
 
