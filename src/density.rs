@@ -222,7 +222,7 @@ pub struct SampleArgs {
     /// Complete the first N test images of this data instead of sampling from scratch
     #[arg(long, value_name = "DATA")]
     pub complete_from: Option<String>,
-    /// With --complete-from: which pixels are observed: top-half, bottom-half, left-half, right-half, random:FRACTION (a uniform subset drawn from --seed), or a mask file (D values 0/1, 1 = observed). Exact conditionals for any mask with oanade; the other models condition each pixel on the pixels before it in their ordering only
+    /// With --complete-from: which pixels are observed: top-half, bottom-half, left-half, right-half, random:FRACTION (a uniform subset drawn from --seed), or a mask file (D values 0/1, 1 = observed; vector data that are not square images take only the last two, with --out FILE.csv). Exact conditionals for any mask with oanade; the other models condition each pixel on the pixels before it in their ordering only
     #[arg(long, default_value = "top-half")]
     pub observe: String,
     /// cpu, cuda or cuda:N
@@ -243,6 +243,10 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
     let model = load_model(&run, &cfg, train_data.dim, &device)?;
     let mut rng = Rng::stream(a.seed, "sample");
     let (h, w) = (train_data.height, train_data.width);
+    let csv = a.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if !train_data.is_image() && !csv {
+        bail!("the data are {}-dimensional vectors, not images: write the {} as CSV rows with --out FILE.csv", model.dim(), if a.complete_from.is_some() { "completions" } else { "samples" });
+    }
     let samples = match &a.complete_from {
         None => model.sample(a.n, &mut rng, None)?,
         Some(d) => {
@@ -250,8 +254,13 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
             if data.dim != model.dim() {
                 bail!("--complete-from: data has {} dimensions but the model was trained on {}", data.dim, model.dim());
             }
-            if !data.is_image() {
-                bail!("--complete-from observes image regions, but the data are {}-dimensional vectors, not images", data.dim);
+            if !data.is_image() && wick_core::mask::OBSERVED.contains(&a.observe.as_str()) {
+                bail!(
+                    "--observe {}: a region of an image, but the data are {}-dimensional vectors: observe random:FRACTION or a mask file of {} values 0/1",
+                    a.observe,
+                    data.dim,
+                    data.dim
+                );
             }
             let mask = wick_core::mask::observation(&a.observe, h, w, &mut Rng::stream(a.seed, "observe"))?;
             let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(a.n).collect();
@@ -269,11 +278,9 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
         }
     };
     let n = samples.len() / model.dim();
-    if a.out.extension().is_some_and(|e| e == "csv") {
+    if csv {
         let rows: String = samples.chunks(model.dim()).map(|r| r.iter().map(|&b| if b >= 0.5 { "1" } else { "0" }).collect::<Vec<_>>().join(",") + "\n").collect();
         wick_core::checkpoint::write_atomic(&a.out, rows.as_bytes())?;
-    } else if !train_data.is_image() {
-        bail!("the data are {}-dimensional vectors, not images: write the samples as CSV rows with --out FILE.csv", model.dim());
     } else {
         let (px, gh, gw) = wick_core::image::display_grid(&samples, n, h, w, 0);
         wick_core::image::write_png(&a.out, &px, gh, gw, 1)?;

@@ -318,7 +318,7 @@ fn vectors_of_any_width_train_and_log_text() {
         csv.push_str(&format!("{},{}\n", bits.join(","), i % 3));
     }
     let p = d.join("vec10.csv");
-    std::fs::write(&p, csv).unwrap();
+    std::fs::write(&p, &csv).unwrap();
     run_ok(&["train", "nade", "--data", s(&p), "--epochs", "3", "--log-every", "1", "--quiet", "--logdir", s(&d), "--run-name", "v"]);
     let run_dir = d.join("v");
     let m = metrics_sans_timing(&run_dir);
@@ -334,6 +334,36 @@ fn vectors_of_any_width_train_and_log_text() {
     let (code, _, err) = run(&["sample", s(&run_dir), "--out", s(&d.join("s.png"))]);
     assert_eq!(code, 2);
     assert!(err.contains("10-dimensional vectors, not images: write the samples as CSV rows with --out FILE.csv"), "{err}");
+    // Completions of vectors: a seeded random subset or a mask file observed, written as CSV
+    // rows whose observed entries are the test rows' own (rows i % 10 == 0 of the file).
+    let originals: Vec<&str> = csv.lines().step_by(10).take(4).map(|l| l.rsplit_once(',').unwrap().0).collect();
+    let maskfile = d.join("mask.txt");
+    std::fs::write(&maskfile, "1 0 0 1 1 0 1 0 0 1\n").unwrap();
+    for observe in ["random:0.5", s(&maskfile)] {
+        let out_csv = d.join("c.csv");
+        let out = run_ok(&["sample", s(&run_dir), "--n", "4", "--complete-from", s(&p), "--observe", observe, "--out", s(&out_csv)]);
+        assert!(out.contains("4 completions"), "{out}");
+        let text = std::fs::read_to_string(&out_csv).unwrap();
+        let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), 4, "{text}");
+        let observed: Vec<usize> = if observe.starts_with("random:") {
+            // Which 5 of 10 are observed is the stream's; every row keeps at least those 5.
+            (0..10).filter(|&j| rows.iter().zip(&originals).all(|(r, o)| r[j] == o.split(',').nth(j).unwrap())).collect()
+        } else {
+            vec![0, 3, 4, 6, 9]
+        };
+        assert!(observed.len() >= 5, "{observe}: {observed:?}\n{text}");
+        for (r, o) in rows.iter().zip(&originals) {
+            let o: Vec<&str> = o.split(',').collect();
+            assert!(observed.iter().all(|&j| r[j] == o[j]), "{observe}: completion {r:?} changed an observed entry of {o:?}");
+        }
+    }
+    let (code, _, err) = run(&["sample", s(&run_dir), "--complete-from", s(&p), "--observe", "top-half", "--out", s(&d.join("c.csv"))]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--observe top-half: a region of an image") && err.contains("random:FRACTION") && err.lines().count() == 1, "{err}");
+    let (code, _, err) = run(&["sample", s(&run_dir), "--complete-from", s(&p), "--observe", "random:0.5"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("write the completions as CSV rows with --out FILE.csv"), "{err}");
     if let Some(py) = python() {
         let o = Command::new(&py).args([&script("tb_read.py"), s(&run_dir)]).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
