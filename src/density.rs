@@ -151,6 +151,9 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     }
     let device = wick_core::device::parse_device(&a.device)?;
     let (run, mut cfg) = load_run(&a.run_dir)?;
+    if let Some(dir) = &a.data_dir {
+        cfg.data_dir = Some(dir.display().to_string());
+    }
     if let Some(k) = a.orderings {
         if cfg.algo != DensityAlgo::Oanade {
             bail!("--orderings is for order-agnostic NADE runs; '{}' is a {} run", a.run_dir.display(), cfg.algo);
@@ -225,6 +228,10 @@ pub struct SampleArgs {
     /// With --complete-from: which pixels are observed: top-half, bottom-half, left-half, right-half, random:FRACTION (a uniform subset drawn from --seed), or a mask file (D values 0/1, 1 = observed; vector data that are not square images take only the last two, with --out FILE.csv). Exact conditionals for any mask with oanade; the other models condition each pixel on the pixels before it in their ordering only
     #[arg(long, default_value = "top-half")]
     pub observe: String,
+    /// Where `mnist` is looked for first (DIR or DIR/mnist) instead of the folder saved in the
+    /// run's config.toml
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -238,7 +245,10 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
         bail!("--n must be at least 1");
     }
     let device = wick_core::device::parse_device(&a.device)?;
-    let (run, cfg) = load_run(&a.run_dir)?;
+    let (run, mut cfg) = load_run(&a.run_dir)?;
+    if let Some(dir) = &a.data_dir {
+        cfg.data_dir = Some(dir.display().to_string());
+    }
     let (train_data, _) = dtrain::load_data(&cfg, None)?;
     let model = load_model(&run, &cfg, train_data.dim, &device)?;
     let mut rng = Rng::stream(a.seed, "sample");

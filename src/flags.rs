@@ -83,9 +83,13 @@ pub struct OptimFlags {
 pub struct EvalArgs {
     /// The run directory (holds config.toml and its checkpoints)
     pub run_dir: PathBuf,
-    /// Density models: evaluate on this data instead of the run's [digits, mnist5k or a path]
+    /// Density models: evaluate on this data instead of the run's [digits, mnist5k, mnist or a path]
     #[arg(long)]
     pub data: Option<String>,
+    /// Density models: where `mnist` is looked for first (DIR or DIR/mnist) instead of the folder
+    /// saved in the run's config.toml, e.g. for a run trained on another machine
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Density models: train, valid, test or all
     #[arg(long, default_value = "test")]
     pub split: String,

@@ -46,8 +46,8 @@ struct OptimOnly<'a> {
 
 /// `wick eval` of a REINFORCE run: mean return ± standard error of the saved policy.
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
-    if a.data.is_some() || a.per_example.is_some() || a.split != "test" {
-        bail!("--data, --split and --per-example are for density models; '{}' is a reinforce run (it takes --episodes, --greedy, --seed)", a.run_dir.display());
+    if a.data.is_some() || a.data_dir.is_some() || a.per_example.is_some() || a.split != "test" {
+        bail!("--data, --data-dir, --split and --per-example are for density models; '{}' is a reinforce run (it takes --episodes, --greedy, --seed)", a.run_dir.display());
     }
     let episodes = a.episodes.unwrap_or(100);
     if episodes == 0 {

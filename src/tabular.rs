@@ -119,8 +119,8 @@ pub fn train(algo: TabularAlgo, flags: TabularFlags) -> Result<ExitCode> {
 /// `wick eval <run-dir>` of a tabular run: the learned greedy policy (the evaluated policy for
 /// prediction runs) over `--episodes` episodes; mean return ± standard error.
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
-    if a.data.is_some() || a.per_example.is_some() || a.split != "test" {
-        bail!("--data, --split and --per-example are for density-model runs; '{}' is a tabular RL run", a.run_dir.display());
+    if a.data.is_some() || a.data_dir.is_some() || a.per_example.is_some() || a.split != "test" {
+        bail!("--data, --data-dir, --split and --per-example are for density-model runs; '{}' is a tabular RL run", a.run_dir.display());
     }
     if a.device.trim() != "cpu" {
         bail!("tabular agents run on the CPU only; drop --device {}", a.device);

@@ -304,7 +304,24 @@ fn mnist_dynamic_run_is_the_same_across_threads_and_resume() {
     let nll = m["test_nll"].as_f64().unwrap();
     assert!(nll < 784.0 * std::f64::consts::LN_2, "test_nll {nll} is no better than uniform");
     let cfg = std::fs::read_to_string(ra.join("config.toml")).unwrap();
-    assert!(cfg.contains(&format!("data_dir = \"{}\"", std::path::absolute(&mnist).unwrap().display())), "{cfg}");
+    let saved = format!("data_dir = \"{}\"", std::path::absolute(&mnist).unwrap().display());
+    assert!(cfg.contains(&saved), "{cfg}");
+    // The run moved to a machine where MNIST lies elsewhere: eval and sample take --data-dir.
+    let moved = d.join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    for f in ["config.toml", "best.safetensors", "checkpoint.safetensors"] {
+        std::fs::copy(ra.join(f), moved.join(f)).unwrap();
+    }
+    std::fs::write(moved.join("config.toml"), cfg.replace(&saved, "data_dir = \"/nonexistent-wick-data\"")).unwrap();
+    let (code, _, err) = run(&["eval", s(&moved)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("MNIST not found") && err.contains("--data-dir"), "{err}");
+    let out = run_ok(&["eval", s(&moved), "--data-dir", s(&mnist)]);
+    let printed: f64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!((printed - nll).abs() < 1e-3, "eval printed {out}, metrics say {nll}");
+    let png = d.join("moved.png");
+    run_ok(&["sample", s(&moved), "--n", "4", "--data-dir", s(&mnist), "--out", s(&png)]);
+    assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
 }
 
 /// 10-column binary vectors (not a square): trained, evaluated, sampled to CSV; TensorBoard
