@@ -129,9 +129,13 @@ pub fn train(algo: DensityAlgo, flags: DensityFlags) -> Result<ExitCode> {
     finish(&prepared, algo.name(), out)
 }
 
-fn load_run(dir: &std::path::Path) -> Result<(RunDir, DensityConfig)> {
+/// A run and its saved config; `data_dir` (`--data-dir`) replaces the folder the config saved.
+fn load_run(dir: &std::path::Path, data_dir: Option<&std::path::Path>) -> Result<(RunDir, DensityConfig)> {
     let run = RunDir::open(dir)?;
-    let cfg = run.config()?;
+    let mut cfg: DensityConfig = run.config()?;
+    if let Some(d) = data_dir {
+        cfg.data_dir = Some(d.display().to_string());
+    }
     Ok((run, cfg))
 }
 
@@ -150,10 +154,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         bail!("--episodes and --greedy are for RL runs; '{}' is a density-model run (it takes --data, --split, --per-example)", a.run_dir.display());
     }
     let device = wick_core::device::parse_device(&a.device)?;
-    let (run, mut cfg) = load_run(&a.run_dir)?;
-    if let Some(dir) = &a.data_dir {
-        cfg.data_dir = Some(dir.display().to_string());
-    }
+    let (run, mut cfg) = load_run(&a.run_dir, a.data_dir.as_deref())?;
     if let Some(k) = a.orderings {
         if cfg.algo != DensityAlgo::Oanade {
             bail!("--orderings is for order-agnostic NADE runs; '{}' is a {} run", a.run_dir.display(), cfg.algo);
@@ -245,10 +246,7 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
         bail!("--n must be at least 1");
     }
     let device = wick_core::device::parse_device(&a.device)?;
-    let (run, mut cfg) = load_run(&a.run_dir)?;
-    if let Some(dir) = &a.data_dir {
-        cfg.data_dir = Some(dir.display().to_string());
-    }
+    let (run, cfg) = load_run(&a.run_dir, a.data_dir.as_deref())?;
     let (train_data, _) = dtrain::load_data(&cfg, None)?;
     let model = load_model(&run, &cfg, train_data.dim, &device)?;
     let mut rng = Rng::stream(a.seed, "sample");
@@ -263,14 +261,6 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
             let (data, x) = dtrain::load_data(&cfg, Some(d))?;
             if data.dim != model.dim() {
                 bail!("--complete-from: data has {} dimensions but the model was trained on {}", data.dim, model.dim());
-            }
-            if !data.is_image() && wick_core::mask::OBSERVED.contains(&a.observe.as_str()) {
-                bail!(
-                    "--observe {}: a region of an image, but the data are {}-dimensional vectors: observe random:FRACTION or a mask file of {} values 0/1",
-                    a.observe,
-                    data.dim,
-                    data.dim
-                );
             }
             let mask = wick_core::mask::observation(&a.observe, h, w, &mut Rng::stream(a.seed, "observe"))?;
             let idx: Vec<usize> = data.indices(Split::Test).into_iter().take(a.n).collect();

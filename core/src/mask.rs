@@ -161,6 +161,10 @@ pub fn observation(spec: &str, h: usize, w: usize, rng: &mut Rng) -> Result<Vec<
         return Ok(rank.iter().map(|&r| r < k).collect());
     }
     if OBSERVED.contains(&spec) {
+        ensure!(
+            h >= 2 && w >= 2,
+            "--observe {spec}: a region of an image, but the data are {d}-dimensional vectors: observe random:FRACTION or a mask file of {d} values 0/1"
+        );
         return observed(spec, h, w);
     }
     let path = std::path::Path::new(spec);
@@ -300,6 +304,10 @@ mod tests {
     #[test]
     fn observation_masks_by_name_random_fraction_or_file() {
         let mut r = Rng::stream(1, "observe");
+        // Vectors (1×D): a named region is refused, a random subset is not.
+        let e = observation("top-half", 1, 10, &mut r).unwrap_err().to_string();
+        assert!(e.contains("10-dimensional vectors") && e.contains("random:FRACTION"), "{e}");
+        assert_eq!(observation("random:0.5", 1, 10, &mut r).unwrap().iter().filter(|&&b| b).count(), 5);
         assert_eq!(observation("top-half", 4, 4, &mut r).unwrap(), observed("top-half", 4, 4).unwrap());
         let m = observation("random:0.3", 8, 8, &mut Rng::stream(2, "observe")).unwrap();
         assert_eq!(m.iter().filter(|&&b| b).count(), 19, "round(0.3 · 64)");
