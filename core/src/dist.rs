@@ -181,6 +181,49 @@ impl World {
         self.all_to_all_impl(send)
     }
 
+    /// Point-to-point exchange with every other rank, as one `MPI_Alltoallv` that leaves this
+    /// rank out: `count` f32s from `send + sdispl[r]` go to rank r, and rank r's `count` f32s
+    /// land at `recv + rdispl[r]`, for every r ≠ this rank (entry `rank` of both is ignored).
+    ///
+    /// # Safety
+    /// The send blocks must be readable and the receive blocks writable for `count` f32s
+    /// each, and no receive block may overlap a send block or another receive block (they
+    /// may lie in the same allocation).
+    pub unsafe fn exchange_with_others(&self, send: *const f32, sdispl: &[usize], recv: *mut f32, rdispl: &[usize], count: usize) {
+        if self.size == 1 {
+            return;
+        }
+        #[cfg(feature = "mpi")]
+        {
+            use mpi::datatype::Equivalence;
+            use mpi::raw::AsRaw;
+            let int = |v: usize| i32::try_from(v).expect("an exchange of more than 2^31 f32s");
+            let counts: Vec<i32> = (0..self.size).map(|r| if r == self.rank { 0 } else { int(count) }).collect();
+            let sd: Vec<i32> = sdispl.iter().map(|&d| int(d)).collect();
+            let rd: Vec<i32> = rdispl.iter().map(|&d| int(d)).collect();
+            let dt = f32::equivalent_datatype().as_raw();
+            // SAFETY: the caller's contract above; the count arrays have one entry per rank.
+            unsafe {
+                mpi::ffi::MPI_Alltoallv(
+                    send.cast(),
+                    counts.as_ptr(),
+                    sd.as_ptr(),
+                    dt,
+                    recv.cast(),
+                    counts.as_ptr(),
+                    rd.as_ptr(),
+                    dt,
+                    mpi::topology::SimpleCommunicator::world().as_raw(),
+                );
+            }
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            let _ = (send, sdispl, recv, rdispl, count);
+            unreachable!("a world of more than one rank needs the mpi feature")
+        }
+    }
+
     /// Every rank's `local` (lengths may differ), one vector per rank in rank order: the
     /// lengths are gathered first and the vectors padded to the longest.
     pub fn all_gather_var_f64(&self, local: &[f64]) -> Vec<Vec<f64>> {
@@ -227,9 +270,29 @@ impl World {
 
     #[cfg(feature = "mpi")]
     fn all_to_all_impl(&self, send: &[f32]) -> Vec<f32> {
-        use mpi::traits::CommunicatorCollectives;
-        let mut recv = vec![0.0f32; send.len()];
-        mpi::topology::SimpleCommunicator::world().all_to_all_into(send, &mut recv[..]);
+        use mpi::datatype::Equivalence;
+        use mpi::raw::AsRaw;
+        let block = send.len() / self.size;
+        // Received straight into fresh capacity: no zero-filling pass over P f32s before MPI
+        // overwrites every one of them (a fifth of the combine's time when it was filled).
+        let mut recv: Vec<f32> = Vec::with_capacity(send.len());
+        let count = i32::try_from(block).expect("an all-to-all block of more than 2^31 f32s");
+        // SAFETY: `send` holds size × block f32s and `recv` has capacity for as many; MPI writes
+        // all of them (block from each rank) before returning (its default error handler aborts
+        // on failure), and every bit pattern is a valid f32.
+        unsafe {
+            let dt = f32::equivalent_datatype().as_raw();
+            mpi::ffi::MPI_Alltoall(
+                send.as_ptr().cast(),
+                count,
+                dt,
+                recv.as_mut_ptr().cast(),
+                count,
+                dt,
+                mpi::topology::SimpleCommunicator::world().as_raw(),
+            );
+            recv.set_len(send.len());
+        }
         recv
     }
 
@@ -238,11 +301,30 @@ impl World {
         unreachable!("a world of more than one rank needs the mpi feature")
     }
 
+    /// `T` is one of f32, f64 and u64 here: plain numbers, for which every bit pattern is valid.
     #[cfg(feature = "mpi")]
     fn gather_impl<T: mpi::datatype::Equivalence + Copy + Default>(&self, local: &[T]) -> Vec<T> {
-        use mpi::traits::CommunicatorCollectives;
-        let mut all = vec![T::default(); local.len() * self.size];
-        mpi::topology::SimpleCommunicator::world().all_gather_into(local, &mut all[..]);
+        use mpi::raw::AsRaw;
+        let n = local.len() * self.size;
+        // As in the all-to-all: MPI fills fresh capacity, with no zero-filling pass first.
+        let mut all: Vec<T> = Vec::with_capacity(n);
+        let count = i32::try_from(local.len()).expect("an all-gather block of more than 2^31 values");
+        // SAFETY: `all` has capacity for size × local.len() values and MPI writes every one of
+        // them before returning (its default error handler aborts on failure); T is a plain
+        // number type (see above).
+        unsafe {
+            let dt = T::equivalent_datatype().as_raw();
+            mpi::ffi::MPI_Allgather(
+                local.as_ptr().cast(),
+                count,
+                dt,
+                all.as_mut_ptr().cast(),
+                count,
+                dt,
+                mpi::topology::SimpleCommunicator::world().as_raw(),
+            );
+            all.set_len(n);
+        }
         all
     }
 
@@ -582,24 +664,64 @@ impl DataParallel {
 
 /// `out[i] = Σ_s w_s · parts_s[i]` over the micro-batches s with w_s ≠ 0, in order,
 /// accumulated in f64 from 0 and rounded to f32 once; `parts` holds the micro-batches' vectors
-/// one after another, `stride` f32s apart. Blocked so the f64 accumulators stay in registers
-/// and cache: every element's sum is the same left-to-right sequence whatever the block.
+/// one after another, `stride` f32s apart.
 fn weighted_sum(out: &mut [f32], weights: &[f64], parts: &[f32], stride: usize) {
-    const BLOCK: usize = 512;
-    let used: Vec<(f64, &[f32])> = weights.iter().enumerate().filter(|(_, &w)| w != 0.0).map(|(s, &w)| (w, &parts[s * stride..s * stride + out.len()])).collect();
-    let mut acc = [0.0f64; BLOCK];
-    for (b, chunk) in out.chunks_mut(BLOCK).enumerate() {
-        let acc = &mut acc[..chunk.len()];
-        acc.fill(0.0);
-        for &(w, x) in &used {
-            for (a, &x) in acc.iter_mut().zip(&x[b * BLOCK..b * BLOCK + chunk.len()]) {
-                *a += w * x as f64;
+    let used: Vec<(f64, &[f32])> = weights.iter().enumerate().map(|(s, &w)| (w, &parts[s * stride..s * stride + out.len()])).collect();
+    // SAFETY: a `[f32]` viewed as `[MaybeUninit<f32>]` (same layout); only f32s are written.
+    let out = unsafe { &mut *(out as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+    weighted_sum_parts(out, &used);
+}
+
+/// `out[i] = Σ_s w_s · x_s[i]` over the pairs (w_s, x_s) of `parts` with w_s ≠ 0, in order,
+/// accumulated in f64 from 0 and rounded to f32 once; writes every entry of `out` (which may
+/// be uninitialised). Blocked so the f64 accumulators stay in registers and cache: every
+/// element's sum is the same left-to-right sequence whatever the block.
+///
+/// Compiled for AVX-512F and AVX2 besides the baseline and chosen at run time: the same
+/// operations in the same order on every path (Rust never fuses a multiply and an add), so the
+/// same bits; the wider paths only convert and accumulate more entries per instruction.
+fn weighted_sum_parts(out: &mut [std::mem::MaybeUninit<f32>], parts: &[(f64, &[f32])]) {
+    use std::mem::MaybeUninit;
+    #[inline(always)]
+    fn body(out: &mut [MaybeUninit<f32>], parts: &[(f64, &[f32])]) {
+        const BLOCK: usize = 512;
+        let mut acc = [0.0f64; BLOCK];
+        for (b, chunk) in out.chunks_mut(BLOCK).enumerate() {
+            let acc = &mut acc[..chunk.len()];
+            acc.fill(0.0);
+            for &(w, x) in parts.iter().filter(|(w, _)| *w != 0.0) {
+                for (a, &x) in acc.iter_mut().zip(&x[b * BLOCK..b * BLOCK + chunk.len()]) {
+                    *a += w * x as f64;
+                }
+            }
+            for (o, &a) in chunk.iter_mut().zip(acc.iter()) {
+                o.write(a as f32);
             }
         }
-        for (o, &a) in chunk.iter_mut().zip(acc.iter()) {
-            *o = a as f32;
+    }
+    for (_, x) in parts {
+        assert!(x.len() >= out.len(), "weighted_sum: a part of {} entries for a sum of {}", x.len(), out.len());
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(out: &mut [MaybeUninit<f32>], parts: &[(f64, &[f32])]) {
+            body(out, parts)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(out: &mut [MaybeUninit<f32>], parts: &[(f64, &[f32])]) {
+            body(out, parts)
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is available (checked just above).
+            return unsafe { avx512(out, parts) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available (checked just above).
+            return unsafe { avx2(out, parts) };
         }
     }
+    body(out, parts)
 }
 
 /// g = Σ_{s=0}^{M−1} w_s g_s, summed in micro-batch order in f64 and rounded to f32, on every
@@ -608,9 +730,11 @@ fn weighted_sum(out: &mut [f32], weights: &[f64], parts: &[f32], stride: usize) 
 ///
 /// The sum is sharded like a reduce-scatter: the P entries are cut into N slices of C = ⌈P/N⌉,
 /// one all-to-all hands rank r slice r of every micro-batch's gradient, rank r sums its slice
-/// in micro-batch order, and an all-gather returns the N summed slices to every rank. Each
-/// entry's sum is the same sequence as one process's, so the bits do not depend on N; each
-/// rank receives 2·(N−1)·C f32s (a ring all-reduce's bytes) and sums P/N entries, not P.
+/// in micro-batch order, and a second exchange (an all-gather) returns the N summed slices to
+/// every rank. Each entry's sum is the same sequence as one process's, so the bits do not
+/// depend on N; each rank receives 2·(N−1)·C f32s (a ring all-reduce's bytes) and sums P/N
+/// entries, not P. Neither exchange copies a rank's own blocks: its micro-batches' own slice is
+/// read where it lies, and the summed slice is written straight into its place in the result.
 fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> Vec<f32> {
     let n = world.size();
     let per = weights.len() / n;
@@ -619,7 +743,7 @@ fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> 
         weighted_sum(&mut g, weights, &flat, p);
         return g;
     }
-    let c = p.div_ceil(n);
+    let (rank, c) = (world.rank(), p.div_ceil(n));
     // Send buffer: for each destination rank r, this rank's micro-batches' slice r, padded to C.
     let send = if per == 1 {
         flat.resize(n * c, 0.0);
@@ -634,13 +758,50 @@ fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> 
         }
         send
     };
-    // Received: from each rank r its micro-batches r·per … (r+1)·per − 1, our slice of each.
-    let recv = world.all_to_all_f32(&send);
+    // From each other rank r (in rank order, this one left out): its micro-batches
+    // r·per … (r+1)·per − 1, our slice of each.
+    let blk = per * c;
+    let mut others: Vec<f32> = Vec::with_capacity((n - 1) * blk);
+    let at = |r: usize| if r < rank { r } else { r - 1 }; // r's block in `others`
+    let sdispl: Vec<usize> = (0..n).map(|r| r * blk).collect();
+    let rdispl: Vec<usize> = (0..n).map(|r| if r == rank { 0 } else { at(r) * blk }).collect();
+    // SAFETY: every other rank's `blk` f32s land in `others`' capacity at at(r)·blk, which
+    // covers all (n − 1)·blk entries; the send blocks lie inside `send`.
+    unsafe {
+        world.exchange_with_others(send.as_ptr(), &sdispl, others.as_mut_ptr(), &rdispl, blk);
+        others.set_len((n - 1) * blk);
+    }
+    let mine = (rank * c).min(p)..((rank + 1) * c).min(p);
+    let parts: Vec<(f64, &[f32])> = (0..n * per)
+        .map(|s| {
+            let (r, k) = (s / per, s % per);
+            let at_s = if r == rank { &send[(rank * per + k) * c..] } else { &others[(at(r) * per + k) * c..] };
+            (weights[s], &at_s[..mine.len()])
+        })
+        .collect();
+    let mut g: Vec<f32> = Vec::with_capacity(n * c);
+    {
+        let own = &mut g.spare_capacity_mut()[rank * c..(rank + 1) * c];
+        weighted_sum_parts(&mut own[..mine.len()], &parts);
+        own[mine.len()..].iter_mut().for_each(|x| _ = x.write(0.0)); // the last slice's padding
+    }
+    drop(parts);
+    drop(others);
     drop(send);
-    let mine = (world.rank() * c).min(p)..((world.rank() + 1) * c).min(p);
-    let mut slice = vec![0.0f32; c];
-    weighted_sum(&mut slice[..mine.len()], weights, &recv, c);
-    let mut g = world.all_gather_f32(&slice);
+    // Every rank's summed slice into its place; this rank's own is already there.
+    // The send and receive pointers differ (MPICH refuses a send buffer equal to the receive
+    // buffer, its test for aliasing): sent from this rank's block, received from the first
+    // block that is not this rank's.
+    let base = g.as_mut_ptr();
+    let first = usize::from(rank == 0);
+    let rdispl: Vec<usize> = (0..n).map(|r| if r == rank { 0 } else { (r - first) * c }).collect();
+    // SAFETY: the block sent (this rank's, written above) and the n − 1 blocks received are
+    // disjoint parts of `g`'s capacity, which together they fill; after the call every entry
+    // of the n·c is written.
+    unsafe {
+        world.exchange_with_others(base.add(rank * c), &vec![0; n], base.add(first * c), &rdispl, c);
+        g.set_len(n * c);
+    }
     g.truncate(p);
     g
 }
