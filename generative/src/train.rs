@@ -19,7 +19,8 @@
 //! Data-parallel (`mpirun -np N`, core's dist.rs): `batch` is the global batch; each step's
 //! rows are cut into `micro_batches` contiguous parts, rank r computes its share, and the
 //! gradients are summed in part order, so N ranks give the bits of one process with
-//! `--micro-batches N`. Rank 0 alone evaluates, logs and writes files.
+//! `--micro-batches N`. The ranks share the exact evaluations (chunks of rows, gathered back in
+//! order: the same figures for any N); rank 0 alone logs and writes files.
 
 use crate::made::{Made, Order};
 use crate::model::DensityModel;
@@ -323,8 +324,36 @@ pub fn per_example_nll(model: &dyn DensityModel, x: &Tensor, batch: usize) -> Re
 
 /// Mean NLL in nats (accumulated in f64).
 pub fn mean_nll(model: &dyn DensityModel, x: &Tensor) -> Result<f64> {
-    let v = per_example_nll(model, x, 1000)?;
-    Ok(v.iter().map(|&a| a as f64).sum::<f64>() / v.len().max(1) as f64)
+    mean_nll_shared(model, x, &dist::World::single())
+}
+
+/// Rows per evaluation chunk.
+const EVAL_CHUNK: usize = 1000;
+
+/// [`mean_nll`] with the work shared among the ranks of `world` (every rank must call it, with
+/// the same model and rows): chunk k of [`EVAL_CHUNK`] rows is evaluated by rank k mod N, the
+/// per-example values are all-gathered back into row order, and the mean is summed in row order
+/// in f64 on every rank. A chunk is the same computation whichever rank (or thread count) runs
+/// it, so the figure has the same bits for any N; rank 0 no longer evaluates alone while the
+/// others wait.
+pub fn mean_nll_shared(model: &dyn DensityModel, x: &Tensor, world: &dist::World) -> Result<f64> {
+    let n = x.dim(0)?;
+    let (size, rank) = (world.size(), world.rank());
+    let chunks = n.div_ceil(EVAL_CHUNK);
+    let mut mine: Vec<f64> = Vec::new();
+    for k in (rank..chunks).step_by(size) {
+        let lo = k * EVAL_CHUNK;
+        mine.extend(model.nll(&x.narrow(0, lo, EVAL_CHUNK.min(n - lo))?)?.to_vec1::<f32>()?.into_iter().map(f64::from));
+    }
+    let all = world.all_gather_var_f64(&mine);
+    // Chunk k is rank (k mod N)'s (k div N)-th; every chunk before the last is full.
+    let mut sum = 0.0f64;
+    for k in 0..chunks {
+        let (r, j) = (k % size, k / size);
+        let len = EVAL_CHUNK.min(n - k * EVAL_CHUNK);
+        sum = all[r][j * EVAL_CHUNK..j * EVAL_CHUNK + len].iter().fold(sum, |a, &v| a + v);
+    }
+    Ok(sum / n.max(1) as f64)
 }
 
 /// Where a run stands; saved in the checkpoint's metadata as `train_state`.
@@ -457,19 +486,22 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         samples_here += epoch_samples;
         let e = st.epoch;
         let train_nll = st.loss_sum / st.loss_count.max(1) as f64;
-        // Rank 0 evaluates; every rank needs the figure for early stopping.
-        // (Order-agnostic NADE with --valid estimate: the estimate, under its own tag.)
+        // Every rank needs the figure for early stopping. The exact NLL is shared among the
+        // ranks; order-agnostic NADE's estimate (--valid estimate, under its own tag) is rank 0's.
         let valid_tag = if model_estimates { "eval/valid_nll_estimate" } else { "eval/valid_nll" };
         // --eval-every N: the valid NLL after every N-th epoch and after the last one.
         let evaluate = e % cfg.eval_every.unwrap_or(1) == 0 || e == cfg.epochs;
-        let valid_nll = match (evaluate, world.is_root()) {
-            (true, true) => match model.selection_nll(&xva)? {
-                Some(estimate) => estimate,
-                None => mean_nll(&*model, &xva)?,
-            },
-            _ => 0.0,
+        let valid_nll = match (evaluate, model_estimates) {
+            (false, _) => 0.0,
+            (true, false) => mean_nll_shared(&*model, &xva, world)?,
+            (true, true) => {
+                let estimate = match world.is_root() {
+                    true => model.selection_nll(&xva)?.map_or_else(|| mean_nll(&*model, &xva), Ok)?,
+                    false => 0.0,
+                };
+                world.broadcast_f64(estimate)
+            }
         };
-        let valid_nll = world.broadcast_f64(valid_nll);
         run.tb.scalar("losses/train_nll", e, train_nll)?;
         if evaluate {
             run.tb.scalar(valid_tag, e, valid_nll)?;
@@ -516,17 +548,19 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
     }
     run.progress.finish();
     let train_secs = t0.elapsed().as_secs_f64();
-    if !world.is_root() {
-        return run.finish(serde_json::Value::Null);
-    }
 
-    // Final figures come from the best model.
-    let best = Checkpoint::load(&run.dir().best())?;
+    // Final figures come from the best model (rank 0's file, sent to every rank), evaluated
+    // by all the ranks together.
+    let best = dist::load_checkpoint_from_root(&run.dir().best())?.ok_or_else(|| wick_core::Error::new(format!("'{}' is missing: the run has no best model to evaluate", run.dir().best().display())))?;
     model.params().load_from(&best)?;
     // Where the model's evaluation is costly (the per-epoch figure is an estimate), the train
     // figure is the exact NLL of the first 10,000 training rows rather than of all of them.
     let train_rows = if model_estimates { xtr.dim(0)?.min(10_000) } else { xtr.dim(0)? };
-    let (train_nll, valid_nll, test_nll) = (mean_nll(&*model, &xtr.narrow(0, 0, train_rows)?)?, mean_nll(&*model, &xva)?, mean_nll(&*model, &xte)?);
+    let shared = |x: &Tensor| mean_nll_shared(&*model, x, world);
+    let (train_nll, valid_nll, test_nll) = (shared(&xtr.narrow(0, 0, train_rows)?)?, shared(&xva)?, shared(&xte)?);
+    if !world.is_root() {
+        return run.finish(serde_json::Value::Null);
+    }
     let last_epoch = st.epoch - 1;
     // Logged at step epochs_run + 1, past every epoch's step, so that a run killed during this
     // final phase purges it on resume (resume_at(st.epoch)) and logs it exactly once.
