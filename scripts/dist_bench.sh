@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel speed (issue 17; docs/distributed.md "Speed"): one process with --threads 2
 # against `mpirun -np 2` ranks of --threads 1, alternated for ROUNDS rounds on NADE and MADE
-# (mnist5k) and SimCLR (digits; skipped with a note while simclr does not train data-parallel).
+# (the full MNIST where its files are found, else mnist5k) and SimCLR (digits; skipped with a note while simclr does not train data-parallel).
 # Prints each run's samples/s (metrics.json's train_samples_per_s), the ratio of the medians
 # (2 ranks / 1 process; the issue's target is ≥ 0.9), the load average before and after, and
 # the share of the gradient steps' time spent in the combine (combine_seconds / step_seconds of
@@ -29,9 +29,24 @@ mpirun=(mpirun -np 2)
 [ "$(id -u)" = 0 ] && mpirun+=(--allow-run-as-root)
 command -v mpirun >/dev/null || { echo "dist_bench: mpirun not found (apt-get install openmpi-bin libopenmpi-dev)" >&2; exit 2; }
 
+# The density models on the full MNIST (issue 17) where its files are found: WICK_BENCH_DATA
+# (mnist or mnist5k) chooses; by default mnist when ../shared/data/mnist or $WICK_DATA_DIR/mnist
+# holds them, else mnist5k with a note.
+data=${WICK_BENCH_DATA:-auto}
+data_args=()
+if [ "$data" = auto ]; then
+  data=mnist5k
+  if [ -d ../shared/data/mnist ]; then
+    data=mnist; data_args=(--data-dir "$(cd ../shared/data && pwd)")
+  elif [ -n "${WICK_DATA_DIR:-}" ] && [ -d "$WICK_DATA_DIR/mnist" ]; then
+    data=mnist
+  else
+    echo "note: no MNIST files found (../shared/data/mnist, \$WICK_DATA_DIR/mnist); the density models use mnist5k"
+  fi
+fi
 declare -A jobs=(
-  [nade]="nade --data mnist5k --batch 100 --epochs $epochs --patience 0 --log-every 0"
-  [made]="made --data mnist5k --batch 100 --epochs $epochs --patience 0 --log-every 0"
+  [nade]="nade --data $data ${data_args[*]} --batch 100 --epochs $epochs --patience 0 --log-every 0"
+  [made]="made --data $data ${data_args[*]} --batch 100 --epochs $epochs --patience 0 --log-every 0"
   [simclr]="simclr --data digits --epochs $epochs"
 )
 order=(nade made simclr)
@@ -43,7 +58,7 @@ if grep -q "does not train data-parallel" <<<"$probe"; then
   order=(nade made)
 fi
 
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)    epochs $epochs, rounds $rounds, out $out"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)    density data $data, epochs $epochs, rounds $rounds, out $out"
 for r in $(seq 1 "$rounds"); do
   for name in "${order[@]}"; do
     read -r -a args <<<"${jobs[$name]}"
