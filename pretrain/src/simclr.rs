@@ -154,45 +154,79 @@ fn abt(a: &[f32], b: &[f32], m: usize, n: usize, d: usize, scale: f32) -> Vec<f3
     c
 }
 
-/// Per row i of the similarities `s` `[m, m]`: (log Σ_{k≠i} e^{s_ik}, the row's max over k ≠ i).
-fn row_lse(s: &[f32], m: usize) -> Vec<(f32, f32)> {
-    s.par_chunks(m)
-        .enumerate()
-        .map(|(i, r)| {
-            let mx = r.iter().enumerate().filter(|&(k, _)| k != i).fold(f32::NEG_INFINITY, |a, (_, &v)| a.max(v));
-            let sum: f32 = r.iter().enumerate().filter(|&(k, _)| k != i).map(|(_, &v)| (v - mx).exp()).sum();
-            (mx + sum.ln(), mx)
-        })
-        .collect()
+/// Σ of `x` in 16 fixed lanes (lane j takes entries j, j + 16, …, each in order; then the
+/// lanes in order): vectorisable, and the same bits on every instruction set.
+#[inline(always)]
+fn lanes_sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += v;
+    }
+    acc.iter().fold(0.0, |t, &a| t + a)
+}
+
+/// Row i of the similarities `s_i` → `e_i`: `e_ik = e^{s_ik − μ_i}` with μ_i the max over
+/// k ≠ i, and `e_ii = 0`; returns (log Σ_{k≠i} e^{s_ik}, Σ_k e_ik).
+fn row_exp(i: usize, s_i: &[f32], e_i: &mut [f32]) -> (f32, f32) {
+    let max = |r: &[f32]| r.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    let mu = max(&s_i[..i]).max(max(&s_i[i + 1..]));
+    for (e, &v) in e_i.iter_mut().zip(s_i) {
+        *e = v - mu;
+    }
+    wick_core::loss::exp_in_place(e_i);
+    e_i[i] = 0.0;
+    let sum = lanes_sum(e_i);
+    (mu + sum.ln(), sum)
 }
 
 /// NT-Xent of un-normalised projections `p` `[m = 2N, d]` on host buffers, and with
 /// `grad_scale = Some(g)` also `g · ∂L/∂p` (see the module docs for the closed form).
+///
+/// Each row's exponentials are taken once (`wick_core::loss::exp_in_place`: vectorised, the
+/// same bits on every instruction set) and kept for the gradient: `P_ik = e_ik / Σ_k e_ik`.
+/// `A = G + Gᵀ` is formed in 64 × 64 tiles, so the transposed reads stay in cache.
 pub fn nt_xent_host(p: &[f32], m: usize, d: usize, tau: f32, grad_scale: Option<f32>) -> (f32, Option<Vec<f32>>) {
     let (z, norms) = normalize_rows(p, d);
-    let mut s = abt(&z, &z, m, m, d, 1.0 / tau);
-    let lse = row_lse(&s, m);
+    let s = abt(&z, &z, m, m, d, 1.0 / tau);
+    let mut e = vec![0f32; m * m];
+    let rows: Vec<(f32, f32)> = e.par_chunks_mut(m).zip(s.par_chunks(m)).enumerate().map(|(i, (e_i, s_i))| row_exp(i, s_i, e_i)).collect();
     // Rows summed in order.
-    let total: f64 = (0..m).map(|i| (lse[i].0 - s[i * m + (i + m / 2) % m]) as f64).sum();
+    let total: f64 = (0..m).map(|i| (rows[i].0 - s[i * m + (i + m / 2) % m]) as f64).sum();
     let loss = (total / m as f64) as f32;
     let Some(scale) = grad_scale else { return (loss, None) };
-    // s ← G = (softmax − one-hot(pos)) · scale / 2N, zero on the diagonal.
+    drop(s);
+    // e ← G = (softmax − one-hot(pos)) · scale / 2N, zero on the diagonal.
     let c = scale / m as f32;
-    s.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
-        let l = lse[i].0;
+    e.par_chunks_mut(m).zip(rows.par_iter()).enumerate().for_each(|(i, (r, &(_, sum)))| {
+        let f = c / sum;
         for v in r.iter_mut() {
-            *v = (*v - l).exp() * c;
+            *v *= f;
         }
-        r[i] = 0.0;
         r[(i + m / 2) % m] -= c;
     });
-    // A = G + Gᵀ (symmetric), then ∂z = A z / τ.
+    // A = G + Gᵀ (symmetric), in tiles of ROWS × ROWS; then ∂z = A z / τ.
     let mut a = vec![0f32; m * m];
-    a.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
-        for (k, v) in r.iter_mut().enumerate() {
-            *v = s[i * m + k] + s[k * m + i];
+    a.par_chunks_mut(ROWS * m).enumerate().for_each(|(j, block)| {
+        let i0 = j * ROWS;
+        let rows = block.len() / m;
+        for k0 in (0..m).step_by(ROWS) {
+            let k1 = (k0 + ROWS).min(m);
+            for ii in 0..rows {
+                let i = i0 + ii;
+                let out = &mut block[ii * m + k0..ii * m + k1];
+                for (v, k) in out.iter_mut().zip(k0..k1) {
+                    *v = e[i * m + k] + e[k * m + i];
+                }
+            }
         }
     });
+    drop(e);
     let mut dz = vec![0f32; m * d];
     dz.par_chunks_mut(ROWS * d).enumerate().for_each(|(j, b)| {
         let rows = b.len() / d;
