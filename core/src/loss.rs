@@ -12,18 +12,28 @@ pub fn bce_with_logits(z: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
 /// Bernoulli terms of logits `z` and targets `x`, elementwise: `terms[i] = max(z,0) − z·x +
 /// log(1 + e^{−|z|})` (−log p of x_i), and with `grad_scale = Some(s)` `z ← (σ(z) − x)·s` in place.
 ///
-/// Branch-free arithmetic ([`bce_terms`]) that the compiler vectorises; on x86-64 compiled a
-/// second time with AVX2 and chosen at run time. Both builds do the same IEEE operations in the
+/// Branch-free arithmetic ([`bce_terms`]) that the compiler vectorises; on x86-64 compiled
+/// again with AVX-512F and with AVX2 and chosen at run time. Both builds do the same IEEE operations in the
 /// same order (no fused multiply–adds), so they agree to the bit. Used by FVSBN's and MADE's CPU
 /// paths and by masked prediction's host step.
 pub fn bce_terms_host(z: &mut [f32], x: &[f32], terms: &mut [f32], grad_scale: Option<f32>) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is available (checked just above).
+            return unsafe { bce_terms_avx512(z, x, terms, grad_scale) };
+        }
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 is available (checked just above).
             return unsafe { bce_terms_avx2(z, x, terms, grad_scale) };
         }
     }
+    bce_terms(z, x, terms, grad_scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn bce_terms_avx512(z: &mut [f32], x: &[f32], terms: &mut [f32], grad_scale: Option<f32>) {
     bce_terms(z, x, terms, grad_scale)
 }
 
