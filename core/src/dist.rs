@@ -836,6 +836,32 @@ pub trait GatheredLoss {
     /// The parameter gradients of rows `[lo, hi)` given the loss's gradient `grad` with respect to
     /// their outputs (`(hi − lo) · width` f32s).
     fn backward(&mut self, state: Self::State, lo: usize, hi: usize, grad: &[f32]) -> Result<GradStore>;
+
+    /// A loss that splits by rows (SimCLR's NT-Xent: each anchor's row of the similarity matrix)
+    /// says so here with the f32s per batch row of its first phase, for a batch of `b` rows; then
+    /// with more than one micro-batch [`GatheredLoss::loss_split`] and
+    /// [`GatheredLoss::loss_join`] replace [`GatheredLoss::loss`], and each micro-batch computes
+    /// its own rows' share instead of every rank computing the whole. `None` (the default): the
+    /// loss is taken whole.
+    fn split_width(&self, b: usize) -> Option<usize> {
+        let _ = b;
+        None
+    }
+
+    /// First phase for rows `[lo, hi)`: `(hi − lo) · split_width(b)` f32s, from all `b` rows'
+    /// outputs.
+    fn loss_split(&mut self, outputs: &[f32], b: usize, lo: usize, hi: usize) -> Result<Vec<f32>> {
+        let _ = (outputs, b, lo, hi);
+        Err(Error::new("this loss does not split by rows"))
+    }
+
+    /// Second phase, once every micro-batch's first phase is gathered (`parts`: `b ·
+    /// split_width(b)` f32s in row order): the loss (the same on every rank) and its gradient
+    /// with respect to the outputs of rows `[lo, hi)`.
+    fn loss_join(&mut self, outputs: &[f32], parts: &[f32], b: usize, lo: usize, hi: usize) -> Result<(f64, Vec<f32>)> {
+        let _ = (outputs, parts, b, lo, hi);
+        Err(Error::new("this loss does not split by rows"))
+    }
 }
 
 impl DataParallel {
@@ -878,17 +904,67 @@ impl DataParallel {
             let (lo, hi) = micro_range(b, m, s);
             outputs.extend_from_slice(&padded[s * pad..s * pad + (hi - lo) * width]);
         }
-        let (loss, dout) = job.loss(&outputs, b)?;
+        // The loss's gradient with respect to each local micro-batch's outputs.
+        let (loss, douts): (f64, Vec<Vec<f32>>) = match job.split_width(b) {
+            Some(w) if m > 1 => {
+                // Each micro-batch its rows' first phase; gathered in micro-batch order (padded
+                // as the outputs are); then each its rows' gradient.
+                let padw = b.div_ceil(m) * w;
+                let mut sent = Vec::with_capacity(per * padw);
+                for s in mine.clone() {
+                    let (lo, hi) = micro_range(b, m, s);
+                    let mut part = if hi > lo { job.loss_split(&outputs, b, lo, hi)? } else { Vec::new() };
+                    if part.len() != (hi - lo) * w {
+                        return Err(Error::new(format!("micro-batch {s}: {} loss entries for {} rows of width {w}", part.len(), hi - lo)));
+                    }
+                    part.resize(padw, 0.0);
+                    sent.extend(part);
+                }
+                let padded = world.all_gather_f32(&sent);
+                drop(sent);
+                let mut parts = Vec::with_capacity(b * w);
+                for s in 0..m {
+                    let (lo, hi) = micro_range(b, m, s);
+                    parts.extend_from_slice(&padded[s * padw..s * padw + (hi - lo) * w]);
+                }
+                drop(padded);
+                let mut loss = 0.0;
+                let mut douts = Vec::with_capacity(per);
+                for s in mine.clone() {
+                    let (lo, hi) = micro_range(b, m, s);
+                    if hi > lo {
+                        let (l, g) = job.loss_join(&outputs, &parts, b, lo, hi)?;
+                        loss = l;
+                        douts.push(g);
+                    } else {
+                        douts.push(Vec::new());
+                    }
+                }
+                if douts.iter().all(Vec::is_empty) {
+                    // Only empty micro-batches here: the loss from the first row's.
+                    loss = job.loss_join(&outputs, &parts, b, 0, 1)?.0;
+                }
+                (loss, douts)
+            }
+            _ => {
+                let (loss, dout) = job.loss(&outputs, b)?;
+                let douts = mine.clone().map(|s| {
+                    let (lo, hi) = micro_range(b, m, s);
+                    dout[lo * width..hi * width].to_vec()
+                }).collect();
+                (loss, douts)
+            }
+        };
         let p = params.numel();
         let mut flat = Vec::with_capacity(per * p + self.size); // + the all-to-all's padding
         // [w_s, ℓ_s] per local micro-batch as `combine` takes them: weight 1 (each is a part of
         // the one loss's gradient), 0 for an empty one; the loss is the gathered one.
         let mut head = Vec::with_capacity(2 * per);
-        for (s, st) in mine.zip(states) {
+        for ((s, st), dout) in mine.zip(states).zip(douts) {
             let (lo, hi) = micro_range(b, m, s);
             match st {
                 Some(st) => {
-                    let grads = job.backward(st, lo, hi, &dout[lo * width..hi * width])?;
+                    let grads = job.backward(st, lo, hi, &dout)?;
                     flatten_grads_into(params, &grads, &mut flat)?;
                     head.extend([1.0, 0.0]);
                 }

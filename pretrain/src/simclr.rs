@@ -245,6 +245,75 @@ pub fn nt_xent_host(p: &[f32], m: usize, d: usize, tau: f32, grad_scale: Option<
     (loss, Some(dz))
 }
 
+/// NT-Xent split by anchors, for data-parallel steps (`wick_core::dist::GatheredLoss`): the
+/// first phase of anchors `[i0, i1)` of the `m` un-normalised projections `p` `[m, d]`. Per
+/// anchor i, its row of `G = (softmax − one-hot(pos)) · scale / m` (m f32s, zero at k = i) and
+/// its loss term `log Σ_{k≠i} e^{s_ik} − s_{i,pos(i)}` (one f32): `(i1 − i0) · (m + 1)` f32s,
+/// anchor after anchor. The same arithmetic as [`nt_xent_host`] row by row, with the
+/// similarities in blocks of [`ROWS`] anchors from i0, so a split's bits depend on its anchors
+/// only (not on the thread count or on which process computes it).
+pub fn nt_xent_split(p: &[f32], m: usize, d: usize, tau: f32, scale: f32, i0: usize, i1: usize) -> Vec<f32> {
+    let (z, _) = normalize_rows(p, d);
+    let n = i1 - i0;
+    let s = abt(&z[i0 * d..i1 * d], &z, n, m, d, 1.0 / tau);
+    let c = scale / m as f32;
+    let mut out = vec![0f32; n * (m + 1)];
+    out.par_chunks_mut(m + 1).zip(s.par_chunks(m)).enumerate().for_each(|(r, (o, s_i))| {
+        let i = i0 + r;
+        let (lse, sum) = row_exp(i, s_i, &mut o[..m]);
+        let f = c / sum;
+        for v in o[..m].iter_mut() {
+            *v *= f;
+        }
+        o[(i + m / 2) % m] -= c;
+        o[m] = lse - s_i[(i + m / 2) % m];
+    });
+    out
+}
+
+/// The second phase of [`nt_xent_split`]: with every anchor's part gathered (`parts`, anchor
+/// order, `m · (m + 1)` f32s), the loss (the terms summed in anchor order in f64, over m) and
+/// `∂L/∂p` for anchors `[i0, i1)`: `∂z_j = Σ_k (G_jk + G_kj) z_k / τ`, then through the
+/// normalisation. Its products are blocks of [`ROWS`] anchors from i0, as in the first phase.
+pub fn nt_xent_join(p: &[f32], parts: &[f32], m: usize, d: usize, tau: f32, i0: usize, i1: usize) -> (f32, Vec<f32>) {
+    let w = m + 1;
+    let total: f64 = (0..m).map(|i| parts[i * w + m] as f64).sum();
+    let loss = (total / m as f64) as f32;
+    let (z, norms) = normalize_rows(p, d);
+    let n = i1 - i0;
+    // Rows i0..i1 of A = G + Gᵀ; the column reads run down `parts`, a stride of m + 1 apart.
+    let mut a = vec![0f32; n * m];
+    a.par_chunks_mut(ROWS * m).enumerate().for_each(|(j, block)| {
+        let r0 = i0 + j * ROWS;
+        let rows = block.len() / m;
+        for k0 in (0..m).step_by(ROWS) {
+            let k1 = (k0 + ROWS).min(m);
+            for rr in 0..rows {
+                let i = r0 + rr;
+                for (v, k) in block[rr * m + k0..rr * m + k1].iter_mut().zip(k0..k1) {
+                    *v = parts[i * w + k] + parts[k * w + i];
+                }
+            }
+        }
+    });
+    let mut dz = vec![0f32; n * d];
+    dz.par_chunks_mut(ROWS * d).enumerate().for_each(|(j, b)| {
+        let rows = b.len() / d;
+        // SAFETY: a rows j·ROWS.. (rows × m), z (m × d), b (rows × d).
+        unsafe {
+            gemm(rows, d, m, b.as_mut_ptr(), 1, d as isize, false, a.as_ptr().add(j * ROWS * m), 1, m as isize, z.as_ptr(), 1, d as isize, 0.0, 1.0 / tau, false, false, false, Parallelism::None)
+        }
+    });
+    let (zi, ni) = (&z[i0 * d..i1 * d], &norms[i0..i1]);
+    dz.par_chunks_mut(d).zip(zi.par_chunks(d)).zip(ni.par_iter()).for_each(|((g, zi), &n)| {
+        let dot: f32 = g.iter().zip(zi).map(|(a, b)| a * b).sum();
+        for (v, &zv) in g.iter_mut().zip(zi) {
+            *v = (*v - zv * dot) / n;
+        }
+    });
+    (loss, dz)
+}
+
 /// The fused NT-Xent of un-normalised projections `[2N, P]` → a scalar.
 struct NtXent {
     tau: f32,

@@ -643,6 +643,39 @@ impl dist::GatheredLoss for TwoViews<'_> {
         Ok((loss, Self::side_by_side(&grad, b, k)))
     }
 
+    /// SimCLR on the CPU splits its NT-Xent by anchors: per batch row, its two views' rows of
+    /// `G` and loss terms (2 · (2b + 1) f32s; `simclr::nt_xent_split`).
+    fn split_width(&self, b: usize) -> Option<usize> {
+        matches!(self.head, Head::SimClr(..) if self.host).then_some(2 * (2 * b + 1))
+    }
+
+    fn loss_split(&mut self, outputs: &[f32], b: usize, lo: usize, hi: usize) -> Result<Vec<f32>> {
+        let Head::SimClr(_, _, tau) = self.head else { bail!("only SimCLR's loss splits by rows") };
+        let (k, m) = (self.dim(), 2 * b);
+        let z = Self::stacked(outputs, b, k);
+        let w = m + 1;
+        // Anchors lo..hi are the rows' first views, b + lo..b + hi their second.
+        let a = crate::simclr::nt_xent_split(&z, m, k, *tau as f32, 1.0, lo, hi);
+        let v = crate::simclr::nt_xent_split(&z, m, k, *tau as f32, 1.0, b + lo, b + hi);
+        Ok(a.chunks_exact(w).zip(v.chunks_exact(w)).flat_map(|(x, y)| x.iter().chain(y)).copied().collect())
+    }
+
+    fn loss_join(&mut self, outputs: &[f32], parts: &[f32], b: usize, lo: usize, hi: usize) -> Result<(f64, Vec<f32>)> {
+        let Head::SimClr(_, _, tau) = self.head else { bail!("only SimCLR's loss splits by rows") };
+        let (k, m) = (self.dim(), 2 * b);
+        let z = Self::stacked(outputs, b, k);
+        let w = m + 1;
+        // Row order [anchor r, anchor b + r] per row → anchor order.
+        let mut by_anchor = vec![0f32; m * w];
+        for (r, row) in parts.chunks_exact(2 * w).enumerate() {
+            by_anchor[r * w..(r + 1) * w].copy_from_slice(&row[..w]);
+            by_anchor[(b + r) * w..(b + r + 1) * w].copy_from_slice(&row[w..]);
+        }
+        let (loss, ga) = crate::simclr::nt_xent_join(&z, &by_anchor, m, k, *tau as f32, lo, hi);
+        let (_, gb) = crate::simclr::nt_xent_join(&z, &by_anchor, m, k, *tau as f32, b + lo, b + hi);
+        Ok((loss as f64, Self::side_by_side(&[ga, gb].concat(), hi - lo, k)))
+    }
+
     fn backward(&mut self, state: ViewsState, lo: usize, hi: usize, grad: &[f32]) -> Result<GradStore> {
         let (n, k) = (hi - lo, self.dim());
         let g = Self::stacked(grad, n, k);
