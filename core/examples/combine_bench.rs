@@ -1,7 +1,9 @@
 //! Where the data-parallel combine's time goes (docs/distributed.md, "Speed"): times
-//! [`DataParallel::step`] on gradients of P parameters with no compute around it, and the bare
-//! collectives it makes (an all-to-all of P f32s, an all-gather of P/N), so the transport's cost
-//! shows apart from the ordered sum and from waiting for a slower rank.
+//! [`DataParallel::step`] on gradients of P parameters with no compute around it, and, for
+//! reference, the bare collectives of the same sizes (an `MPI_Alltoall` of P f32s, an
+//! `MPI_Allgather` of P/N; the step itself makes two `MPI_Alltoallv` exchanges of those sizes
+//! that leave each rank's own block out), so the transport's cost shows apart from the ordered
+//! sum and from waiting for a slower rank.
 //!
 //! ```sh
 //! cargo build --release --features mpi -p wick-core --example combine_bench
@@ -72,7 +74,7 @@ fn main() -> wick_core::Result<()> {
         println!("{n} ranks, P = {p}: DataParallel::step (combine only) {t:.3} ms per step");
         println!("  all-to-all of {} f32s: {t1:.3} ms ({:.2} GB/s received per rank)", n * c, mb / t1);
         println!("  all-gather of {c} f32s: {t2:.3} ms ({:.2} GB/s received per rank)", mb / t2);
-        println!("  the rest (flatten, ordered sum, unflatten, head exchange): {:.3} ms", t - t1 - t2);
+        println!("  the step less these two (flatten, ordered sum, head exchange; the step's own exchanges skip the rank's own block): {:.3} ms", t - t1 - t2);
     }
     dist::finalize();
     Ok(())
