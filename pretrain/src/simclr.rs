@@ -203,85 +203,28 @@ pub fn nt_xent_host(p: &[f32], m: usize, d: usize, tau: f32, grad_scale: Option<
     drop(s);
     // e ← G = (softmax − one-hot(pos)) · scale / 2N, zero on the diagonal.
     let c = scale / m as f32;
-    e.par_chunks_mut(m).zip(rows.par_iter()).enumerate().for_each(|(i, (r, &(_, sum)))| {
-        let f = c / sum;
-        for v in r.iter_mut() {
-            *v *= f;
-        }
-        r[(i + m / 2) % m] -= c;
-    });
-    // A = G + Gᵀ (symmetric), in tiles of ROWS × ROWS; then ∂z = A z / τ.
-    let mut a = vec![0f32; m * m];
-    a.par_chunks_mut(ROWS * m).enumerate().for_each(|(j, block)| {
-        let i0 = j * ROWS;
-        let rows = block.len() / m;
-        for k0 in (0..m).step_by(ROWS) {
-            let k1 = (k0 + ROWS).min(m);
-            for ii in 0..rows {
-                let i = i0 + ii;
-                let out = &mut block[ii * m + k0..ii * m + k1];
-                for (v, k) in out.iter_mut().zip(k0..k1) {
-                    *v = e[i * m + k] + e[k * m + i];
-                }
-            }
-        }
-    });
-    drop(e);
-    let mut dz = vec![0f32; m * d];
-    dz.par_chunks_mut(ROWS * d).enumerate().for_each(|(j, b)| {
-        let rows = b.len() / d;
-        // SAFETY: a rows j·ROWS.. (rows × m), z (m × d), b (rows × d).
-        unsafe {
-            gemm(rows, d, m, b.as_mut_ptr(), 1, d as isize, false, a.as_ptr().add(j * ROWS * m), 1, m as isize, z.as_ptr(), 1, d as isize, 0.0, 1.0 / tau, false, false, false, Parallelism::None)
-        }
-    });
-    // ∂p_i = (∂z_i − z_i (z_i · ∂z_i)) / ‖p_i‖.
-    dz.par_chunks_mut(d).zip(z.par_chunks(d)).zip(norms.par_iter()).for_each(|((g, zi), &n)| {
-        let dot: f32 = g.iter().zip(zi).map(|(a, b)| a * b).sum();
-        for (v, &zv) in g.iter_mut().zip(zi) {
-            *v = (*v - zv * dot) / n;
-        }
-    });
-    (loss, Some(dz))
+    e.par_chunks_mut(m).zip(rows.par_iter()).enumerate().for_each(|(i, (r, &(_, sum)))| g_row(i, r, sum, c));
+    (loss, Some(grad_rows(&e, m, &z, &norms, m, d, tau, 0..m)))
 }
 
-/// NT-Xent split by anchors, for data-parallel steps (`wick_core::dist::GatheredLoss`): the
-/// first phase of anchors `[i0, i1)` of the `m` un-normalised projections `p` `[m, d]`. Per
-/// anchor i, its row of `G = (softmax − one-hot(pos)) · scale / m` (m f32s, zero at k = i) and
-/// its loss term `log Σ_{k≠i} e^{s_ik} − s_{i,pos(i)}` (one f32): `(i1 − i0) · (m + 1)` f32s,
-/// anchor after anchor. The same arithmetic as [`nt_xent_host`] row by row, with the
-/// similarities in blocks of [`ROWS`] anchors from i0, so a split's bits depend on its anchors
-/// only (not on the thread count or on which process computes it).
-pub fn nt_xent_split(p: &[f32], m: usize, d: usize, tau: f32, scale: f32, i0: usize, i1: usize) -> Vec<f32> {
-    let (z, _) = normalize_rows(p, d);
-    let n = i1 - i0;
-    let s = abt(&z[i0 * d..i1 * d], &z, n, m, d, 1.0 / tau);
-    let c = scale / m as f32;
-    let mut out = vec![0f32; n * (m + 1)];
-    out.par_chunks_mut(m + 1).zip(s.par_chunks(m)).enumerate().for_each(|(r, (o, s_i))| {
-        let i = i0 + r;
-        let (lse, sum) = row_exp(i, s_i, &mut o[..m]);
-        let f = c / sum;
-        for v in o[..m].iter_mut() {
-            *v *= f;
-        }
-        o[(i + m / 2) % m] -= c;
-        o[m] = lse - s_i[(i + m / 2) % m];
-    });
-    out
+/// Row i of `e` (from [`row_exp`], with Σ_k e_ik = `sum`) → row i of
+/// `G = (softmax − one-hot(pos)) · c`, c = scale / m.
+fn g_row(i: usize, r: &mut [f32], sum: f32, c: f32) {
+    let m = r.len();
+    let f = c / sum;
+    for v in r.iter_mut() {
+        *v *= f;
+    }
+    r[(i + m / 2) % m] -= c;
 }
 
-/// The second phase of [`nt_xent_split`]: with every anchor's part gathered (`parts`, anchor
-/// order, `m · (m + 1)` f32s), the loss (the terms summed in anchor order in f64, over m) and
-/// `∂L/∂p` for anchors `[i0, i1)`: `∂z_j = Σ_k (G_jk + G_kj) z_k / τ`, then through the
-/// normalisation. Its products are blocks of [`ROWS`] anchors from i0, as in the first phase.
-pub fn nt_xent_join(p: &[f32], parts: &[f32], m: usize, d: usize, tau: f32, i0: usize, i1: usize) -> (f32, Vec<f32>) {
-    let w = m + 1;
-    let total: f64 = (0..m).map(|i| parts[i * w + m] as f64).sum();
-    let loss = (total / m as f64) as f32;
-    let (z, norms) = normalize_rows(p, d);
-    let n = i1 - i0;
-    // Rows i0..i1 of A = G + Gᵀ; the column reads run down `parts`, a stride of m + 1 apart.
+/// `∂L/∂p` for anchors `[i0, i1)` from G (`g`: row i at `i · stride`, m entries): rows i0..i1 of
+/// `A = G + Gᵀ` in tiles of [`ROWS`] × [`ROWS`] (so the transposed reads stay in cache), then
+/// `∂z = A z / τ` in blocks of [`ROWS`] anchors from i0, then through the normalisation:
+/// `∂p_i = (∂z_i − z_i (z_i · ∂z_i)) / ‖p_i‖`.
+#[allow(clippy::too_many_arguments)]
+fn grad_rows(g: &[f32], stride: usize, z: &[f32], norms: &[f32], m: usize, d: usize, tau: f32, anchors: std::ops::Range<usize>) -> Vec<f32> {
+    let (i0, n) = (anchors.start, anchors.len());
     let mut a = vec![0f32; n * m];
     a.par_chunks_mut(ROWS * m).enumerate().for_each(|(j, block)| {
         let r0 = i0 + j * ROWS;
@@ -291,7 +234,7 @@ pub fn nt_xent_join(p: &[f32], parts: &[f32], m: usize, d: usize, tau: f32, i0: 
             for rr in 0..rows {
                 let i = r0 + rr;
                 for (v, k) in block[rr * m + k0..rr * m + k1].iter_mut().zip(k0..k1) {
-                    *v = parts[i * w + k] + parts[k * w + i];
+                    *v = g[i * stride + k] + g[k * stride + i];
                 }
             }
         }
@@ -304,14 +247,54 @@ pub fn nt_xent_join(p: &[f32], parts: &[f32], m: usize, d: usize, tau: f32, i0: 
             gemm(rows, d, m, b.as_mut_ptr(), 1, d as isize, false, a.as_ptr().add(j * ROWS * m), 1, m as isize, z.as_ptr(), 1, d as isize, 0.0, 1.0 / tau, false, false, false, Parallelism::None)
         }
     });
-    let (zi, ni) = (&z[i0 * d..i1 * d], &norms[i0..i1]);
+    let (zi, ni) = (&z[i0 * d..(i0 + n) * d], &norms[i0..i0 + n]);
     dz.par_chunks_mut(d).zip(zi.par_chunks(d)).zip(ni.par_iter()).for_each(|((g, zi), &n)| {
         let dot: f32 = g.iter().zip(zi).map(|(a, b)| a * b).sum();
         for (v, &zv) in g.iter_mut().zip(zi) {
             *v = (*v - zv * dot) / n;
         }
     });
-    (loss, dz)
+    dz
+}
+
+/// NT-Xent split by anchors, for data-parallel steps (`wick_core::dist::GatheredLoss`): the
+/// first phase of the anchors in `ranges` (in order) of the `m` un-normalised projections `p`
+/// `[m, d]`. Per anchor i, its row of `G = (softmax − one-hot(pos)) · scale / m` (m f32s, zero
+/// at k = i) and its loss term `log Σ_{k≠i} e^{s_ik} − s_{i,pos(i)}` (one f32): m + 1 f32s per
+/// anchor, anchor after anchor. The same arithmetic as [`nt_xent_host`] row by row, with the
+/// similarities in blocks of [`ROWS`] anchors from each range's start, so a split's bits depend
+/// on its anchors only (not on the thread count or on which process computes it).
+pub fn nt_xent_split(p: &[f32], m: usize, d: usize, tau: f32, scale: f32, ranges: &[std::ops::Range<usize>]) -> Vec<f32> {
+    let (z, _) = normalize_rows(p, d);
+    let c = scale / m as f32;
+    let mut out = Vec::with_capacity(ranges.iter().map(|r| r.len()).sum::<usize>() * (m + 1));
+    for range in ranges {
+        let (i0, n) = (range.start, range.len());
+        let s = abt(&z[i0 * d..range.end * d], &z, n, m, d, 1.0 / tau);
+        let mut part = vec![0f32; n * (m + 1)];
+        part.par_chunks_mut(m + 1).zip(s.par_chunks(m)).enumerate().for_each(|(r, (o, s_i))| {
+            let i = i0 + r;
+            let (lse, sum) = row_exp(i, s_i, &mut o[..m]);
+            g_row(i, &mut o[..m], sum, c);
+            o[m] = lse - s_i[(i + m / 2) % m];
+        });
+        out.extend(part);
+    }
+    out
+}
+
+/// The second phase of [`nt_xent_split`]: with every anchor's part gathered (`parts`, anchor
+/// order, `m · (m + 1)` f32s), the loss (the terms summed in anchor order in f64, over m) and
+/// `∂L/∂p` for the anchors in `ranges`, one after another (`∂z_j = Σ_k (G_jk + G_kj) z_k / τ`,
+/// then through the normalisation; the products in blocks of [`ROWS`] anchors from each range's
+/// start, as in the first phase).
+pub fn nt_xent_join(p: &[f32], parts: &[f32], m: usize, d: usize, tau: f32, ranges: &[std::ops::Range<usize>]) -> (f32, Vec<f32>) {
+    let w = m + 1;
+    let total: f64 = (0..m).map(|i| parts[i * w + m] as f64).sum();
+    let loss = (total / m as f64) as f32;
+    let (z, norms) = normalize_rows(p, d);
+    let dp = ranges.iter().flat_map(|r| grad_rows(parts, w, &z, &norms, m, d, tau, r.clone())).collect();
+    (loss, dp)
 }
 
 /// The fused NT-Xent of un-normalised projections `[2N, P]` → a scalar.

@@ -655,8 +655,8 @@ impl dist::GatheredLoss for TwoViews<'_> {
         let z = Self::stacked(outputs, b, k);
         let w = m + 1;
         // Anchors lo..hi are the rows' first views, b + lo..b + hi their second.
-        let a = crate::simclr::nt_xent_split(&z, m, k, *tau as f32, 1.0, lo, hi);
-        let v = crate::simclr::nt_xent_split(&z, m, k, *tau as f32, 1.0, b + lo, b + hi);
+        let both = crate::simclr::nt_xent_split(&z, m, k, *tau as f32, 1.0, &[lo..hi, b + lo..b + hi]);
+        let (a, v) = both.split_at((hi - lo) * w);
         Ok(a.chunks_exact(w).zip(v.chunks_exact(w)).flat_map(|(x, y)| x.iter().chain(y)).copied().collect())
     }
 
@@ -671,9 +671,8 @@ impl dist::GatheredLoss for TwoViews<'_> {
             by_anchor[r * w..(r + 1) * w].copy_from_slice(&row[..w]);
             by_anchor[(b + r) * w..(b + r + 1) * w].copy_from_slice(&row[w..]);
         }
-        let (loss, ga) = crate::simclr::nt_xent_join(&z, &by_anchor, m, k, *tau as f32, lo, hi);
-        let (_, gb) = crate::simclr::nt_xent_join(&z, &by_anchor, m, k, *tau as f32, b + lo, b + hi);
-        Ok((loss as f64, Self::side_by_side(&[ga, gb].concat(), hi - lo, k)))
+        let (loss, g) = crate::simclr::nt_xent_join(&z, &by_anchor, m, k, *tau as f32, &[lo..hi, b + lo..b + hi]);
+        Ok((loss as f64, Self::side_by_side(&g, hi - lo, k)))
     }
 
     fn backward(&mut self, state: ViewsState, lo: usize, hi: usize, grad: &[f32]) -> Result<GradStore> {
