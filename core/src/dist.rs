@@ -275,30 +275,9 @@ impl World {
 
     #[cfg(feature = "mpi")]
     fn all_to_all_impl(&self, send: &[f32]) -> Vec<f32> {
-        use mpi::datatype::Equivalence;
-        use mpi::raw::AsRaw;
         let block = send.len() / self.size;
-        // Received straight into fresh capacity: no zero-filling pass over P f32s before MPI
-        // overwrites every one of them (a fifth of the combine's time when it was filled).
-        let mut recv: Vec<f32> = Vec::with_capacity(send.len());
-        let count = i32::try_from(block).expect("an all-to-all block of more than 2^31 f32s");
-        // SAFETY: `send` holds size × block f32s and `recv` has capacity for as many; MPI writes
-        // all of them (block from each rank) before returning (its default error handler aborts
-        // on failure), and every bit pattern is a valid f32.
-        unsafe {
-            let dt = f32::equivalent_datatype().as_raw();
-            mpi::ffi::MPI_Alltoall(
-                send.as_ptr().cast(),
-                count,
-                dt,
-                recv.as_mut_ptr().cast(),
-                count,
-                dt,
-                mpi::topology::SimpleCommunicator::world().as_raw(),
-            );
-            recv.set_len(send.len());
-        }
-        recv
+        // SAFETY: MPI_Alltoall writes `block` f32s from each of the `size` ranks.
+        unsafe { filled_by_mpi(send, block, send.len(), mpi::ffi::MPI_Alltoall) }
     }
 
     #[cfg(not(feature = "mpi"))]
@@ -306,31 +285,10 @@ impl World {
         unreachable!("a world of more than one rank needs the mpi feature")
     }
 
-    /// `T` is one of f32, f64 and u64 here: plain numbers, for which every bit pattern is valid.
     #[cfg(feature = "mpi")]
     fn gather_impl<T: mpi::datatype::Equivalence + Copy + Default>(&self, local: &[T]) -> Vec<T> {
-        use mpi::raw::AsRaw;
-        let n = local.len() * self.size;
-        // As in the all-to-all: MPI fills fresh capacity, with no zero-filling pass first.
-        let mut all: Vec<T> = Vec::with_capacity(n);
-        let count = i32::try_from(local.len()).expect("an all-gather block of more than 2^31 values");
-        // SAFETY: `all` has capacity for size × local.len() values and MPI writes every one of
-        // them before returning (its default error handler aborts on failure); T is a plain
-        // number type (see above).
-        unsafe {
-            let dt = T::equivalent_datatype().as_raw();
-            mpi::ffi::MPI_Allgather(
-                local.as_ptr().cast(),
-                count,
-                dt,
-                all.as_mut_ptr().cast(),
-                count,
-                dt,
-                mpi::topology::SimpleCommunicator::world().as_raw(),
-            );
-            all.set_len(n);
-        }
-        all
+        // SAFETY: MPI_Allgather writes local.len() values from each of the `size` ranks.
+        unsafe { filled_by_mpi(local, local.len(), local.len() * self.size, mpi::ffi::MPI_Allgather) }
     }
 
     #[cfg(not(feature = "mpi"))]
@@ -375,6 +333,33 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// The result of a collective with `MPI_Alltoall`'s or `MPI_Allgather`'s signature, `count`
+/// values of `send` per rank, received straight into fresh capacity for `n` values: no
+/// zero-filling pass over the buffer before MPI overwrites it (a fifth of the gradient
+/// combine's time when the buffers were filled).
+///
+/// # Safety
+/// `collective` must write all `n` values (MPI's default error handler aborts on failure), and
+/// `T` must be a plain number type (f32, f64, u64 here), for which every bit pattern is valid.
+#[cfg(feature = "mpi")]
+unsafe fn filled_by_mpi<T: mpi::datatype::Equivalence>(
+    send: &[T],
+    count: usize,
+    n: usize,
+    collective: unsafe extern "C" fn(*const std::ffi::c_void, i32, mpi::ffi::MPI_Datatype, *mut std::ffi::c_void, i32, mpi::ffi::MPI_Datatype, mpi::ffi::MPI_Comm) -> i32,
+) -> Vec<T> {
+    use mpi::raw::AsRaw;
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    let count = i32::try_from(count).expect("a collective block of more than 2^31 values");
+    let dt = T::equivalent_datatype().as_raw();
+    // SAFETY: the caller's contract above; `out` has capacity for the n values written.
+    unsafe {
+        collective(send.as_ptr().cast(), count, dt, out.as_mut_ptr().cast(), count, dt, mpi::topology::SimpleCommunicator::world().as_raw());
+        out.set_len(n);
+    }
+    out
 }
 
 /// The checkpoint at `path` as rank 0 reads it, on every rank (`None` if rank 0 has none), so
