@@ -145,6 +145,15 @@ fn n_ranks_give_the_bits_of_one_process_with_n_micro_batches() {
             assert!(cfg.contains(&format!("micro_batches = {n}")), "{cfg}");
             // Only rank 0 wrote: one event file.
             assert_eq!(wick_core::tb::event_files(&d.join(&many)).unwrap().len(), 1);
+            if n == 2 {
+                // The combine through MPI_Alltoallv instead of the node's shared window and the
+                // sharded update (what ranks on several nodes use): the same bits again.
+                let via = format!("{algo}-np2-alltoall");
+                let args = train_args(algo, extra, &d, &via, &[]);
+                let out = mpi_command(&mpirun, 2, env!("CARGO_BIN_EXE_wick"), &args).env("WICK_COMBINE", "alltoall").output().unwrap();
+                assert!(out.status.success(), "{algo}: WICK_COMBINE=alltoall: {}", String::from_utf8_lossy(&out.stderr));
+                same_run(&d.join(&one), &d.join(&via), &format!("{algo}: mpirun -np 2 with WICK_COMBINE=alltoall vs --micro-batches 2"));
+            }
         }
         // Accumulation really changes the arithmetic (so the equality above is not vacuous).
         let a = std::fs::read(d.join(&plain).join("checkpoint.safetensors")).unwrap();
@@ -481,6 +490,14 @@ fn pretraining_n_ranks_give_the_bits_of_one_process_with_n_micro_batches() {
             let cfg = std::fs::read_to_string(d.join(&many).join("config.toml")).unwrap();
             assert!(cfg.contains(&format!("micro_batches = {n}")), "{cfg}");
             assert_eq!(wick_core::tb::event_files(&d.join(&many)).unwrap().len(), 1, "only rank 0 wrote");
+            if n == 2 && *algo == "simclr" {
+                // Through MPI_Alltoallv instead of the node's window and the sharded update.
+                let via = format!("{algo}-np2-alltoall");
+                let args = train_args(algo, extra, &d, &via, &[]);
+                let out = mpi_command(&mpirun, 2, env!("CARGO_BIN_EXE_wick"), &args).env("WICK_COMBINE", "alltoall").output().unwrap();
+                assert!(out.status.success(), "{algo}: WICK_COMBINE=alltoall: {}", String::from_utf8_lossy(&out.stderr));
+                same_pretrain_run(&d.join(&one), &d.join(&via), &format!("{algo}: mpirun -np 2 with WICK_COMBINE=alltoall vs --micro-batches 2"));
+            }
         }
         // Accumulation really changes the arithmetic (so the equality above is not vacuous).
         let a = std::fs::read(d.join(&plain).join("checkpoint.safetensors")).unwrap();

@@ -222,7 +222,8 @@ fn update(cfg: &ReinforceConfig, dp: &DataParallel, agent: &mut Reinforce, shard
         s.value_loss += f[0] * f[2];
         s.entropy += f[0] * f[3];
     }
-    Ok((agent.apply(cfg, combined.grads, s, lr)?, combined.interrupted))
+    let interrupted = combined.interrupted;
+    Ok((agent.apply(cfg, combined.into_grads(&agent.params)?, s, lr)?, interrupted))
 }
 
 /// The full state of a run: parameters, Adam's moments, the counters. (Nothing of the env or

@@ -1,5 +1,6 @@
 //! Where the data-parallel combine's time goes (docs/distributed.md, "Speed"): times
-//! [`DataParallel::step`] on gradients of P parameters with no compute around it, and, for
+//! [`DataParallel::step`] on gradients of P parameters with no compute around it (alone, and
+//! followed by the Adam update as the trainers take it, `DataParallel::update`), and, for
 //! reference, the bare collectives of the same sizes (an `MPI_Alltoall` of P f32s, an
 //! `MPI_Allgather` of P/N; the step itself makes two `MPI_Alltoallv` exchanges of those sizes
 //! that leave each rank's own block out), so the transport's cost shows apart from the ordered
@@ -16,6 +17,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 use wick_core::dist::{self, DataParallel};
+use wick_core::optim::{OptimConfig, Optimizer};
 use wick_core::params::Params;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -51,11 +53,29 @@ fn main() -> wick_core::Result<()> {
             g.insert(&b, gb.clone());
             Ok((0.5, g))
         })?;
-        std::hint::black_box(&out.grads);
+        std::hint::black_box(out.into_grads(&params)?);
         if s >= 5 {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
+    // The trainers' path: the combine, then Adam through `DataParallel::update` (sharded among
+    // ranks on one node: each updates its slice; with WICK_COMBINE=alltoall, all of it).
+    let mut opt = Optimizer::new(OptimConfig::default(), &params)?;
+    let mut updates = Vec::with_capacity(steps);
+    for s in 0..steps + 5 {
+        let t = Instant::now();
+        let out = dp.step(&params, 100 * n, |_, _| {
+            let mut g = GradStore::default();
+            g.insert(&a, ga.clone());
+            g.insert(&b, gb.clone());
+            Ok((0.5, g))
+        })?;
+        dp.update(&mut opt, &params, out, 1e-3)?;
+        if s >= 5 {
+            updates.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    dp.sync_optimizer(&mut opt, &params)?;
     let c = p.div_ceil(n);
     let send = vec![rank as f32; n * c];
     let mut a2a = Vec::with_capacity(steps);
@@ -71,7 +91,10 @@ fn main() -> wick_core::Result<()> {
     if rank == 0 {
         let mb = (n - 1) as f64 * c as f64 * 4.0 / 1e6; // bytes each rank receives per collective
         let (t, t1, t2) = (median(times), median(a2a), median(ag));
-        println!("{n} ranks, P = {p}: DataParallel::step (combine only) {t:.3} ms per step");
+        let via = if std::env::var("WICK_COMBINE").is_ok_and(|v| v == "alltoall") { "MPI_Alltoallv (WICK_COMBINE=alltoall)" } else { "the node's shared window where the ranks share one" };
+        println!("{n} ranks, P = {p}, combine through {via}:");
+        println!("  DataParallel::step and the whole gradient (Combined::into_grads): {t:.3} ms per step");
+        println!("  DataParallel::step and DataParallel::update with Adam (the trainers' path): {:.3} ms per step", median(updates));
         println!("  all-to-all of {} f32s: {t1:.3} ms ({:.2} GB/s received per rank)", n * c, mb / t1);
         println!("  all-gather of {c} f32s: {t2:.3} ms ({:.2} GB/s received per rank)", mb / t2);
         println!("  the step less these two (flatten, ordered sum, head exchange; the step's own exchanges skip the rank's own block): {:.3} ms", t - t1 - t2);

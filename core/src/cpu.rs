@@ -29,6 +29,58 @@ pub fn with_host_slices<R>(
     f(&host)
 }
 
+/// `f` with the f32 data of contiguous CPU tensors lent mutably (no copy): each slice comes from
+/// its own storage's write lock, taken by nesting Candle in-place ops (one tensor each) and held
+/// until `f` returns. The tensors must have distinct storages. `what` names them in the error.
+pub fn with_host_slices_mut<R>(
+    tensors: &[&candle_core::Tensor],
+    what: &str,
+    f: impl FnOnce(&mut [&mut [f32]]) -> crate::Result<R>,
+) -> crate::Result<R> {
+    use std::cell::RefCell;
+    type Body<'b> = &'b mut dyn FnMut(&mut [f32]) -> crate::Result<()>;
+    struct Lend<'a, 'b> {
+        what: &'a str,
+        body: RefCell<Body<'b>>,
+        err: RefCell<Option<crate::Error>>,
+    }
+    impl candle_core::InplaceOp1 for Lend<'_, '_> {
+        fn name(&self) -> &'static str {
+            "wick-host-slices"
+        }
+        fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+            let v = f32_slice_mut(s, l, self.what)?;
+            if let Err(e) = (self.body.borrow_mut())(v) {
+                *self.err.borrow_mut() = Some(e);
+            }
+            Ok(())
+        }
+    }
+    fn nest(ts: &[&candle_core::Tensor], what: &str, lent: &mut Vec<(*mut f32, usize)>, f: &mut dyn FnMut(&mut [&mut [f32]]) -> crate::Result<()>) -> crate::Result<()> {
+        let Some((t, rest)) = ts.split_first() else {
+            // SAFETY: each pointer is a distinct storage's data, lent by an enclosing op that
+            // holds its write lock until this returns.
+            let mut slices: Vec<&mut [f32]> = lent.iter().map(|&(p, n)| unsafe { std::slice::from_raw_parts_mut(p, n) }).collect();
+            return f(&mut slices);
+        };
+        let mut body = |v: &mut [f32]| {
+            lent.push((v.as_mut_ptr(), v.len()));
+            let r = nest(rest, what, lent, f);
+            lent.pop();
+            r
+        };
+        let op = Lend { what, body: RefCell::new(&mut body), err: RefCell::new(None) };
+        t.inplace_op1(&op)?;
+        op.err.into_inner().map_or(Ok(()), Err)
+    }
+    let (mut f, mut out) = (Some(f), None);
+    nest(tensors, what, &mut Vec::with_capacity(tensors.len()), &mut |s| {
+        out = Some((f.take().expect("called once"))(s)?);
+        Ok(())
+    })?;
+    Ok(out.expect("the innermost call ran"))
+}
+
 /// [`f32_slice`] for the tensor an in-place op writes.
 pub fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a mut [f32]> {
     match (s, l.contiguous_offsets()) {

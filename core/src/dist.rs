@@ -120,7 +120,10 @@ pub fn world() -> &'static World {
 /// Leave the MPI world (`MPI_Finalize`); call before a successful exit. A no-op for one process.
 pub fn finalize() {
     #[cfg(feature = "mpi")]
-    drop(UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()).take());
+    {
+        drop(node::NODE.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
 }
 
 /// Stop every rank now (`MPI_Abort`) with exit code `code`; for one process, just exit.
@@ -480,9 +483,51 @@ pub fn micro_range(b: usize, m: usize, s: usize) -> (usize, usize) {
 pub struct Combined {
     /// ℓ = Σ (n_s/b) ℓ_s, the batch's mean loss.
     pub loss: f64,
-    pub grads: GradStore,
+    grads: Grads,
     /// Some rank saw Ctrl-C (all ranks stop after this step, together).
     pub interrupted: bool,
+}
+
+/// Where a combined gradient is.
+enum Grads {
+    Whole(GradStore),
+    /// In the node's shared window, each rank's summed slice in its segment (see `node`); P
+    /// entries in all. Taken by [`DataParallel::update`] or [`Combined::into_grads`] before the
+    /// next step.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    Node { rank: usize, size: usize },
+}
+
+impl Combined {
+    /// The whole gradient of a step combined in one process (tests).
+    #[cfg(test)]
+    fn whole(&self) -> &GradStore {
+        match &self.grads {
+            Grads::Whole(g) => g,
+            Grads::Node { .. } => panic!("the gradient waits in the node window"),
+        }
+    }
+
+    /// A step's loss, whole gradient and Ctrl-C flag (a step taken without the combine).
+    pub fn new(loss: f64, grads: GradStore, interrupted: bool) -> Combined {
+        Combined { loss, grads: Grads::Whole(grads), interrupted }
+    }
+
+    /// The whole combined gradient. Where the ranks' summed slices wait in the node's window
+    /// this gathers them: a collective, which every rank must call at the same step (as it
+    /// must [`DataParallel::update`]).
+    pub fn into_grads(self, params: &Params) -> Result<GradStore> {
+        match self.grads {
+            Grads::Whole(g) => Ok(g),
+            #[cfg(feature = "mpi")]
+            Grads::Node { rank, size } => unflatten_grads(params, node::gather(&World { rank, size }, params.numel())),
+            #[cfg(not(feature = "mpi"))]
+            Grads::Node { .. } => {
+                let _ = params;
+                unreachable!("the node window needs the mpi feature")
+            }
+        }
+    }
 }
 
 /// How one process takes part in a data-parallel step; see the module docs.
@@ -564,7 +609,7 @@ impl DataParallel {
         let m = self.micro_batches;
         if m == 1 {
             let (loss, grads) = shard(0, b)?;
-            return Ok(Combined { loss, grads, interrupted: crate::signal::interrupted() });
+            return Ok(Combined::new(loss, grads, crate::signal::interrupted()));
         }
         #[cfg(feature = "nccl")]
         if let Some(nccl) = &self.nccl {
@@ -574,16 +619,16 @@ impl DataParallel {
         let p = params.numel();
         // Per local micro-batch: [weight n_s/b, loss]; then this rank's Ctrl-C flag.
         let mut head = Vec::with_capacity(2 * per + 1);
-        let mut flat = Vec::with_capacity(per * p + self.size); // + the all-to-all's padding
+        let mut flat = self.parts(per, p);
         for s in self.rank * per..(self.rank + 1) * per {
             let (lo, hi) = micro_range(b, m, s);
             if hi > lo {
                 let (loss, grads) = shard(lo, hi)?;
                 head.extend([(hi - lo) as f64 / b as f64, loss]);
-                flatten_grads_into(params, &grads, &mut flat)?;
+                flat.grads(params, &grads)?;
             } else {
                 head.extend([0.0, 0.0]);
-                flat.extend(std::iter::repeat_n(0.0f32, p));
+                flat.zeros(p);
             }
         }
         self.combine(params, head, flat)
@@ -597,16 +642,16 @@ impl DataParallel {
     pub fn step_weighted(&self, params: &Params, mut shard: impl FnMut(usize) -> Result<(f64, f64, GradStore)>) -> Result<Combined> {
         if self.micro_batches == 1 {
             let (_, loss, grads) = shard(0)?;
-            return Ok(Combined { loss, grads, interrupted: crate::signal::interrupted() });
+            return Ok(Combined::new(loss, grads, crate::signal::interrupted()));
         }
         let per = self.micro_batches / self.size;
         let p = params.numel();
         let mut head = Vec::with_capacity(2 * per + 1);
-        let mut flat = Vec::with_capacity(per * p + self.size); // + the all-to-all's padding
+        let mut flat = self.parts(per, p);
         for s in self.rank * per..(self.rank + 1) * per {
             let (w, loss, grads) = shard(s)?;
             head.extend([w, loss]);
-            flatten_grads_into(params, &grads, &mut flat)?;
+            flat.grads(params, &grads)?;
         }
         self.combine(params, head, flat)
     }
@@ -614,7 +659,7 @@ impl DataParallel {
     /// The combine of `step`, `step_weighted` and `step_gathered`: `head` holds this rank's
     /// [w_s, ℓ_s] per local micro-batch, `flat` their flat gradients (`per` × P f32s); timed into
     /// [`DataParallel::combine_seconds`].
-    fn combine(&self, params: &Params, mut head: Vec<f64>, flat: Vec<f32>) -> Result<Combined> {
+    fn combine(&self, params: &Params, mut head: Vec<f64>, flat: Parts) -> Result<Combined> {
         let t = std::time::Instant::now();
         let per = self.micro_batches / self.size;
         let p = params.numel();
@@ -635,6 +680,15 @@ impl DataParallel {
                         weights.push(w);
                     }
                 }
+                let flat = match flat {
+                    Parts::Host(flat) => flat,
+                    #[cfg(feature = "mpi")]
+                    Parts::Node { .. } => {
+                        node::sum(&world, &weights, p);
+                        self.combine_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(Combined { loss, grads: Grads::Node { rank: self.rank, size: self.size }, interrupted });
+                    }
+                };
                 (loss, ordered_sum(&world, &weights, flat, p), interrupted)
             }
             Allreduce::Ring => {
@@ -642,13 +696,141 @@ impl DataParallel {
                 let weights: Vec<f64> = (0..per).map(|k| head[2 * k]).collect();
                 let local_loss = (0..per).filter(|&k| head[2 * k] != 0.0).fold(0.0f64, |a, k| a + head[2 * k] * head[2 * k + 1]);
                 let mut local = vec![0.0f32; p];
-                weighted_sum(&mut local, &weights, &flat, p);
+                weighted_sum(&mut local, &weights, &flat.into_host(), p);
                 let sums = world.all_reduce_sum_f64(&[local_loss, head[2 * per]]);
                 (sums[0], world.all_reduce_sum_f32(&local), sums[1] != 0.0)
             }
         };
         self.combine_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(Combined { loss, grads: unflatten_grads(params, g)?, interrupted })
+        Ok(Combined::new(loss, unflatten_grads(params, g)?, interrupted))
+    }
+
+    /// `opt.step(params, g, lr)` with the step's combined gradient g, on every rank. Where the
+    /// ranks share a node and `opt` is Adam/AdamW on the fused CPU update, the update is sharded
+    /// instead: rank r updates slice r of the flat parameters (its summed gradient slice, its
+    /// slice of m and v) and the ranks read each other's updated slices from the node's window.
+    /// Each entry gets the arithmetic of `opt.step`, so the bits are the same; each rank does 1/N
+    /// of the optimizer's passes over memory, and the optimizer state is left sharded until
+    /// [`DataParallel::sync_optimizer`]. A collective: every rank calls it at the same step.
+    pub fn update(&self, opt: &mut crate::optim::Optimizer, params: &Params, combined: Combined, lr: f64) -> Result<()> {
+        #[cfg(feature = "mpi")]
+        if let Grads::Node { rank, size } = combined.grads {
+            let world = World { rank, size };
+            if opt.steps_flat(params) {
+                return node::update(&world, opt, params, lr);
+            }
+            return opt.step(params, &unflatten_grads(params, node::gather(&world, params.numel()))?, lr);
+        }
+        opt.step(params, &combined.into_grads(params)?, lr)
+    }
+
+    /// Bring every rank's share of the optimizer state back after sharded updates
+    /// ([`DataParallel::update`]), so that it can be saved: all-gathers each rank's slice of m
+    /// and v. A collective, called on every rank before a checkpoint is built; nothing to do
+    /// (and no communication) when the state is whole.
+    pub fn sync_optimizer(&self, opt: &mut crate::optim::Optimizer, params: &Params) -> Result<()> {
+        if !opt.is_sharded() {
+            return Ok(());
+        }
+        let (n, p, world) = (self.size, params.numel(), World { rank: self.rank, size: self.size });
+        let c = p.div_ceil(n);
+        let slice = |r: usize| (r * c).min(p)..((r + 1) * c).min(p);
+        let order = sorted_order(params);
+        for k in 0..2 {
+            let mut local = opt.flat_state(params, &order, k, slice(self.rank))?;
+            local.resize(c, 0.0);
+            let all = world.all_gather_f32(&local);
+            for r in (0..n).filter(|&r| r != self.rank) {
+                let range = slice(r);
+                opt.set_flat_state(params, &order, k, range.clone(), &all[r * c..r * c + range.len()])?;
+            }
+        }
+        opt.mark_whole();
+        Ok(())
+    }
+}
+
+/// This rank's micro-batches' flat gradients (P f32s each, in order), written where the combine
+/// reads them: straight into this rank's segment of the node window where the ordered combine
+/// goes through it (no copy), otherwise into a vector.
+enum Parts {
+    Host(Vec<f32>),
+    /// Micro-batch k's gradient at `base + k·P`, `filled` entries written so far (the segment
+    /// holds M/N of them; see `node`).
+    #[cfg(feature = "mpi")]
+    Node { base: *mut f32, filled: usize },
+}
+
+impl Parts {
+    /// Append one micro-batch's gradients (sorted-name order; zeros where one has none).
+    fn grads(&mut self, params: &Params, grads: &GradStore) -> Result<()> {
+        match self {
+            Parts::Host(v) => flatten_grads_into(params, grads, v),
+            #[cfg(feature = "mpi")]
+            Parts::Node { base, filled } => {
+                let p = params.numel();
+                // SAFETY: the segment has room for M/N gradients of P (checked at allocation) and
+                // the caller appends at most that many; the others read it only after the sum's
+                // first fence, and the previous step's readers are past its last one.
+                let out = unsafe { std::slice::from_raw_parts_mut(base.add(*filled), p) };
+                let mut at = 0;
+                for i in sorted_order(params) {
+                    let v = &params.vars()[i];
+                    let n = v.elem_count();
+                    match grads.get(v.as_tensor()) {
+                        Some(g) => crate::cpu::with_host_slices(&[g], "gradient", |s| {
+                            out[at..at + n].copy_from_slice(s[0]);
+                            Ok(())
+                        })
+                        .or_else(|_| -> Result<()> {
+                            out[at..at + n].copy_from_slice(&g.flatten_all()?.to_vec1::<f32>()?);
+                            Ok(())
+                        })?,
+                        None => out[at..at + n].fill(0.0),
+                    }
+                    at += n;
+                }
+                *filled += p;
+                Ok(())
+            }
+        }
+    }
+
+    /// Append an empty micro-batch's gradient (P zeros).
+    fn zeros(&mut self, p: usize) {
+        match self {
+            Parts::Host(v) => v.extend(std::iter::repeat_n(0.0f32, p)),
+            #[cfg(feature = "mpi")]
+            Parts::Node { base, filled } => {
+                // SAFETY: as in `grads`.
+                unsafe { std::slice::from_raw_parts_mut(base.add(*filled), p) }.fill(0.0);
+                *filled += p;
+            }
+        }
+    }
+
+    /// The vector (only where the combine does not go through the window).
+    fn into_host(self) -> Vec<f32> {
+        match self {
+            Parts::Host(v) => v,
+            #[cfg(feature = "mpi")]
+            Parts::Node { .. } => unreachable!("the window's parts are summed in place"),
+        }
+    }
+}
+
+impl DataParallel {
+    /// Where this step's `per` local gradients of `p` go: the node window for the ordered
+    /// combine over several ranks on the CPU (allocated here at the first step, a collective
+    /// every rank reaches at the same step), else a vector.
+    fn parts(&self, per: usize, p: usize) -> Parts {
+        #[cfg(feature = "mpi")]
+        if self.allreduce == Allreduce::Ordered && self.size > 1 {
+            if let Some(base) = node::segment(&World { rank: self.rank, size: self.size }, p, per) {
+                return Parts::Node { base, filled: 0 };
+            }
+        }
+        Parts::Host(Vec::with_capacity(per * p + self.size)) // + the all-to-all's padding
     }
 }
 
@@ -796,6 +978,240 @@ fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> 
     g
 }
 
+/// The ordered combine through one MPI-3 shared-memory window, for ranks that share a node,
+/// and the sharded optimizer update it allows.
+///
+/// `MPI_Alltoallv` between ranks on one host copies every block (into a shared-memory segment
+/// and out of it, or across address spaces), and afterwards every rank runs the optimizer over
+/// all P parameters on its one thread. When every rank of the world is on one node
+/// (`MPI_Comm_split_type` with `MPI_COMM_TYPE_SHARED` keeps them all), the step instead uses a
+/// window from `MPI_Win_allocate_shared` in which rank r's segment holds its micro-batches' flat
+/// gradients (M/N × P f32s), its summed slice and its updated parameter slice (⌈P/N⌉ each):
+///
+/// ```text
+/// rank r: its gradients, flattened straight into its segment   sync, barrier, sync
+/// rank r: slice r of g = Σ_s w_s g_s, read in place from every segment → its segment
+/// then either (DataParallel::update, Adam/AdamW on the CPU):
+///   rank r: Adam on slice r of θ, m, v with slice r of g → θ's slice into its segment
+///                                                             sync, barrier, sync
+///   rank r: the other slices of θ, read from their segments → its parameters
+/// or (Combined::into_grads: clipping, REINFORCE's norm, other optimizers):
+///                                                             sync, barrier, sync
+///   rank r: the N summed slices → the whole gradient
+/// ```
+///
+/// Each entry's sum is the all-to-all path's left-to-right sequence ([`weighted_sum_parts`]
+/// over the same parts in micro-batch order) and each entry's update is `Optimizer::step`'s
+/// (the optimizer's update is element-wise), so the bits are the same as one process's with
+/// `--micro-batches M`. Each rank does 1/N of the optimizer's passes over memory; its slices of
+/// m and v are brought together by `DataParallel::sync_optimizer` before a checkpoint. A segment
+/// is rewritten only after the barrier that follows everyone's reading of it: parts of step k+1
+/// are written after the last barrier of step k, which every rank reaches after summing; a
+/// summed or parameter slice of step k+1 after the first barrier of step k+1, which every rank
+/// reaches after copying step k's slices. Across nodes, or with `WICK_COMBINE=alltoall` (an
+/// A/B switch, and how the tests check that both paths give the same bits), the two
+/// `MPI_Alltoallv` exchanges of [`ordered_sum`] and the whole optimizer step are used.
+#[cfg(feature = "mpi")]
+mod node {
+    use super::{weighted_sum_parts, World};
+    use crate::error::Result;
+    use crate::optim::Optimizer;
+    use crate::params::Params;
+    use mpi::ffi;
+    use mpi::raw::AsRaw;
+    use mpi::topology::{Communicator, SimpleCommunicator};
+    use std::sync::Mutex;
+
+    pub(super) struct Window {
+        /// The node's ranks (all of the world's), in world-rank order.
+        comm: SimpleCommunicator,
+        win: ffi::MPI_Win,
+        /// (P, M/N) the segments were sized for.
+        shape: (usize, usize),
+        /// Each rank's segment, in rank order.
+        bases: Vec<*mut f32>,
+    }
+    // SAFETY: only the main thread calls MPI (`Threading::Funneled`), through the mutex below.
+    unsafe impl Send for Window {}
+
+    impl Drop for Window {
+        fn drop(&mut self) {
+            // SAFETY: the window was locked for all ranks at allocation; collective on its comm,
+            // which every rank drops at the same point (finalize, or a new shape).
+            unsafe {
+                ffi::MPI_Win_unlock_all(self.win);
+                ffi::MPI_Win_free(&mut self.win);
+            }
+            let _ = &self.comm;
+        }
+    }
+
+    /// None: not yet asked. Some(None): the ranks are not all on one node, or the switch is off.
+    pub(super) static NODE: Mutex<Option<Option<Window>>> = Mutex::new(None);
+
+    fn fence(w: &Window) {
+        // SAFETY: the window is valid and locked; the communicator is the window's.
+        unsafe {
+            ffi::MPI_Win_sync(w.win);
+            ffi::MPI_Barrier(w.comm.as_raw());
+            ffi::MPI_Win_sync(w.win);
+        }
+    }
+
+    fn allocate(world: &World, p: usize, per: usize) -> Option<Window> {
+        let comm = SimpleCommunicator::world().split_shared(world.rank() as i32);
+        if comm.size() as usize != world.size() {
+            return None; // ranks on several nodes: every rank sees the same sizes, so all fall back
+        }
+        let seg = seg_len(p, per, world.size());
+        let bytes = ffi::MPI_Aint::try_from(seg * 4).expect("a window segment over the address range");
+        let mut base: *mut f32 = std::ptr::null_mut();
+        let mut win: ffi::MPI_Win = unsafe { ffi::RSMPI_WIN_NULL };
+        // SAFETY: collective over `comm`; MPI writes the local base and the window handle.
+        unsafe {
+            ffi::MPI_Win_allocate_shared(bytes, 4, ffi::RSMPI_INFO_NULL, comm.as_raw(), (&mut base as *mut *mut f32).cast(), &mut win);
+            ffi::MPI_Win_lock_all(0, win);
+        }
+        let bases = (0..world.size())
+            .map(|r| {
+                let (mut size, mut unit, mut ptr): (ffi::MPI_Aint, i32, *mut f32) = (0, 0, std::ptr::null_mut());
+                // SAFETY: r is a rank of the window's communicator.
+                unsafe { ffi::MPI_Win_shared_query(win, r as i32, &mut size, &mut unit, (&mut ptr as *mut *mut f32).cast()) };
+                assert!(size as usize >= seg * 4, "MPI_Win_shared_query: rank {r}'s segment holds {size} bytes, not {}", seg * 4);
+                ptr
+            })
+            .collect();
+        Some(Window { comm, win, shape: (p, per), bases })
+    }
+
+    /// Each rank's segment: its micro-batches' gradients (per·p), its summed slice (c), its
+    /// updated parameter slice (c).
+    fn seg_len(p: usize, per: usize, n: usize) -> usize {
+        per * p + 2 * p.div_ceil(n)
+    }
+
+    /// Rank r's entries [at, at + len) of its segment.
+    ///
+    /// # Safety
+    /// Within the segment (checked at allocation), and no rank writes them while this lives:
+    /// the schedule in the module docs keeps a rank's writes apart from the others' reads.
+    unsafe fn view(w: &Window, r: usize, at: usize, len: usize) -> &[f32] {
+        unsafe { std::slice::from_raw_parts(w.bases[r].add(at), len) }
+    }
+
+    /// This rank's entries [at, at + len) of its own segment, to write.
+    ///
+    /// # Safety
+    /// As [`view`], and no other view of these entries lives meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn view_mut(w: &Window, rank: usize, at: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(w.bases[rank].add(at), len) }
+    }
+
+    fn slice(r: usize, p: usize, n: usize) -> std::ops::Range<usize> {
+        let c = p.div_ceil(n);
+        (r * c).min(p)..((r + 1) * c).min(p)
+    }
+
+    /// This rank's segment of the node window for gradients of `p` in `per` micro-batches
+    /// (allocated, collectively, when the shape is new), or None where the window does not
+    /// apply: ranks on several nodes, or `WICK_COMBINE=alltoall`. Every rank gets the same
+    /// answer, which depends only on the world's layout, the environment mpirun gives every
+    /// rank, and (P, M/N).
+    pub(super) fn segment(world: &World, p: usize, per: usize) -> Option<*mut f32> {
+        let mut guard = NODE.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = match &*guard {
+            None => std::env::var("WICK_COMBINE").map_or(true, |v| v != "alltoall"),
+            Some(None) => return None,
+            Some(Some(w)) => w.shape != (p, per),
+        };
+        if fresh {
+            *guard = None; // free the old window (collective) before the new one
+            *guard = Some(allocate(world, p, per));
+        }
+        guard.as_ref()?.as_ref().map(|w| w.bases[world.rank()])
+    }
+
+    /// The first half of the ordered sum through the node's window: once every rank's
+    /// micro-batch gradients are in its segment (written by `Parts`), this rank sums its slice
+    /// of all of them in micro-batch order into its segment. [`gather`] or [`update`] must
+    /// follow before the next step.
+    pub(super) fn sum(world: &World, weights: &[f64], p: usize) {
+        let (n, rank) = (world.size(), world.rank());
+        let guard = NODE.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(Some(w)) = guard.as_ref() else { unreachable!("sum follows segment") };
+        let per = w.shape.1;
+        let mine = slice(rank, p, n);
+        fence(w);
+        // SAFETY: every rank's parts are written and stay until the fence of `gather`/`update`;
+        // the summed slice is this rank's own, read by the others only after that fence.
+        let parts: Vec<(f64, &[f32])> = (0..n * per).map(|s| (weights[s], unsafe { view(w, s / per, (s % per) * p + mine.start, mine.len()) })).collect();
+        let own = unsafe { view_mut(w, rank, per * p, mine.len()) };
+        // SAFETY: `[f32]` viewed as `[MaybeUninit<f32>]`; only f32s are written.
+        weighted_sum_parts(unsafe { &mut *(own as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) }, &parts);
+    }
+
+    /// The second half, for the whole gradient: once every rank has summed its slice, the N
+    /// slices in order (P f32s).
+    pub(super) fn gather(world: &World, p: usize) -> Vec<f32> {
+        let guard = NODE.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(Some(w)) = guard.as_ref() else { unreachable!("gather follows a sum through the window") };
+        let (n, per) = (world.size(), w.shape.1);
+        fence(w);
+        let mut g = Vec::with_capacity(p);
+        for r in 0..n {
+            // SAFETY: rank r's summed slice, written before the fence; rewritten only after
+            // the next step's first fence, which this rank reaches after copying.
+            g.extend_from_slice(unsafe { view(w, r, per * p, slice(r, p, n).len()) });
+        }
+        g
+    }
+
+    /// The second half, for a sharded update ([`super::DataParallel::update`]): this rank
+    /// updates slice r of the flat parameters with its summed gradient slice
+    /// ([`Optimizer::step_flat_range`]), puts the new values in its segment, and once every
+    /// rank has, copies the others' slices into its parameters.
+    pub(super) fn update(world: &World, opt: &mut Optimizer, params: &Params, lr: f64) -> Result<()> {
+        let guard = NODE.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(Some(w)) = guard.as_ref() else { unreachable!("update follows a sum through the window") };
+        let (n, rank, per) = (world.size(), world.rank(), w.shape.1);
+        let p = params.numel();
+        let (c, mine, order) = (p.div_ceil(n), slice(rank, p, n), super::sorted_order(params));
+        // SAFETY: this rank's summed slice and its parameter slice: disjoint entries of its own
+        // segment, which the others read only after the fence below.
+        let (g, theta) = unsafe { (view(w, rank, per * p, mine.len()), view_mut(w, rank, per * p + c, mine.len())) };
+        let stepped = opt.step_flat_range(params, &order, mine, g, theta, lr);
+        fence(w); // every rank reaches it, whatever happened to its step
+        stepped?;
+        for r in (0..n).filter(|&r| r != rank) {
+            // SAFETY: rank r's new parameter slice, written before the fence; rewritten only
+            // after the next step's first fence, which this rank reaches after copying.
+            let src = unsafe { view(w, r, per * p + c, slice(r, p, n).len()) };
+            write_flat(params, &order, slice(r, p, n), src)?;
+        }
+        Ok(())
+    }
+
+    /// Write `src` into entries `range` of the flat parameters (the parameters in `order`, one
+    /// after another).
+    fn write_flat(params: &Params, order: &[usize], range: std::ops::Range<usize>, src: &[f32]) -> Result<()> {
+        let mut at = 0;
+        for &i in order {
+            let t = params.vars()[i].as_tensor();
+            let n = t.elem_count();
+            let (lo, hi) = (range.start.max(at), range.end.min(at + n));
+            if lo < hi {
+                crate::cpu::with_host_slices_mut(&[t], "parameter", |s| {
+                    s[0][lo - at..hi - at].copy_from_slice(&src[lo - range.start..hi - range.start]);
+                    Ok(())
+                })?;
+            }
+            at += n;
+        }
+        Ok(())
+    }
+}
+
 /// A loss over the whole global batch (SimCLR's NT-Xent, VICReg's batch statistics), taken
 /// data-parallel: the outputs of every micro-batch are all-gathered, every rank computes the one
 /// loss and its gradient with respect to every output, and each micro-batch backpropagates its
@@ -941,7 +1357,7 @@ impl DataParallel {
             }
         };
         let p = params.numel();
-        let mut flat = Vec::with_capacity(per * p + self.size); // + the all-to-all's padding
+        let mut flat = self.parts(per, p);
         // [w_s, ℓ_s] per local micro-batch as `combine` takes them: weight 1 (each is a part of
         // the one loss's gradient), 0 for an empty one; the loss is the gathered one.
         let mut head = Vec::with_capacity(2 * per);
@@ -950,19 +1366,19 @@ impl DataParallel {
             match st {
                 Some(st) => {
                     let grads = job.backward(st, lo, hi, &dout)?;
-                    flatten_grads_into(params, &grads, &mut flat)?;
+                    flat.grads(params, &grads)?;
                     head.extend([1.0, 0.0]);
                 }
                 None => {
-                    flat.extend(std::iter::repeat_n(0.0f32, p));
+                    flat.zeros(p);
                     head.extend([0.0, 0.0]);
                 }
             }
         }
         if m == 1 {
             // One micro-batch: its gradient as it is (no f64 round trip).
-            let grads = unflatten_grads(params, flat)?;
-            return Ok(Combined { loss, grads, interrupted: crate::signal::interrupted() });
+            let grads = unflatten_grads(params, flat.into_host())?;
+            return Ok(Combined::new(loss, grads, crate::signal::interrupted()));
         }
         let combined = self.combine(params, head, flat)?;
         Ok(Combined { loss, ..combined })
@@ -1088,7 +1504,7 @@ pub mod nccl {
                 }
             }
             let g = acc.to_dtype(DType::F32)?;
-            Ok(Combined { loss, grads: unflatten_grads_tensor(params, &g)?, interrupted })
+            Ok(Combined::new(loss, unflatten_grads_tensor(params, &g)?, interrupted))
         }
     }
 
@@ -1212,7 +1628,7 @@ mod tests {
                 want[j] += 0.2 * (2.0 * x[i * 4 + j] * x[i * 4 + j] * wv[j]) as f64;
             }
         }
-        let got = c.grads.get(&w).unwrap().to_vec1::<f32>().unwrap();
+        let got = c.whole().get(&w).unwrap().to_vec1::<f32>().unwrap();
         for j in 0..4 {
             assert!((got[j] as f64 - want[j]).abs() < 1e-6, "{got:?} vs {want:?}");
         }
@@ -1261,7 +1677,7 @@ mod tests {
             let dp = DataParallel::new(m, 6, world()).unwrap();
             let c = dp.step_gathered(&p, 5, &mut Variance { x: &x, w: &wv }).unwrap();
             assert!((c.loss - wl).abs() < 1e-6, "M={m}: {} vs {wl}", c.loss);
-            let got = c.grads.get(&w).unwrap().to_vec1::<f32>().unwrap();
+            let got = c.whole().get(&w).unwrap().to_vec1::<f32>().unwrap();
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-6, "M={m}: {got:?} vs {want:?}");
             }
@@ -1287,7 +1703,7 @@ mod tests {
                 })
                 .unwrap();
             assert_eq!(seen, vec![0, 1, 2]);
-            (c.loss, c.grads.get(&w).unwrap().to_vec1::<f32>().unwrap())
+            (c.loss, c.whole().get(&w).unwrap().to_vec1::<f32>().unwrap())
         };
         let (loss, g) = run(Allreduce::Ordered);
         let wv: Vec<f32> = w.to_vec1().unwrap();
@@ -1313,7 +1729,7 @@ mod tests {
         });
         let c = c.unwrap();
         assert_eq!(c.loss, 1.5);
-        let g: Vec<f32> = c.grads.get(&w).unwrap().to_vec1().unwrap();
+        let g: Vec<f32> = c.whole().get(&w).unwrap().to_vec1().unwrap();
         let wv: Vec<f32> = w.to_vec1().unwrap();
         assert_eq!(g, wv.iter().map(|x| 2.0 * x).collect::<Vec<_>>());
     }

@@ -180,6 +180,9 @@ pub struct Optimizer {
     slots: Vec<Slot>,
     /// Always use the tensor-op path (tests compare it with the fused CPU path).
     composed_only: bool,
+    /// Some state entries are behind: [`Optimizer::step_flat_range`] updated a share of them
+    /// (one rank's, in a sharded data-parallel update) and the rest were not brought back yet.
+    sharded: bool,
 }
 
 impl fmt::Debug for Optimizer {
@@ -202,7 +205,7 @@ impl Optimizer {
             let bufs = kinds.iter().map(|_| v.as_tensor().zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
             slots.push(Slot { steps: 0, bufs });
         }
-        Ok(Optimizer { cfg, t: 0, names: params.names().to_vec(), slots, composed_only: false })
+        Ok(Optimizer { cfg, t: 0, names: params.names().to_vec(), slots, composed_only: false, sharded: false })
     }
 
     /// Use only the tensor-op update, never the fused CPU one (for comparing the two).
@@ -235,6 +238,7 @@ impl Optimizer {
     /// (the schedule's value for this step; `cfg.lr` is the base it scales).
     pub fn step(&mut self, params: &Params, grads: &GradStore, lr: f64) -> Result<()> {
         self.check_params(params)?;
+        self.check_whole("stepped whole")?;
         if !(lr >= 0.0 && lr.is_finite()) {
             bail!("learning rate must be a non-negative number, got {lr} at step {}", self.t);
         }
@@ -304,6 +308,115 @@ impl Optimizer {
         Ok(())
     }
 
+    fn check_whole(&self, what: &str) -> Result<()> {
+        if self.sharded {
+            bail!("the optimizer's state is sharded among the ranks (a sharded data-parallel update) and cannot be {what} until it is gathered (DataParallel::sync_optimizer)");
+        }
+        Ok(())
+    }
+
+    /// Whether [`Optimizer::step_flat_range`] can take the step: Adam or AdamW on the fused CPU
+    /// update, with every parameter and state buffer a contiguous f32 CPU tensor.
+    pub fn steps_flat(&self, params: &Params) -> bool {
+        let ok = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
+        matches!(self.cfg.kind, OptimKind::Adam | OptimKind::Adamw)
+            && !self.composed_only
+            && params.names() == self.names.as_slice()
+            && params.vars().iter().zip(&self.slots).all(|(v, s)| ok(v.as_tensor()) && s.bufs.len() == 2 && s.bufs.iter().all(ok))
+    }
+
+    /// Flat offsets: parameter `order[j]` occupies `[at[j], at[j] + its size)` of the flat vector.
+    fn flat_spans<'a>(params: &'a Params, order: &'a [usize]) -> impl Iterator<Item = (usize, usize)> + 'a {
+        let mut at = 0;
+        order.iter().map(move |&i| {
+            let n = params.vars()[i].elem_count();
+            at += n;
+            (i, at - n)
+        })
+    }
+
+    /// One Adam/AdamW update (see [`Optimizer::steps_flat`]) of the entries `range` of the flat
+    /// parameter vector (the parameters in `order`, one after another), with `g` = those entries
+    /// of the gradient; the updated θ entries are also copied to `theta_out` (`range.len()`).
+    /// Every parameter's step count advances, as in [`Optimizer::step`] with a gradient for every
+    /// parameter, and each entry gets exactly the arithmetic `step` would give it: this is one
+    /// rank's share of a sharded data-parallel update (`DataParallel::update`). The state outside
+    /// `range` is left behind until [`Optimizer::set_flat_state`] brings it back and
+    /// [`Optimizer::mark_whole`] is called; until then `step` and `save_to` refuse.
+    pub fn step_flat_range(&mut self, params: &Params, order: &[usize], range: std::ops::Range<usize>, g: &[f32], theta_out: &mut [f32], lr: f64) -> Result<()> {
+        self.check_params(params)?;
+        if !(lr >= 0.0 && lr.is_finite()) {
+            bail!("learning rate must be a non-negative number, got {lr} at step {}", self.t);
+        }
+        if !self.steps_flat(params) || g.len() != range.len() || theta_out.len() != range.len() {
+            bail!("step_flat_range: needs fused Adam/AdamW on contiguous f32 CPU tensors and a gradient and output of the range's length");
+        }
+        let OptimConfig { kind, beta1, beta2, eps, weight_decay: wd, .. } = self.cfg;
+        for (i, at) in Self::flat_spans(params, order) {
+            let slot = &mut self.slots[i];
+            slot.steps += 1;
+            let n = params.vars()[i].elem_count();
+            let (lo, hi) = (range.start.max(at), range.end.min(at + n));
+            if lo >= hi {
+                continue;
+            }
+            let c = fused_adam::coef(kind == OptimKind::Adamw, lr, wd, beta1, beta2, eps, slot.steps);
+            let (gs, out) = (&g[lo - range.start..hi - range.start], &mut theta_out[lo - range.start..hi - range.start]);
+            let theta = params.vars()[i].as_tensor();
+            crate::cpu::with_host_slices_mut(&[theta, &slot.bufs[0], &slot.bufs[1]], "adam state", |s| {
+                let [th, m, v] = s else { unreachable!("three tensors") };
+                let (th, m, v) = (&mut th[lo - at..hi - at], &mut m[lo - at..hi - at], &mut v[lo - at..hi - at]);
+                fused_adam::each(c, th, m, v, gs);
+                out.copy_from_slice(th);
+                Ok(())
+            })?;
+        }
+        self.t += 1;
+        self.sharded = true;
+        Ok(())
+    }
+
+    /// Entries `range` of state buffer `k` (0: Adam's m, 1: v) in the flat order of `order`.
+    pub fn flat_state(&self, params: &Params, order: &[usize], k: usize, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(range.len());
+        for (i, at) in Self::flat_spans(params, order) {
+            let (lo, hi) = (range.start.max(at), range.end.min(at + params.vars()[i].elem_count()));
+            if lo < hi {
+                crate::cpu::with_host_slices(&[&self.slots[i].bufs[k]], "optimizer state", |s| {
+                    out.extend_from_slice(&s[0][lo - at..hi - at]);
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write `src` into entries `range` of state buffer `k` (as [`Optimizer::flat_state`] reads
+    /// them).
+    pub fn set_flat_state(&mut self, params: &Params, order: &[usize], k: usize, range: std::ops::Range<usize>, src: &[f32]) -> Result<()> {
+        for (i, at) in Self::flat_spans(params, order) {
+            let (lo, hi) = (range.start.max(at), range.end.min(at + params.vars()[i].elem_count()));
+            if lo < hi {
+                crate::cpu::with_host_slices_mut(&[&self.slots[i].bufs[k]], "optimizer state", |s| {
+                    s[0][lo - at..hi - at].copy_from_slice(&src[lo - range.start..hi - range.start]);
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The state is whole again (every rank's share was brought back with
+    /// [`Optimizer::set_flat_state`]).
+    pub fn mark_whole(&mut self) {
+        self.sharded = false;
+    }
+
+    /// Whether some state entries are behind (see [`Optimizer::step_flat_range`]).
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
     /// Every state tensor under its checkpoint name, in parameter order:
     /// `optim.momentum_buffer.<param>` (SGD with momentum), `optim.exp_avg.<param>` and
     /// `optim.exp_avg_sq.<param>` (Adam, AdamW). Buffers of parameters that have not been
@@ -328,6 +441,7 @@ impl Optimizer {
     /// metadata `optim_steps` (u64), `optim_param_steps` ({param: u64}) and `optim_kind`.
     pub fn save_to(&self, ck: &mut Checkpoint, params: &Params) -> Result<()> {
         self.check_params(params)?;
+        self.check_whole("saved")?;
         for (name, t) in self.state() {
             ck.put_tensor(&name, &t)?;
         }
@@ -428,7 +542,7 @@ mod fused_adam {
     const CHUNK: usize = 1 << 14;
 
     #[derive(Clone, Copy)]
-    struct Coef {
+    pub(super) struct Coef {
         /// Coupled L2 (Adam's weight decay): g ← (θ·λ + 0) + g.
         l2: Option<f32>,
         /// 1 − β1, β2, 1 − β2.
@@ -491,7 +605,7 @@ mod fused_adam {
         update(c, th, m, v, g)
     }
 
-    fn each(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+    pub(super) fn each(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
         if th.len() <= CHUNK {
             return run(c, th, m, v, g);
         }
@@ -560,6 +674,24 @@ mod fused_adam {
         }
     }
 
+    /// The constants of one update at the parameter's step count `steps`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn coef(decoupled: bool, lr: f64, wd: f64, beta1: f64, beta2: f64, eps: f64, steps: u64) -> Coef {
+        let step = steps as f64;
+        let bc1 = 1.0 - beta1.powf(step);
+        let bc2_sqrt = (1.0 - beta2.powf(step)).sqrt();
+        Coef {
+            l2: (!decoupled && wd != 0.0).then_some(wd as f32),
+            c1: (1.0 - beta1) as f32,
+            b2: beta2 as f32,
+            c2: (1.0 - beta2) as f32,
+            decay: (decoupled && wd != 0.0).then_some((1.0 - lr * wd) as f32),
+            neg_step: (-(lr / bc1)) as f32,
+            inv_bc2: (1.0 / bc2_sqrt) as f32,
+            eps: eps as f32,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn step(
         theta: &Tensor,
@@ -573,19 +705,7 @@ mod fused_adam {
         eps: f64,
         steps: u64,
     ) -> candle_core::Result<()> {
-        let step = steps as f64;
-        let bc1 = 1.0 - beta1.powf(step);
-        let bc2_sqrt = (1.0 - beta2.powf(step)).sqrt();
-        let c = Coef {
-            l2: (!decoupled && wd != 0.0).then_some(wd as f32),
-            c1: (1.0 - beta1) as f32,
-            b2: beta2 as f32,
-            c2: (1.0 - beta2) as f32,
-            decay: (decoupled && wd != 0.0).then_some((1.0 - lr * wd) as f32),
-            neg_step: (-(lr / bc1)) as f32,
-            inv_bc2: (1.0 / bc2_sqrt) as f32,
-            eps: eps as f32,
-        };
+        let c = coef(decoupled, lr, wd, beta1, beta2, eps, steps);
         theta.inplace_op1(&OnTheta { c, m: &bufs[0], v: &bufs[1], g: grad })
     }
 
@@ -1099,5 +1219,58 @@ mod tests {
             }
         }
     }
-}
 
+    /// Two shares of a sharded update (`step_flat_range` over [0, k) and [k, P) of the flat
+    /// vector, as two ranks would take them), with the shares' values and state exchanged after
+    /// each step, give the bits of the whole `step`, for Adam with L2 and for AdamW; and the
+    /// state cannot be saved or stepped whole while it is sharded.
+    #[test]
+    fn sharded_updates_give_the_bits_of_the_whole_step() {
+        for (kind, wd) in [(OptimKind::Adam, 0.0), (OptimKind::Adam, 0.05), (OptimKind::Adamw, 0.1)] {
+            let cfg = OptimConfig { kind, weight_decay: wd, ..OptimConfig::default() };
+            let order: Vec<usize> = vec![1, 0]; // "b" < "w": the sorted-name order
+            let (whole, a, b) = (params(), params(), params());
+            let mut ow = Optimizer::new(cfg.clone(), &whole).unwrap();
+            let (mut oa, mut ob) = (Optimizer::new(cfg.clone(), &a).unwrap(), Optimizer::new(cfg.clone(), &b).unwrap());
+            assert!(oa.steps_flat(&a));
+            let flat = |p: &Params| -> Vec<f32> { order.iter().flat_map(|&i| p.vars()[i].flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect() };
+            let k = 4; // cuts "w" (flat 3..9) after its first entry
+            for step in 0..6 {
+                // Every parameter gets a gradient (as after a combine).
+                let mut g = grads(&whole, step);
+                if g.get(whole.vars()[1].as_tensor()).is_none() {
+                    g.insert(whole.vars()[1].as_tensor(), Tensor::zeros(3, DType::F32, &dev()).unwrap());
+                }
+                let gflat: Vec<f32> = order.iter().flat_map(|&i| g.get(whole.vars()[i].as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+                let lr = LRS_ADAM[step % 4];
+                ow.step(&whole, &g, lr).unwrap();
+                let (mut ta, mut tb) = (vec![0.0; k], vec![0.0; 9 - k]);
+                oa.step_flat_range(&a, &order, 0..k, &gflat[..k], &mut ta, lr).unwrap();
+                ob.step_flat_range(&b, &order, k..9, &gflat[k..], &mut tb, lr).unwrap();
+                assert!(oa.is_sharded() && oa.step(&a, &g, lr).is_err());
+                let mut ck = Checkpoint::new();
+                assert!(oa.save_to(&mut ck, &a).is_err());
+                // Each share's new values, exchanged as the ranks exchange them.
+                let theta: Vec<f32> = ta.iter().chain(&tb).copied().collect();
+                assert_eq!(bits(&theta), bits(&flat(&whole)), "{kind} wd {wd} step {step}");
+                assert_eq!(bits(&flat(&a)[..k]), bits(&ta));
+                assert_eq!(bits(&flat(&b)[k..]), bits(&tb));
+                for p in [&a, &b] {
+                    p.vars()[0].set(&Tensor::from_vec(theta[3..].to_vec(), &[2, 3], &dev()).unwrap()).unwrap();
+                    p.vars()[1].set(&Tensor::from_vec(theta[..3].to_vec(), 3, &dev()).unwrap()).unwrap();
+                }
+            }
+            // The state brought back to one replica is the whole optimizer's.
+            for j in 0..2 {
+                let theirs = ob.flat_state(&b, &order, j, k..9).unwrap();
+                oa.set_flat_state(&a, &order, j, k..9, &theirs).unwrap();
+            }
+            oa.mark_whole();
+            let st = |o: &Optimizer| o.state().into_iter().map(|(n, t)| (n, bits(&t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))).collect::<Vec<_>>();
+            assert_eq!(st(&oa), st(&ow), "{kind} wd {wd}");
+            assert_eq!(oa.param_steps(), ow.param_steps());
+            assert_eq!(oa.steps(), ow.steps());
+            oa.save_to(&mut Checkpoint::new(), &a).unwrap();
+        }
+    }
+}

@@ -455,7 +455,8 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
                 model.loss_and_grads_keyed(&xb, st.step, &keys)
             })?;
             step_secs += t_step.elapsed().as_secs_f64();
-            let (mut lval, mut grads) = (combined.loss, combined.grads);
+            let mut lval = combined.loss;
+            let interrupted = combined.interrupted;
             if wick_core::fault::poisoned("nan-loss") {
                 lval = f64::NAN;
             }
@@ -468,17 +469,22 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
                 };
                 bail!("training diverged at epoch {} batch {} (loss {lval}); {kept}; try a lower --lr or --clip-grad", st.epoch, st.batch + 1);
             }
+            let lr_now = schedule.lr(cfg.optim.lr, st.step);
             if cfg.clip_grad > 0.0 {
+                let mut grads = combined.into_grads(model.params())?;
                 clip_grad_norm(model.params(), &mut grads, cfg.clip_grad)?;
+                opt.step(model.params(), &grads, lr_now)?;
+            } else {
+                dp.update(&mut opt, model.params(), combined, lr_now)?; // sharded among ranks on one node
             }
-            opt.step(model.params(), &grads, schedule.lr(cfg.optim.lr, st.step))?;
             st.step += 1;
             st.batch += 1;
             st.loss_sum += lval * (hi - lo) as f64;
             st.loss_count += (hi - lo) as u64;
             epoch_samples += (hi - lo) as u64;
             run.progress.inc(1);
-            if combined.interrupted {
+            if interrupted {
+                dp.sync_optimizer(&mut opt, model.params())?;
                 run.save(checkpoint(&*model, &opt, &epoch_rng, &st)?)?;
                 return run.interrupt(st.step);
             }
@@ -543,6 +549,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
         st.loss_sum = 0.0;
         st.loss_count = 0;
         epoch_rng = rng;
+        dp.sync_optimizer(&mut opt, model.params())?;
         run.save(checkpoint(&*model, &opt, &epoch_rng, &st)?)?;
         run.tb.flush()?;
     }

@@ -349,26 +349,31 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             let t_step = Instant::now();
             let combined = if dp.micro_batches == 1 {
                 let (loss, grads) = step_grads(&head, &enc, &xb, cfg.seed, st.step, cfg.batch)?;
-                dist::Combined { loss, grads, interrupted: run.interrupted() }
+                dist::Combined::new(loss, grads, run.interrupted())
             } else {
                 micro_batch_grads(&dp, &params, &head, &enc, &xb, cfg.seed, st.step, cfg.batch)?
             };
             step_secs += t_step.elapsed().as_secs_f64();
-            let (lval, mut grads) = (combined.loss, combined.grads);
+            let (lval, interrupted) = (combined.loss, combined.interrupted);
             if !lval.is_finite() {
                 bail!("training diverged at epoch {} batch {} (loss {lval}); try a lower --lr or --clip-grad", st.epoch, st.batch + 1);
             }
+            let lr_now = cfg.schedule.lr(cfg.optim.lr, st.step);
             if cfg.clip_grad > 0.0 {
+                let mut grads = combined.into_grads(&params)?;
                 clip_grad_norm(&params, &mut grads, cfg.clip_grad)?;
+                opt.step(&params, &grads, lr_now)?;
+            } else {
+                dp.update(&mut opt, &params, combined, lr_now)?; // sharded among ranks on one node
             }
-            opt.step(&params, &grads, cfg.schedule.lr(cfg.optim.lr, st.step))?;
             st.step += 1;
             st.batch += 1;
             st.loss_sum.0 += lval * (hi - lo) as f64;
             st.loss_count += (hi - lo) as u64;
             epoch_samples += (hi - lo) as u64;
             run.progress.inc(1);
-            if combined.interrupted {
+            if interrupted {
+                dp.sync_optimizer(&mut opt, &params)?;
                 run.save(checkpoint(&params, &opt, &st)?)?;
                 return run.interrupt(st.step);
             }
@@ -400,6 +405,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
         st.batch = 0;
         st.loss_sum = F64(0.0);
         st.loss_count = 0;
+        dp.sync_optimizer(&mut opt, &params)?;
         run.save(checkpoint(&params, &opt, &st)?)?;
     }
     run.progress.finish();
@@ -817,8 +823,9 @@ mod tests {
             if algo == "simclr" || algo == "vicreg" {
                 let c = micro_batch_grads(&DataParallel::new(1, n, world).unwrap(), &p, &head, &enc, &x, 3, 5, n).unwrap();
                 assert_eq!(c.loss, l1);
+                let cg = c.into_grads(&p).unwrap();
                 for v in p.vars() {
-                    assert_eq!(c.grads.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), g1.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                    assert_eq!(cg.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), g1.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
                 }
             }
             // 7 rows in 2, 3 and 8 micro-batches: sizes 3+4, 2+2+3, and one empty; SimCLR and
@@ -834,12 +841,13 @@ mod tests {
                     dp.step_gathered(&p, n, &mut job).unwrap()
                 };
                 assert!((c.loss - l1).abs() < 1e-5 * (1.0 + l1.abs()), "{algo} M={m}: loss {} vs {l1}", c.loss);
+                let cg = c.into_grads(&p).unwrap();
                 let all = |g: &GradStore, v: &candle_core::Var| g.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 let largest = |g: &[f32]| g.iter().fold(0f32, |s, v| s.max(v.abs()));
                 let overall = p.vars().iter().map(|v| largest(&all(&g1, v))).fold(0f32, f32::max);
                 assert!(overall > 0.0 && overall.is_finite(), "{algo}");
                 for (name, v) in p.names().iter().zip(p.vars()) {
-                    let (a, b) = (all(&c.grads, v), all(&g1, v));
+                    let (a, b) = (all(&cg, v), all(&g1, v));
                     // VICReg's last bias gets ~0 (the loss ignores a shift of both views).
                     let scale = largest(&b).max(1e-2 * overall);
                     for (x, y) in a.iter().zip(&b) {
