@@ -1064,14 +1064,48 @@ mod node {
             return None; // ranks on several nodes: every rank sees the same sizes, so all fall back
         }
         let seg = seg_len(p, per, world.size());
+        // The window is a file in a shared-memory file system (OpenMPI: /dev/shm, or the MCA
+        // parameter osc_sm_backing_directory), and OpenMPI maps one too large for it with a
+        // warning and then fails on first touch: check the room first, on every rank, and let
+        // all fall back together if one lacks it (a container's default /dev/shm is 64 MB).
+        let need = (seg * 4 * world.size()) as u64;
+        let dir = std::env::var("OMPI_MCA_osc_sm_backing_directory").unwrap_or_else(|_| "/dev/shm".to_string());
+        let room = free_bytes(&dir).is_none_or(|free| free >= need + need / 8);
+        if world.all_reduce_sum_f64(&[f64::from(u8::from(!room))])[0] != 0.0 {
+            if world.is_root() {
+                eprintln!(
+                    "note: {dir} has no room for the {:.0} MB shared-memory window of the gradient combine on some rank; combining through MPI_Alltoallv instead (same bits; give {dir} more space, e.g. docker run --shm-size, for the faster path)",
+                    need as f64 / 1e6
+                );
+            }
+            return None;
+        }
         let bytes = ffi::MPI_Aint::try_from(seg * 4).expect("a window segment over the address range");
         let mut base: *mut f32 = std::ptr::null_mut();
         let mut win: ffi::MPI_Win = unsafe { ffi::RSMPI_WIN_NULL };
-        // SAFETY: collective over `comm`; MPI writes the local base and the window handle.
-        unsafe {
-            ffi::MPI_Win_allocate_shared(bytes, 4, ffi::RSMPI_INFO_NULL, comm.as_raw(), (&mut base as *mut *mut f32).cast(), &mut win);
-            ffi::MPI_Win_lock_all(0, win);
+        // SAFETY: collective over `comm`; MPI writes the local base and the window handle. Its
+        // errors are returned, not fatal: a node whose shared-memory file system is too small
+        // for the window (a container's 64 MB /dev/shm) falls back to the message path.
+        let rc = unsafe {
+            ffi::MPI_Comm_set_errhandler(comm.as_raw(), ffi::RSMPI_ERRORS_RETURN);
+            ffi::MPI_Win_allocate_shared(bytes, 4, ffi::RSMPI_INFO_NULL, comm.as_raw(), (&mut base as *mut *mut f32).cast(), &mut win)
+        };
+        let ok = rc == ffi::MPI_SUCCESS as i32;
+        if world.all_reduce_sum_f64(&[f64::from(u8::from(!ok))])[0] != 0.0 {
+            if ok {
+                // SAFETY: the window was allocated on this rank; every rank that has one frees it.
+                unsafe { ffi::MPI_Win_free(&mut win) };
+            }
+            if world.is_root() {
+                eprintln!(
+                    "note: MPI could not allocate a shared-memory window of {:.0} MB per rank for the gradient combine; combining through MPI_Alltoallv instead (free space in /dev/shm, or set WICK_COMBINE=alltoall to skip the attempt)",
+                    (seg * 4) as f64 / 1e6
+                );
+            }
+            return None;
         }
+        // SAFETY: the window exists on every rank.
+        unsafe { ffi::MPI_Win_lock_all(0, win) };
         let bases = (0..world.size())
             .map(|r| {
                 let (mut size, mut unit, mut ptr): (ffi::MPI_Aint, i32, *mut f32) = (0, 0, std::ptr::null_mut());
@@ -1082,6 +1116,25 @@ mod node {
             })
             .collect();
         Some(Window { comm, win, shape: (p, per), bases })
+    }
+
+    /// Free bytes in the file system holding `dir` (None where that cannot be told).
+    fn free_bytes(dir: &str) -> Option<u64> {
+        #[cfg(unix)]
+        {
+            let path = std::ffi::CString::new(dir).ok()?;
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            // SAFETY: a NUL-terminated path and a statvfs to fill.
+            if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+                return None;
+            }
+            Some(st.f_bavail as u64 * st.f_frsize as u64)
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = dir;
+            None
+        }
     }
 
     /// Each rank's segment: its micro-batches' gradients (per·p), its summed slice (c), its
