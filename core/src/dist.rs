@@ -606,14 +606,24 @@ impl DataParallel {
     /// rows `[lo, hi)` of the batch; it is called for this rank's micro-batches only. Returns
     /// the ordered combination of all M micro-batches, the same on every rank.
     pub fn step(&self, params: &Params, b: usize, mut shard: impl FnMut(usize, usize) -> Result<(f64, GradStore)>) -> Result<Combined> {
+        self.step_into(params, b, |lo, hi, _| shard(lo, hi).map(|(loss, g)| (loss, Some(g))))
+    }
+
+    /// As [`DataParallel::step`], with a place for the gradients: where the combine reads them
+    /// from the node's window, `shard(lo, hi, Some(flat))` may write them straight into `flat`
+    /// (P f32s, sorted-name order, old contents to overwrite) and return `None` for them, which
+    /// saves a copy of P values per micro-batch; otherwise (`None` given, or gradients
+    /// returned) they are flattened as `step` does.
+    pub fn step_into(&self, params: &Params, b: usize, mut shard: impl FnMut(usize, usize, Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<Combined> {
         let m = self.micro_batches;
+        let whole = |g: Option<GradStore>| g.ok_or_else(|| Error::new("a shard returned no gradients where no flat buffer was given"));
         if m == 1 {
-            let (loss, grads) = shard(0, b)?;
-            return Ok(Combined::new(loss, grads, crate::signal::interrupted()));
+            let (loss, grads) = shard(0, b, None)?;
+            return Ok(Combined::new(loss, whole(grads)?, crate::signal::interrupted()));
         }
         #[cfg(feature = "nccl")]
         if let Some(nccl) = &self.nccl {
-            return nccl.step(self, params, b, shard);
+            return nccl.step(self, params, b, |lo, hi| shard(lo, hi, None).and_then(|(l, g)| Ok((l, whole(g)?))));
         }
         let per = m / self.size;
         let p = params.numel();
@@ -623,9 +633,8 @@ impl DataParallel {
         for s in self.rank * per..(self.rank + 1) * per {
             let (lo, hi) = micro_range(b, m, s);
             if hi > lo {
-                let (loss, grads) = shard(lo, hi)?;
+                let loss = flat.fill(params, |slot| shard(lo, hi, slot))?;
                 head.extend([(hi - lo) as f64 / b as f64, loss]);
-                flat.grads(params, &grads)?;
             } else {
                 head.extend([0.0, 0.0]);
                 flat.zeros(p);
@@ -792,6 +801,31 @@ impl Parts {
                 }
                 *filled += p;
                 Ok(())
+            }
+        }
+    }
+
+    /// Append one micro-batch's gradients as `f` gives them: written into the slot it is
+    /// offered (the window's, where there is one) or returned. Returns its loss.
+    fn fill(&mut self, params: &Params, f: impl FnOnce(Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<f64> {
+        let missing = || Error::new("a shard returned no gradients where no flat buffer was given");
+        match self {
+            Parts::Host(_) => {
+                let (loss, grads) = f(None)?;
+                self.grads(params, &grads.ok_or_else(missing)?)?;
+                Ok(loss)
+            }
+            #[cfg(feature = "mpi")]
+            Parts::Node { base, filled } => {
+                let p = params.numel();
+                // SAFETY: as in `grads`: the next P entries of this rank's segment.
+                let slot = unsafe { std::slice::from_raw_parts_mut(base.add(*filled), p) };
+                let (loss, grads) = f(Some(slot))?;
+                match grads {
+                    Some(g) => self.grads(params, &g)?,
+                    None => *filled += p,
+                }
+                Ok(loss)
             }
         }
     }

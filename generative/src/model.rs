@@ -38,6 +38,16 @@ pub trait DensityModel {
         let _ = keys;
         self.loss_and_grads(x, step)
     }
+    /// [`DensityModel::loss_and_grads_keyed`] with the gradients written straight into `flat`
+    /// (P f32s: the parameters in sorted-name order, as the data-parallel combine lays them
+    /// out; its old contents are overwritten) where the model can, returning `None` for the
+    /// gradients then; by default they are returned and `flat` is left alone. The same values
+    /// either way.
+    fn loss_and_grads_flat(&self, x: &Tensor, step: u64, keys: &[u64], flat: &mut [f32]) -> Result<(f64, Option<GradStore>)> {
+        let _ = flat;
+        let (loss, grads) = self.loss_and_grads_keyed(x, step, keys)?;
+        Ok((loss, Some(grads)))
+    }
     /// The figure early stopping compares after each epoch when it is not the exact mean NLL
     /// of the valid split: `Some(estimate)` (order-agnostic NADE with `--valid estimate`), else
     /// `None` and the trainer computes the exact one.

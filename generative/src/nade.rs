@@ -92,6 +92,11 @@ impl Nade {
         Ok((loss, grads))
     }
 
+    /// Whether [`DensityModel::loss_and_grads`] takes the host step.
+    fn host_step(&self, x: &Tensor) -> bool {
+        self.fused() && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && self.w.dtype() == candle_core::DType::F32
+    }
+
     /// The closed-form step in Candle ops around the fused op (CUDA; on the CPU the host step
     /// replaces it): `∂L/∂z = (σ(z) − x)/B`, then the op's backward.
     fn loss_and_grads_op(&self, x: &Tensor) -> Result<(f64, GradStore)> {
@@ -134,10 +139,29 @@ impl DensityModel for Nade {
             let loss = self.train_nll(x, step)?.mean_all()?;
             return Ok((loss.to_scalar::<f32>()? as f64, loss.backward()?));
         }
-        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && self.w.dtype() == candle_core::DType::F32 {
+        if self.host_step(x) {
             return self.loss_and_grads_host(x);
         }
         self.loss_and_grads_op(x)
+    }
+
+    /// The host step writing its gradients into `flat` in sorted-name order (`nade.b`, `nade.c`,
+    /// `nade.v`, `nade.w`): the same kernels, so the same values as [`Nade::loss_and_grads_host`].
+    fn loss_and_grads_flat(&self, x: &Tensor, step: u64, keys: &[u64], flat: &mut [f32]) -> Result<(f64, Option<GradStore>)> {
+        let (d, h) = (self.dim, self.hidden);
+        if !self.host_step(x) || flat.len() != d + h + 2 * d * h {
+            let (loss, grads) = self.loss_and_grads_keyed(x, step, keys)?;
+            return Ok((loss, Some(grads)));
+        }
+        let bsz = x.dim(0)?;
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let (db, rest) = flat.split_at_mut(d);
+        let (dc, rest) = rest.split_at_mut(h);
+        let (dv, dw) = rest.split_at_mut(d * h);
+        let loss = wick_core::cpu::with_host_slices(&[&self.w, &self.c, &self.v, &self.b], "a nade parameter", |p| {
+            Ok(crate::nade_op::loss_and_grads_host_into(&xv, p[0], p[1], p[2], p[3], bsz, d, h, [dw, dc, dv, db]))
+        })?;
+        Ok((loss, None))
     }
 
     fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
@@ -177,6 +201,27 @@ fn sigmoid(a: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The host step written into a flat buffer (as the data-parallel combine offers it, old
+    /// contents NaN) gives the bits of the host step's gradients flattened in sorted-name order.
+    #[test]
+    fn flat_gradients_are_the_host_steps() {
+        let dev = Device::Cpu;
+        let (d, h, bsz) = (13, 7, 5);
+        let m = Nade::new(d, h, &mut Rng::stream(4, "init"), &dev).unwrap();
+        let mut r = Rng::stream(4, "x");
+        let x = Tensor::from_vec((0..bsz * d).map(|_| (r.uniform() < 0.3) as u8 as f32).collect::<Vec<f32>>(), (bsz, d), &dev).unwrap();
+        let (l1, g) = m.loss_and_grads(&x, 0).unwrap();
+        let want = wick_core::dist::flatten_grads(m.params(), &g).unwrap();
+        let mut flat = vec![f32::NAN; m.params().numel()];
+        let (l2, none) = m.loss_and_grads_flat(&x, 0, &[], &mut flat).unwrap();
+        assert!(none.is_none(), "the host step writes into the buffer");
+        assert_eq!(l1.to_bits(), l2.to_bits());
+        assert_eq!(flat.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        // A buffer of the wrong length: the gradients come back instead.
+        let (_, some) = m.loss_and_grads_flat(&x, 0, &[], &mut [0.0; 3]).unwrap();
+        assert!(some.is_some());
+    }
 
     /// log p(x) straight from the equations, O(D²H), in f64.
     fn naive_nll(m: &Nade, x: &[f32]) -> f64 {

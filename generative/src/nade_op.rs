@@ -160,7 +160,19 @@ pub fn loss_and_grads_host(
     d: usize,
     h: usize,
 ) -> (f64, [Vec<f32>; 4]) {
+    let (mut dw, mut dc, mut dv, mut db) = (vec![0f32; h * d], vec![0f32; h], vec![0f32; d * h], vec![0f32; d]);
+    let loss = loss_and_grads_host_into(x, w, c, v, b, bsz, d, h, [&mut dw, &mut dc, &mut dv, &mut db]);
+    (loss, [dw, dc, dv, db])
+}
+
+/// [`loss_and_grads_host`] writing the gradients ∂W `[H, D]`, ∂c `[H]`, ∂V `[D, H]`, ∂b `[D]`
+/// into the caller's buffers (every entry is written; their old contents do not matter), for
+/// the data-parallel step, which has them written straight where the combine reads them.
+#[allow(clippy::too_many_arguments)]
+pub fn loss_and_grads_host_into(x: &[f32], w: &[f32], c: &[f32], v: &[f32], b: &[f32], bsz: usize, d: usize, h: usize, out: [&mut [f32]; 4]) -> f64 {
     assert!(x.len() == bsz * d && w.len() == h * d && c.len() == h && v.len() == d * h && b.len() == d);
+    let [dw, dc, dv, db] = out;
+    assert!(dw.len() == h * d && dc.len() == h && dv.len() == d * h && db.len() == d);
     let be = backend();
     let lay = fwd_layout(&Src::split(w, c, v, b, d, h), d, h, be);
     let mut z = forward_lay(be, x, &lay, bsz, d);
@@ -171,9 +183,8 @@ pub fn loss_and_grads_host(
         wick_core::loss::bce_terms_host(z, x, t, Some(scale));
     });
     let loss = terms.chunks(d.max(1)).map(|r| r.iter().map(|&t| t as f64).sum::<f64>()).sum::<f64>() / bsz.max(1) as f64;
-    let (mut dw, mut dc, mut dv, mut db) = (vec![0f32; h * d], vec![0f32; h], vec![0f32; d * h], vec![0f32; d]);
-    backward_lay(be, x, &z, &lay, bsz, d, h, GradsOut::Split { dw: &mut dw, dc: &mut dc, dv: &mut dv, db: &mut db });
-    (loss, [dw, dc, dv, db])
+    backward_lay(be, x, &z, &lay, bsz, d, h, GradsOut::Split { dw, dc, dv, db });
+    loss
 }
 
 /// The same logits with ordinary Candle ops, O(DH) per sample by carrying the pre-activation
