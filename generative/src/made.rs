@@ -297,6 +297,31 @@ impl DensityModel for Made {
         Ok((loss, grads))
     }
 
+    /// The CPU path with the gradients unpacked straight into `flat` (sorted-name order).
+    fn loss_and_grads_flat(&self, x: &Tensor, step: u64, keys: &[u64], flat: &mut [f32]) -> Result<(f64, Option<GradStore>)> {
+        if !self.host_path(x) || flat.len() != self.params.numel() {
+            let (loss, grads) = self.loss_and_grads_keyed(x, step, keys)?;
+            return Ok((loss, Some(grads)));
+        }
+        // Cut `flat` into the parameters' places, then pick them by name.
+        let mut places: std::collections::HashMap<&str, &mut [f32]> = std::collections::HashMap::new();
+        let mut rest = flat;
+        for i in wick_core::dist::sorted_order(&self.params) {
+            let (here, tail) = rest.split_at_mut(self.params.vars()[i].elem_count());
+            places.insert(self.params.names()[i].as_str(), here);
+            rest = tail;
+        }
+        let mut take = |name: String| places.remove(name.as_str()).ok_or_else(|| wick_core::Error::new(format!("made: no parameter '{name}'")));
+        let layers = (0..self.layers.len()).map(|l| Ok((take(format!("made.w{l}"))?, take(format!("made.b{l}"))?))).collect::<Result<Vec<_>>>()?;
+        let direct = match self.direct {
+            Some(_) => Some(take("made.direct".to_string())?),
+            None => None,
+        };
+        let k = self.step_member(step);
+        let (nll, _) = self.host_member_into(x, k, true, Some(cpu::GradsInto { layers, direct }))?;
+        Ok((nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len() as f64, None))
+    }
+
     fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
         self.sample_impl(n, rng, observed)
     }
@@ -430,6 +455,31 @@ impl Made {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CPU path unpacking into a flat buffer (as the data-parallel combine offers it, old
+    /// contents NaN) gives the bits of its gradients flattened in sorted-name order: 1 and 2
+    /// hidden layers, with and without direct connections, at several steps (mask sets).
+    #[test]
+    fn flat_gradients_are_the_host_paths() {
+        let dev = Device::Cpu;
+        let mut r = Rng::stream(5, "x");
+        let x = Tensor::from_vec((0..6 * 9).map(|_| (r.uniform() < 0.4) as u8 as f32).collect::<Vec<f32>>(), (6, 9), &dev).unwrap();
+        for layers in [1, 2] {
+            for direct in [false, true] {
+                let m = Made::new(9, 14, layers, 3, Order::Random, true, 4, &dev).unwrap().with_direct(direct).unwrap();
+                for step in 0..3 {
+                    let (l1, g) = m.loss_and_grads(&x, step).unwrap();
+                    let want = wick_core::dist::flatten_grads(m.params(), &g).unwrap();
+                    let mut flat = vec![f32::NAN; m.params().numel()];
+                    let (l2, none) = m.loss_and_grads_flat(&x, step, &[], &mut flat).unwrap();
+                    assert!(none.is_none());
+                    assert_eq!(l1.to_bits(), l2.to_bits());
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&flat), bits(&want), "layers {layers} direct {direct} step {step}");
+                }
+            }
+        }
+    }
 
     /// Eq. 12–13 on a small case: D = 3 in natural order, two hidden units of degrees 1 and 2.
     #[test]

@@ -224,11 +224,21 @@ impl Staircase {
     /// wherever the mask is zero. (Where sorting moves units, a row is zeroed and its staircase
     /// entries scattered into it; otherwise every entry is written once.)
     pub fn unpack(&self, ws: &[f32], out_major: bool) -> Vec<f32> {
+        let len = self.n_in * self.n_out;
+        let mut w: Vec<f32> = Vec::with_capacity(len);
+        self.unpack_into(ws, out_major, &mut w.spare_capacity_mut()[..len]);
+        // SAFETY: `unpack_into` wrote all `len` entries.
+        unsafe { w.set_len(len) };
+        w
+    }
+
+    /// [`Staircase::unpack`] into `spare` (n_in·n_out entries, every one written; it may be
+    /// uninitialised): the data-parallel step has the gradients unpacked straight into the
+    /// combine's buffer.
+    pub fn unpack_into(&self, ws: &[f32], out_major: bool, spare: &mut [std::mem::MaybeUninit<f32>]) {
         let (n_in, n_out) = (self.n_in, self.n_out);
         let len = n_in * n_out;
-        assert!(ws.len() >= len);
-        let mut w: Vec<f32> = Vec::with_capacity(len);
-        let spare = &mut w.spare_capacity_mut()[..len];
+        assert!(ws.len() >= len && spare.len() == len);
         if out_major {
             spare.par_chunks_mut(n_in.max(1)).enumerate().for_each(|(o_orig, dst)| {
                 let o = self.out_pos[o_orig];
@@ -266,9 +276,6 @@ impl Staircase {
                 }
             });
         }
-        // SAFETY: the loops above wrote all `len` entries (every row of n_in or n_out, in full).
-        unsafe { w.set_len(len) };
-        w
     }
 
     /// `y = x W̃ + bias` on sorted units: x `[rows, n_in]`, y `[rows, n_out]`, bias `[n_out]`.

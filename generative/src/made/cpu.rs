@@ -27,6 +27,20 @@ pub(super) struct Scratch {
 /// direct connections if the model has them.
 pub(super) type HostNll = (Vec<f32>, Option<Vec<(Vec<f32>, Vec<f32>)>>);
 
+/// Where [`Made::host_member`] writes the gradients instead of returning them: `(∂W_l, ∂b_l)`
+/// per layer and `∂A` of the direct connections, each in the parameter's layout (every entry is
+/// written).
+pub(super) struct GradsInto<'a> {
+    pub layers: Vec<(&'a mut [f32], &'a mut [f32])>,
+    pub direct: Option<&'a mut [f32]>,
+}
+
+/// `[f32]` as `[MaybeUninit<f32>]`, for the unpacking that writes every entry.
+fn uninit(s: &mut [f32]) -> &mut [std::mem::MaybeUninit<f32>] {
+    // SAFETY: same layout; only f32s are written through it.
+    unsafe { &mut *(s as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) }
+}
+
 impl Made {
     pub(super) fn host_path(&self, x: &Tensor) -> bool {
         x.device().is_cpu() && x.dtype() == DType::F32 && self.layers[0].0.dtype() == DType::F32
@@ -37,6 +51,12 @@ impl Made {
     /// The output layer's units are sorted by m⁰ like the inputs, so the targets are the
     /// sorted inputs.
     pub(super) fn host_member(&self, x: &Tensor, k: usize, grad: bool) -> Result<HostNll> {
+        self.host_member_into(x, k, grad, None)
+    }
+
+    /// [`Made::host_member`], with `into` the gradients written there (and `None` returned for
+    /// them) instead of into new vectors.
+    pub(super) fn host_member_into(&self, x: &Tensor, k: usize, grad: bool, mut into: Option<GradsInto>) -> Result<HostNll> {
         let (rows, d) = x.dims2()?;
         let st = &self.stairs[k];
         let last = st.len() - 1;
@@ -84,7 +104,10 @@ impl Made {
             dwd.resize(d * d, 0.0);
             let mut unused = vec![0f32; d];
             sd.grad_weight(xs, &acts[last], false, dwd, &mut unused, rows);
-            grads.push((sd.unpack(dwd, false), Vec::new()));
+            match into.as_mut().and_then(|o| o.direct.as_deref_mut()) {
+                Some(out) => sd.unpack_into(dwd, false, uninit(out)),
+                None => grads.push((sd.unpack(dwd, false), Vec::new())),
+            }
         }
         for l in (0..=last).rev() {
             let s = &st[l];
@@ -94,12 +117,23 @@ impl Made {
             dws[l].resize(s.n_in * s.n_out, 0.0);
             let mut dbs = vec![0f32; s.n_out];
             s.grad_weight(input, da, false, &mut dws[l], &mut dbs, rows);
-            let dw = s.unpack(&dws[l], false);
-            let mut db = vec![0f32; s.n_out];
-            for (&o, &g) in s.out_perm.iter().zip(&dbs) {
-                db[o] = g;
+            match into.as_mut() {
+                Some(o) => {
+                    let (dw, db) = &mut o.layers[l];
+                    s.unpack_into(&dws[l], false, uninit(dw));
+                    for (&o, &g) in s.out_perm.iter().zip(&dbs) {
+                        db[o] = g; // out_perm is a permutation: every entry is written
+                    }
+                }
+                None => {
+                    let dw = s.unpack(&dws[l], false);
+                    let mut db = vec![0f32; s.n_out];
+                    for (&o, &g) in s.out_perm.iter().zip(&dbs) {
+                        db[o] = g;
+                    }
+                    grads[l] = (dw, db);
+                }
             }
-            grads[l] = (dw, db);
             if l > 0 {
                 dx.resize(rows * s.n_in, 0.0);
                 s.grad_input(da, &ws[l], false, dx, rows);
@@ -109,7 +143,7 @@ impl Made {
                 }
             }
         }
-        Ok((nll, Some(grads)))
+        Ok((nll, into.is_none().then_some(grads)))
     }
 
 }
