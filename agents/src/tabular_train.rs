@@ -587,12 +587,16 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, run: Opening, envs: Vec<
             eps_log = 0;
         }
         if run.interrupted() && !last {
+            run.tb.flush()?; // everything logged so far is on disk before the checkpoint that covers it
             run.save(checkpoint(&agent, &st, cfg))?;
             return run.interrupt(st.episodes);
         }
     }
     run.progress.finish();
     let secs = t0.elapsed().as_secs_f64();
+    // The scalars of the last logging steps reach the disk before the final checkpoint: a run
+    // killed between the two and resumed would otherwise start from the end and never write them.
+    run.tb.flush()?;
     run.save(checkpoint(&agent, &st, cfg))?;
     let dir = run.dir().path().to_path_buf();
     crate::tabular_images::log_images(&mut run.tb, cfg, &agent, st.episodes, &dir)?;
