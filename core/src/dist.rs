@@ -18,6 +18,9 @@
 //! same bits as one process that runs the M micro-batches one after another (`--micro-batches
 //! M`, which is also plain gradient accumulation for a batch that does not fit in memory).
 //!
+//! Ranks that share one node do the same through an MPI-3 shared-memory window instead of
+//! messages, and split the optimizer's update among themselves (module `node`; the same bits).
+//!
 //! With M = 1 (one process, no accumulation) the step is the plain one, untouched.
 //!
 //! Opt-in [`Allreduce::Ring`] (`--allreduce ring`) uses `MPI_Allreduce` instead: each rank's
