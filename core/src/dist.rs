@@ -439,20 +439,30 @@ pub fn flatten_grads(params: &Params, grads: &GradStore) -> Result<Vec<f32>> {
 /// [`flatten_grads`] appended to `out`; a contiguous CPU gradient is copied once, straight
 /// from its storage.
 pub fn flatten_grads_into(params: &Params, grads: &GradStore, out: &mut Vec<f32>) -> Result<()> {
+    each_grad(params, grads, |g, n| match g {
+        Some(g) => out.extend_from_slice(g),
+        None => out.extend(std::iter::repeat_n(0.0f32, n)),
+    })
+}
+
+/// `put(gradient, size)` for every parameter in sorted-name order, the gradient as host f32s
+/// (straight from its storage where it is a contiguous CPU tensor), `None` where it has none.
+fn each_grad(params: &Params, grads: &GradStore, mut put: impl FnMut(Option<&[f32]>, usize)) -> Result<()> {
     for i in sorted_order(params) {
         let v = &params.vars()[i];
+        let n = v.elem_count();
         match grads.get(v.as_tensor()) {
             Some(g) => {
                 let (s, l) = g.storage_and_layout();
                 match (&*s, l.contiguous_offsets()) {
-                    (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(d)), Some((a, b))) => out.extend_from_slice(&d[a..b]),
+                    (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(d)), Some((a, b))) => put(Some(&d[a..b]), n),
                     _ => {
                         drop(s);
-                        out.extend(g.flatten_all()?.to_vec1::<f32>()?)
+                        put(Some(&g.flatten_all()?.to_vec1::<f32>()?), n)
                     }
                 }
             }
-            None => out.extend(std::iter::repeat_n(0.0f32, v.elem_count())),
+            None => put(None, n),
         }
     }
     Ok(())
@@ -727,11 +737,9 @@ impl DataParallel {
     pub fn update(&self, opt: &mut crate::optim::Optimizer, params: &Params, combined: Combined, lr: f64) -> Result<()> {
         #[cfg(feature = "mpi")]
         if let Grads::Node { rank, size } = combined.grads {
-            let world = World { rank, size };
             if opt.steps_flat(params) {
-                return node::update(&world, opt, params, lr);
+                return node::update(&World { rank, size }, opt, params, lr);
             }
-            return opt.step(params, &unflatten_grads(params, node::gather(&world, params.numel()))?, lr);
         }
         opt.step(params, &combined.into_grads(params)?, lr)
     }
@@ -746,14 +754,13 @@ impl DataParallel {
         }
         let (n, p, world) = (self.size, params.numel(), World { rank: self.rank, size: self.size });
         let c = p.div_ceil(n);
-        let slice = |r: usize| (r * c).min(p)..((r + 1) * c).min(p);
         let order = sorted_order(params);
         for k in 0..2 {
-            let mut local = opt.flat_state(params, &order, k, slice(self.rank))?;
+            let mut local = opt.flat_state(params, &order, k, shard_range(self.rank, p, n))?;
             local.resize(c, 0.0);
             let all = world.all_gather_f32(&local);
             for r in (0..n).filter(|&r| r != self.rank) {
-                let range = slice(r);
+                let range = shard_range(r, p, n);
                 opt.set_flat_state(params, &order, k, range.clone(), &all[r * c..r * c + range.len()])?;
             }
         }
@@ -786,22 +793,13 @@ impl Parts {
                 // first fence, and the previous step's readers are past its last one.
                 let out = unsafe { std::slice::from_raw_parts_mut(base.add(*filled), p) };
                 let mut at = 0;
-                for i in sorted_order(params) {
-                    let v = &params.vars()[i];
-                    let n = v.elem_count();
-                    match grads.get(v.as_tensor()) {
-                        Some(g) => crate::cpu::with_host_slices(&[g], "gradient", |s| {
-                            out[at..at + n].copy_from_slice(s[0]);
-                            Ok(())
-                        })
-                        .or_else(|_| -> Result<()> {
-                            out[at..at + n].copy_from_slice(&g.flatten_all()?.to_vec1::<f32>()?);
-                            Ok(())
-                        })?,
+                each_grad(params, grads, |g, n| {
+                    match g {
+                        Some(g) => out[at..at + n].copy_from_slice(g),
                         None => out[at..at + n].fill(0.0),
                     }
                     at += n;
-                }
+                })?;
                 *filled += p;
                 Ok(())
             }
@@ -933,6 +931,13 @@ fn weighted_sum_parts(out: &mut [std::mem::MaybeUninit<f32>], parts: &[(f64, &[f
     body(out, parts)
 }
 
+/// Rank r's slice of P flat entries shared by N ranks: C = ⌈P/N⌉ entries from r·C, cut at P
+/// (the last slices may be short or empty).
+fn shard_range(r: usize, p: usize, n: usize) -> std::ops::Range<usize> {
+    let c = p.div_ceil(n);
+    (r * c).min(p)..((r + 1) * c).min(p)
+}
+
 /// g = Σ_{s=0}^{M−1} w_s g_s, summed in micro-batch order in f64 and rounded to f32, on every
 /// rank: the same bits for any N. `weights` holds all M weights (every rank's, in order), `flat`
 /// this rank's M/N gradients of `p` f32s each.
@@ -960,7 +965,7 @@ fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> 
     } else {
         let mut send = vec![0.0f32; n * per * c];
         for r in 0..n {
-            let (lo, hi) = ((r * c).min(p), ((r + 1) * c).min(p));
+            let std::ops::Range { start: lo, end: hi } = shard_range(r, p, n);
             for k in 0..per {
                 send[(r * per + k) * c..(r * per + k) * c + hi - lo].copy_from_slice(&flat[k * p + lo..k * p + hi]);
             }
@@ -980,7 +985,7 @@ fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> 
         world.exchange_with_others(send.as_ptr(), &sdispl, others.as_mut_ptr(), &rdispl, blk);
         others.set_len((n - 1) * blk);
     }
-    let mine = (rank * c).min(p)..((rank + 1) * c).min(p);
+    let mine = shard_range(rank, p, n);
     let parts: Vec<(f64, &[f32])> = (0..n * per)
         .map(|s| {
             let (r, k) = (s / per, s % per);
@@ -1050,7 +1055,7 @@ fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> 
 /// `MPI_Alltoallv` exchanges of [`ordered_sum`] and the whole optimizer step are used.
 #[cfg(feature = "mpi")]
 mod node {
-    use super::{weighted_sum_parts, World};
+    use super::{shard_range as slice, weighted_sum_parts, World};
     use crate::error::Result;
     use crate::optim::Optimizer;
     use crate::params::Params;
@@ -1198,11 +1203,6 @@ mod node {
         unsafe { std::slice::from_raw_parts_mut(w.bases[rank].add(at), len) }
     }
 
-    fn slice(r: usize, p: usize, n: usize) -> std::ops::Range<usize> {
-        let c = p.div_ceil(n);
-        (r * c).min(p)..((r + 1) * c).min(p)
-    }
-
     /// This rank's segment of the node window for gradients of `p` in `per` micro-batches
     /// (allocated, collectively, when the shape is new), or None where the window does not
     /// apply: ranks on several nodes, or `WICK_COMBINE=alltoall`. Every rank gets the same
@@ -1285,18 +1285,11 @@ mod node {
     /// Write `src` into entries `range` of the flat parameters (the parameters in `order`, one
     /// after another).
     fn write_flat(params: &Params, order: &[usize], range: std::ops::Range<usize>, src: &[f32]) -> Result<()> {
-        let mut at = 0;
-        for &i in order {
-            let t = params.vars()[i].as_tensor();
-            let n = t.elem_count();
-            let (lo, hi) = (range.start.max(at), range.end.min(at + n));
-            if lo < hi {
-                crate::cpu::with_host_slices_mut(&[t], "parameter", |s| {
-                    s[0][lo - at..hi - at].copy_from_slice(&src[lo - range.start..hi - range.start]);
-                    Ok(())
-                })?;
-            }
-            at += n;
+        for (i, within, from) in params.flat_pieces(order, range) {
+            crate::cpu::with_host_slices_mut(&[params.vars()[i].as_tensor()], "parameter", |s| {
+                s[0][within].copy_from_slice(&src[from]);
+                Ok(())
+            })?;
         }
         Ok(())
     }

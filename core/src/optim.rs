@@ -325,16 +325,6 @@ impl Optimizer {
             && params.vars().iter().zip(&self.slots).all(|(v, s)| ok(v.as_tensor()) && s.bufs.len() == 2 && s.bufs.iter().all(ok))
     }
 
-    /// Flat offsets: parameter `order[j]` occupies `[at[j], at[j] + its size)` of the flat vector.
-    fn flat_spans<'a>(params: &'a Params, order: &'a [usize]) -> impl Iterator<Item = (usize, usize)> + 'a {
-        let mut at = 0;
-        order.iter().map(move |&i| {
-            let n = params.vars()[i].elem_count();
-            at += n;
-            (i, at - n)
-        })
-    }
-
     /// One Adam/AdamW update (see [`Optimizer::steps_flat`]) of the entries `range` of the flat
     /// parameter vector (the parameters in `order`, one after another), with `g` = those entries
     /// of the gradient; the updated θ entries are also copied to `theta_out` (`range.len()`).
@@ -352,20 +342,17 @@ impl Optimizer {
             bail!("step_flat_range: needs fused Adam/AdamW on contiguous f32 CPU tensors and a gradient and output of the range's length");
         }
         let OptimConfig { kind, beta1, beta2, eps, weight_decay: wd, .. } = self.cfg;
-        for (i, at) in Self::flat_spans(params, order) {
-            let slot = &mut self.slots[i];
+        for slot in &mut self.slots {
             slot.steps += 1;
-            let n = params.vars()[i].elem_count();
-            let (lo, hi) = (range.start.max(at), range.end.min(at + n));
-            if lo >= hi {
-                continue;
-            }
+        }
+        for (i, within, from) in params.flat_pieces(order, range) {
+            let slot = &self.slots[i];
             let c = fused_adam::coef(kind == OptimKind::Adamw, lr, wd, beta1, beta2, eps, slot.steps);
-            let (gs, out) = (&g[lo - range.start..hi - range.start], &mut theta_out[lo - range.start..hi - range.start]);
+            let (gs, out) = (&g[from.clone()], &mut theta_out[from]);
             let theta = params.vars()[i].as_tensor();
             crate::cpu::with_host_slices_mut(&[theta, &slot.bufs[0], &slot.bufs[1]], "adam state", |s| {
                 let [th, m, v] = s else { unreachable!("three tensors") };
-                let (th, m, v) = (&mut th[lo - at..hi - at], &mut m[lo - at..hi - at], &mut v[lo - at..hi - at]);
+                let (th, m, v) = (&mut th[within.clone()], &mut m[within.clone()], &mut v[within.clone()]);
                 fused_adam::each(c, th, m, v, gs);
                 out.copy_from_slice(th);
                 Ok(())
@@ -379,14 +366,11 @@ impl Optimizer {
     /// Entries `range` of state buffer `k` (0: Adam's m, 1: v) in the flat order of `order`.
     pub fn flat_state(&self, params: &Params, order: &[usize], k: usize, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(range.len());
-        for (i, at) in Self::flat_spans(params, order) {
-            let (lo, hi) = (range.start.max(at), range.end.min(at + params.vars()[i].elem_count()));
-            if lo < hi {
-                crate::cpu::with_host_slices(&[&self.slots[i].bufs[k]], "optimizer state", |s| {
-                    out.extend_from_slice(&s[0][lo - at..hi - at]);
-                    Ok(())
-                })?;
-            }
+        for (i, within, _) in params.flat_pieces(order, range) {
+            crate::cpu::with_host_slices(&[&self.slots[i].bufs[k]], "optimizer state", |s| {
+                out.extend_from_slice(&s[0][within]);
+                Ok(())
+            })?;
         }
         Ok(out)
     }
@@ -394,14 +378,11 @@ impl Optimizer {
     /// Write `src` into entries `range` of state buffer `k` (as [`Optimizer::flat_state`] reads
     /// them).
     pub fn set_flat_state(&mut self, params: &Params, order: &[usize], k: usize, range: std::ops::Range<usize>, src: &[f32]) -> Result<()> {
-        for (i, at) in Self::flat_spans(params, order) {
-            let (lo, hi) = (range.start.max(at), range.end.min(at + params.vars()[i].elem_count()));
-            if lo < hi {
-                crate::cpu::with_host_slices_mut(&[&self.slots[i].bufs[k]], "optimizer state", |s| {
-                    s[0][lo - at..hi - at].copy_from_slice(&src[lo - range.start..hi - range.start]);
-                    Ok(())
-                })?;
-            }
+        for (i, within, from) in params.flat_pieces(order, range) {
+            crate::cpu::with_host_slices_mut(&[&self.slots[i].bufs[k]], "optimizer state", |s| {
+                s[0][within].copy_from_slice(&src[from]);
+                Ok(())
+            })?;
         }
         Ok(())
     }

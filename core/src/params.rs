@@ -81,6 +81,23 @@ impl Params {
         self.vars.iter().map(|v| v.elem_count()).sum()
     }
 
+    /// Where entries `range` of the flat vector (the parameters `order[0]`, `order[1]`, …, one
+    /// after another) lie: for each parameter they reach, in order, (its index, the entries'
+    /// range within it, their range within `range` counted from `range.start`).
+    pub fn flat_pieces(&self, order: &[usize], range: std::ops::Range<usize>) -> Vec<(usize, std::ops::Range<usize>, std::ops::Range<usize>)> {
+        let mut at = 0;
+        let mut out = Vec::new();
+        for &i in order {
+            let n = self.vars[i].elem_count();
+            let (lo, hi) = (range.start.max(at), range.end.min(at + n));
+            if lo < hi {
+                out.push((i, lo - at..hi - at, lo - range.start..hi - range.start));
+            }
+            at += n;
+        }
+        out
+    }
+
     /// Put every parameter into `ck` under its own name.
     pub fn save_to(&self, ck: &mut Checkpoint) -> Result<()> {
         for (n, v) in self.names.iter().zip(&self.vars) {
