@@ -123,7 +123,7 @@ fn crash_then_resume(mpirun: &str, d: &Path, algo: &str, extra: &[&str], m: usiz
 const MODELS: &[(&str, &[&str])] = &[
     ("fvsbn", &["--data", "digits", "--binarize", "dynamic", "--epochs", "3", "--batch", "60", "--log-every", "2"]),
     ("nade", &["--data", "digits", "--epochs", "3", "--hidden", "16", "--batch", "60", "--log-every", "2"]),
-    ("made", &["--data", "digits", "--epochs", "3", "--hidden", "32", "--masks", "2", "--order-agnostic", "--batch", "60", "--log-every", "2"]),
+    ("made", &["--data", "digits", "--epochs", "3", "--hidden", "32", "--masks", "2", "--order-agnostic", "--direct", "--batch", "60", "--log-every", "2"]),
 ];
 
 #[cfg(feature = "mpi")]

@@ -401,6 +401,71 @@ pub fn sorted_order(params: &Params) -> Vec<usize> {
     idx
 }
 
+/// Where a model that writes its own flat gradient slot ([`DataParallel::step_laid`]) puts each
+/// entry: per parameter in sorted-name order, its number of entries and `None` for the
+/// parameter's own row-major order or a [`Scatter`].
+#[derive(Clone, Debug, Default)]
+pub struct GradLayout {
+    pub pieces: Vec<(usize, Option<Scatter>)>,
+}
+
+/// A `[rows, cols]` parameter whose gradient is written permuted, as a staircase packs it
+/// (MADE's weights on units sorted by degree): entry (i, o) — at i·cols + o in the parameter —
+/// lies at `row_at[i] + col_at[o]` of the parameter's place in the slot when
+/// `col_at[o] ≥ from[i]`, and is zero otherwise (a masked-out weight).
+#[derive(Clone, Debug)]
+pub struct Scatter {
+    pub cols: usize,
+    pub row_at: Vec<u32>,
+    pub from: Vec<u32>,
+    pub col_at: Vec<u32>,
+}
+
+impl GradLayout {
+    /// The gradient `laid` (written in this layout) in parameter order: each entry read where
+    /// the layout puts it, zero off a scatter's staircase. For tests and checks; the
+    /// data-parallel sum reads through the layout without building this.
+    pub fn unlay(&self, laid: &[f32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(laid.len());
+        let mut at = 0;
+        for (n, piece) in &self.pieces {
+            let part = &laid[at..at + n];
+            match piece {
+                None => out.extend_from_slice(part),
+                Some(sc) => {
+                    for (&base, &from) in sc.row_at.iter().zip(&sc.from) {
+                        out.extend(sc.col_at.iter().map(|&c| if c >= from { part[base as usize + c as usize] } else { 0.0 }));
+                    }
+                }
+            }
+            at += n;
+        }
+        out
+    }
+
+    /// Every piece fits its parameter: one per parameter, `rows · cols` entries, every position
+    /// inside the parameter's place (so the sum's reads stay in bounds).
+    fn check(&self, params: &Params) -> Result<()> {
+        let order = sorted_order(params);
+        let ok = self.pieces.len() == order.len()
+            && order.iter().zip(&self.pieces).all(|(&i, (n, piece))| {
+                let n = *n;
+                n == params.vars()[i].elem_count()
+                    && piece.as_ref().is_none_or(|sc| {
+                    sc.row_at.len() == sc.from.len()
+                        && sc.col_at.len() == sc.cols
+                        && sc.row_at.len() * sc.cols == n
+                        && sc.col_at.iter().all(|&c| (c as usize) < sc.cols)
+                        && sc.row_at.iter().all(|&r| r as usize + sc.cols <= n)
+                })
+            });
+        if !ok {
+            return Err(Error::new("a gradient layout does not fit the parameters (one piece per parameter, rows × cols entries, positions inside it)"));
+        }
+        Ok(())
+    }
+}
+
 /// FNV-1a over every parameter's name, shape and f32 bits, in sorted-name order.
 pub fn params_checksum(params: &Params) -> Result<u64> {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -627,7 +692,17 @@ impl DataParallel {
     /// (P f32s, sorted-name order, old contents to overwrite) and return `None` for them, which
     /// saves a copy of P values per micro-batch; otherwise (`None` given, or gradients
     /// returned) they are flattened as `step` does.
-    pub fn step_into(&self, params: &Params, b: usize, mut shard: impl FnMut(usize, usize, Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<Combined> {
+    pub fn step_into(&self, params: &Params, b: usize, shard: impl FnMut(usize, usize, Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<Combined> {
+        self.step_laid(params, b, None, shard)
+    }
+
+    /// As [`DataParallel::step_into`], where a shard that writes into the offered slot itself
+    /// (returning `None` for its gradients) lays it out as `layout` says instead of in parameter
+    /// order (MADE's gradients stay in the staircase's sorted order): the ordered sum then reads
+    /// each entry where the layout puts it, so no rank unpacks its own gradients and each
+    /// entry's sum is the same sequence. A shard that returns its gradients is flattened in
+    /// parameter order as before; the micro-batches of one step must all do the one or the other.
+    pub fn step_laid(&self, params: &Params, b: usize, layout: Option<&GradLayout>, mut shard: impl FnMut(usize, usize, Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<Combined> {
         let m = self.micro_batches;
         let whole = |g: Option<GradStore>| g.ok_or_else(|| Error::new("a shard returned no gradients where no flat buffer was given"));
         if m == 1 {
@@ -643,17 +718,20 @@ impl DataParallel {
         // Per local micro-batch: [weight n_s/b, loss]; then this rank's Ctrl-C flag.
         let mut head = Vec::with_capacity(2 * per + 1);
         let mut flat = self.parts(per, p);
+        if let Some(layout) = layout {
+            layout.check(params)?;
+        }
         for s in self.rank * per..(self.rank + 1) * per {
             let (lo, hi) = micro_range(b, m, s);
             if hi > lo {
-                let loss = flat.fill(params, |slot| shard(lo, hi, slot))?;
+                let loss = flat.fill(params, layout, |slot| shard(lo, hi, slot))?;
                 head.extend([(hi - lo) as f64 / b as f64, loss]);
             } else {
                 head.extend([0.0, 0.0]);
                 flat.zeros(p);
             }
         }
-        self.combine(params, head, flat)
+        self.combine(params, head, flat, layout)
     }
 
     /// As [`DataParallel::step`], for micro-batches the caller cuts itself (REINFORCE's shares
@@ -675,13 +753,13 @@ impl DataParallel {
             head.extend([w, loss]);
             flat.grads(params, &grads)?;
         }
-        self.combine(params, head, flat)
+        self.combine(params, head, flat, None)
     }
 
     /// The combine of `step`, `step_weighted` and `step_gathered`: `head` holds this rank's
     /// [w_s, ℓ_s] per local micro-batch, `flat` their flat gradients (`per` × P f32s); timed into
     /// [`DataParallel::combine_seconds`].
-    fn combine(&self, params: &Params, mut head: Vec<f64>, flat: Parts) -> Result<Combined> {
+    fn combine(&self, params: &Params, mut head: Vec<f64>, flat: Parts, layout: Option<&GradLayout>) -> Result<Combined> {
         let t = std::time::Instant::now();
         let per = self.micro_batches / self.size;
         let p = params.numel();
@@ -705,8 +783,8 @@ impl DataParallel {
                 let flat = match flat {
                     Parts::Host(flat) => flat,
                     #[cfg(feature = "mpi")]
-                    Parts::Node { .. } => {
-                        node::sum(&world, &weights, p);
+                    Parts::Node { laid, .. } => {
+                        node::sum(&world, &weights, p, layout.filter(|_| laid == Some(true)));
                         self.combine_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
                         return Ok(Combined { loss, grads: Grads::Node { rank: self.rank, size: self.size }, interrupted });
                     }
@@ -776,8 +854,10 @@ enum Parts {
     Host(Vec<f32>),
     /// Micro-batch k's gradient at `base + k·P`, `filled` entries written so far (the segment
     /// holds M/N of them; see `node`).
+    /// `laid`: whether the shards wrote the slots themselves in the step's [`GradLayout`]
+    /// (None until the first micro-batch tells).
     #[cfg(feature = "mpi")]
-    Node { base: *mut f32, filled: usize },
+    Node { base: *mut f32, filled: usize, laid: Option<bool> },
 }
 
 impl Parts {
@@ -786,7 +866,7 @@ impl Parts {
         match self {
             Parts::Host(v) => flatten_grads_into(params, grads, v),
             #[cfg(feature = "mpi")]
-            Parts::Node { base, filled } => {
+            Parts::Node { base, filled, .. } => {
                 let p = params.numel();
                 // SAFETY: the segment has room for M/N gradients of P (checked at allocation) and
                 // the caller appends at most that many; the others read it only after the sum's
@@ -808,7 +888,7 @@ impl Parts {
 
     /// Append one micro-batch's gradients as `f` gives them: written into the slot it is
     /// offered (the window's, where there is one) or returned. Returns its loss.
-    fn fill(&mut self, params: &Params, f: impl FnOnce(Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<f64> {
+    fn fill(&mut self, params: &Params, layout: Option<&GradLayout>, f: impl FnOnce(Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<f64> {
         let missing = || Error::new("a shard returned no gradients where no flat buffer was given");
         match self {
             Parts::Host(_) => {
@@ -817,11 +897,16 @@ impl Parts {
                 Ok(loss)
             }
             #[cfg(feature = "mpi")]
-            Parts::Node { base, filled } => {
+            Parts::Node { base, filled, laid } => {
                 let p = params.numel();
                 // SAFETY: as in `grads`: the next P entries of this rank's segment.
                 let slot = unsafe { std::slice::from_raw_parts_mut(base.add(*filled), p) };
                 let (loss, grads) = f(Some(slot))?;
+                let now = grads.is_none() && layout.is_some();
+                if laid.is_some_and(|was| was != now) {
+                    return Err(Error::new("the micro-batches of one step wrote their gradients in different layouts"));
+                }
+                *laid = Some(now);
                 match grads {
                     Some(g) => self.grads(params, &g)?,
                     None => *filled += p,
@@ -836,7 +921,7 @@ impl Parts {
         match self {
             Parts::Host(v) => v.extend(std::iter::repeat_n(0.0f32, p)),
             #[cfg(feature = "mpi")]
-            Parts::Node { base, filled } => {
+            Parts::Node { base, filled, .. } => {
                 // SAFETY: as in `grads`.
                 unsafe { std::slice::from_raw_parts_mut(base.add(*filled), p) }.fill(0.0);
                 *filled += p;
@@ -862,7 +947,7 @@ impl DataParallel {
         #[cfg(feature = "mpi")]
         if self.allreduce == Allreduce::Ordered && self.size > 1 {
             if let Some(base) = node::segment(&World { rank: self.rank, size: self.size }, p, per) {
-                return Parts::Node { base, filled: 0 };
+                return Parts::Node { base, filled: 0, laid: None };
             }
         }
         Parts::Host(Vec::with_capacity(per * p + self.size)) // + the all-to-all's padding
@@ -929,6 +1014,85 @@ fn weighted_sum_parts(out: &mut [std::mem::MaybeUninit<f32>], parts: &[(f64, &[f
         }
     }
     body(out, parts)
+}
+
+/// [`weighted_sum_parts`] for the entries `[a, a + out.len())` of one `[rows, cols]` parameter
+/// whose parts are laid out by `sc` (each part is the parameter's whole place): entry
+/// j = i·cols + o is `Σ_s w_s · x_s[row_at[i] + col_at[o]]` where `col_at[o] ≥ from[i]`, zero
+/// elsewhere; the same f64 accumulation from 0 in part order, so the same bits as unpacking
+/// every part and summing.
+fn weighted_gather_parts(out: &mut [std::mem::MaybeUninit<f32>], parts: &[(f64, &[f32])], sc: &Scatter, a: usize) {
+    use std::mem::MaybeUninit;
+    /// One row's run of entries, `at` their columns' positions, from `base` in each part.
+    #[inline(always)]
+    fn run(dst: &mut [MaybeUninit<f32>], used: &[(f64, &[f32])], base: usize, from: u32, at: &[u32]) {
+        for (d, &c) in dst.iter_mut().zip(at) {
+            let v = if c >= from {
+                let mut acc = 0.0f64;
+                for &(w, x) in used {
+                    acc += w * x[base + c as usize] as f64;
+                }
+                acc as f32
+            } else {
+                0.0
+            };
+            d.write(v);
+        }
+    }
+    /// 16 entries at a time: a masked gather per part, converted to f64 and accumulated as
+    /// `run` does (0 + w₀x₀, then + w_s x_s; no fused multiply-add); entries off the staircase
+    /// gather nothing and sum to +0, as `run`'s 0. The rest of the row goes to `run`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512(dst: &mut [MaybeUninit<f32>], used: &[(f64, &[f32])], base: usize, from: u32, at: &[u32]) {
+        use std::arch::x86_64::*;
+        let n = dst.len().min(at.len());
+        let lim = _mm512_set1_epi32(from as i32);
+        let mut o = 0;
+        while o + 16 <= n {
+            // SAFETY: o + 16 ≤ n entries of `at` and `dst`; every position base + at[·] lies
+            // inside each part (GradLayout::check).
+            unsafe {
+                let c = _mm512_loadu_si512(at.as_ptr().add(o).cast());
+                let on = _mm512_cmpge_epu32_mask(c, lim);
+                let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+                for &(w, x) in used {
+                    let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), on, c, x.as_ptr().add(base));
+                    let w = _mm512_set1_pd(w);
+                    let vlo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+                    let vhi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))));
+                    lo = _mm512_add_pd(lo, _mm512_mul_pd(w, vlo));
+                    hi = _mm512_add_pd(hi, _mm512_mul_pd(w, vhi));
+                }
+                let r = _mm512_insertf64x4::<1>(_mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(lo))), _mm256_castps_pd(_mm512_cvtpd_ps(hi)));
+                _mm512_storeu_ps(dst.as_mut_ptr().add(o).cast(), _mm512_castpd_ps(r));
+            }
+            o += 16;
+        }
+        run(&mut dst[o..], used, base, from, &at[o..]);
+    }
+    let used: Vec<(f64, &[f32])> = parts.iter().filter(|(w, _)| *w != 0.0).copied().collect();
+    #[cfg(target_arch = "x86_64")]
+    let wide = std::is_x86_feature_detected!("avx512f");
+    let cols = sc.cols;
+    let (mut j, end, mut k) = (a, a + out.len(), 0);
+    while j < end {
+        let (i, o0) = (j / cols, j % cols);
+        let o1 = cols.min(o0 + (end - j));
+        let (base, from) = (sc.row_at[i] as usize, sc.from[i]);
+        let (dst, at) = (&mut out[k..k + (o1 - o0)], &sc.col_at[o0..o1]);
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: AVX-512F is available (checked above).
+            unsafe { run_avx512(dst, &used, base, from, at) };
+            k += o1 - o0;
+            j += o1 - o0;
+            continue;
+        }
+        run(dst, &used, base, from, at);
+        k += o1 - o0;
+        j += o1 - o0;
+    }
 }
 
 /// Rank r's slice of P flat entries shared by N ranks: C = ⌈P/N⌉ entries from r·C, cut at P
@@ -1226,7 +1390,10 @@ mod node {
     /// micro-batch gradients are in its segment (written by `Parts`), this rank sums its slice
     /// of all of them in micro-batch order into its segment. [`gather`] or [`update`] must
     /// follow before the next step.
-    pub(super) fn sum(world: &World, weights: &[f64], p: usize) {
+    ///
+    /// With `layout` (the parts written as [`super::GradLayout`] says), each entry of the slice is
+    /// read where the layout puts it: the same sum of the same values, so the same bits.
+    pub(super) fn sum(world: &World, weights: &[f64], p: usize, layout: Option<&super::GradLayout>) {
         let (n, rank) = (world.size(), world.rank());
         let guard = NODE.lock().unwrap_or_else(|e| e.into_inner());
         let Some(Some(w)) = guard.as_ref() else { unreachable!("sum follows segment") };
@@ -1235,10 +1402,29 @@ mod node {
         fence(w);
         // SAFETY: every rank's parts are written and stay until the fence of `gather`/`update`;
         // the summed slice is this rank's own, read by the others only after that fence.
-        let parts: Vec<(f64, &[f32])> = (0..n * per).map(|s| (weights[s], unsafe { view(w, s / per, (s % per) * p + mine.start, mine.len()) })).collect();
         let own = unsafe { view_mut(w, rank, per * p, mine.len()) };
         // SAFETY: `[f32]` viewed as `[MaybeUninit<f32>]`; only f32s are written.
-        weighted_sum_parts(unsafe { &mut *(own as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) }, &parts);
+        let own = unsafe { &mut *(own as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+        // The parts' entries [at, at + len), micro-batch by micro-batch.
+        let parts = |at: usize, len: usize| -> Vec<(f64, &[f32])> { (0..n * per).map(|s| (weights[s], unsafe { view(w, s / per, (s % per) * p + at, len) })).collect() };
+        let Some(layout) = layout else {
+            return weighted_sum_parts(own, &parts(mine.start, mine.len()));
+        };
+        // Parameter by parameter: where one is laid out in its own order, the plain sum of the
+        // entries it shares with this slice; otherwise the sum read through its scatter.
+        let mut at = 0;
+        for (len, scatter) in &layout.pieces {
+            let (lo, hi) = (at.max(mine.start), (at + len).min(mine.end));
+            if lo < hi {
+                let out = &mut own[lo - mine.start..hi - mine.start];
+                match scatter {
+                    None => weighted_sum_parts(out, &parts(lo, hi - lo)),
+                    Some(sc) => super::weighted_gather_parts(out, &parts(at, *len), sc, lo - at),
+                }
+            }
+            at += len;
+        }
+        assert_eq!(at, p, "the gradient layout covers {at} entries, not the {p} of the parameters");
     }
 
     /// The second half, for the whole gradient: once every rank has summed its slice, the N
@@ -1463,7 +1649,7 @@ impl DataParallel {
             let grads = unflatten_grads(params, flat.into_host())?;
             return Ok(Combined::new(loss, grads, crate::signal::interrupted()));
         }
-        let combined = self.combine(params, head, flat)?;
+        let combined = self.combine(params, head, flat, None)?;
         Ok(Combined { loss, ..combined })
     }
 }
@@ -1619,6 +1805,47 @@ pub mod nccl {
 
 #[cfg(test)]
 mod tests {
+    /// The sum read through a scatter equals unlaying every part and summing: every entry, any
+    /// start and length (runs shorter and longer than the 16-wide path, rows cut anywhere),
+    /// one to three parts, a zero weight skipped.
+    #[test]
+    fn the_sum_through_a_scatter_is_the_sum_of_the_unlaid_parts() {
+        use super::{weighted_gather_parts, weighted_sum_parts, GradLayout, Scatter};
+        let mut rng = crate::rng::Rng::stream(7, "scatter-test");
+        let (rows, cols) = (37usize, 53usize);
+        let mut perm = |n: usize, rng: &mut crate::rng::Rng| {
+            let mut p: Vec<u32> = (0..n as u32).collect();
+            for i in (1..n).rev() {
+                p.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            p
+        };
+        let rp = perm(rows, &mut rng);
+        let sc = Scatter {
+            cols,
+            row_at: rp.iter().map(|&r| r * cols as u32).collect(),
+            from: (0..rows).map(|_| rng.below(cols as u64 + 1) as u32).collect(),
+            col_at: perm(cols, &mut rng),
+        };
+        let n = rows * cols;
+        let layout = GradLayout { pieces: vec![(n, Some(sc.clone()))] };
+        let parts: Vec<Vec<f32>> = (0..3).map(|_| (0..n).map(|_| (rng.uniform() as f32 - 0.5) * 1e-3).collect()).collect();
+        for weights in [vec![1.0], vec![0.25, 0.75], vec![0.5, 0.0, 0.5], vec![0.2, 0.3, 0.5]] {
+            let k = weights.len();
+            let unlaid: Vec<Vec<f32>> = parts[..k].iter().map(|p| layout.unlay(p)).collect();
+            for (a, len) in [(0, n), (5, 11), (cols - 3, 40), (2 * cols, cols), (100, 700), (n - 17, 17)] {
+                let laid: Vec<(f64, &[f32])> = weights.iter().zip(&parts).map(|(&w, p)| (w, p.as_slice())).collect();
+                let mut got = vec![std::mem::MaybeUninit::new(f32::NAN); len];
+                weighted_gather_parts(&mut got, &laid, &sc, a);
+                let flat: Vec<(f64, &[f32])> = weights.iter().zip(&unlaid).map(|(&w, p)| (w, &p[a..a + len])).collect();
+                let mut want = vec![std::mem::MaybeUninit::new(f32::NAN); len];
+                weighted_sum_parts(&mut want, &flat);
+                let bits = |v: &[std::mem::MaybeUninit<f32>]| v.iter().map(|x| unsafe { x.assume_init() }.to_bits()).collect::<Vec<u32>>();
+                assert_eq!(bits(&got), bits(&want), "weights {weights:?}, entries {a}..{}", a + len);
+            }
+        }
+    }
+
     use super::*;
     use crate::rng::Rng;
     use candle_core::Device;

@@ -353,8 +353,7 @@ impl Optimizer {
             crate::cpu::with_host_slices_mut(&[theta, &slot.bufs[0], &slot.bufs[1]], "adam state", |s| {
                 let [th, m, v] = s else { unreachable!("three tensors") };
                 let (th, m, v) = (&mut th[within.clone()], &mut m[within.clone()], &mut v[within.clone()]);
-                fused_adam::each(c, th, m, v, gs);
-                out.copy_from_slice(th);
+                fused_adam::each_out(c, th, m, v, gs, out);
                 Ok(())
             })?;
         }
@@ -544,25 +543,80 @@ mod fused_adam {
     #[inline(always)]
     fn update(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
         for (((t, m), v), &g) in th.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-            let g = match c.l2 {
-                Some(wd) => (*t * wd + 0.0) + g,
-                None => g,
-            };
-            *m = ((g - *m) * c.c1 + 0.0) + *m;
-            *v = (*v * c.b2 + 0.0) + ((g * c.c2 + 0.0) * g);
-            let t0 = match c.decay {
-                Some(d) => *t * d + 0.0,
-                None => *t,
-            };
-            let denom = v.sqrt() * c.inv_bc2 + c.eps;
-            *t = t0 + (*m * c.neg_step + 0.0) / denom;
+            one(c, t, m, v, g);
         }
+    }
+
+    /// [`update`], also writing each new θ to `out` (the data-parallel window's copy): one pass
+    /// over the entries instead of an update and a copy.
+    #[inline(always)]
+    fn update_out(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], out: &mut [f32]) {
+        for ((((t, m), v), &g), o) in th.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g).zip(out.iter_mut()) {
+            one(c, t, m, v, g);
+            *o = *t;
+        }
+    }
+
+    #[inline(always)]
+    fn one(c: Coef, t: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
+        let g = match c.l2 {
+            Some(wd) => (*t * wd + 0.0) + g,
+            None => g,
+        };
+        *m = ((g - *m) * c.c1 + 0.0) + *m;
+        *v = (*v * c.b2 + 0.0) + ((g * c.c2 + 0.0) * g);
+        let t0 = match c.decay {
+            Some(d) => *t * d + 0.0,
+            None => *t,
+        };
+        let denom = v.sqrt() * c.inv_bc2 + c.eps;
+        *t = t0 + (*m * c.neg_step + 0.0) / denom;
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn update_avx512(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
         update(c, th, m, v, g)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn update_out_avx512(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], out: &mut [f32]) {
+        update_out(c, th, m, v, g, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn update_out_avx2(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], out: &mut [f32]) {
+        update_out(c, th, m, v, g, out)
+    }
+
+    fn run_out(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F is available (checked just above).
+                return unsafe { update_out_avx512(c, th, m, v, g, out) };
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is available (checked just above).
+                return unsafe { update_out_avx2(c, th, m, v, g, out) };
+            }
+        }
+        update_out(c, th, m, v, g, out)
+    }
+
+    /// [`each`], also writing the new θ to `out` (same length).
+    pub(super) fn each_out(c: Coef, th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], out: &mut [f32]) {
+        if th.len() <= CHUNK {
+            return run_out(c, th, m, v, g, out);
+        }
+        th.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .zip(out.par_chunks_mut(CHUNK))
+            .for_each(|((((th, m), v), g), out)| run_out(c, th, m, v, g, out));
     }
 
     #[cfg(target_arch = "x86_64")]

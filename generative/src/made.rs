@@ -299,6 +299,51 @@ impl DensityModel for Made {
 
     /// The CPU path with the gradients unpacked straight into `flat` (sorted-name order).
     fn loss_and_grads_flat(&self, x: &Tensor, step: u64, keys: &[u64], flat: &mut [f32]) -> Result<(f64, Option<GradStore>)> {
+        self.grads_into_flat(x, step, keys, flat, false)
+    }
+
+    /// The weights' gradients stay in the staircases' sorted order (each is written where
+    /// [`Staircase::scatter`] says), the biases in parameter order.
+    fn grad_layout(&self, step: u64) -> Option<wick_core::dist::GradLayout> {
+        let w = &self.layers[0].0;
+        if !(w.device().is_cpu() && w.dtype() == DType::F32) {
+            return None;
+        }
+        let k = self.step_member(step);
+        let pieces = wick_core::dist::sorted_order(&self.params)
+            .into_iter()
+            .map(|i| {
+                let name = self.params.names()[i].as_str();
+                let n = self.params.vars()[i].elem_count();
+                let scatter = match name.strip_prefix("made.w").and_then(|l| l.parse::<usize>().ok()) {
+                    Some(l) => Some(self.stairs[k][l].scatter()),
+                    None if name == "made.direct" => self.direct.as_ref().map(|(_, st)| st[k].scatter()),
+                    None => None,
+                };
+                (n, scatter)
+            })
+            .collect();
+        Some(wick_core::dist::GradLayout { pieces })
+    }
+
+    fn loss_and_grads_laid(&self, x: &Tensor, step: u64, keys: &[u64], flat: &mut [f32]) -> Result<(f64, Option<GradStore>)> {
+        self.grads_into_flat(x, step, keys, flat, true)
+    }
+
+    fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
+        self.sample_impl(n, rng, observed)
+    }
+
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        self.buffers_impl()
+    }
+}
+
+impl Made {
+    /// The CPU path's gradients written into `flat` (sorted-name order of the parameters):
+    /// unpacked into parameter order, or with `laid` the weights' left in sorted order
+    /// ([`DensityModel::grad_layout`]). Elsewhere they are returned.
+    fn grads_into_flat(&self, x: &Tensor, step: u64, keys: &[u64], flat: &mut [f32], laid: bool) -> Result<(f64, Option<GradStore>)> {
         if !self.host_path(x) || flat.len() != self.params.numel() {
             let (loss, grads) = self.loss_and_grads_keyed(x, step, keys)?;
             return Ok((loss, Some(grads)));
@@ -318,20 +363,10 @@ impl DensityModel for Made {
             None => None,
         };
         let k = self.step_member(step);
-        let (nll, _) = self.host_member_into(x, k, true, Some(cpu::GradsInto { layers, direct }))?;
+        let (nll, _) = self.host_member_into(x, k, true, Some(cpu::GradsInto { layers, direct, laid }))?;
         Ok((nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len() as f64, None))
     }
 
-    fn sample(&self, n: usize, rng: &mut Rng, observed: Option<(&[f32], &[bool])>) -> Result<Vec<f32>> {
-        self.sample_impl(n, rng, observed)
-    }
-
-    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
-        self.buffers_impl()
-    }
-}
-
-impl Made {
     /// [`DensityModel::loss_and_grads`] with Candle ops (any device), for mask set k.
     fn loss_and_grads_candle(&self, x: &Tensor, k: usize) -> Result<(f64, GradStore)> {
         let last = self.layers.len() - 1;
@@ -476,6 +511,16 @@ mod tests {
                     assert_eq!(l1.to_bits(), l2.to_bits());
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&flat), bits(&want), "layers {layers} direct {direct} step {step}");
+                    // Left in sorted order (the data-parallel sum reads them through the layout):
+                    // read back through the layout, the same bits; entries off the staircases
+                    // are never read (the NaNs stay out).
+                    let layout = m.grad_layout(step).expect("a layout on the CPU");
+                    assert!(layout.pieces.iter().filter(|(_, sc)| sc.is_some()).count() == layers + 1 + direct as usize);
+                    let mut laid = vec![f32::NAN; m.params().numel()];
+                    let (l3, none) = m.loss_and_grads_laid(&x, step, &[], &mut laid).unwrap();
+                    assert!(none.is_none());
+                    assert_eq!(l1.to_bits(), l3.to_bits());
+                    assert_eq!(bits(&layout.unlay(&laid)), bits(&want), "laid: layers {layers} direct {direct} step {step}");
                 }
             }
         }

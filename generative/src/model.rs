@@ -48,6 +48,19 @@ pub trait DensityModel {
         let (loss, grads) = self.loss_and_grads_keyed(x, step, keys)?;
         Ok((loss, Some(grads)))
     }
+    /// Where [`DensityModel::loss_and_grads_laid`] writes the gradients of step `step`, if the
+    /// model has a layout of its own for them (MADE on the CPU: its staircases' sorted order);
+    /// `None` (the default): it has none and writes in parameter order.
+    fn grad_layout(&self, step: u64) -> Option<wick_core::dist::GradLayout> {
+        let _ = step;
+        None
+    }
+    /// [`DensityModel::loss_and_grads_flat`], with the gradients written in the layout that
+    /// [`DensityModel::grad_layout`] gives for `step` (or returned, as there, where the model
+    /// cannot write them itself). By default the same as `loss_and_grads_flat`.
+    fn loss_and_grads_laid(&self, x: &Tensor, step: u64, keys: &[u64], flat: &mut [f32]) -> Result<(f64, Option<GradStore>)> {
+        self.loss_and_grads_flat(x, step, keys, flat)
+    }
     /// The figure early stopping compares after each epoch when it is not the exact mean NLL
     /// of the valid split: `Some(estimate)` (order-agnostic NADE with `--valid estimate`), else
     /// `None` and the trainer computes the exact one.

@@ -278,6 +278,19 @@ impl Staircase {
         }
     }
 
+    /// Where [`grad_weight`](Self::grad_weight) puts each entry of an input-major gradient
+    /// (`out_major = false`), for a data-parallel sum that reads it there instead of unpacking:
+    /// original (i, o) at `in_pos[i]·n_out + out_pos[o]`, where `out_pos[o] ≥ first[in_pos[i]]`
+    /// (on the staircase), zero elsewhere.
+    pub fn scatter(&self) -> wick_core::dist::Scatter {
+        wick_core::dist::Scatter {
+            cols: self.n_out,
+            row_at: self.in_pos.iter().map(|&i| (i * self.n_out) as u32).collect(),
+            from: self.in_pos.iter().map(|&i| self.first[i] as u32).collect(),
+            col_at: self.out_pos.iter().map(|&o| o as u32).collect(),
+        }
+    }
+
     /// `y = x W̃ + bias` on sorted units: x `[rows, n_in]`, y `[rows, n_out]`, bias `[n_out]`.
     pub fn forward(&self, x: &[f32], ws: &[f32], out_major: bool, bias: &[f32], y: &mut [f32], rows: usize) {
         let (n_in, n_out) = (self.n_in, self.n_out);

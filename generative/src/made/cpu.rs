@@ -33,6 +33,9 @@ pub(super) type HostNll = (Vec<f32>, Option<Vec<(Vec<f32>, Vec<f32>)>>);
 pub(super) struct GradsInto<'a> {
     pub layers: Vec<(&'a mut [f32], &'a mut [f32])>,
     pub direct: Option<&'a mut [f32]>,
+    /// Leave the weights' gradients in sorted order (where [`crate::staircase::Staircase::scatter`]
+    /// puts them) instead of unpacking them; the biases' are in parameter order either way.
+    pub laid: bool,
 }
 
 /// `[f32]` as `[MaybeUninit<f32>]`, for the unpacking that writes every entry.
@@ -101,12 +104,20 @@ impl Made {
         }
         let mut grads = vec![(Vec::new(), Vec::new()); st.len()];
         if let Some((_, sd)) = direct {
-            dwd.resize(d * d, 0.0);
             let mut unused = vec![0f32; d];
-            sd.grad_weight(xs, &acts[last], false, dwd, &mut unused, rows);
+            let laid = into.as_ref().is_some_and(|o| o.laid);
             match into.as_mut().and_then(|o| o.direct.as_deref_mut()) {
-                Some(out) => sd.unpack_into(dwd, false, uninit(out)),
-                None => grads.push((sd.unpack(dwd, false), Vec::new())),
+                Some(out) if laid => sd.grad_weight(xs, &acts[last], false, out, &mut unused, rows),
+                Some(out) => {
+                    dwd.resize(d * d, 0.0);
+                    sd.grad_weight(xs, &acts[last], false, dwd, &mut unused, rows);
+                    sd.unpack_into(dwd, false, uninit(out))
+                }
+                None => {
+                    dwd.resize(d * d, 0.0);
+                    sd.grad_weight(xs, &acts[last], false, dwd, &mut unused, rows);
+                    grads.push((sd.unpack(dwd, false), Vec::new()))
+                }
             }
         }
         for l in (0..=last).rev() {
@@ -114,18 +125,25 @@ impl Made {
             let (below, rest) = acts.split_at_mut(l);
             let da = &rest[0];
             let input = if l == 0 { &xs[..] } else { &below[l - 1][..] };
-            dws[l].resize(s.n_in * s.n_out, 0.0);
             let mut dbs = vec![0f32; s.n_out];
-            s.grad_weight(input, da, false, &mut dws[l], &mut dbs, rows);
             match into.as_mut() {
                 Some(o) => {
+                    let laid = o.laid;
                     let (dw, db) = &mut o.layers[l];
-                    s.unpack_into(&dws[l], false, uninit(dw));
+                    if laid {
+                        s.grad_weight(input, da, false, dw, &mut dbs, rows);
+                    } else {
+                        dws[l].resize(s.n_in * s.n_out, 0.0);
+                        s.grad_weight(input, da, false, &mut dws[l], &mut dbs, rows);
+                        s.unpack_into(&dws[l], false, uninit(dw));
+                    }
                     for (&o, &g) in s.out_perm.iter().zip(&dbs) {
                         db[o] = g; // out_perm is a permutation: every entry is written
                     }
                 }
                 None => {
+                    dws[l].resize(s.n_in * s.n_out, 0.0);
+                    s.grad_weight(input, da, false, &mut dws[l], &mut dbs, rows);
                     let dw = s.unpack(&dws[l], false);
                     let mut db = vec![0f32; s.n_out];
                     for (&o, &g) in s.out_perm.iter().zip(&dbs) {
