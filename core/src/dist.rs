@@ -831,15 +831,21 @@ impl DataParallel {
             return Ok(());
         }
         let (n, p, world) = (self.size, params.numel(), World { rank: self.rank, size: self.size });
-        let c = p.div_ceil(n);
+        let c = owned_cap(p, n);
         let order = sorted_order(params);
         for k in 0..2 {
-            let mut local = opt.flat_state(params, &order, k, shard_range(self.rank, p, n))?;
+            let mut local = Vec::with_capacity(c);
+            for range in owned(self.rank, p, n) {
+                local.extend(opt.flat_state(params, &order, k, range)?);
+            }
             local.resize(c, 0.0);
             let all = world.all_gather_f32(&local);
             for r in (0..n).filter(|&r| r != self.rank) {
-                let range = shard_range(r, p, n);
-                opt.set_flat_state(params, &order, k, range.clone(), &all[r * c..r * c + range.len()])?;
+                let mut at = r * c;
+                for range in owned(r, p, n) {
+                    opt.set_flat_state(params, &order, k, range.clone(), &all[at..at + range.len()])?;
+                    at += range.len();
+                }
             }
         }
         opt.mark_whole();
@@ -1102,6 +1108,28 @@ fn shard_range(r: usize, p: usize, n: usize) -> std::ops::Range<usize> {
     (r * c).min(p)..((r + 1) * c).min(p)
 }
 
+/// Entries per card of [`owned`]: at most 2¹⁴, and at least 256 or a quarter of a rank's share,
+/// so that even a small model is dealt several cards per rank (and the tests' models exercise it).
+fn card(p: usize, n: usize) -> usize {
+    p.div_ceil(4 * n).clamp(256, 1 << 14)
+}
+
+/// The flat ranges rank r sums and updates where the ranks share a node's window: the P entries
+/// cut into [`card`]s, dealt out in turn (card k to rank k mod N), in order. Dealt
+/// rather than cut into N slices, so that a region of costly entries — Adam's on weights whose
+/// gradients are mostly zero, where m and v sink into subnormal numbers and every operation on
+/// them is many times slower — is shared by all ranks instead of stalling one while the others
+/// wait at the fence.
+fn owned(r: usize, p: usize, n: usize) -> Vec<std::ops::Range<usize>> {
+    let c = card(p, n);
+    (r * c..p).step_by(n * c).map(|lo| lo..(lo + c).min(p)).collect()
+}
+
+/// Room for one rank's entries of [`owned`] (rank 0 has the most).
+fn owned_cap(p: usize, n: usize) -> usize {
+    owned(0, p, n).iter().map(|r| r.len()).sum()
+}
+
 /// g = Σ_{s=0}^{M−1} w_s g_s, summed in micro-batch order in f64 and rounded to f32, on every
 /// rank: the same bits for any N. `weights` holds all M weights (every rank's, in order), `flat`
 /// this rank's M/N gradients of `p` f32s each.
@@ -1219,7 +1247,7 @@ fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> 
 /// `MPI_Alltoallv` exchanges of [`ordered_sum`] and the whole optimizer step are used.
 #[cfg(feature = "mpi")]
 mod node {
-    use super::{shard_range as slice, weighted_sum_parts, World};
+    use super::{owned, owned_cap, weighted_sum_parts, World};
     use crate::error::Result;
     use crate::optim::Optimizer;
     use crate::params::Params;
@@ -1346,7 +1374,7 @@ mod node {
     /// Each rank's segment: its micro-batches' gradients (per·p), its summed slice (c), its
     /// updated parameter slice (c).
     fn seg_len(p: usize, per: usize, n: usize) -> usize {
-        per * p + 2 * p.div_ceil(n)
+        per * p + 2 * owned_cap(p, n)
     }
 
     /// Rank r's entries [at, at + len) of its segment.
@@ -1398,33 +1426,39 @@ mod node {
         let guard = NODE.lock().unwrap_or_else(|e| e.into_inner());
         let Some(Some(w)) = guard.as_ref() else { unreachable!("sum follows segment") };
         let per = w.shape.1;
-        let mine = slice(rank, p, n);
+        let mine = owned(rank, p, n);
         fence(w);
         // SAFETY: every rank's parts are written and stay until the fence of `gather`/`update`;
-        // the summed slice is this rank's own, read by the others only after that fence.
-        let own = unsafe { view_mut(w, rank, per * p, mine.len()) };
+        // the summed entries are this rank's own, read by the others only after that fence.
+        let own = unsafe { view_mut(w, rank, per * p, mine.iter().map(|r| r.len()).sum()) };
         // SAFETY: `[f32]` viewed as `[MaybeUninit<f32>]`; only f32s are written.
         let own = unsafe { &mut *(own as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
         // The parts' entries [at, at + len), micro-batch by micro-batch.
         let parts = |at: usize, len: usize| -> Vec<(f64, &[f32])> { (0..n * per).map(|s| (weights[s], unsafe { view(w, s / per, (s % per) * p + at, len) })).collect() };
-        let Some(layout) = layout else {
-            return weighted_sum_parts(own, &parts(mine.start, mine.len()));
-        };
-        // Parameter by parameter: where one is laid out in its own order, the plain sum of the
-        // entries it shares with this slice; otherwise the sum read through its scatter.
-        let mut at = 0;
-        for (len, scatter) in &layout.pieces {
-            let (lo, hi) = (at.max(mine.start), (at + len).min(mine.end));
-            if lo < hi {
-                let out = &mut own[lo - mine.start..hi - mine.start];
-                match scatter {
-                    None => weighted_sum_parts(out, &parts(lo, hi - lo)),
-                    Some(sc) => super::weighted_gather_parts(out, &parts(at, *len), sc, lo - at),
+        let mut pos = 0;
+        for range in mine {
+            let out = &mut own[pos..pos + range.len()];
+            pos += range.len();
+            let Some(layout) = layout else {
+                weighted_sum_parts(out, &parts(range.start, range.len()));
+                continue;
+            };
+            // Parameter by parameter: where one is laid out in its own order, the plain sum of
+            // the entries it shares with this range; otherwise the sum read through its scatter.
+            let mut at = 0;
+            for (len, scatter) in &layout.pieces {
+                let (lo, hi) = (at.max(range.start), (at + len).min(range.end));
+                if lo < hi {
+                    let out = &mut out[lo - range.start..hi - range.start];
+                    match scatter {
+                        None => weighted_sum_parts(out, &parts(lo, hi - lo)),
+                        Some(sc) => super::weighted_gather_parts(out, &parts(at, *len), sc, lo - at),
+                    }
                 }
+                at += len;
             }
-            at += len;
+            assert_eq!(at, p, "the gradient layout covers {at} entries, not the {p} of the parameters");
         }
-        assert_eq!(at, p, "the gradient layout covers {at} entries, not the {p} of the parameters");
     }
 
     /// The second half, for the whole gradient: once every rank has summed its slice, the N
@@ -1434,11 +1468,15 @@ mod node {
         let Some(Some(w)) = guard.as_ref() else { unreachable!("gather follows a sum through the window") };
         let (n, per) = (world.size(), w.shape.1);
         fence(w);
-        let mut g = Vec::with_capacity(p);
+        let mut g = vec![0f32; p];
         for r in 0..n {
-            // SAFETY: rank r's summed slice, written before the fence; rewritten only after
-            // the next step's first fence, which this rank reaches after copying.
-            g.extend_from_slice(unsafe { view(w, r, per * p, slice(r, p, n).len()) });
+            let mut pos = 0;
+            for range in owned(r, p, n) {
+                // SAFETY: rank r's summed entries, written before the fence; rewritten only
+                // after the next step's first fence, which this rank reaches after copying.
+                g[range.clone()].copy_from_slice(unsafe { view(w, r, per * p + pos, range.len()) });
+                pos += range.len();
+            }
         }
         g
     }
@@ -1452,18 +1490,23 @@ mod node {
         let Some(Some(w)) = guard.as_ref() else { unreachable!("update follows a sum through the window") };
         let (n, rank, per) = (world.size(), world.rank(), w.shape.1);
         let p = params.numel();
-        let (c, mine, order) = (p.div_ceil(n), slice(rank, p, n), super::sorted_order(params));
-        // SAFETY: this rank's summed slice and its parameter slice: disjoint entries of its own
-        // segment, which the others read only after the fence below.
-        let (g, theta) = unsafe { (view(w, rank, per * p, mine.len()), view_mut(w, rank, per * p + c, mine.len())) };
-        let stepped = opt.step_flat_range(params, &order, mine, g, theta, lr);
+        let (c, mine, order) = (owned_cap(p, n), owned(rank, p, n), super::sorted_order(params));
+        let len = mine.iter().map(|r| r.len()).sum();
+        // SAFETY: this rank's summed entries and its parameter entries: disjoint parts of its
+        // own segment, which the others read only after the fence below.
+        let (g, theta) = unsafe { (view(w, rank, per * p, len), view_mut(w, rank, per * p + c, len)) };
+        let stepped = opt.step_flat_ranges(params, &order, &mine, g, theta, lr);
         fence(w); // every rank reaches it, whatever happened to its step
         stepped?;
         for r in (0..n).filter(|&r| r != rank) {
-            // SAFETY: rank r's new parameter slice, written before the fence; rewritten only
-            // after the next step's first fence, which this rank reaches after copying.
-            let src = unsafe { view(w, r, per * p + c, slice(r, p, n).len()) };
-            write_flat(params, &order, slice(r, p, n), src)?;
+            let mut pos = 0;
+            for range in owned(r, p, n) {
+                // SAFETY: rank r's new parameter entries, written before the fence; rewritten
+                // only after the next step's first fence, which this rank reaches after copying.
+                let src = unsafe { view(w, r, per * p + c + pos, range.len()) };
+                pos += range.len();
+                write_flat(params, &order, range, src)?;
+            }
         }
         Ok(())
     }
@@ -1849,6 +1892,29 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
     use candle_core::Device;
+
+    /// The dealt cards give every flat entry to exactly one rank, several cards per rank once P
+    /// allows, and rank 0 the most (the segments' room).
+    #[test]
+    fn dealt_cards_cover_every_entry_once() {
+        for p in [0usize, 1, 255, 1000, 4097, 70_001, 785_284] {
+            for n in 1..=4 {
+                let mut seen = vec![0u8; p];
+                for r in 0..n {
+                    let mine = super::owned(r, p, n);
+                    assert!(mine.windows(2).all(|w| w[0].end <= w[1].start), "in order");
+                    assert!(mine.iter().map(|x| x.len()).sum::<usize>() <= super::owned_cap(p, n));
+                    if p >= 256 * 2 * n * 4 {
+                        assert!(mine.len() >= 2, "p {p} n {n}: {} cards for rank {r}", mine.len());
+                    }
+                    for x in mine {
+                        x.for_each(|i| seen[i] += 1);
+                    }
+                }
+                assert!(seen.iter().all(|&c| c == 1), "p {p} n {n}");
+            }
+        }
+    }
 
     #[test]
     fn micro_ranges_tile_the_batch_in_order() {

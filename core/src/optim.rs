@@ -334,28 +334,40 @@ impl Optimizer {
     /// `range` is left behind until [`Optimizer::set_flat_state`] brings it back and
     /// [`Optimizer::mark_whole`] is called; until then `step` and `save_to` refuse.
     pub fn step_flat_range(&mut self, params: &Params, order: &[usize], range: std::ops::Range<usize>, g: &[f32], theta_out: &mut [f32], lr: f64) -> Result<()> {
+        self.step_flat_ranges(params, order, &[range], g, theta_out, lr)
+    }
+
+    /// [`Optimizer::step_flat_range`] over several disjoint ranges of the flat vector, in one
+    /// step: `g` and `theta_out` hold their entries one range after another.
+    pub fn step_flat_ranges(&mut self, params: &Params, order: &[usize], ranges: &[std::ops::Range<usize>], g: &[f32], theta_out: &mut [f32], lr: f64) -> Result<()> {
         self.check_params(params)?;
         if !(lr >= 0.0 && lr.is_finite()) {
             bail!("learning rate must be a non-negative number, got {lr} at step {}", self.t);
         }
-        if !self.steps_flat(params) || g.len() != range.len() || theta_out.len() != range.len() {
-            bail!("step_flat_range: needs fused Adam/AdamW on contiguous f32 CPU tensors and a gradient and output of the range's length");
+        let total: usize = ranges.iter().map(|r| r.len()).sum();
+        if !self.steps_flat(params) || g.len() != total || theta_out.len() != total {
+            bail!("step_flat_range: needs fused Adam/AdamW on contiguous f32 CPU tensors and a gradient and output of the ranges' length");
         }
         let OptimConfig { kind, beta1, beta2, eps, weight_decay: wd, .. } = self.cfg;
         for slot in &mut self.slots {
             slot.steps += 1;
         }
-        for (i, within, from) in params.flat_pieces(order, range) {
-            let slot = &self.slots[i];
-            let c = fused_adam::coef(kind == OptimKind::Adamw, lr, wd, beta1, beta2, eps, slot.steps);
-            let (gs, out) = (&g[from.clone()], &mut theta_out[from]);
-            let theta = params.vars()[i].as_tensor();
-            crate::cpu::with_host_slices_mut(&[theta, &slot.bufs[0], &slot.bufs[1]], "adam state", |s| {
-                let [th, m, v] = s else { unreachable!("three tensors") };
-                let (th, m, v) = (&mut th[within.clone()], &mut m[within.clone()], &mut v[within.clone()]);
-                fused_adam::each_out(c, th, m, v, gs, out);
-                Ok(())
-            })?;
+        let mut at = 0;
+        for range in ranges {
+            let (g, theta_out) = (&g[at..at + range.len()], &mut theta_out[at..at + range.len()]);
+            at += range.len();
+            for (i, within, from) in params.flat_pieces(order, range.clone()) {
+                let slot = &self.slots[i];
+                let c = fused_adam::coef(kind == OptimKind::Adamw, lr, wd, beta1, beta2, eps, slot.steps);
+                let (gs, out) = (&g[from.clone()], &mut theta_out[from]);
+                let theta = params.vars()[i].as_tensor();
+                crate::cpu::with_host_slices_mut(&[theta, &slot.bufs[0], &slot.bufs[1]], "adam state", |s| {
+                    let [th, m, v] = s else { unreachable!("three tensors") };
+                    let (th, m, v) = (&mut th[within.clone()], &mut m[within.clone()], &mut v[within.clone()]);
+                    fused_adam::each_out(c, th, m, v, gs, out);
+                    Ok(())
+                })?;
+            }
         }
         self.t += 1;
         self.sharded = true;
