@@ -760,6 +760,8 @@ impl DataParallel {
     /// [w_s, ℓ_s] per local micro-batch, `flat` their flat gradients (`per` × P f32s); timed into
     /// [`DataParallel::combine_seconds`].
     fn combine(&self, params: &Params, mut head: Vec<f64>, flat: Parts, layout: Option<&GradLayout>) -> Result<Combined> {
+        #[cfg(not(feature = "mpi"))]
+        let _ = layout;
         let t = std::time::Instant::now();
         let per = self.micro_batches / self.size;
         let p = params.numel();
@@ -896,6 +898,8 @@ impl Parts {
     /// offered (the window's, where there is one) or returned. Returns its loss.
     fn fill(&mut self, params: &Params, layout: Option<&GradLayout>, f: impl FnOnce(Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<f64> {
         let missing = || Error::new("a shard returned no gradients where no flat buffer was given");
+        #[cfg(not(feature = "mpi"))]
+        let _ = layout; // only the node window reads a layout
         match self {
             Parts::Host(_) => {
                 let (loss, grads) = f(None)?;
