@@ -573,7 +573,20 @@ enum Grads {
     /// entries in all. Taken by [`DataParallel::update`] or [`Combined::into_grads`] before the
     /// next step.
     #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
-    Node { rank: usize, size: usize },
+    Node { rank: usize, size: usize, sum: Pending },
+}
+
+/// A node window's ordered sum not taken yet: every rank's micro-batch gradients wait in the
+/// window, and [`DataParallel::update`] sums each of its cards just before updating it (while
+/// it is in cache), or [`Combined::into_grads`] sums and gathers the whole.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+struct Pending {
+    /// Every micro-batch's weight, in order.
+    weights: Vec<f64>,
+    /// How the shards laid their gradients out, if not in parameter order.
+    layout: Option<GradLayout>,
+    /// Where the sum's time is added ([`DataParallel::combine_seconds`]).
+    combine_ns: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Combined {
@@ -598,7 +611,13 @@ impl Combined {
         match self.grads {
             Grads::Whole(g) => Ok(g),
             #[cfg(feature = "mpi")]
-            Grads::Node { rank, size } => unflatten_grads(params, node::gather(&World { rank, size }, params.numel())),
+            Grads::Node { rank, size, sum } => {
+                let (world, p, t) = (World { rank, size }, params.numel(), std::time::Instant::now());
+                node::sum(&world, &sum.weights, p, sum.layout.as_ref());
+                let g = node::gather(&world, p);
+                sum.combine_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+                unflatten_grads(params, g)
+            }
             #[cfg(not(feature = "mpi"))]
             Grads::Node { .. } => {
                 let _ = params;
@@ -786,9 +805,10 @@ impl DataParallel {
                     Parts::Host(flat) => flat,
                     #[cfg(feature = "mpi")]
                     Parts::Node { laid, .. } => {
-                        node::sum(&world, &weights, p, layout.filter(|_| laid == Some(true)));
+                        // The sum waits for the update (or into_grads), which takes it card by card.
+                        let sum = Pending { weights, layout: layout.filter(|_| laid == Some(true)).cloned(), combine_ns: self.combine_ns.clone() };
                         self.combine_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-                        return Ok(Combined { loss, grads: Grads::Node { rank: self.rank, size: self.size }, interrupted });
+                        return Ok(Combined { loss, grads: Grads::Node { rank: self.rank, size: self.size, sum }, interrupted });
                     }
                 };
                 (loss, ordered_sum(&world, &weights, flat, p), interrupted)
@@ -816,10 +836,11 @@ impl DataParallel {
     /// [`DataParallel::sync_optimizer`]. A collective: every rank calls it at the same step.
     pub fn update(&self, opt: &mut crate::optim::Optimizer, params: &Params, combined: Combined, lr: f64) -> Result<()> {
         #[cfg(feature = "mpi")]
-        if let Grads::Node { rank, size } = combined.grads {
+        if let Grads::Node { rank, size, sum } = combined.grads {
             if opt.steps_flat(params) {
-                return node::update(&World { rank, size }, opt, params, lr);
+                return node::update(&World { rank, size }, opt, params, lr, &sum);
             }
+            return opt.step(params, &Combined { loss: combined.loss, grads: Grads::Node { rank, size, sum }, interrupted: combined.interrupted }.into_grads(params)?, lr);
         }
         opt.step(params, &combined.into_grads(params)?, lr)
     }
@@ -1031,6 +1052,7 @@ fn weighted_sum_parts(out: &mut [std::mem::MaybeUninit<f32>], parts: &[(f64, &[f
 /// j = i·cols + o is `Σ_s w_s · x_s[row_at[i] + col_at[o]]` where `col_at[o] ≥ from[i]`, zero
 /// elsewhere; the same f64 accumulation from 0 in part order, so the same bits as unpacking
 /// every part and summing.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))] // the node window's sum (and the tests)
 fn weighted_gather_parts(out: &mut [std::mem::MaybeUninit<f32>], parts: &[(f64, &[f32])], sc: &Scatter, a: usize) {
     use std::mem::MaybeUninit;
     /// One row's run of entries, `at` their columns' positions, from `base` in each part.
@@ -1432,37 +1454,44 @@ mod node {
         let per = w.shape.1;
         let mine = owned(rank, p, n);
         fence(w);
-        // SAFETY: every rank's parts are written and stay until the fence of `gather`/`update`;
-        // the summed entries are this rank's own, read by the others only after that fence.
+        // SAFETY: the summed entries are this rank's own, read by the others only after the
+        // fence of `gather`.
         let own = unsafe { view_mut(w, rank, per * p, mine.iter().map(|r| r.len()).sum()) };
-        // SAFETY: `[f32]` viewed as `[MaybeUninit<f32>]`; only f32s are written.
-        let own = unsafe { &mut *(own as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
-        // The parts' entries [at, at + len), micro-batch by micro-batch.
-        let parts = |at: usize, len: usize| -> Vec<(f64, &[f32])> { (0..n * per).map(|s| (weights[s], unsafe { view(w, s / per, (s % per) * p + at, len) })).collect() };
         let mut pos = 0;
         for range in mine {
             let out = &mut own[pos..pos + range.len()];
             pos += range.len();
-            let Some(layout) = layout else {
-                weighted_sum_parts(out, &parts(range.start, range.len()));
-                continue;
-            };
-            // Parameter by parameter: where one is laid out in its own order, the plain sum of
-            // the entries it shares with this range; otherwise the sum read through its scatter.
-            let mut at = 0;
-            for (len, scatter) in &layout.pieces {
-                let (lo, hi) = (at.max(range.start), (at + len).min(range.end));
-                if lo < hi {
-                    let out = &mut out[lo - range.start..hi - range.start];
-                    match scatter {
-                        None => weighted_sum_parts(out, &parts(lo, hi - lo)),
-                        Some(sc) => super::weighted_gather_parts(out, &parts(at, *len), sc, lo - at),
-                    }
-                }
-                at += len;
-            }
-            assert_eq!(at, p, "the gradient layout covers {at} entries, not the {p} of the parameters");
+            sum_card(w, weights, p, layout, range, out);
         }
+    }
+
+    /// Entries `range` of the ordered sum into `out`, read from every rank's parts (written,
+    /// and fenced, before; they stay until the fence that ends the step).
+    fn sum_card(w: &Window, weights: &[f64], p: usize, layout: Option<&super::GradLayout>, range: std::ops::Range<usize>, out: &mut [f32]) {
+        let (n, per) = (w.bases.len(), w.shape.1);
+        // SAFETY: `[f32]` viewed as `[MaybeUninit<f32>]`; only f32s are written.
+        let out = unsafe { &mut *(out as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+        // The parts' entries [at, at + len), micro-batch by micro-batch.
+        // SAFETY: inside every segment's parts (P entries each); see above for the timing.
+        let parts = |at: usize, len: usize| -> Vec<(f64, &[f32])> { (0..n * per).map(|s| (weights[s], unsafe { view(w, s / per, (s % per) * p + at, len) })).collect() };
+        let Some(layout) = layout else {
+            return weighted_sum_parts(out, &parts(range.start, range.len()));
+        };
+        // Parameter by parameter: where one is laid out in its own order, the plain sum of the
+        // entries it shares with this range; otherwise the sum read through its scatter.
+        let mut at = 0;
+        for (len, scatter) in &layout.pieces {
+            let (lo, hi) = (at.max(range.start), (at + len).min(range.end));
+            if lo < hi {
+                let out = &mut out[lo - range.start..hi - range.start];
+                match scatter {
+                    None => weighted_sum_parts(out, &parts(lo, hi - lo)),
+                    Some(sc) => super::weighted_gather_parts(out, &parts(at, *len), sc, lo - at),
+                }
+            }
+            at += len;
+        }
+        assert_eq!(at, p, "the gradient layout covers {at} entries, not the {p} of the parameters");
     }
 
     /// The second half, for the whole gradient: once every rank has summed its slice, the N
@@ -1489,17 +1518,33 @@ mod node {
     /// updates slice r of the flat parameters with its summed gradient slice
     /// ([`Optimizer::step_flat_range`]), puts the new values in its segment, and once every
     /// rank has, copies the others' slices into its parameters.
-    pub(super) fn update(world: &World, opt: &mut Optimizer, params: &Params, lr: f64) -> Result<()> {
+    pub(super) fn update(world: &World, opt: &mut Optimizer, params: &Params, lr: f64, sum: &super::Pending) -> Result<()> {
         let guard = NODE.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(Some(w)) = guard.as_ref() else { unreachable!("update follows a sum through the window") };
+        let Some(Some(w)) = guard.as_ref() else { unreachable!("update follows a step through the window") };
         let (n, rank, per) = (world.size(), world.rank(), w.shape.1);
         let p = params.numel();
         let (c, mine, order) = (owned_cap(p, n), owned(rank, p, n), super::sorted_order(params));
         let len = mine.iter().map(|r| r.len()).sum();
-        // SAFETY: this rank's summed entries and its parameter entries: disjoint parts of its
-        // own segment, which the others read only after the fence below.
-        let (g, theta) = unsafe { (view(w, rank, per * p, len), view_mut(w, rank, per * p + c, len)) };
-        let stepped = opt.step_flat_ranges(params, &order, &mine, g, theta, lr);
+        let t = std::time::Instant::now();
+        fence(w); // every rank's parts are written
+        let mut sum_ns = t.elapsed().as_nanos() as u64;
+        // SAFETY: this rank's parameter entries in its own segment, which the others read only
+        // after the fence below.
+        let theta = unsafe { view_mut(w, rank, per * p + c, len) };
+        // Each card summed into the optimizer's buffer just before its update.
+        let stepped = opt.step_flat_ranges_with(
+            params,
+            &order,
+            &mine,
+            |k, g| {
+                let t = std::time::Instant::now();
+                sum_card(w, &sum.weights, p, sum.layout.as_ref(), mine[k].clone(), g);
+                sum_ns += t.elapsed().as_nanos() as u64;
+            },
+            theta,
+            lr,
+        );
+        sum.combine_ns.fetch_add(sum_ns, std::sync::atomic::Ordering::Relaxed);
         fence(w); // every rank reaches it, whatever happened to its step
         stepped?;
         for r in (0..n).filter(|&r| r != rank) {

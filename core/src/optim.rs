@@ -340,21 +340,37 @@ impl Optimizer {
     /// [`Optimizer::step_flat_range`] over several disjoint ranges of the flat vector, in one
     /// step: `g` and `theta_out` hold their entries one range after another.
     pub fn step_flat_ranges(&mut self, params: &Params, order: &[usize], ranges: &[std::ops::Range<usize>], g: &[f32], theta_out: &mut [f32], lr: f64) -> Result<()> {
+        let total: usize = ranges.iter().map(|r| r.len()).sum();
+        if g.len() != total {
+            bail!("step_flat_range: a gradient of {} entries for ranges of {total}", g.len());
+        }
+        let starts: Vec<usize> = ranges.iter().scan(0, |at, r| Some(std::mem::replace(at, *at + r.len()))).collect();
+        self.step_flat_ranges_with(params, order, ranges, |k, buf| buf.copy_from_slice(&g[starts[k]..starts[k] + buf.len()]), theta_out, lr)
+    }
+
+    /// [`Optimizer::step_flat_ranges`] with the gradient of range k written by `grad(k, buf)`
+    /// into a buffer of the range's length just before the range is updated (the data-parallel
+    /// update sums it there, range by range, while it is in cache).
+    pub fn step_flat_ranges_with(&mut self, params: &Params, order: &[usize], ranges: &[std::ops::Range<usize>], mut grad: impl FnMut(usize, &mut [f32]), theta_out: &mut [f32], lr: f64) -> Result<()> {
         self.check_params(params)?;
         if !(lr >= 0.0 && lr.is_finite()) {
             bail!("learning rate must be a non-negative number, got {lr} at step {}", self.t);
         }
         let total: usize = ranges.iter().map(|r| r.len()).sum();
-        if !self.steps_flat(params) || g.len() != total || theta_out.len() != total {
-            bail!("step_flat_range: needs fused Adam/AdamW on contiguous f32 CPU tensors and a gradient and output of the ranges' length");
+        if !self.steps_flat(params) || theta_out.len() != total {
+            bail!("step_flat_range: needs fused Adam/AdamW on contiguous f32 CPU tensors and an output of the ranges' length");
         }
         let OptimConfig { kind, beta1, beta2, eps, weight_decay: wd, .. } = self.cfg;
         for slot in &mut self.slots {
             slot.steps += 1;
         }
         let mut at = 0;
-        for range in ranges {
-            let (g, theta_out) = (&g[at..at + range.len()], &mut theta_out[at..at + range.len()]);
+        let mut buf = vec![0f32; ranges.iter().map(|r| r.len()).max().unwrap_or(0)];
+        for (k, range) in ranges.iter().enumerate() {
+            let g = &mut buf[..range.len()];
+            grad(k, g);
+            let g = &*g;
+            let theta_out = &mut theta_out[at..at + range.len()];
             at += range.len();
             for (i, within, from) in params.flat_pieces(order, range.clone()) {
                 let slot = &self.slots[i];
