@@ -462,7 +462,6 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
                     None => model.loss_and_grads_keyed(&xb, st.step, &keys).map(|(l, g)| (l, Some(g))),
                 }
             })?;
-            step_secs += t_step.elapsed().as_secs_f64();
             let mut lval = combined.loss;
             let interrupted = combined.interrupted;
             if wick_core::fault::poisoned("nan-loss") {
@@ -485,6 +484,8 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             } else {
                 dp.update(&mut opt, model.params(), combined, lr_now)?; // sharded among ranks on one node
             }
+            // The steps' time includes the update, where the node window's sum is taken.
+            step_secs += t_step.elapsed().as_secs_f64();
             st.step += 1;
             st.batch += 1;
             st.loss_sum += lval * (hi - lo) as f64;

@@ -353,7 +353,6 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             } else {
                 micro_batch_grads(&dp, &params, &head, &enc, &xb, cfg.seed, st.step, cfg.batch)?
             };
-            step_secs += t_step.elapsed().as_secs_f64();
             let (lval, interrupted) = (combined.loss, combined.interrupted);
             if !lval.is_finite() {
                 bail!("training diverged at epoch {} batch {} (loss {lval}); try a lower --lr or --clip-grad", st.epoch, st.batch + 1);
@@ -366,6 +365,8 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             } else {
                 dp.update(&mut opt, &params, combined, lr_now)?; // sharded among ranks on one node
             }
+            // The steps' time includes the update, where the node window's sum is taken.
+            step_secs += t_step.elapsed().as_secs_f64();
             st.step += 1;
             st.batch += 1;
             st.loss_sum.0 += lval * (hi - lo) as f64;
