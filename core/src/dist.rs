@@ -1052,76 +1052,67 @@ fn weighted_sum_parts(out: &mut [std::mem::MaybeUninit<f32>], parts: &[(f64, &[f
 /// j = i·cols + o is `Σ_s w_s · x_s[row_at[i] + col_at[o]]` where `col_at[o] ≥ from[i]`, zero
 /// elsewhere; the same f64 accumulation from 0 in part order, so the same bits as unpacking
 /// every part and summing.
+///
+/// Row by row: the entries a row keeps lie together in the parts (`row_at[i] + from[i] ..
+/// row_at[i] + cols`, a staircase row), so they are summed there contiguously, and the row's
+/// entries are then picked from that sum in parameter order (one gather instead of one per part).
 #[cfg_attr(not(feature = "mpi"), allow(dead_code))] // the node window's sum (and the tests)
 fn weighted_gather_parts(out: &mut [std::mem::MaybeUninit<f32>], parts: &[(f64, &[f32])], sc: &Scatter, a: usize) {
     use std::mem::MaybeUninit;
-    /// One row's run of entries, `at` their columns' positions, from `base` in each part.
+    /// `dst[o] = row[at[o]]` where `at[o] ≥ from`, else 0.
     #[inline(always)]
-    fn run(dst: &mut [MaybeUninit<f32>], used: &[(f64, &[f32])], base: usize, from: u32, at: &[u32]) {
+    fn pick(dst: &mut [MaybeUninit<f32>], row: &[f32], from: u32, at: &[u32]) {
         for (d, &c) in dst.iter_mut().zip(at) {
-            let v = if c >= from {
-                let mut acc = 0.0f64;
-                for &(w, x) in used {
-                    acc += w * x[base + c as usize] as f64;
-                }
-                acc as f32
-            } else {
-                0.0
-            };
-            d.write(v);
+            d.write(if c >= from { row[c as usize] } else { 0.0 });
         }
     }
-    /// 16 entries at a time: a masked gather per part, converted to f64 and accumulated as
-    /// `run` does (0 + w₀x₀, then + w_s x_s; no fused multiply-add); entries off the staircase
-    /// gather nothing and sum to +0, as `run`'s 0. The rest of the row goes to `run`.
+    /// `pick`, 16 entries at a time with a masked gather (the rest by `pick`).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run_avx512(dst: &mut [MaybeUninit<f32>], used: &[(f64, &[f32])], base: usize, from: u32, at: &[u32]) {
+    unsafe fn pick_avx512(dst: &mut [MaybeUninit<f32>], row: &[f32], from: u32, at: &[u32]) {
         use std::arch::x86_64::*;
         let n = dst.len().min(at.len());
         let lim = _mm512_set1_epi32(from as i32);
         let mut o = 0;
         while o + 16 <= n {
-            // SAFETY: o + 16 ≤ n entries of `at` and `dst`; every position base + at[·] lies
-            // inside each part (GradLayout::check).
+            // SAFETY: o + 16 ≤ n entries of `at` and `dst`; every position at[·] < cols = row.len()
+            // (GradLayout::check), and only the lanes with at[·] ≥ from are read.
             unsafe {
                 let c = _mm512_loadu_si512(at.as_ptr().add(o).cast());
-                let on = _mm512_cmpge_epu32_mask(c, lim);
-                let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-                for &(w, x) in used {
-                    let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), on, c, x.as_ptr().add(base));
-                    let w = _mm512_set1_pd(w);
-                    let vlo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-                    let vhi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))));
-                    lo = _mm512_add_pd(lo, _mm512_mul_pd(w, vlo));
-                    hi = _mm512_add_pd(hi, _mm512_mul_pd(w, vhi));
-                }
-                let r = _mm512_insertf64x4::<1>(_mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(lo))), _mm256_castps_pd(_mm512_cvtpd_ps(hi)));
-                _mm512_storeu_ps(dst.as_mut_ptr().add(o).cast(), _mm512_castpd_ps(r));
+                let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), _mm512_cmpge_epu32_mask(c, lim), c, row.as_ptr());
+                _mm512_storeu_ps(dst.as_mut_ptr().add(o).cast(), v);
             }
             o += 16;
         }
-        run(&mut dst[o..], used, base, from, &at[o..]);
+        pick(&mut dst[o..], row, from, &at[o..]);
     }
-    let used: Vec<(f64, &[f32])> = parts.iter().filter(|(w, _)| *w != 0.0).copied().collect();
     #[cfg(target_arch = "x86_64")]
     let wide = std::is_x86_feature_detected!("avx512f");
     let cols = sc.cols;
+    // The sum of one row's kept entries, in the parts' (sorted) order; entries before `from`
+    // are never picked.
+    let mut row = vec![0f32; cols];
+    let mut views: Vec<(f64, &[f32])> = Vec::with_capacity(parts.len());
     let (mut j, end, mut k) = (a, a + out.len(), 0);
     while j < end {
         let (i, o0) = (j / cols, j % cols);
         let o1 = cols.min(o0 + (end - j));
         let (base, from) = (sc.row_at[i] as usize, sc.from[i]);
+        let f = (from as usize).min(cols);
+        views.clear();
+        views.extend(parts.iter().map(|&(w, x)| (w, &x[base + f..base + cols])));
+        // SAFETY: `[f32]` viewed as `[MaybeUninit<f32>]`; only f32s are written.
+        weighted_sum_parts(unsafe { &mut *(&mut row[f..] as *mut [f32] as *mut [MaybeUninit<f32>]) }, &views);
         let (dst, at) = (&mut out[k..k + (o1 - o0)], &sc.col_at[o0..o1]);
         #[cfg(target_arch = "x86_64")]
         if wide {
             // SAFETY: AVX-512F is available (checked above).
-            unsafe { run_avx512(dst, &used, base, from, at) };
+            unsafe { pick_avx512(dst, &row, from, at) };
             k += o1 - o0;
             j += o1 - o0;
             continue;
         }
-        run(dst, &used, base, from, at);
+        pick(dst, &row, from, at);
         k += o1 - o0;
         j += o1 - o0;
     }
