@@ -569,9 +569,9 @@ pub struct Combined {
 /// Where a combined gradient is.
 enum Grads {
     Whole(GradStore),
-    /// In the node's shared window, each rank's summed slice in its segment (see `node`); P
-    /// entries in all. Taken by [`DataParallel::update`] or [`Combined::into_grads`] before the
-    /// next step.
+    /// In the node's shared window, each rank's micro-batch gradients in its segment, their sum
+    /// not taken yet (see `node`). Taken by [`DataParallel::update`] or [`Combined::into_grads`]
+    /// before the next step.
     #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     Node { rank: usize, size: usize, sum: Pending },
 }
@@ -604,8 +604,8 @@ impl Combined {
         Combined { loss, grads: Grads::Whole(grads), interrupted }
     }
 
-    /// The whole combined gradient. Where the ranks' summed slices wait in the node's window
-    /// this gathers them: a collective, which every rank must call at the same step (as it
+    /// The whole combined gradient. Where the ranks' gradients wait in the node's window this
+    /// sums them (each rank its cards) and gathers the sums: a collective, which every rank must call at the same step (as it
     /// must [`DataParallel::update`]).
     pub fn into_grads(self, params: &Params) -> Result<GradStore> {
         match self.grads {
@@ -829,8 +829,8 @@ impl DataParallel {
 
     /// `opt.step(params, g, lr)` with the step's combined gradient g, on every rank. Where the
     /// ranks share a node and `opt` is Adam/AdamW on the fused CPU update, the update is sharded
-    /// instead: rank r updates slice r of the flat parameters (its summed gradient slice, its
-    /// slice of m and v) and the ranks read each other's updated slices from the node's window.
+    /// instead: rank r sums and updates its cards of the flat parameters (see `node`: its share
+    /// of m and v) and the ranks read each other's updated cards from the node's window.
     /// Each entry gets the arithmetic of `opt.step`, so the bits are the same; each rank does 1/N
     /// of the optimizer's passes over memory, and the optimizer state is left sharded until
     /// [`DataParallel::sync_optimizer`]. A collective: every rank calls it at the same step.
@@ -1237,31 +1237,36 @@ fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> 
 /// all P parameters on its one thread. When every rank of the world is on one node
 /// (`MPI_Comm_split_type` with `MPI_COMM_TYPE_SHARED` keeps them all), the step instead uses a
 /// window from `MPI_Win_allocate_shared` in which rank r's segment holds its micro-batches' flat
-/// gradients (M/N × P f32s), its summed slice and its updated parameter slice (⌈P/N⌉ each):
+/// gradients (M/N × P f32s), room for its summed share and its updated parameter share. A rank's
+/// share is not a slice but the cards [`owned`] deals it (card k of up to 2¹⁴ entries to rank
+/// k mod N), so that a costly region (Adam on subnormal m and v) does not fall to one rank:
 ///
 /// ```text
-/// rank r: its gradients, flattened straight into its segment   sync, barrier, sync
-/// rank r: slice r of g = Σ_s w_s g_s, read in place from every segment → its segment
+/// rank r: its gradients, written straight into its segment (in parameter order, or in the
+///         model's own GradLayout, read through it below)
 /// then either (DataParallel::update, Adam/AdamW on the CPU):
-///   rank r: Adam on slice r of θ, m, v with slice r of g → θ's slice into its segment
 ///                                                             sync, barrier, sync
-///   rank r: the other slices of θ, read from their segments → its parameters
+///   rank r, card by card: g = Σ_s w_s g_s on the card, read from every segment, into a buffer;
+///           Adam on the card's θ, m, v → θ into its segment
+///                                                             sync, barrier, sync
+///   rank r: the other ranks' cards of θ, read from their segments → its parameters
 /// or (Combined::into_grads: clipping, REINFORCE's norm, other optimizers):
 ///                                                             sync, barrier, sync
-///   rank r: the N summed slices → the whole gradient
+///   rank r: its cards of g → its segment                     sync, barrier, sync
+///   rank r: every rank's cards → the whole gradient
 /// ```
 ///
 /// Each entry's sum is the all-to-all path's left-to-right sequence ([`weighted_sum_parts`]
 /// over the same parts in micro-batch order) and each entry's update is `Optimizer::step`'s
 /// (the optimizer's update is element-wise), so the bits are the same as one process's with
-/// `--micro-batches M`. Each rank does 1/N of the optimizer's passes over memory; its slices of
+/// `--micro-batches M`. Each rank does 1/N of the optimizer's passes over memory; its shares of
 /// m and v are brought together by `DataParallel::sync_optimizer` before a checkpoint. A segment
 /// is rewritten only after the barrier that follows everyone's reading of it: parts of step k+1
 /// are written after the last barrier of step k, which every rank reaches after summing; a
-/// summed or parameter slice of step k+1 after the first barrier of step k+1, which every rank
-/// reaches after copying step k's slices. Across nodes, or with `WICK_COMBINE=alltoall` (an
-/// A/B switch, and how the tests check that both paths give the same bits), the two
-/// `MPI_Alltoallv` exchanges of [`ordered_sum`] and the whole optimizer step are used.
+/// summed or parameter share of step k+1 after the first barrier of step k+1, which every rank
+/// reaches after copying step k's. Across nodes, or with `WICK_COMBINE=alltoall` (an A/B
+/// switch, and how the tests check that both paths give the same bits), the two `MPI_Alltoallv`
+/// exchanges of [`ordered_sum`] and the whole optimizer step are used.
 #[cfg(feature = "mpi")]
 mod node {
     use super::{owned, owned_cap, weighted_sum_parts, World};
