@@ -163,6 +163,25 @@ fn n_ranks_give_the_bits_of_one_process_with_n_micro_batches() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// The window's other way out: with gradient clipping or an optimizer other than Adam/AdamW the
+/// ranks sum and gather the whole gradient (`Combined::into_grads`) instead of the sharded
+/// update, MADE's gradients still read through its layout: the same bits again.
+#[cfg(feature = "mpi")]
+#[test]
+fn clipping_and_other_optimizers_give_the_bits_of_one_process_too() {
+    let Some(mpirun) = mpirun() else { return };
+    let d = scratch("dist-whole");
+    let base = ["--data", "digits", "--epochs", "2", "--hidden", "32", "--masks", "2", "--order-agnostic", "--direct", "--batch", "60", "--log-every", "2"];
+    for (what, more) in [("clip", &["--clip-grad", "1.0"][..]), ("sgd", &["--optimizer", "sgd", "--lr", "0.05"][..]), ("adagrad", &["--optimizer", "adagrad", "--lr", "0.05"][..])] {
+        let extra: Vec<&str> = base.iter().chain(more).copied().collect();
+        let (one, many) = (format!("made-{what}-micro2"), format!("made-{what}-np2"));
+        run_ok(&train_args("made", &extra, &d, &one, &["--micro-batches", "2"]));
+        mpi_ok(&mpirun, 2, &train_args("made", &extra, &d, &many, &[]));
+        same_run(&d.join(&one), &d.join(&many), &format!("made {more:?}: mpirun -np 2 vs --micro-batches 2"));
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// Rank 1 reads a different copy of the data (the same path relative to another working
 /// directory): the result changes, so rank 1's share is really computed by rank 1 and used.
 #[cfg(feature = "mpi")]
