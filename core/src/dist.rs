@@ -721,9 +721,9 @@ impl DataParallel {
     /// each entry where the layout puts it, so no rank unpacks its own gradients and each
     /// entry's sum is the same sequence. A shard that returns its gradients is flattened in
     /// parameter order as before; the micro-batches of one step must all do the one or the other.
-    pub fn step_laid(&self, params: &Params, b: usize, layout: Option<&GradLayout>, mut shard: impl FnMut(usize, usize, Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<Combined> {
+    pub fn step_laid(&self, params: &Params, b: usize, layout: Option<GradLayout>, mut shard: impl FnMut(usize, usize, Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<Combined> {
         let m = self.micro_batches;
-        let whole = |g: Option<GradStore>| g.ok_or_else(|| Error::new("a shard returned no gradients where no flat buffer was given"));
+        let whole = |g: Option<GradStore>| g.ok_or_else(no_grads);
         if m == 1 {
             let (loss, grads) = shard(0, b, None)?;
             return Ok(Combined::new(loss, whole(grads)?, crate::signal::interrupted()));
@@ -737,13 +737,13 @@ impl DataParallel {
         // Per local micro-batch: [weight n_s/b, loss]; then this rank's Ctrl-C flag.
         let mut head = Vec::with_capacity(2 * per + 1);
         let mut flat = self.parts(per, p);
-        if let Some(layout) = layout {
+        if let Some(layout) = &layout {
             layout.check(params)?;
         }
         for s in self.rank * per..(self.rank + 1) * per {
             let (lo, hi) = micro_range(b, m, s);
             if hi > lo {
-                let loss = flat.fill(params, layout, |slot| shard(lo, hi, slot))?;
+                let loss = flat.fill(params, layout.is_some(), |slot| shard(lo, hi, slot))?;
                 head.extend([(hi - lo) as f64 / b as f64, loss]);
             } else {
                 head.extend([0.0, 0.0]);
@@ -778,7 +778,7 @@ impl DataParallel {
     /// The combine of `step`, `step_weighted` and `step_gathered`: `head` holds this rank's
     /// [w_s, ℓ_s] per local micro-batch, `flat` their flat gradients (`per` × P f32s); timed into
     /// [`DataParallel::combine_seconds`].
-    fn combine(&self, params: &Params, mut head: Vec<f64>, flat: Parts, layout: Option<&GradLayout>) -> Result<Combined> {
+    fn combine(&self, params: &Params, mut head: Vec<f64>, flat: Parts, layout: Option<GradLayout>) -> Result<Combined> {
         #[cfg(not(feature = "mpi"))]
         let _ = layout;
         let t = std::time::Instant::now();
@@ -806,7 +806,7 @@ impl DataParallel {
                     #[cfg(feature = "mpi")]
                     Parts::Node { laid, .. } => {
                         // The sum waits for the update (or into_grads), which takes it card by card.
-                        let sum = Pending { weights, layout: layout.filter(|_| laid == Some(true)).cloned(), combine_ns: self.combine_ns.clone() };
+                        let sum = Pending { weights, layout: layout.filter(|_| laid == Some(true)), combine_ns: self.combine_ns.clone() };
                         self.combine_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
                         return Ok(Combined { loss, grads: Grads::Node { rank: self.rank, size: self.size, sum }, interrupted });
                     }
@@ -836,11 +836,10 @@ impl DataParallel {
     /// [`DataParallel::sync_optimizer`]. A collective: every rank calls it at the same step.
     pub fn update(&self, opt: &mut crate::optim::Optimizer, params: &Params, combined: Combined, lr: f64) -> Result<()> {
         #[cfg(feature = "mpi")]
-        if let Grads::Node { rank, size, sum } = combined.grads {
+        if let Grads::Node { rank, size, sum } = &combined.grads {
             if opt.steps_flat(params) {
-                return node::update(&World { rank, size }, opt, params, lr, &sum);
+                return node::update(&World { rank: *rank, size: *size }, opt, params, lr, sum);
             }
-            return opt.step(params, &Combined { loss: combined.loss, grads: Grads::Node { rank, size, sum }, interrupted: combined.interrupted }.into_grads(params)?, lr);
         }
         opt.step(params, &combined.into_grads(params)?, lr)
     }
@@ -864,10 +863,9 @@ impl DataParallel {
             local.resize(c, 0.0);
             let all = world.all_gather_f32(&local);
             for r in (0..n).filter(|&r| r != self.rank) {
-                let mut at = r * c;
-                for range in owned(r, p, n) {
+                for (pos, range) in owned_at(r, p, n) {
+                    let at = r * c + pos;
                     opt.set_flat_state(params, &order, k, range.clone(), &all[at..at + range.len()])?;
-                    at += range.len();
                 }
             }
         }
@@ -887,6 +885,11 @@ enum Parts {
     /// (None until the first micro-batch tells).
     #[cfg(feature = "mpi")]
     Node { base: *mut f32, filled: usize, laid: Option<bool> },
+}
+
+/// A shard that was offered no slot must return its gradients.
+fn no_grads() -> Error {
+    Error::new("a shard returned no gradients where no flat buffer was given")
 }
 
 impl Parts {
@@ -917,14 +920,14 @@ impl Parts {
 
     /// Append one micro-batch's gradients as `f` gives them: written into the slot it is
     /// offered (the window's, where there is one) or returned. Returns its loss.
-    fn fill(&mut self, params: &Params, layout: Option<&GradLayout>, f: impl FnOnce(Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<f64> {
-        let missing = || Error::new("a shard returned no gradients where no flat buffer was given");
+    /// `layout`: whether the step has a [`GradLayout`] that a shard writing the slot itself uses.
+    fn fill(&mut self, params: &Params, layout: bool, f: impl FnOnce(Option<&mut [f32]>) -> Result<(f64, Option<GradStore>)>) -> Result<f64> {
         #[cfg(not(feature = "mpi"))]
         let _ = layout; // only the node window reads a layout
         match self {
             Parts::Host(_) => {
                 let (loss, grads) = f(None)?;
-                self.grads(params, &grads.ok_or_else(missing)?)?;
+                self.grads(params, &grads.ok_or_else(no_grads)?)?;
                 Ok(loss)
             }
             #[cfg(feature = "mpi")]
@@ -933,7 +936,7 @@ impl Parts {
                 // SAFETY: as in `grads`: the next P entries of this rank's segment.
                 let slot = unsafe { std::slice::from_raw_parts_mut(base.add(*filled), p) };
                 let (loss, grads) = f(Some(slot))?;
-                let now = grads.is_none() && layout.is_some();
+                let now = grads.is_none() && layout;
                 if laid.is_some_and(|was| was != now) {
                     return Err(Error::new("the micro-batches of one step wrote their gradients in different layouts"));
                 }
@@ -1108,10 +1111,10 @@ fn weighted_gather_parts(out: &mut [std::mem::MaybeUninit<f32>], parts: &[(f64, 
         if wide {
             // SAFETY: AVX-512F is available (checked above).
             unsafe { pick_avx512(dst, &row, from, at) };
-            k += o1 - o0;
-            j += o1 - o0;
-            continue;
+        } else {
+            pick(dst, &row, from, at);
         }
+        #[cfg(not(target_arch = "x86_64"))]
         pick(dst, &row, from, at);
         k += o1 - o0;
         j += o1 - o0;
@@ -1140,6 +1143,16 @@ fn card(p: usize, n: usize) -> usize {
 fn owned(r: usize, p: usize, n: usize) -> Vec<std::ops::Range<usize>> {
     let c = card(p, n);
     (r * c..p).step_by(n * c).map(|lo| lo..(lo + c).min(p)).collect()
+}
+
+/// [`owned`], each card with its position in the rank's share as the window stores it (the
+/// rank's cards one after another).
+fn owned_at(r: usize, p: usize, n: usize) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
+    owned(r, p, n).into_iter().scan(0, |pos, range| {
+        let at = *pos;
+        *pos += range.len();
+        Some((at, range))
+    })
 }
 
 /// Room for one rank's entries of [`owned`] (rank 0 has the most).
@@ -1269,7 +1282,7 @@ fn ordered_sum(world: &World, weights: &[f64], mut flat: Vec<f32>, p: usize) -> 
 /// exchanges of [`ordered_sum`] and the whole optimizer step are used.
 #[cfg(feature = "mpi")]
 mod node {
-    use super::{owned, owned_cap, weighted_sum_parts, World};
+    use super::{owned, owned_at, owned_cap, weighted_sum_parts, World};
     use crate::error::Result;
     use crate::optim::Optimizer;
     use crate::params::Params;
@@ -1448,15 +1461,12 @@ mod node {
         let guard = NODE.lock().unwrap_or_else(|e| e.into_inner());
         let Some(Some(w)) = guard.as_ref() else { unreachable!("sum follows segment") };
         let per = w.shape.1;
-        let mine = owned(rank, p, n);
         fence(w);
         // SAFETY: the summed entries are this rank's own, read by the others only after the
         // fence of `gather`.
-        let own = unsafe { view_mut(w, rank, per * p, mine.iter().map(|r| r.len()).sum()) };
-        let mut pos = 0;
-        for range in mine {
+        let own = unsafe { view_mut(w, rank, per * p, owned(rank, p, n).iter().map(|r| r.len()).sum()) };
+        for (pos, range) in owned_at(rank, p, n) {
             let out = &mut own[pos..pos + range.len()];
-            pos += range.len();
             sum_card(w, weights, p, layout, range, out);
         }
     }
@@ -1499,12 +1509,10 @@ mod node {
         fence(w);
         let mut g = vec![0f32; p];
         for r in 0..n {
-            let mut pos = 0;
-            for range in owned(r, p, n) {
+            for (pos, range) in owned_at(r, p, n) {
                 // SAFETY: rank r's summed entries, written before the fence; rewritten only
                 // after the next step's first fence, which this rank reaches after copying.
                 g[range.clone()].copy_from_slice(unsafe { view(w, r, per * p + pos, range.len()) });
-                pos += range.len();
             }
         }
         g
@@ -1544,12 +1552,10 @@ mod node {
         fence(w); // every rank reaches it, whatever happened to its step
         stepped?;
         for r in (0..n).filter(|&r| r != rank) {
-            let mut pos = 0;
-            for range in owned(r, p, n) {
+            for (pos, range) in owned_at(r, p, n) {
                 // SAFETY: rank r's new parameter entries, written before the fence; rewritten
                 // only after the next step's first fence, which this rank reaches after copying.
                 let src = unsafe { view(w, r, per * p + c + pos, range.len()) };
-                pos += range.len();
                 write_flat(params, &order, range, src)?;
             }
         }
@@ -1893,15 +1899,18 @@ pub mod nccl {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use candle_core::Device;
+
     /// The sum read through a scatter equals unlaying every part and summing: every entry, any
     /// start and length (runs shorter and longer than the 16-wide path, rows cut anywhere),
     /// one to three parts, a zero weight skipped.
     #[test]
     fn the_sum_through_a_scatter_is_the_sum_of_the_unlaid_parts() {
-        use super::{weighted_gather_parts, weighted_sum_parts, GradLayout, Scatter};
-        let mut rng = crate::rng::Rng::stream(7, "scatter-test");
+        let mut rng = Rng::stream(7, "scatter-test");
         let (rows, cols) = (37usize, 53usize);
-        let mut perm = |n: usize, rng: &mut crate::rng::Rng| {
+        let perm = |n: usize, rng: &mut Rng| {
             let mut p: Vec<u32> = (0..n as u32).collect();
             for i in (1..n).rev() {
                 p.swap(i, rng.below(i as u64 + 1) as usize);
@@ -1933,10 +1942,6 @@ mod tests {
             }
         }
     }
-
-    use super::*;
-    use crate::rng::Rng;
-    use candle_core::Device;
 
     /// The dealt cards give every flat entry to exactly one rank, several cards per rank once P
     /// allows, and rank 0 the most (the segments' room).

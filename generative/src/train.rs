@@ -450,14 +450,15 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             // Where the model keeps its gradients in an order of its own (MADE's sorted units),
             // the ranks' sum reads them there instead of each rank unpacking its own.
             let layout = if world.size() > 1 { model.grad_layout(st.step) } else { None };
-            let combined = dp.step_laid(model.params(), hi - lo, layout.as_ref(), |a, z, flat| {
+            let laid = layout.is_some();
+            let combined = dp.step_laid(model.params(), hi - lo, layout, |a, z, flat| {
                 let idx: Vec<u32> = perm[lo + a..lo + z].iter().map(|&i| i as u32).collect();
                 let xb = xtr_epoch.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?;
                 // One key per (epoch, example), for models that draw per-example randomness.
                 let keys: Vec<u64> = idx.iter().map(|&i| (st.epoch - 1) * ntr as u64 + i as u64).collect();
                 match flat {
                     // Data-parallel: the gradients straight into the combine's buffer where the model can.
-                    Some(flat) if layout.is_some() => model.loss_and_grads_laid(&xb, st.step, &keys, flat),
+                    Some(flat) if laid => model.loss_and_grads_laid(&xb, st.step, &keys, flat),
                     Some(flat) => model.loss_and_grads_flat(&xb, st.step, &keys, flat),
                     None => model.loss_and_grads_keyed(&xb, st.step, &keys).map(|(l, g)| (l, Some(g))),
                 }

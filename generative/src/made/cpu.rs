@@ -107,16 +107,15 @@ impl Made {
             let mut unused = vec![0f32; d];
             let laid = into.as_ref().is_some_and(|o| o.laid);
             match into.as_mut().and_then(|o| o.direct.as_deref_mut()) {
+                // Left in sorted order: written where the combine reads it.
                 Some(out) if laid => sd.grad_weight(xs, &acts[last], false, out, &mut unused, rows),
-                Some(out) => {
+                out => {
                     dwd.resize(d * d, 0.0);
                     sd.grad_weight(xs, &acts[last], false, dwd, &mut unused, rows);
-                    sd.unpack_into(dwd, false, uninit(out))
-                }
-                None => {
-                    dwd.resize(d * d, 0.0);
-                    sd.grad_weight(xs, &acts[last], false, dwd, &mut unused, rows);
-                    grads.push((sd.unpack(dwd, false), Vec::new()))
+                    match out {
+                        Some(out) => sd.unpack_into(dwd, false, uninit(out)),
+                        None => grads.push((sd.unpack(dwd, false), Vec::new())),
+                    }
                 }
             }
         }
@@ -126,30 +125,33 @@ impl Made {
             let da = &rest[0];
             let input = if l == 0 { &xs[..] } else { &below[l - 1][..] };
             let mut dbs = vec![0f32; s.n_out];
-            match into.as_mut() {
-                Some(o) => {
-                    let laid = o.laid;
-                    let (dw, db) = &mut o.layers[l];
-                    if laid {
-                        s.grad_weight(input, da, false, dw, &mut dbs, rows);
-                    } else {
-                        dws[l].resize(s.n_in * s.n_out, 0.0);
-                        s.grad_weight(input, da, false, &mut dws[l], &mut dbs, rows);
-                        s.unpack_into(&dws[l], false, uninit(dw));
-                    }
-                    for (&o, &g) in s.out_perm.iter().zip(&dbs) {
-                        db[o] = g; // out_perm is a permutation: every entry is written
-                    }
-                }
-                None => {
+            let laid = into.as_ref().is_some_and(|o| o.laid);
+            match into.as_mut().map(|o| &mut o.layers[l]) {
+                // Left in sorted order: written where the combine reads it.
+                Some((dw, _)) if laid => s.grad_weight(input, da, false, dw, &mut dbs, rows),
+                _ => {
                     dws[l].resize(s.n_in * s.n_out, 0.0);
                     s.grad_weight(input, da, false, &mut dws[l], &mut dbs, rows);
-                    let dw = s.unpack(&dws[l], false);
-                    let mut db = vec![0f32; s.n_out];
-                    for (&o, &g) in s.out_perm.iter().zip(&dbs) {
-                        db[o] = g;
+                }
+            }
+            // The biases in parameter order either way (out_perm is a permutation: every
+            // entry is written).
+            let unsort_bias = |db: &mut [f32]| {
+                for (&o, &g) in s.out_perm.iter().zip(&dbs) {
+                    db[o] = g;
+                }
+            };
+            match into.as_mut().map(|o| &mut o.layers[l]) {
+                Some((dw, db)) => {
+                    if !laid {
+                        s.unpack_into(&dws[l], false, uninit(dw));
                     }
-                    grads[l] = (dw, db);
+                    unsort_bias(db);
+                }
+                None => {
+                    let mut db = vec![0f32; s.n_out];
+                    unsort_bias(&mut db);
+                    grads[l] = (s.unpack(&dws[l], false), db);
                 }
             }
             if l > 0 {
