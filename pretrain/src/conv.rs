@@ -97,29 +97,42 @@ pub fn im2col(conv: &Conv, x: &[f32], h: usize, w: usize) -> Vec<f32> {
     let (ho, wo) = (conv.out_side(h), conv.out_side(w));
     let bs = x.len() / (h * w * c);
     let row = k * k * c;
-    let mut out = vec![0f32; bs * ho * wo * row];
-    out.par_chunks_mut(ho * wo * row).enumerate().for_each(|(b, ob)| {
+    // Every entry is written once, a tap outside the image as an explicit zero, so the buffer
+    // is not zero-filled first (a pass over `[B·Ho·Wo, k·k·C]` saved).
+    let mut out: Vec<f32> = Vec::with_capacity(bs * ho * wo * row);
+    out.spare_capacity_mut().par_chunks_mut(ho * wo * row).enumerate().for_each(|(b, ob)| {
         let xb = &x[b * h * w * c..(b + 1) * h * w * c];
         for i in 0..ho {
             for j in 0..wo {
                 let r = &mut ob[(i * wo + j) * row..(i * wo + j + 1) * row];
                 for u in 0..k {
                     let y = (i * stride + u) as isize - pad as isize;
-                    if y < 0 || y >= h as isize {
-                        continue;
-                    }
                     for v in 0..k {
                         let xx = (j * stride + v) as isize - pad as isize;
-                        if xx < 0 || xx >= w as isize {
+                        let inside = !(y < 0 || y >= h as isize || xx < 0 || xx >= w as isize);
+                        if c == 1 {
+                            // One channel (a first layer): one value per tap.
+                            r[u * k + v].write(if inside { xb[y as usize * w + xx as usize] } else { 0.0 });
                             continue;
                         }
-                        let src = (y as usize * w + xx as usize) * c;
-                        r[(u * k + v) * c..(u * k + v + 1) * c].copy_from_slice(&xb[src..src + c]);
+                        let dst = &mut r[(u * k + v) * c..(u * k + v + 1) * c];
+                        if !inside {
+                            for d in dst {
+                                d.write(0.0);
+                            }
+                        } else {
+                            let src = (y as usize * w + xx as usize) * c;
+                            for (d, &s) in dst.iter_mut().zip(&xb[src..src + c]) {
+                                d.write(s);
+                            }
+                        }
                     }
                 }
             }
         }
     });
+    // SAFETY: the loops above wrote every entry of every image's `ho · wo · row` block.
+    unsafe { out.set_len(bs * ho * wo * row) };
     out
 }
 
