@@ -69,20 +69,12 @@ def median(v):
 
 
 def peak_gflops(threads):
-    """The fp32 peak of `threads` cores, reckoned as wick_core::cpu::peak_gflops does (the benches'
-    roofline lines): cores × `cpu MHz` × FLOP per cycle (64 on Intel with AVX-512, 32 with FMA —
-    AMD Zen 4 runs AVX-512 on two 256-bit pipes —, 16 without). $WICK_PEAK_GFLOPS overrides it."""
-    if os.environ.get("WICK_PEAK_GFLOPS"):
-        return float(os.environ["WICK_PEAK_GFLOPS"]), "WICK_PEAK_GFLOPS"
-    info = {}
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            info.setdefault(k.strip(), v.strip())
-    mhz, flags = float(info.get("cpu MHz", "nan")), info.get("flags", "").split()
-    per_cycle = 64 if info.get("vendor_id") == "GenuineIntel" and "avx512f" in flags else 32 if "fma" in flags else 16
-    return threads * mhz / 1000 * per_cycle, f"{threads} cores × {mhz / 1000:.2f} GHz × {per_cycle} FLOP/cycle, no turbo"
-
+    """The fp32 peak of `threads` cores, as wick_core::cpu::peak_gflops finds it for the benches'
+    roofline lines: measured by `threads` threads of independent AVX-512 (or AVX2) FMA chains, turbo
+    included (`cargo run --release -p wick-core --example peak`); the nominal clock × FLOP per cycle
+    understated it 1.8× on the Intel Xeon of these tables. $WICK_PEAK_GFLOPS overrides it."""
+    out = json.loads(run(["cargo", "run", "--release", "-q", "-p", "wick-core", "--example", "peak", "--", str(threads)]).strip().splitlines()[-1])
+    return out["gflops"], out["how"]
 
 
 def density(model, epochs, extra=()):
