@@ -22,27 +22,42 @@ const RED: usize = 8192;
 /// weight gradient 67–97 → 197–278).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], (drs, dcs): (usize, usize), acc: bool, lhs: &[f32], (lrs, lcs): (usize, usize), rhs: &[f32], (rrs, rcs): (usize, usize)) {
+    let threads = rayon::current_num_threads();
+    matmul_with(threads > 1, m, n, k, dst, (drs, dcs), acc, lhs, (lrs, lcs), rhs, (rrs, rcs))
+}
+
+/// [`matmul`] on the calling thread only, for a product that is one task of a parallel loop
+/// (the same bits as [`matmul`]: its threads split whole output tiles).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_serial(m: usize, n: usize, k: usize, dst: &mut [f32], (drs, dcs): (usize, usize), acc: bool, lhs: &[f32], (lrs, lcs): (usize, usize), rhs: &[f32], (rrs, rcs): (usize, usize)) {
+    matmul_with(false, m, n, k, dst, (drs, dcs), acc, lhs, (lrs, lcs), rhs, (rrs, rcs))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_with(parallel: bool, m: usize, n: usize, k: usize, dst: &mut [f32], (drs, dcs): (usize, usize), acc: bool, lhs: &[f32], (lrs, lcs): (usize, usize), rhs: &[f32], (rrs, rcs): (usize, usize)) {
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 };
     assert!(dst.len() >= last(m, n, drs, dcs) && lhs.len() >= last(m, k, lrs, lcs) && rhs.len() >= last(k, n, rrs, rcs), "matmul: an operand is smaller than its extent");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !acc {
-            for i in 0..m {
-                for j in 0..n {
-                    dst[i * drs + j * dcs] = 0.0;
-                }
-            }
-        }
-        return;
+    if m == 0 || n == 0 || k == 0 {
+        return matmul_degenerate(m, n, k, dst, (drs, dcs), acc);
     }
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let par = if parallel && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
     // SAFETY: the assert above keeps every operand's m/n/k extent inside its slice, and `dst` is
     // borrowed mutably for the call.
     unsafe {
         gemm(m, n, k, dst.as_mut_ptr(), dcs as isize, drs as isize, acc, lhs.as_ptr(), lcs as isize, lrs as isize, rhs.as_ptr(), rcs as isize, rrs as isize, 1.0, 1.0, false, false, false, par)
+    }
+}
+
+/// An empty product: nothing to do, or (k = 0, not accumulating) a zero result.
+fn matmul_degenerate(m: usize, n: usize, k: usize, dst: &mut [f32], (drs, dcs): (usize, usize), acc: bool) {
+    if m == 0 || n == 0 || k != 0 || acc {
+        return;
+    }
+    for i in 0..m {
+        for j in 0..n {
+            dst[i * drs + j * dcs] = 0.0;
+        }
     }
 }
 

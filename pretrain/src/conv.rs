@@ -157,34 +157,75 @@ impl CustomOp1 for Col2Im {
 
 /// The adjoint of [`im2col`]: `[B·Ho·Wo, k·k·C]` → `[B, H, W, C]` on host buffers.
 pub fn col2im(conv: &Conv, g: &[f32], h: usize, w: usize) -> Vec<f32> {
-    let Conv { c_in: c, k, stride, pad, .. } = *conv;
+    let Conv { c_in: c, k, .. } = *conv;
     let (ho, wo) = (conv.out_side(h), conv.out_side(w));
     let row = k * k * c;
     let bs = g.len() / (ho * wo * row);
     let mut out = vec![0f32; bs * h * w * c];
     // Per image, in a fixed order: the sums do not depend on the thread count.
-    out.par_chunks_mut(h * w * c).enumerate().for_each(|(b, xb)| {
-        let gb = &g[b * ho * wo * row..(b + 1) * ho * wo * row];
-        for i in 0..ho {
-            for j in 0..wo {
-                let r = &gb[(i * wo + j) * row..(i * wo + j + 1) * row];
-                for u in 0..k {
-                    let y = (i * stride + u) as isize - pad as isize;
-                    if y < 0 || y >= h as isize {
+    out.par_chunks_mut(h * w * c).enumerate().for_each(|(b, xb)| col2im_image(conv, &g[b * ho * wo * row..(b + 1) * ho * wo * row], h, w, xb));
+    out
+}
+
+/// [`col2im`] of one image: its `[Ho·Wo, k·k·C]` rows added into `xb` `[H, W, C]`.
+fn col2im_image(conv: &Conv, gb: &[f32], h: usize, w: usize, xb: &mut [f32]) {
+    let Conv { c_in: c, k, stride, pad, .. } = *conv;
+    let (ho, wo) = (conv.out_side(h), conv.out_side(w));
+    let row = k * k * c;
+    for i in 0..ho {
+        for j in 0..wo {
+            let r = &gb[(i * wo + j) * row..(i * wo + j + 1) * row];
+            for u in 0..k {
+                let y = (i * stride + u) as isize - pad as isize;
+                if y < 0 || y >= h as isize {
+                    continue;
+                }
+                for v in 0..k {
+                    let xx = (j * stride + v) as isize - pad as isize;
+                    if xx < 0 || xx >= w as isize {
                         continue;
                     }
-                    for v in 0..k {
-                        let xx = (j * stride + v) as isize - pad as isize;
-                        if xx < 0 || xx >= w as isize {
-                            continue;
-                        }
-                        let dst = (y as usize * w + xx as usize) * c;
-                        for (d, s) in xb[dst..dst + c].iter_mut().zip(&r[(u * k + v) * c..(u * k + v + 1) * c]) {
-                            *d += s;
-                        }
+                    let dst = (y as usize * w + xx as usize) * c;
+                    for (d, s) in xb[dst..dst + c].iter_mut().zip(&r[(u * k + v) * c..(u * k + v + 1) * c]) {
+                        *d += s;
                     }
                 }
             }
+        }
+    }
+}
+
+/// Images per task of [`grad_input_col2im`]: their `[rows, k·k·C]` product (4 · 49 · 288 floats
+/// for the CNN's second layer, 226 KB) stays in the core's cache between the product and col2im.
+const GRAD_IMAGES: usize = 4;
+
+/// A convolution's input gradient `col2im(∂h W)` (`∂h` `[B·Ho·Wo, C_out]`, `W` `[C_out, k·k·C]`)
+/// and, with `relu_out` (the input's own ReLU output `[B, H, W, C]`), that times `[relu_out > 0]`:
+/// what [`crate::dense::grad_input`], [`col2im`] and `relu_grad_inplace` give, bit for bit
+/// (tested), a few images at a time, so the `[B·Ho·Wo, k·k·C]` product never goes to memory
+/// (29 MB written and read back for the CNN's second layer at 512 views; `examples/prof_cnn_parts.rs`).
+pub fn grad_input_col2im(conv: &Conv, dh: &[f32], w: &[f32], h: usize, wd: usize, relu_out: Option<&[f32]>) -> Vec<f32> {
+    let (o, row) = (conv.c_out, conv.k * conv.k * conv.c_in);
+    let per_image = conv.out_side(h) * conv.out_side(wd);
+    let img = h * wd * conv.c_in;
+    let bs = dh.len() / (per_image * o);
+    assert!(dh.len() == bs * per_image * o && w.len() == o * row && relu_out.is_none_or(|m| m.len() == bs * img));
+    let mut out = vec![0f32; bs * img];
+    out.par_chunks_mut(GRAD_IMAGES * img).enumerate().for_each(|(j, ob)| {
+        let (imgs, first) = (ob.len() / img, j * GRAD_IMAGES);
+        let rows = imgs * per_image;
+        let mut gi = vec![0f32; rows * row];
+        wick_core::linalg::matmul_serial(rows, row, o, &mut gi, (row, 1), false, &dh[first * per_image * o..(first * per_image + rows) * o], (o, 1), w, (row, 1));
+        for (b, xb) in ob.chunks_exact_mut(img).enumerate() {
+            col2im_image(conv, &gi[b * per_image * row..(b + 1) * per_image * row], h, wd, xb);
+        }
+        if let Some(m) = relu_out {
+            let m = &m[first * img..first * img + ob.len()];
+            wick_core::linalg::widest(|| {
+                for (g, &y) in ob.iter_mut().zip(m) {
+                    *g = if y <= 0.0 { 0.0 } else { *g };
+                }
+            });
         }
     });
     out
@@ -202,6 +243,29 @@ mod tests {
     }
 
     /// The im2col path and Candle's conv2d give the same outputs and gradients.
+    /// The fused input gradient gives the bits of the product, col2im and the ReLU's backward
+    /// run one after another, with and without the mask, for 1 and 3 threads.
+    #[test]
+    fn the_fused_input_gradient_is_the_three_passes_bit_for_bit() {
+        use wick_core::rng::Rng;
+        let mut r = Rng::stream(4, "fused");
+        for (conv, bs, side) in [(Conv { c_in: 32, c_out: 64, k: 3, stride: 2, pad: 1 }, 37, 14), (Conv { c_in: 3, c_out: 5, k: 3, stride: 1, pad: 1 }, 6, 7)] {
+            let (ho, row) = (conv.out_side(side), conv.k * conv.k * conv.c_in);
+            let dh: Vec<f32> = (0..bs * ho * ho * conv.c_out).map(|_| r.normal() as f32).collect();
+            let w: Vec<f32> = (0..conv.c_out * row).map(|_| r.normal() as f32).collect();
+            let y: Vec<f32> = (0..bs * side * side * conv.c_in).map(|_| (r.normal() as f32).max(0.0)).collect();
+            let mut want = col2im(&conv, &crate::dense::grad_input(&dh, &w, bs * ho * ho, row, conv.c_out), side, side);
+            let plain = want.clone();
+            wick_core::linalg::relu_grad_inplace(&mut want, &y);
+            for t in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+                let (got, got_plain) = pool.install(|| (grad_input_col2im(&conv, &dh, &w, side, side, Some(&y)), grad_input_col2im(&conv, &dh, &w, side, side, None)));
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()) && got.len() == want.len(), "{conv:?}, {t} threads, masked");
+                assert!(got_plain.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()), "{conv:?}, {t} threads");
+            }
+        }
+    }
+
     #[test]
     fn im2col_matches_candle_conv2d_values_and_gradients() {
         let mut r = Rng::stream(1, "conv");

@@ -12,7 +12,7 @@
 //! per-node work (a zero-filled gradient buffer and an elementwise add per argument, run on
 //! Candle's spinning thread pool, which stalls whenever the machine is loaded).
 
-use crate::conv::{col2im, im2col, Conv};
+use crate::conv::{grad_input_col2im, im2col, Conv};
 use crate::dense;
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
@@ -83,12 +83,15 @@ pub fn forward(layers: &[HostLayer], x: Vec<f32>, n: usize) -> Result<(Vec<f32>,
 
 /// Add every layer's `∂W`, `∂b` to `grads`, given `g` = ∂L/∂(net output).
 pub fn backward(layers: &[HostLayer], tape: &Tape, mut g: Vec<f32>, grads: &mut GradStore) -> Result<()> {
+    // Whether `g` already carries the ReLU's backward (a convolution's fused input gradient).
+    let mut masked = false;
     for (i, l) in layers.iter().enumerate().rev() {
         let (o, k) = l.w.dims2()?;
         let rows = tape.rows[i];
-        if l.relu {
+        if l.relu && !masked {
             wick_core::linalg::relu_grad_inplace(&mut g, &tape.outputs[i]);
         }
+        masked = false;
         let inp: &[f32] = match &tape.inputs[i] {
             Some(v) => v,
             None => &tape.outputs[i - 1],
@@ -98,10 +101,13 @@ pub fn backward(layers: &[HostLayer], tape: &Tape, mut g: Vec<f32>, grads: &mut 
         grads.insert(l.w, Tensor::from_vec(dw, (o, k), l.w.device())?);
         grads.insert(l.b, Tensor::from_vec(db, o, l.b.device())?);
         if i > 0 {
-            let gi = dense::grad_input(&g, &tape.weights[i], rows, k, o);
             g = match l.conv {
-                Some((conv, h, w)) => col2im(&conv, &gi, h, w),
-                None => gi,
+                Some((conv, h, w)) => {
+                    // The product, col2im and the layer below's ReLU in one pass over a few images.
+                    masked = layers[i - 1].relu;
+                    grad_input_col2im(&conv, &g, &tape.weights[i], h, w, masked.then(|| tape.outputs[i - 1].as_slice()))
+                }
+                None => dense::grad_input(&g, &tape.weights[i], rows, k, o),
             };
         }
     }
