@@ -148,13 +148,13 @@ pub fn nominal_peak_gflops(threads: usize) -> Option<(f64, String)> {
 
 /// The fp32 FMA throughput of `threads` threads, measured: each runs 12 independent chains of
 /// fused multiply-adds on the widest vectors the CPU has (AVX-512, else AVX2 + FMA), 10 million
-/// rounds (16 ms on a 3.8 GHz core); the best of three runs. No memory traffic, so no kernel can beat it. `None` without
-/// FMA (or off x86-64).
+/// rounds (16 ms on a 3.8 GHz core); the best of three runs. No memory traffic, so no kernel can
+/// beat it. `None` without FMA (or off x86-64).
 pub fn measured_peak_gflops(threads: usize) -> Option<(f64, String)> {
     #[cfg(target_arch = "x86_64")]
     {
         let wide = std::is_x86_feature_detected!("avx512f");
-        if !wide && !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+        if !(wide || std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
             return None;
         }
         let threads = threads.max(1);
