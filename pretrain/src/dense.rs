@@ -15,7 +15,9 @@
 //! **Determinism.** Each product is one call of the `gemm` crate (the one Candle's CPU matmul
 //! uses) that spreads whole output tiles over the rayon pool; every element's sum runs over the
 //! inner dimension in chunks fixed by the shape and the cache sizes, so every bit is the same for
-//! any thread count (tested). `∂b` sums rows in order.
+//! any thread count (tested). A weight gradient over many rows (a convolution's) and a first
+//! convolution's (k ≤ 16) sum fixed blocks of rows in block order instead ([`block_sums`]), and a
+//! first convolution's forward is plain loops; the same holds for them. `∂b` sums rows in order.
 //! Elsewhere than the CPU (or for non-f32 tensors) the composed Candle ops run.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
@@ -167,67 +169,69 @@ pub fn grad_weight(dh: &[f32], x: &[f32], n: usize, k: usize, o: usize) -> Vec<f
     if k <= SMALL_K && o <= 64 {
         return grad_weight_small_k(dh, x, n, k, o);
     }
-    let mut dw = vec![0f32; o * k];
     if n >= 2 * SPLIT_ROWS {
         // Many rows (a convolution's B·Ho·Wo) and a small result: gemm splits the result's
         // tiles, of which there are few, and runs the long reduction in one thread's order
         // (the CNN's second layer at 512 views: [64, 288] over 25,088 rows, 248 GFLOP/s). Fixed
         // blocks of rows instead, one product each on one thread, their sums added in block
         // order: the same bits for any thread count.
-        let parts: Vec<Vec<f32>> = (0..n.div_ceil(SPLIT_ROWS))
-            .into_par_iter()
-            .map(|blk| {
-                let (r0, r1) = (blk * SPLIT_ROWS, ((blk + 1) * SPLIT_ROWS).min(n));
-                let mut p = vec![0f32; o * k];
-                wick_core::linalg::matmul_serial(o, k, r1 - r0, &mut p, (k, 1), false, &dh[r0 * o..r1 * o], (1, o), &x[r0 * k..r1 * k], (k, 1));
-                p
-            })
-            .collect();
-        for p in &parts {
-            wick_core::linalg::widest(|| {
-                for (d, &v) in dw.iter_mut().zip(p) {
-                    *d += v;
-                }
-            });
-        }
-        return dw;
+        return block_sums(n, o * k, |rows, p| {
+            wick_core::linalg::matmul_serial(o, k, rows.len(), p, (k, 1), false, &dh[rows.start * o..rows.end * o], (1, o), &x[rows.start * k..rows.end * k], (k, 1))
+        });
     }
+    let mut dw = vec![0f32; o * k];
     mm(o, k, n, &mut dw, (k, 1), false, dh, (1, o), x, (k, 1));
     dw
 }
 
-/// Rows per block of [`grad_weight`]'s split reduction.
+/// Rows per block of [`block_sums`]: fixed, so the bits ignore the thread count. A weight
+/// gradient over at least twice as many rows is summed in blocks.
 const SPLIT_ROWS: usize = 2048;
 
-/// Rows per partial sum of [`grad_weight_small_k`] (fixed, so the bits ignore the thread count).
-const GRAD_ROWS: usize = 2048;
+/// `Σ_blocks f(block)` for `n` rows cut into blocks of [`SPLIT_ROWS`]: each block's `len` partial
+/// sums are written by `f` (into zeros) on some thread, and the blocks are added in order.
+fn block_sums(n: usize, len: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) -> Vec<f32> {
+    let parts: Vec<Vec<f32>> = (0..n.div_ceil(SPLIT_ROWS))
+        .into_par_iter()
+        .map(|blk| {
+            let mut p = vec![0f32; len];
+            f(blk * SPLIT_ROWS..((blk + 1) * SPLIT_ROWS).min(n), &mut p);
+            p
+        })
+        .collect();
+    let mut sum = vec![0f32; len];
+    for p in &parts {
+        wick_core::linalg::widest(|| {
+            for (s, &v) in sum.iter_mut().zip(p) {
+                *s += v;
+            }
+        });
+    }
+    sum
+}
 
 /// `∂W = dhᵀ x` for a first convolution's few inputs (k ≤ 16) and outputs (o ≤ 64): gemm sees an
 /// `[o, k]` result with a reduction over every row (a CNN's first layer at 512 views: 100,352)
-/// and ran it at 30 GFLOP/s. Here each block of [`GRAD_ROWS`] rows adds `x[r, t] · dh[r, ·]`
+/// and ran it at 30 GFLOP/s. Here each block of [`SPLIT_ROWS`] rows adds `x[r, t] · dh[r, ·]`
 /// into a `[k, o]` accumulator that stays in registers, row by row in order; the blocks' sums
 /// are added in block order, then transposed. Fixed blocks: the same bits for any thread count.
 fn grad_weight_small_k(dh: &[f32], x: &[f32], n: usize, k: usize, o: usize) -> Vec<f32> {
-    let parts: Vec<Vec<f32>> = (0..n.div_ceil(GRAD_ROWS))
-        .into_par_iter()
-        .map(|blk| {
-            let rows = blk * GRAD_ROWS..((blk + 1) * GRAD_ROWS).min(n);
-            let mut acc = vec![0f32; k * o];
-            wick_core::linalg::widest(|| match (k, o) {
-                // The CNN encoder's first layer: the [9, 32] accumulator stays in registers.
-                (9, 32) => {
-                    let mut a = [[0f32; 32]; 9];
-                    for r in rows {
-                        let g: &[f32; 32] = dh[r * 32..(r + 1) * 32].try_into().unwrap();
-                        for (a, &xv) in a.iter_mut().zip(&x[r * 9..(r + 1) * 9]) {
-                            for (a, &gv) in a.iter_mut().zip(g) {
-                                *a += xv * gv;
-                            }
+    let sum = block_sums(n, k * o, |rows, acc| {
+        wick_core::linalg::widest(|| match (k, o) {
+            // The CNN encoder's first layer: the [9, 32] accumulator stays in registers.
+            (9, 32) => {
+                let mut a = [[0f32; 32]; 9];
+                for r in rows {
+                    let g: &[f32; 32] = dh[r * 32..(r + 1) * 32].try_into().unwrap();
+                    for (a, &xv) in a.iter_mut().zip(&x[r * 9..(r + 1) * 9]) {
+                        for (a, &gv) in a.iter_mut().zip(g) {
+                            *a += xv * gv;
                         }
                     }
-                    acc.copy_from_slice(a.as_flattened());
                 }
-                _ => {
+                acc.copy_from_slice(a.as_flattened());
+            }
+            _ => {
                 for r in rows {
                     let (g, xr) = (&dh[r * o..(r + 1) * o], &x[r * k..(r + 1) * k]);
                     for (a, &xv) in acc.chunks_exact_mut(o).zip(xr) {
@@ -236,17 +240,9 @@ fn grad_weight_small_k(dh: &[f32], x: &[f32], n: usize, k: usize, o: usize) -> V
                         }
                     }
                 }
-                }
-            });
-            acc
+            }
         })
-        .collect();
-    let mut sum = vec![0f32; k * o];
-    for p in &parts {
-        for (s, &v) in sum.iter_mut().zip(p) {
-            *s += v;
-        }
-    }
+    });
     let mut dw = vec![0f32; o * k];
     for t in 0..k {
         for j in 0..o {
