@@ -22,8 +22,7 @@ const RED: usize = 8192;
 /// weight gradient 67–97 → 197–278).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], (drs, dcs): (usize, usize), acc: bool, lhs: &[f32], (lrs, lcs): (usize, usize), rhs: &[f32], (rrs, rcs): (usize, usize)) {
-    let threads = rayon::current_num_threads();
-    matmul_with(threads > 1, m, n, k, dst, (drs, dcs), acc, lhs, (lrs, lcs), rhs, (rrs, rcs))
+    matmul_with(true, m, n, k, dst, (drs, dcs), acc, lhs, (lrs, lcs), rhs, (rrs, rcs))
 }
 
 /// [`matmul`] on the calling thread only, for a product that is one task of a parallel loop
