@@ -141,13 +141,16 @@ pub fn relu_inplace(y: &mut [f32]) {
 /// branch: a ReLU's signs are close to random, and a branch per entry mispredicted half the time
 /// (a 3.2M-entry convolution output took 2.6 ms, `wick-pretrain`'s `examples/prof_cnn_parts.rs`).
 pub fn relu_grad_inplace(g: &mut [f32], y: &[f32]) {
-    g.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(g, y)| {
-        widest(|| {
-            for (g, &y) in g.iter_mut().zip(y) {
-                *g = if y <= 0.0 { 0.0 } else { *g };
-            }
-        })
-    });
+    g.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(g, y)| relu_grad_serial(g, y));
+}
+
+/// [`relu_grad_inplace`] on the calling thread, for a slice that is one task's share.
+pub fn relu_grad_serial(g: &mut [f32], y: &[f32]) {
+    widest(|| {
+        for (g, &y) in g.iter_mut().zip(y) {
+            *g = if y <= 0.0 { 0.0 } else { *g };
+        }
+    })
 }
 
 #[cfg(test)]

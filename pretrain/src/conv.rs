@@ -220,12 +220,7 @@ pub fn grad_input_col2im(conv: &Conv, dh: &[f32], w: &[f32], h: usize, wd: usize
             col2im_image(conv, &gi[b * per_image * row..(b + 1) * per_image * row], h, wd, xb);
         }
         if let Some(m) = relu_out {
-            let m = &m[first * img..first * img + ob.len()];
-            wick_core::linalg::widest(|| {
-                for (g, &y) in ob.iter_mut().zip(m) {
-                    *g = if y <= 0.0 { 0.0 } else { *g };
-                }
-            });
+            wick_core::linalg::relu_grad_serial(ob, &m[first * img..first * img + ob.len()]);
         }
     });
     out
