@@ -1,4 +1,5 @@
-//! Helpers for wick's fused CPU kernels (Candle custom ops): the contiguous f32 data of a storage.
+//! Helpers for wick's fused CPU kernels (Candle custom ops): the contiguous f32 data of a storage,
+//! the run-time choice of instruction set for vectorised loops ([`widest`]), the fp32 peak.
 
 use candle_core::{bail, CpuStorage, Layout};
 
@@ -107,6 +108,38 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }
+}
+
+/// Runs `body` compiled for AVX-512F or AVX2 where the CPU has them (chosen at run time), else
+/// as built: for loops that the compiler vectorises. Rust never fuses a multiply and an add by
+/// itself, so every path does the same operations in the same order and gives the same bits.
+///
+/// Pass the closure as `widest(#[inline(always)] || …)`: only a body inlined into the chosen
+/// build is compiled with its features. Without the attribute LLVM inlines small bodies (a ReLU
+/// pass) but keeps larger ones (the first convolution's loops) as a separate function compiled
+/// for the baseline, SSE2 only (seen in `perf annotate`: no zmm register in it).
+#[inline(always)]
+pub fn widest<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is available (checked just above).
+            return unsafe { avx512(body) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available (checked just above).
+            return unsafe { avx2(body) };
+        }
+    }
+    body()
 }
 
 /// The fp32 peak of `threads` cores for a roofline line in the benchmarks, in GFLOP/s, and how

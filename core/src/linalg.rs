@@ -7,6 +7,7 @@
 //! count, so the bits are the same for any number of threads (tested here and in
 //! `wick_pretrain::dense`). [`col_sums`] sums rows in order within fixed chunks.
 
+use crate::cpu::widest;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
@@ -99,37 +100,10 @@ pub fn broadcast_rows(row: &[f32], n: usize) -> Vec<f32> {
     y
 }
 
-/// Runs `body` compiled for AVX-512F or AVX2 where the CPU has them (chosen at run time), else
-/// as built. For elementwise loops that the compiler vectorises: the same operations in the same
-/// order on every path, so the same bits.
-#[inline(always)]
-pub fn widest<R>(body: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512<R>(body: impl FnOnce() -> R) -> R {
-            body()
-        }
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(body: impl FnOnce() -> R) -> R {
-            body()
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F is available (checked just above).
-            return unsafe { avx512(body) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is available (checked just above).
-            return unsafe { avx2(body) };
-        }
-    }
-    body()
-}
-
 /// `y ← max(y, 0)` in place (a ReLU's forward), in parallel.
 pub fn relu_inplace(y: &mut [f32]) {
     y.par_chunks_mut(1 << 14).for_each(|y| {
-        widest(|| {
+        widest(#[inline(always)] || {
             for v in y.iter_mut() {
                 *v = v.max(0.0);
             }
@@ -146,7 +120,7 @@ pub fn relu_grad_inplace(g: &mut [f32], y: &[f32]) {
 
 /// [`relu_grad_inplace`] on the calling thread, for a slice that is one task's share.
 pub fn relu_grad_serial(g: &mut [f32], y: &[f32]) {
-    widest(|| {
+    widest(#[inline(always)] || {
         for (g, &y) in g.iter_mut().zip(y) {
             *g = if y <= 0.0 { 0.0 } else { *g };
         }

@@ -429,7 +429,8 @@ impl OaNade {
     /// and add, run on its spinning pool) made the 2-layer evaluation 2.2× the time of its bare
     /// products (`examples/oanade_eval_bench.rs`: B = 500, 2 threads, 1.38 s against 0.62 s).
     pub fn log_prob_ordering_steps_host(&self, x: &Tensor, order: &[usize]) -> Result<Vec<f64>> {
-        use wick_core::linalg::{broadcast_rows, matmul, widest};
+        use wick_core::cpu::widest;
+        use wick_core::linalg::{broadcast_rows, matmul};
         let (bsz, d, h) = (x.dim(0)?, self.dim, self.hidden);
         let host = self.host()?;
         let xv = x.flatten_all()?.to_vec1::<f32>()?;
@@ -448,11 +449,11 @@ impl OaNade {
         let mut z = vec![0f32; bsz * d];
         const CH: usize = 1 << 14;
         for (t, &i) in order.iter().enumerate() {
-            h1.par_chunks_mut(CH).zip(a.par_chunks(CH)).for_each(|(o, a)| widest(|| o.iter_mut().zip(a).for_each(|(o, &v)| *o = v.max(0.0))));
+            h1.par_chunks_mut(CH).zip(a.par_chunks(CH)).for_each(|(o, a)| widest(#[inline(always)] || o.iter_mut().zip(a).for_each(|(o, &v)| *o = v.max(0.0))));
             for (w, b) in &host.upper {
                 matmul(bsz, h, h, &mut h2, (h, 1), false, &h1, (h, 1), w, (h, 1));
                 h2.par_chunks_mut(h * 64).for_each(|rows| {
-                    widest(|| {
+                    widest(#[inline(always)] || {
                         for row in rows.chunks_exact_mut(h) {
                             for (o, &bv) in row.iter_mut().zip(b.iter()) {
                                 *o = (*o + bv).max(0.0);
@@ -466,7 +467,7 @@ impl OaNade {
             matmul(bsz, 1, h, &mut z[t..], (d, 1), false, &h1, (h, 1), &host.vt[i * h..(i + 1) * h], (1, 1));
             // a += [x_i, 1] [W_x[i]; W_m[i]]: `[B, 2] × [2, H]` (columns i and D of [x, 1]).
             matmul(bsz, h, 2, &mut upd, (h, 1), false, &xs1[i..], (d + 1, d - i), &w2[i * 2 * h..(i + 1) * 2 * h], (h, 1));
-            a.par_chunks_mut(CH).zip(upd.par_chunks(CH)).for_each(|(a, u)| widest(|| a.iter_mut().zip(u).for_each(|(a, &u)| *a += u)));
+            a.par_chunks_mut(CH).zip(upd.par_chunks(CH)).for_each(|(a, u)| widest(#[inline(always)] || a.iter_mut().zip(u).for_each(|(a, &u)| *a += u)));
         }
         let dev = x.device();
         let idx = Tensor::from_vec(order.iter().map(|&i| i as u32).collect::<Vec<_>>(), d, dev)?;

@@ -108,7 +108,7 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, 
         let mut y: Vec<f32> = Vec::with_capacity(n * o);
         y.spare_capacity_mut().par_chunks_mut(ROWS_PER_TASK * o).enumerate().for_each(|(j, yb)| {
             let x = &x[j * ROWS_PER_TASK * k..];
-            wick_core::linalg::widest(|| match (k, o) {
+            wick_core::cpu::widest(#[inline(always)] || match (k, o) {
                 // The CNN encoder's first layer (3×3, 32 channels): sizes known to the compiler,
                 // so a row's accumulator stays in registers.
                 (9, 32) => small_k_rows::<9, 32>(yb, x, &wt, b, relu),
@@ -201,7 +201,7 @@ fn block_sums(n: usize, len: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32
         .collect();
     let mut sum = vec![0f32; len];
     for p in &parts {
-        wick_core::linalg::widest(|| {
+        wick_core::cpu::widest(#[inline(always)] || {
             for (s, &v) in sum.iter_mut().zip(p) {
                 *s += v;
             }
@@ -217,7 +217,7 @@ fn block_sums(n: usize, len: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32
 /// are added in block order, then transposed. Fixed blocks: the same bits for any thread count.
 fn grad_weight_small_k(dh: &[f32], x: &[f32], n: usize, k: usize, o: usize) -> Vec<f32> {
     let sum = block_sums(n, k * o, |rows, acc| {
-        wick_core::linalg::widest(|| match (k, o) {
+        wick_core::cpu::widest(#[inline(always)] || match (k, o) {
             // The CNN encoder's first layer: the [9, 32] accumulator stays in registers.
             (9, 32) => {
                 let mut a = [[0f32; 32]; 9];
