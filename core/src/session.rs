@@ -16,6 +16,15 @@
 //! Every file a run writes goes through here ([`Session::save`], [`Session::save_best`],
 //! [`Session::write_file`], [`Session::finish`], the [`TbLogger`] it owns): in a data-parallel
 //! run (`crate::dist`) rank 0 alone writes, and reads the checkpoint for every rank.
+//!
+//! **Checkpoints are written in the background.** [`Session::save`] takes the checkpoint (its
+//! tensors are already host copies, so the state it holds is that of the call) and a thread
+//! serialises it and writes it atomically (temp file, fsync, rename), while the loop goes on:
+//! an order-agnostic NADE's 17 MB checkpoint took 12 ms of each epoch's 180 ms on mnist5k, most
+//! of it waiting for the disk. A file's writes stay in order (a save waits for the same file's
+//! previous one), and every pending write is finished before [`Session::dir`] hands out the
+//! run's paths, before [`Session::finish`] and [`Session::interrupt`], and when the session is
+//! dropped. A write that failed is reported by the next save, `dir`, `finish` or `interrupt`.
 
 use crate::checkpoint::{write_atomic, Checkpoint};
 use crate::error::{Error, Result};
@@ -49,6 +58,32 @@ pub struct Session {
     pub tb: TbLogger,
     /// The progress bar (or plain lines off a terminal).
     pub progress: Progress,
+    /// Checkpoint writes in flight (at most one per file) and the first failure not yet reported.
+    writes: std::sync::Mutex<Writes>,
+}
+
+#[derive(Default)]
+struct Writes {
+    pending: Vec<(std::path::PathBuf, std::thread::JoinHandle<Result<()>>)>,
+    failed: Option<Error>,
+}
+
+impl Writes {
+    /// Finish the writes of `path` (every file when `None`), keeping the first failure.
+    fn wait(&mut self, path: Option<&std::path::Path>) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            if path.is_some_and(|p| p != self.pending[i].0) {
+                i += 1;
+                continue;
+            }
+            let (p, h) = self.pending.swap_remove(i);
+            let res = h.join().unwrap_or_else(|_| Err(Error::new(format!("writing '{}': the writer thread panicked", p.display()))));
+            if let (Err(e), None) = (res, &self.failed) {
+                self.failed = Some(e);
+            }
+        }
+    }
 }
 
 impl Session {
@@ -64,12 +99,26 @@ impl Session {
         Ok(Opening { run: RunInfo { dir: rt.dir.clone(), device: rt.device.clone(), resume: rt.resume, quiet: rt.quiet, config, config_toml } })
     }
 
+    /// The run's directory, once every checkpoint write in flight has finished (so a file read
+    /// through it is complete); a failed write is reported by the next save or `finish`.
     pub fn dir(&self) -> &RunDir {
+        self.lock_writes().wait(None);
         &self.run.dir
     }
 
     pub fn device(&self) -> &Device {
         &self.run.device
+    }
+
+    fn lock_writes(&self) -> std::sync::MutexGuard<'_, Writes> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Finish every checkpoint write in flight; the first one that failed, as an error.
+    pub fn wait_for_writes(&self) -> Result<()> {
+        let mut w = self.lock_writes();
+        w.wait(None);
+        w.failed.take().map_or(Ok(()), Err)
     }
 
     /// Write `ck`, with the config in its metadata, to `checkpoint.safetensors` (atomically).
@@ -82,12 +131,24 @@ impl Session {
         self.save_as(ck, &self.run.dir.best())
     }
 
+    /// In the background: see the module docs. Waits for `path`'s previous write first.
     fn save_as(&self, mut ck: Checkpoint, path: &std::path::Path) -> Result<()> {
         if !crate::dist::world().is_root() {
             return Ok(());
         }
         ck.set_meta("config", &self.run.config);
-        ck.save(path)
+        let mut w = self.lock_writes();
+        w.wait(Some(path));
+        if let Some(e) = w.failed.take() {
+            return Err(e);
+        }
+        let p = path.to_path_buf();
+        let h = std::thread::Builder::new()
+            .name("wick-checkpoint".into())
+            .spawn(move || ck.save(&p))
+            .map_err(|e| Error::new(format!("writing '{}': cannot start a writer thread ({e})", path.display())))?;
+        w.pending.push((path.to_path_buf(), h));
+        Ok(())
     }
 
     /// Write another file of the run (e.g. a CSV of curves) atomically.
@@ -105,6 +166,7 @@ impl Session {
 
     /// Stop after Ctrl-C, the checkpoint of `step` saved: flush the logs.
     pub fn interrupt(mut self, step: u64) -> Result<Outcome> {
+        self.wait_for_writes()?;
         self.tb.flush()?;
         self.progress.finish();
         Ok(Outcome::Interrupted { step })
@@ -112,6 +174,7 @@ impl Session {
 
     /// End the run: flush the logs and write `metrics.json`.
     pub fn finish(mut self, metrics: serde_json::Value) -> Result<Outcome> {
+        self.wait_for_writes()?;
         self.progress.finish();
         self.tb.flush()?;
         if crate::dist::world().is_root() {
@@ -171,6 +234,16 @@ impl Opening {
         }
         let mut progress = Progress::new(label, total, run.quiet || !crate::dist::world().is_root());
         progress.set_position(position);
-        Ok(Session { run, tb, progress })
+        Ok(Session { run, tb, progress, writes: Default::default() })
+    }
+}
+
+impl Drop for Session {
+    /// A session dropped on an error path still finishes its checkpoint writes; a failure among
+    /// them is printed, since the error being returned is another one.
+    fn drop(&mut self) {
+        if let Err(e) = self.wait_for_writes() {
+            eprintln!("wick: {e}");
+        }
     }
 }

@@ -53,4 +53,11 @@ fn main() {
     time("∂V = hᵀ·∂z [500,100]×[100,784]", &mut |o| matmul(h, d, b, o, (d, 1), false, &hh, (1, h), &dz, (d, 1)));
     time("∂h = ∂z·Vᵀ [100,784]×[784,500]", &mut |o| matmul(b, h, d, o, (h, 1), false, &dz, (d, 1), &vv, (1, d)));
     time("∂W1 = xᵀ·∂h [784,100]×[100,500]", &mut |o| matmul(d, h, b, o, (h, 1), false, &xa, (1, d), &hh, (h, 1)));
+    // The first layer's sparse operands: x ⊙ m (about a fifteenth nonzero) and m (about half).
+    let (xm, mk): (Vec<f32>, Vec<f32>) = (0..b * d).map(|_| { let m = (rr.uniform() < 0.5) as u8 as f32; ((rr.uniform() < 0.13) as u8 as f32 * m, m) }).unzip();
+    use wick_core::linalg::{sparse_matmul_acc, sparse_t_matmul};
+    time("(x⊙m)·Wx sparse", &mut |o| sparse_matmul_acc(b, d, h, &mut o[..b * h], &xm, &w1));
+    time("m·Wm sparse", &mut |o| sparse_matmul_acc(b, d, h, &mut o[..b * h], &mk, &w1));
+    time("∂Wx = (x⊙m)ᵀ·∂h sparse", &mut |o| sparse_t_matmul(b, d, h, o, &xm, &hh));
+    time("∂Wm = mᵀ·∂h sparse", &mut |o| sparse_t_matmul(b, d, h, o, &mk, &hh));
 }
