@@ -86,6 +86,12 @@ impl Rng {
         result
     }
 
+    /// The next 64 random bits (for a key of a counter-based stream of one's own).
+    #[inline]
+    pub fn bits(&mut self) -> u64 {
+        self.next()
+    }
+
     /// Uniform in [0, 1) with 53 random bits.
     #[inline]
     pub fn uniform(&mut self) -> f64 {
