@@ -95,10 +95,11 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, 
     if o == 0 {
         return vec![0f32; n * o];
     }
-    if k > SMALL_K && k % 128 != 0 {
-        // gemm reads w's columns by strides as fast as a transposed copy when the stride is not
-        // a multiple of 128 floats (the MLP's first layer, k = 784: 256 rows 0.83 → 0.74 ms on 2
-        // threads, transpose included; examples/prof_gemm.rs), with the same bits.
+    if k > SMALL_K && k % 64 != 0 {
+        // gemm reads w's columns by strides faster than it transposes and reads a copy when the
+        // stride is not a multiple of 64 floats (the MLP's first layer, k = 784: 256 rows
+        // 0.83 → 0.74 ms on 2 threads, transpose included), with the same bits; at the CNN's
+        // k = 3136 (a multiple of 64) the strided reads were 7% slower than the copy.
         let mut y = broadcast_rows(b, n);
         mm(n, o, k, &mut y, (o, 1), true, x, (k, 1), w, (1, k));
         if relu {
