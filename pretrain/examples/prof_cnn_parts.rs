@@ -43,6 +43,8 @@ fn main() {
     tot += time("c2 dx [25088x64]x[64x288]", 2.0 * (r2 * 288 * 64) as f64, 20, || dense::grad_input(&g2, &w2, r2, 288, 64));
     let gi = dense::grad_input(&g2, &w2, r2, 288, 64);
     tot += time("col2im c2", 0.0, 20, || col2im(&c2, &gi, 14, 14));
+    // The two above fused, with the first layer's ReLU backward, as the step runs them.
+    time("c2 dx + col2im + relu fused (not in the total)", 2.0 * (r2 * 288 * 64) as f64, 20, || wick_pretrain::conv::grad_input_col2im(&c2, &g2, &w2, 14, 14, Some(&y1)));
     let g1 = v(r1 * 32);
     tot += time("c1 dW [32x100352]x[100352x9]", 2.0 * (r1 * 9 * 32) as f64, 20, || dense::grad_weight(&g1, &col1, r1, 9, 32));
     let mut gg = g1.clone();
