@@ -95,22 +95,16 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, 
     if o == 0 {
         return vec![0f32; n * o];
     }
-    if k > SMALL_K && k % 64 != 0 {
-        // gemm reads w's columns by strides faster than it transposes and reads a copy when the
-        // stride is not a multiple of 64 floats (the MLP's first layer, k = 784: 256 rows
-        // 0.83 → 0.74 ms on 2 threads, transpose included), with the same bits; at the CNN's
-        // k = 3136 (a multiple of 64) the strided reads were 7% slower than the copy.
-        let mut y = broadcast_rows(b, n);
-        mm(n, o, k, &mut y, (o, 1), true, x, (k, 1), w, (1, k));
-        if relu {
-            relu_inplace(&mut y);
-        }
-        return y;
-    }
-    // wᵀ `[k, o]` row-major, once: gemm packs the right operand from it much faster than from
-    // w's columns when the stride k is a power of two (examples/prof_parts.rs, 512 rows,
-    // 512 → 512: 6.6 → 3.4 ms at one thread), with the same bits; the small-k loops read it too.
-    let wt = transpose(w, o, k);
+    // wᵀ `[k, o]` row-major, once, where gemm needs it: it packs the right operand from it much
+    // faster than from w's columns when the stride k is a power of two (examples/prof_parts.rs,
+    // 512 rows, 512 → 512: 6.6 → 3.4 ms at one thread); the small-k loops read it too. When k is
+    // not a multiple of 64, gemm reads w's columns by strides faster than it transposes and
+    // reads a copy (the MLP's first layer, k = 784: 256 rows 0.83 → 0.74 ms on 2 threads; the
+    // CNN's second layer, k = 288, 25,088 rows: 3.9 → 3.0 ms), with the same bits at those two
+    // layers' shapes (tested; not at every shape: gemm's order can follow the layout, e.g. with 3
+    // outputs); at the CNN's k = 3136 (a multiple of 64) the strided reads were 7% slower.
+    let strided = k > SMALL_K && !k.is_multiple_of(64);
+    let wt = if strided { Vec::new() } else { transpose(w, o, k) };
     if k <= SMALL_K {
         // A first convolution's few inputs per row: plain loops over wᵀ (vectorised over o)
         // beat gemm's packing. Each row is the bias, then the k products added in order, then
@@ -148,160 +142,16 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, 
         unsafe { y.set_len(n * o) };
         return y;
     }
-    if o == NARROW && fma_available() {
-        // A convolution's 64 output channels over many rows (the CNN's second layer: 25,088 ×
-        // 288 → 64 at 512 views), where gemm ran at 240 GFLOP/s: six rows' 6 × 64 sums in
-        // registers, one fused multiply-add per input per output ([`narrow_rows`]).
-        let mut y: Vec<f32> = Vec::with_capacity(n * o);
-        y.spare_capacity_mut().par_chunks_mut(ROWS_PER_TASK * o).enumerate().for_each(|(j, yb)| {
-            let x = &x[j * ROWS_PER_TASK * k..];
-            // SAFETY: FMA (and AVX-512F or AVX2) checked by fma_available.
-            unsafe { narrow_rows_dispatch(yb, x, &wt, b, relu, k) }
-        });
-        // SAFETY: the tasks above wrote every one of the n·o entries (n rows of o).
-        unsafe { y.set_len(n * o) };
-        return y;
-    }
     let mut y = broadcast_rows(b, n);
-    mm(n, o, k, &mut y, (o, 1), true, x, (k, 1), &wt, (o, 1));
+    if strided {
+        mm(n, o, k, &mut y, (o, 1), true, x, (k, 1), w, (1, k));
+    } else {
+        mm(n, o, k, &mut y, (o, 1), true, x, (k, 1), &wt, (o, 1));
+    }
     if relu {
         relu_inplace(&mut y);
     }
     y
-}
-
-/// The output width of [`narrow_rows`].
-const NARROW: usize = 64;
-/// Rows per register block of [`narrow_rows`]: 6 × 64 sums are 24 of the 32 AVX-512 registers.
-const NARROW_ROWS: usize = 6;
-
-/// Whether [`narrow_rows`] runs here: it needs fused multiply-adds (AVX-512F, or AVX2 with FMA).
-/// Elsewhere the forward is one gemm call, whose bits differ: as everywhere in wick, the bits
-/// are the same for any thread count on one instruction set.
-fn fma_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f") || (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// [`narrow_rows`] compiled for AVX-512 or AVX2 + FMA.
-///
-/// # Safety
-/// [`fma_available`] must be true.
-#[allow(unused_variables)]
-unsafe fn narrow_rows_dispatch(yb: &mut [std::mem::MaybeUninit<f32>], x: &[f32], wt: &[f32], b: &[f32], relu: bool, k: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(yb: &mut [std::mem::MaybeUninit<f32>], x: &[f32], wt: &[f32], b: &[f32], relu: bool, k: usize) {
-            narrow_rows_avx512(yb, x, wt, b, relu, k)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(yb: &mut [std::mem::MaybeUninit<f32>], x: &[f32], wt: &[f32], b: &[f32], relu: bool, k: usize) {
-            narrow_rows(yb, x, wt, b, relu, k)
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            return avx512(yb, x, wt, b, relu, k);
-        }
-        avx2(yb, x, wt, b, relu, k)
-    }
-}
-
-/// [`narrow_rows`] with AVX-512 intrinsics: the same fused multiply-adds in the same order (so
-/// the same bits), written so that the 24 sums stay in registers (LLVM kept storing the portable
-/// loop's to the stack after every step). `examples/prof_cnn_parts.rs`: the CNN's second layer at
-/// 512 views 3.9 → 3.0 ms on 2 threads (240 → 310 GFLOP/s; 163 on one thread, two thirds of a
-/// core's peak; chunking the inputs so that wᵀ stays in L1 changed nothing).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn narrow_rows_avx512(yb: &mut [std::mem::MaybeUninit<f32>], x: &[f32], wt: &[f32], b: &[f32], relu: bool, k: usize) {
-    use std::arch::x86_64::*;
-    const O: usize = NARROW;
-    const R: usize = NARROW_ROWS;
-    let rows = yb.len() / O;
-    assert!(b.len() == O && wt.len() >= k * O && x.len() >= rows * k);
-    let full = rows - rows % R;
-    let bias: [__m512; 4] = std::array::from_fn(|c| _mm512_loadu_ps(b.as_ptr().add(16 * c)));
-    let zero = _mm512_setzero_ps();
-    let y = yb.as_mut_ptr() as *mut f32;
-    let mut r0 = 0;
-    while r0 < full {
-        let mut acc = [bias; R];
-        let xp: [*const f32; R] = std::array::from_fn(|r| x.as_ptr().add((r0 + r) * k));
-        for t in 0..k {
-            let wp = wt.as_ptr().add(t * O);
-            let w: [__m512; 4] = std::array::from_fn(|c| _mm512_loadu_ps(wp.add(16 * c)));
-            for r in 0..R {
-                let xv = _mm512_set1_ps(*xp[r].add(t));
-                for c in 0..4 {
-                    acc[r][c] = _mm512_fmadd_ps(xv, w[c], acc[r][c]);
-                }
-            }
-        }
-        for r in 0..R {
-            let out = y.add((r0 + r) * O);
-            for c in 0..4 {
-                let v = if relu { _mm512_max_ps(acc[r][c], zero) } else { acc[r][c] };
-                _mm512_storeu_ps(out.add(16 * c), v);
-            }
-        }
-        r0 += R;
-    }
-    if full < rows {
-        narrow_rows(&mut yb[full * O..], &x[full * k..], wt, b, relu, k);
-    }
-}
-
-/// Rows of `y = act(b + x wᵀ)` with 64 outputs: each row's sums start at the bias and add
-/// `x[r, t] · wᵀ[t, ·]` for t in order, one fused multiply-add each (`mul_add`: the same bits on
-/// AVX-512 and AVX2), six rows at a time so that each of wᵀ's rows, loaded once, feeds 24 of
-/// them; the ReLU as the rows are written.
-#[inline(always)]
-fn narrow_rows(yb: &mut [std::mem::MaybeUninit<f32>], x: &[f32], wt: &[f32], b: &[f32], relu: bool, k: usize) {
-    const O: usize = NARROW;
-    let b: &[f32; O] = b.try_into().unwrap();
-    let rows = yb.len() / O;
-    let mut r0 = 0;
-    while r0 < rows {
-        let nr = NARROW_ROWS.min(rows - r0);
-        let mut acc = [*b; NARROW_ROWS];
-        if nr == NARROW_ROWS {
-            let xs: [&[f32]; NARROW_ROWS] = std::array::from_fn(|r| &x[(r0 + r) * k..(r0 + r + 1) * k]);
-            assert!(wt.len() >= k * O);
-            for t in 0..k {
-                // SAFETY: t < k, and each row of xs has k entries and wt k rows of O (just above):
-                // unchecked, so that no bounds check forces the 24 sums out of their registers.
-                let w: &[f32; O] = unsafe { &*(wt.as_ptr().add(t * O) as *const [f32; O]) };
-                for (a, xr) in acc.iter_mut().zip(&xs) {
-                    let xv = unsafe { *xr.get_unchecked(t) };
-                    for (s, &wv) in a.iter_mut().zip(w) {
-                        *s = xv.mul_add(wv, *s);
-                    }
-                }
-            }
-        } else {
-            for (a, r) in acc.iter_mut().zip(r0..r0 + nr) {
-                let xr = &x[r * k..(r + 1) * k];
-                for (t, &xv) in xr.iter().enumerate() {
-                    let w: &[f32; O] = wt[t * O..(t + 1) * O].try_into().unwrap();
-                    for (s, &wv) in a.iter_mut().zip(w) {
-                        *s = xv.mul_add(wv, *s);
-                    }
-                }
-            }
-        }
-        for (a, yr) in acc.iter().zip(yb[r0 * O..(r0 + nr) * O].chunks_exact_mut(O)) {
-            for (d, &v) in yr.iter_mut().zip(a) {
-                d.write(if relu { v.max(0.0) } else { v });
-            }
-        }
-        r0 += nr;
-    }
 }
 
 /// Rows of the small-k forward with the sizes fixed: `y_r = act(b + Σ_t x[r, t] · wᵀ[t, ·])`,
@@ -539,39 +389,22 @@ mod tests {
         }
     }
 
-    /// The 64-output rows give the same bits with AVX-512 intrinsics and with the portable loop
-    /// compiled for AVX2 + FMA (where the CPU has both), and match a plain f64 sum.
-    #[cfg(target_arch = "x86_64")]
+    /// Reading w by strides (k not a multiple of 64) gives the bits of the product from the
+    /// transposed copy at the layers that take it: the MLP's first (784 → 512) and the CNN's
+    /// second convolution (288 → 64). (At some other shapes gemm's order follows the layout: a
+    /// 100 → 3 layer differs in the last bits.)
     #[test]
-    fn the_narrow_rows_are_the_same_bits_on_both_instruction_sets() {
-        if !(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
-            eprintln!("skipped: this CPU lacks AVX-512F or AVX2 + FMA");
-            return;
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn portable(yb: &mut [std::mem::MaybeUninit<f32>], x: &[f32], wt: &[f32], b: &[f32], relu: bool, k: usize) {
-            narrow_rows(yb, x, wt, b, relu, k)
-        }
-        let mut r = Rng::stream(8, "narrow");
-        for (rows, k) in [(256, 288), (23, 9), (6, 1), (100, 300)] {
-            let x: Vec<f32> = (0..rows * k).map(|_| r.normal() as f32).collect();
-            let wt: Vec<f32> = (0..k * NARROW).map(|_| r.normal() as f32).collect();
-            let b: Vec<f32> = (0..NARROW).map(|_| r.normal() as f32).collect();
-            for relu in [true, false] {
-                let run = |f: unsafe fn(&mut [std::mem::MaybeUninit<f32>], &[f32], &[f32], &[f32], bool, usize)| {
-                    let mut y = vec![std::mem::MaybeUninit::<f32>::uninit(); rows * NARROW];
-                    unsafe { f(&mut y, &x, &wt, &b, relu, k) };
-                    y.iter().map(|v| unsafe { v.assume_init() }.to_bits()).collect::<Vec<u32>>()
-                };
-                let (a, p) = (run(narrow_rows_avx512), run(portable));
-                assert_eq!(a, p, "rows {rows} k {k}: AVX-512 and AVX2 differ");
-                for (i, &bits) in a.iter().enumerate().step_by(13) {
-                    let (row, c) = (i / NARROW, i % NARROW);
-                    let want = b[c] as f64 + (0..k).map(|t| x[row * k + t] as f64 * wt[t * NARROW + c] as f64).sum::<f64>();
-                    let want = if relu { want.max(0.0) } else { want };
-                    assert!((f32::from_bits(bits) as f64 - want).abs() < 1e-3 * (1.0 + want.abs()));
-                }
-            }
+    fn the_strided_forward_is_the_transposed_one_bit_for_bit() {
+        let mut r = Rng::stream(4, "strided");
+        for (n, k, o) in [(300, 288, 64), (25088, 288, 64), (256, 784, 512), (512, 784, 512)] {
+            assert!(k > SMALL_K && !k.is_multiple_of(64));
+            let x: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
+            let w: Vec<f32> = (0..o * k).map(|_| r.normal() as f32).collect();
+            let b: Vec<f32> = (0..o).map(|_| r.normal() as f32).collect();
+            let mut want = broadcast_rows(&b, n);
+            mm(n, o, k, &mut want, (o, 1), true, &x, (k, 1), &transpose(&w, o, k), (o, 1));
+            relu_inplace(&mut want);
+            assert!(forward(&x, &w, &b, true, n, k, o) == want, "n {n} k {k} o {o}");
         }
     }
 
