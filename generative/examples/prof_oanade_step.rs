@@ -53,23 +53,6 @@ fn main() {
     time("∂V = hᵀ·∂z [500,100]×[100,784]", &mut |o| matmul(h, d, b, o, (d, 1), false, &hh, (1, h), &dz, (d, 1)));
     time("∂h = ∂z·Vᵀ [100,784]×[784,500]", &mut |o| matmul(b, h, d, o, (h, 1), false, &dz, (d, 1), &vv, (1, d)));
     time("∂W1 = xᵀ·∂h [784,100]×[100,500]", &mut |o| matmul(d, h, b, o, (h, 1), false, &xa, (1, d), &hh, (h, 1)));
-    use wick_core::linalg::matmul_serial;
-    // The same products as two column halves, one per thread, each on one thread (rayon::join).
-    let halves = |o: &mut [f32], m: usize, n: usize, k: usize, lhs: &[f32], ls: (usize, usize), rhs: &[f32], rs: (usize, usize)| {
-        let h1 = n / 2;
-        let (a, b) = o[..m * n].split_at_mut(h1);
-        let _ = (a, b);
-        // Column halves of a row-major [m, n] result are strided views: dst stride n.
-        let p = o.as_mut_ptr() as usize;
-        rayon::join(
-            || { let d = unsafe { std::slice::from_raw_parts_mut(p as *mut f32, m * n) }; matmul_serial(m, h1, k, d, (n, 1), false, lhs, ls, rhs, rs) },
-            || { let d = unsafe { std::slice::from_raw_parts_mut((p as *mut f32).add(h1), m * n - h1) }; matmul_serial(m, n - h1, k, d, (n, 1), false, lhs, ls, &rhs[h1 * rs.1..], rs) },
-        );
-    };
-    time("x·W1 halves", &mut |o| halves(o, b, h, d, &xa, (d, 1), &w1, (h, 1)));
-    time("h·W2 halves", &mut |o| halves(o, b, h, h, &hh, (h, 1), &w2, (h, 1)));
-    time("h·V halves", &mut |o| halves(o, b, d, h, &hh, (h, 1), &vv, (d, 1)));
-    time("∂h = ∂z·Vᵀ halves", &mut |o| halves(o, b, h, d, &dz, (d, 1), &vv, (1, d)));
     // The first layer's sparse operands: x ⊙ m (about a fifteenth nonzero) and m (about half).
     let (xm, mk): (Vec<f32>, Vec<f32>) = (0..b * d).map(|_| { let m = (rr.uniform() < 0.5) as u8 as f32; ((rr.uniform() < 0.13) as u8 as f32 * m, m) }).unzip();
     use wick_core::linalg::{sparse_matmul_acc, sparse_t_matmul};

@@ -160,7 +160,7 @@ fn add_noise(out: &mut [f32], key: u64, sigma: f32) {
 /// to the 11th and 12th powers (error under 6·10⁻⁸). Plain f32 operations with no branch, so
 /// LLVM vectorises them and every instruction set gives the same bits.
 #[inline(always)]
-pub fn normal_pair(key: u64, j: u64) -> (f32, f32) {
+fn normal_pair(key: u64, j: u64) -> (f32, f32) {
     let h = wick_core::rng::splitmix64(key.wrapping_add(j.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     let u = (((h >> 41) as i32) as f32 + 0.5) * (1.0 / 8_388_608.0);
     let q = ((h >> 22) & 3) as i32;
