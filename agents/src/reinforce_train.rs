@@ -152,7 +152,7 @@ pub fn train(cfg: &ReinforceConfig, rt: &Runtime) -> Result<Outcome> {
         }
         if st.updates % cfg.checkpoint_every == 0 || interrupted {
             run.tb.flush()?;
-            wick_core::fault::point("after-log");
+            run.fault_after_log();
             run.save(checkpoint(&agent, &st)?)?;
         }
         if interrupted {

@@ -577,11 +577,11 @@ fn drive<A: McAgent>(mut agent: A, cfg: &TabularConfig, run: Opening, envs: Vec<
             st.max_update = 0.0;
             if t_ckpt.is_none_or(|t| t.elapsed().as_secs_f64() >= 1.0) {
                 run.tb.flush()?;
-                wick_core::fault::point("after-log");
+                run.fault_after_log();
                 run.save(checkpoint(&agent, &st, cfg))?;
                 t_ckpt = Some(Instant::now());
             } else {
-                wick_core::fault::point("after-log");
+                run.fault_after_log();
             }
             t_log = Instant::now();
             eps_log = 0;

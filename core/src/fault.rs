@@ -26,6 +26,12 @@ fn hit(name: &str) -> Option<String> {
     n.parse::<u64>().is_ok_and(|n| n == hit).then_some(spec)
 }
 
+/// True when `WICK_FAULT` is set (any point): callers that write in the background settle
+/// their writes before a fault point, so the crash lands where its name says.
+pub fn armed() -> bool {
+    std::env::var_os("WICK_FAULT").is_some()
+}
+
 /// Abort here if `WICK_FAULT` names this point and this is the chosen hit.
 pub fn point(name: &str) {
     if let Some(spec) = hit(name) {

@@ -151,6 +151,18 @@ impl Session {
         Ok(())
     }
 
+    /// The `after-log` fault point (see [`crate::fault`]): the epoch's scalars are flushed, its
+    /// checkpoint not yet saved. With a fault armed, the earlier checkpoint writes finish first,
+    /// so an injected crash here leaves exactly the previous checkpoint on disk, as it would
+    /// with synchronous writes (a real crash during a write leaves the one before it: the
+    /// rename is atomic).
+    pub fn fault_after_log(&self) {
+        if crate::fault::armed() {
+            self.lock_writes().wait(None);
+        }
+        crate::fault::point("after-log");
+    }
+
     /// Write another file of the run (e.g. a CSV of curves) atomically.
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
         if !crate::dist::world().is_root() {

@@ -528,7 +528,7 @@ pub fn train(cfg: &DensityConfig, rt: &Runtime) -> Result<Outcome> {
             log_samples_and_weights(&mut run.tb, &*model, &data, &x, cfg.seed, e)?;
         }
         run.tb.flush()?;
-        wick_core::fault::point("after-log");
+        run.fault_after_log();
         run.progress.message(match evaluate {
             true => format!("epoch {e} train_nll {train_nll:.3} valid_nll {valid_nll:.3}"),
             false => format!("epoch {e} train_nll {train_nll:.3}"),

@@ -400,7 +400,7 @@ pub fn train(cfg: &PretrainConfig, rt: &Runtime) -> Result<Outcome> {
             log_images(&mut run.tb, &head, &enc, &data, &x, cfg.seed, e, dev)?;
         }
         run.tb.flush()?;
-        wick_core::fault::point("after-log");
+        run.fault_after_log();
         run.progress.message(msg);
         st.epoch += 1;
         st.batch = 0;
