@@ -155,10 +155,15 @@ impl Session {
     /// checkpoint not yet saved. With a fault armed, the earlier checkpoint writes finish first,
     /// so an injected crash here leaves exactly the previous checkpoint on disk, as it would
     /// with synchronous writes (a real crash during a write leaves the one before it: the
-    /// rename is atomic).
+    /// rename is atomic). Every rank calls it at the same point.
     pub fn fault_after_log(&self) {
         if crate::fault::armed() {
             self.lock_writes().wait(None);
+            // Under mpirun a peer's abort ends rank 0 too: no rank goes on before rank 0's writes are done.
+            let world = crate::dist::world();
+            if world.size() > 1 {
+                world.all_gather_u64(&[0]);
+            }
         }
         crate::fault::point("after-log");
     }
