@@ -72,6 +72,8 @@ struct Writes {
     /// The last write started. Its thread joins the one before it first, so waiting for it
     /// waits for every write, and they land in the order of the saves.
     last: Option<Write>,
+    /// Writes started and not yet finished (each thread counts itself out when its file is written).
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     failed: Option<Error>,
 }
 
@@ -150,20 +152,31 @@ impl Session {
             return Ok(());
         }
         ck.set_meta("config", &self.run.config);
+        use std::sync::atomic::Ordering::SeqCst;
         let mut w = self.lock_writes();
+        // Saves never run more than two writes ahead of the disk (a checkpoint and a best model
+        // saved together go on in the background; a third save waits), so memory stays bounded.
+        if w.in_flight.load(SeqCst) >= 2 {
+            w.wait();
+        }
         w.poll();
         if let Some(e) = w.failed.take() {
             return Err(e);
         }
-        let (before, p) = (w.last.take(), path.to_path_buf());
+        let (before, p, in_flight) = (w.last.take(), path.to_path_buf(), w.in_flight.clone());
+        in_flight.fetch_add(1, SeqCst);
         let h = std::thread::Builder::new()
             .name("wick-checkpoint".into())
             .spawn(move || {
                 let earlier = before.map_or(Ok(()), join);
                 let ours = ck.save(&p);
+                in_flight.fetch_sub(1, SeqCst);
                 earlier.and(ours)
             })
-            .map_err(|e| Error::new(format!("writing '{}': cannot start a writer thread ({e})", path.display())))?;
+            .map_err(|e| {
+                w.in_flight.fetch_sub(1, SeqCst);
+                Error::new(format!("writing '{}': cannot start a writer thread ({e})", path.display()))
+            })?;
         w.last = Some((path.to_path_buf(), h));
         Ok(())
     }
@@ -312,6 +325,28 @@ mod tests {
             run.finish(serde_json::json!({})).unwrap();
             assert_eq!(Checkpoint::load(&dir.best()).unwrap().f32_values("w", &[4 << 20]).unwrap()[0], 0.5);
         }
+        let _ = std::fs::remove_dir_all(&logdir);
+    }
+
+    /// Saves faster than the disk wait once two writes are in flight (memory stays bounded),
+    /// and the last save is the file left.
+    #[test]
+    fn at_most_two_checkpoint_writes_are_in_flight() {
+        let logdir = std::env::temp_dir().join(format!("wick-session-bound-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&logdir);
+        let dir = RunDir::create(&logdir, "r", false).unwrap();
+        let rt = Runtime { dir: dir.clone(), device: Device::Cpu, resume: false, quiet: true };
+        let run = Session::open(&rt, &serde_json::json!({})).unwrap().start("x", None, 1, 0).unwrap();
+        let mut most = 0;
+        for i in 0..8 {
+            let mut ck = Checkpoint::new();
+            ck.put_f32("w", &[2 << 20], &vec![i as f32; 2 << 20]); // 8 MB
+            run.save(ck).unwrap();
+            most = most.max(run.lock_writes().in_flight.load(std::sync::atomic::Ordering::SeqCst));
+        }
+        assert!((1..=2).contains(&most), "{most} writes in flight");
+        run.finish(serde_json::json!({})).unwrap();
+        assert_eq!(Checkpoint::load(&dir.checkpoint()).unwrap().f32_values("w", &[2 << 20]).unwrap()[0], 7.0);
         let _ = std::fs::remove_dir_all(&logdir);
     }
 }
