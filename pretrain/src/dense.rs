@@ -143,11 +143,8 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], relu: bool, n: usize, k: usize, 
         return y;
     }
     let mut y = broadcast_rows(b, n);
-    if strided {
-        mm(n, o, k, &mut y, (o, 1), true, x, (k, 1), w, (1, k));
-    } else {
-        mm(n, o, k, &mut y, (o, 1), true, x, (k, 1), &wt, (o, 1));
-    }
+    let (rhs, strides) = if strided { (w, (1, k)) } else { (&wt[..], (o, 1)) };
+    mm(n, o, k, &mut y, (o, 1), true, x, (k, 1), rhs, strides);
     if relu {
         relu_inplace(&mut y);
     }
