@@ -115,7 +115,7 @@ impl Session {
     }
 
     /// The run's directory, once every checkpoint write in flight has finished (so a file read
-    /// through it is complete); a failed write is reported by the next save or `finish`.
+    /// through it is complete); a failed write is reported later (see the module docs).
     pub fn dir(&self) -> &RunDir {
         self.lock_writes().wait();
         &self.run.dir
@@ -151,8 +151,8 @@ impl Session {
         if !crate::dist::world().is_root() {
             return Ok(());
         }
-        ck.set_meta("config", &self.run.config);
         use std::sync::atomic::Ordering::SeqCst;
+        ck.set_meta("config", &self.run.config);
         let mut w = self.lock_writes();
         // Saves never run more than two writes ahead of the disk (a checkpoint and a best model
         // saved together go on in the background; a third save waits), so memory stays bounded.
@@ -299,6 +299,13 @@ impl Drop for Session {
 mod tests {
     use super::*;
 
+    /// A fresh run `name` under `logdir` and its session (config `cfg`).
+    fn session(logdir: &std::path::Path, name: &str, cfg: serde_json::Value) -> (RunDir, Session) {
+        let dir = RunDir::create(logdir, name, false).unwrap();
+        let rt = Runtime { dir: dir.clone(), device: Device::Cpu, resume: false, quiet: true };
+        (dir, Session::open(&rt, &cfg).unwrap().start("x", None, 1, 0).unwrap())
+    }
+
     /// The writes land in the order of the saves: a small checkpoint saved right after a large
     /// `best.safetensors` never appears before it (written side by side, the small one would
     /// nearly always land first), so a crash cannot leave a checkpoint ahead of its best model.
@@ -307,9 +314,7 @@ mod tests {
         let logdir = std::env::temp_dir().join(format!("wick-session-order-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&logdir);
         for round in 0..3 {
-            let dir = RunDir::create(&logdir, &format!("r{round}"), false).unwrap();
-            let rt = Runtime { dir: dir.clone(), device: Device::Cpu, resume: false, quiet: true };
-            let run = Session::open(&rt, &serde_json::json!({ "round": round })).unwrap().start("x", None, 1, 0).unwrap();
+            let (dir, run) = session(&logdir, &format!("r{round}"), serde_json::json!({ "round": round }));
             let mut big = Checkpoint::new();
             big.put_f32("w", &[4 << 20], &vec![0.5f32; 4 << 20]); // 16 MB
             let mut small = Checkpoint::new();
@@ -334,9 +339,7 @@ mod tests {
     fn at_most_two_checkpoint_writes_are_in_flight() {
         let logdir = std::env::temp_dir().join(format!("wick-session-bound-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&logdir);
-        let dir = RunDir::create(&logdir, "r", false).unwrap();
-        let rt = Runtime { dir: dir.clone(), device: Device::Cpu, resume: false, quiet: true };
-        let run = Session::open(&rt, &serde_json::json!({})).unwrap().start("x", None, 1, 0).unwrap();
+        let (dir, run) = session(&logdir, "r", serde_json::json!({}));
         let mut most = 0;
         for i in 0..8 {
             let mut ck = Checkpoint::new();
