@@ -4,7 +4,7 @@
 # .venv — what a new user does first. Fails when either command fails, or when README.md no
 # longer has exactly two commands under "## Two commands".
 #
-#   scripts/newcomer.sh [--keep FILE]    (--keep: leave the clone and write its path to FILE)
+#   scripts/newcomer.sh [--keep FILE]    (--keep: on success leave the clone, write its path to FILE)
 #
 # It builds and tests from scratch, so it takes as long as CI; .ci/run runs it.
 set -euo pipefail
@@ -17,7 +17,9 @@ case "${1:-}" in
 esac
 
 tmp=$(mktemp -d)
-[ -n "$keep" ] || trap 'rm -rf "$tmp"' EXIT
+# The clone (about 3.5 GB once built) goes when this script ends, also on failure; only a passing
+# run with --keep leaves it, and then its caller removes it.
+trap 'rm -rf "$tmp"' EXIT
 # Tests and benchmarks read the shared data from ../shared beside the repository: give the clone
 # the same neighbour.
 if [ -d "$root/../shared" ]; then ln -s "$(cd "$root/../shared" && pwd)" "$tmp/shared"; fi
@@ -34,4 +36,4 @@ for c in "${cmds[@]}"; do
   env -u WICK_PYTHON bash -c "$c"
 done
 echo "newcomer: both README commands passed in a fresh clone" >&2
-[ -z "$keep" ] || echo "$tmp/wick" > "$keep"
+if [ -n "$keep" ]; then echo "$tmp/wick" > "$keep"; trap - EXIT; fi
