@@ -531,18 +531,6 @@ pub fn clip_grad_norm(params: &Params, grads: &mut GradStore, max_norm: f64) -> 
     Ok(norm as f64)
 }
 
-/// Adam/AdamW in place on contiguous f32 CPU tensors: one pass over (g, m, v, θ) instead of a
-/// dozen allocating tensor ops. The f32 arithmetic is the tensor-op path's, term by term and
-/// in the same order, so both give the same bits (a test checks it); other devices and
-/// layouts take the tensor-op path. The pass is elementwise and runs over chunks in parallel
-/// (rayon's current pool), which cannot change a bit. It is compiled for AVX-512F and for
-/// AVX2 and chosen at run time: square roots and divisions are correctly rounded at any
-/// width and there are no fused multiply–adds, so every path gives the same bits.
-///
-/// Candle's in-place ops lend one tensor mutably each, so the three written tensors are
-/// reached by nesting: θ's op lends θ, inside it m's op lends m, inside that v's op lends v
-/// and reads g, and the innermost loop updates all three. Each slice comes from its own
-/// storage's write lock, held by the enclosing call for as long as the loop runs.
 /// Adam's and AdamW's new θ, m and v with every subnormal entry (|x| < 2⁻¹²⁶ ≈ 1.2e-38) set to
 /// 0, on every device and in the fused CPU step alike. Under coupled L2 (`--weight-decay` with
 /// Adam) a weight whose data gradient is zero — the input weights of a pixel that is 0 in every
@@ -566,6 +554,18 @@ fn l2_floor(wd: f64) -> f32 {
     if wd > 0.0 { (f32::MIN_POSITIVE as f64 / wd) as f32 } else { 0.0 }
 }
 
+/// Adam/AdamW in place on contiguous f32 CPU tensors: one pass over (g, m, v, θ) instead of a
+/// dozen allocating tensor ops. The f32 arithmetic is the tensor-op path's, term by term and
+/// in the same order, so both give the same bits (a test checks it); other devices and
+/// layouts take the tensor-op path. The pass is elementwise and runs over chunks in parallel
+/// (rayon's current pool), which cannot change a bit. It is compiled for AVX-512F and for
+/// AVX2 and chosen at run time: square roots and divisions are correctly rounded at any
+/// width and there are no fused multiply–adds, so every path gives the same bits.
+///
+/// Candle's in-place ops lend one tensor mutably each, so the three written tensors are
+/// reached by nesting: θ's op lends θ, inside it m's op lends m, inside that v's op lends v
+/// and reads g, and the innermost loop updates all three. Each slice comes from its own
+/// storage's write lock, held by the enclosing call for as long as the loop runs.
 mod fused_adam {
     use crate::cpu::{f32_slice as slice, f32_slice_mut as slice_mut};
     use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, Layout, Tensor};
